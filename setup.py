@@ -1,0 +1,30 @@
+"""Packaging for z4node: the node package, its twistd plugin and the `z4` CLI."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="z4node",
+    version="0.1.0",
+    description="Self-hosted, peer-to-peer, S3-compatible object store on Twisted",
+    python_requires=">=3.11",
+    # twisted/plugins has no __init__.py on purpose (Twisted's plugin layout):
+    # it is listed by name so the plugin module is installed beside Twisted's.
+    packages=find_packages(include=["z4node", "z4node.*"]) + ["twisted.plugins"],
+    install_requires=[
+        "twisted[tls]>=24.7",
+        "txaio>=23.1",
+        "pynacl>=1.5",
+        "blake3>=0.4",
+        "kademlia>=2.2",
+        "treq>=23.11",
+        "cryptography>=42",
+        # defusedxml: S3 request bodies are untrusted XML; the stdlib parser
+        # expands entities (billion laughs), defusedxml refuses them.
+        "defusedxml>=0.7",
+        # awscrt: AWS's own CRC32C and CRC64NVME implementations, used for the
+        # x-amz-checksum-* values recent SDKs send; hand-written tables would
+        # be slower and another thing to get wrong.
+        "awscrt>=0.20",
+    ],
+    entry_points={"console_scripts": ["z4=z4node.admin.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""z4node's test suite, run by trial through tox."""
