@@ -1,0 +1,345 @@
+"""The storage engine: chunk files, the metadata store, the object service
+over both, listings against a model, and crashes between the steps of a
+write."""
+
+import os
+
+from hypothesis import given, settings, strategies as st
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.trial.unittest import TestCase
+
+from z4node.hlc import HybridLogicalClock
+from z4node.objects.errors import ObjectError
+from z4node.objects.service import ObjectService
+from z4node.objects.system import SystemTables
+from z4node.storage import chunks as chunks_module
+from z4node.storage.chunks import CHUNK_SIZE, ChunkCorrupted, ChunkStore, chunk_hash
+from z4node.storage.gc import GarbageCollector
+from z4node.storage.meta import ListEntry, MetaStore, key_successor
+
+
+async def body_of(*pieces):
+    for piece in pieces:
+        yield piece
+
+
+async def collect(iterator):
+    return b"".join([piece async for piece in iterator])
+
+
+class Engine:
+    """A node's storage, opened on a directory (again, to simulate a restart)."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.meta = MetaStore(reactor, os.path.join(directory, "meta.sqlite3"))
+        self.chunks = ChunkStore(reactor, os.path.join(directory, "chunks"))
+        self.hlc = HybridLogicalClock(reactor)
+        self.system = SystemTables(self.meta, self.hlc, reactor)
+        self.objects = ObjectService(reactor, self.meta, self.chunks, self.system, self.hlc)
+        self.meta.start()
+        self.chunks.start()
+
+    async def open(self, bucket="b"):
+        await self.system.load()
+        self.key = self.system.key_by_name("admin") or await self.system.create_key(
+            "admin", is_admin=True)
+        if bucket and self.system.bucket(bucket) is None:
+            await self.objects.create_bucket(bucket, self.key)
+        return self
+
+    def close(self):
+        self.chunks.stop()
+        self.meta.stop()
+
+    async def put(self, key, data, bucket="b", pieces=1):
+        size = max(1, len(data) // pieces)
+        parts = [data[i:i + size] for i in range(0, len(data), size)] or [b""]
+        return await self.objects.put_object(bucket, key, body_of(*parts),
+                                             owner=self.key.user_id, meta={})
+
+    async def get(self, key, bucket="b"):
+        version = await self.objects.head_object(bucket, key)
+        return await collect(self.objects.read(version, 0, version.size - 1))
+
+
+class EngineTestCase(TestCase):
+    def engine(self, directory=None):
+        directory = directory or self.mktemp()
+        os.makedirs(directory, exist_ok=True)
+        engine = Engine(directory)
+        self.addCleanup(engine.close)
+        return ensureDeferred(engine.open())
+
+
+class ObjectStorageTests(EngineTestCase):
+    async def test_small_object_is_inline(self):
+        engine = await self.engine()
+        version = await engine.put("k", b"hello")
+        self.assertEqual(version.inline, b"hello")
+        self.assertEqual(version.chunks, [])
+        self.assertEqual(version.etag, "5d41402abc4b2a76b9719d911017c592")
+        self.assertEqual(await engine.get("k"), b"hello")
+
+    async def test_large_object_is_chunked_and_read_back(self):
+        engine = await self.engine()
+        data = os.urandom(CHUNK_SIZE * 2 + 12345)
+        version = await engine.put("big", data, pieces=7)
+        self.assertEqual([n for _, n in version.chunks], [CHUNK_SIZE, CHUNK_SIZE, 12345])
+        self.assertEqual(await engine.get("big"), data)
+        reader = engine.objects.read(version, CHUNK_SIZE - 10, CHUNK_SIZE + 9)
+        self.assertEqual(await collect(reader), data[CHUNK_SIZE - 10:CHUNK_SIZE + 10])
+
+    async def test_identical_content_is_stored_once(self):
+        engine = await self.engine()
+        data = os.urandom(CHUNK_SIZE + 100)
+        await engine.put("one", data)
+        await engine.put("two", data)
+        files = [d for d, _, _ in engine.chunks.stored_hashes()]
+        self.assertEqual(len(files), 2)
+        self.assertEqual(await engine.get("two"), data)
+
+    async def test_overwrite_and_delete_leave_tombstone(self):
+        engine = await self.engine()
+        await engine.put("k", b"one")
+        await engine.put("k", b"two")
+        self.assertEqual(await engine.get("k"), b"two")
+        self.assertTrue(await engine.objects.delete_object("b", "k", engine.key.user_id))
+        with self.assertRaises(ObjectError) as raised:
+            await engine.objects.head_object("b", "k")
+        self.assertEqual(raised.exception.code, "NoSuchKey")
+        rows = await engine.meta.db.read(lambda c: c.execute(
+            "SELECT delete_marker FROM versions WHERE bucket='b'").fetchall())
+        self.assertEqual(rows, [(1,)])
+
+    async def test_corrupted_chunk_is_detected_and_set_aside(self):
+        engine = await self.engine()
+        data = os.urandom(CHUNK_SIZE + 1)
+        version = await engine.put("k", data)
+        path = engine.chunks.path(version.chunks[0][0])
+        with open(path, "r+b") as f:
+            f.seek(100)
+            f.write(b"X")
+        with self.assertRaises(ChunkCorrupted):
+            await engine.get("k")
+        self.assertTrue(os.path.exists(path + ".corrupted"))
+
+    async def test_bucket_not_empty(self):
+        engine = await self.engine()
+        await engine.put("k", b"x")
+        with self.assertRaises(ObjectError) as raised:
+            await engine.objects.delete_bucket("b")
+        self.assertEqual(raised.exception.code, "BucketNotEmpty")
+        await engine.objects.delete_object("b", "k", engine.key.user_id)
+        await engine.objects.delete_bucket("b")
+        self.assertIsNone(engine.system.bucket("b"))
+
+    async def test_multipart_assembles_in_order(self):
+        engine = await self.engine()
+        upload = await engine.objects.create_upload("b", "mp", owner="u", meta={})
+        first = os.urandom(5 * 1024 * 1024)
+        second = b"tail"
+        p2 = await engine.objects.upload_part("b", "mp", upload.upload_id, 2, body_of(second))
+        p1 = await engine.objects.upload_part("b", "mp", upload.upload_id, 1, body_of(first))
+        version = await engine.objects.complete_upload(
+            "b", "mp", upload.upload_id, [(1, p1.etag), (2, f'"{p2.etag}"')], owner="u")
+        self.assertTrue(version.etag.endswith("-2"))
+        self.assertEqual(await engine.get("mp"), first + second)
+        with self.assertRaises(ObjectError) as raised:
+            await engine.objects.get_upload("b", "mp", upload.upload_id)
+        self.assertEqual(raised.exception.code, "NoSuchUpload")
+
+    async def test_multipart_rules(self):
+        engine = await self.engine()
+        upload = await engine.objects.create_upload("b", "mp", owner="u", meta={})
+        p1 = await engine.objects.upload_part("b", "mp", upload.upload_id, 1, body_of(b"small"))
+        p2 = await engine.objects.upload_part("b", "mp", upload.upload_id, 2, body_of(b"x"))
+        for requested, code in [
+                ([(2, p2.etag), (1, p1.etag)], "InvalidPartOrder"),
+                ([(1, p2.etag)], "InvalidPart"),
+                ([(3, p1.etag)], "InvalidPart"),
+                ([(1, p1.etag), (2, p2.etag)], "EntityTooSmall")]:
+            with self.assertRaises(ObjectError) as raised:
+                await engine.objects.complete_upload("b", "mp", upload.upload_id,
+                                                     requested, owner="u")
+            self.assertEqual(raised.exception.code, code)
+        # A failed completion changes nothing: the upload is still open.
+        version = await engine.objects.complete_upload(
+            "b", "mp", upload.upload_id, [(2, p2.etag)], owner="u")
+        self.assertEqual(await engine.get("mp"), b"x")
+        self.assertEqual(version.size, 1)
+
+    async def test_gc_frees_unreferenced_chunks_only_after_grace(self):
+        engine = await self.engine()
+        data = os.urandom(CHUNK_SIZE + 1)
+        version = await engine.put("k", data)
+        await engine.put("keep", data[:CHUNK_SIZE])
+        await engine.objects.delete_object("b", "k", engine.key.user_id)
+        gc = GarbageCollector(reactor, engine.meta, engine.chunks)
+        deleted, _ = await gc.collect()
+        self.assertEqual(deleted, 0, "nothing is collected inside the grace period")
+        gc.chunk_grace_seconds = -60
+        deleted, _ = await gc.collect()
+        self.assertEqual(deleted, 1)
+        self.assertFalse(os.path.exists(engine.chunks.path(version.chunks[1][0])))
+        self.assertEqual(await engine.get("keep"), data[:CHUNK_SIZE])
+
+    async def test_gc_spares_pinned_chunks(self):
+        engine = await self.engine()
+        data = os.urandom(CHUNK_SIZE + 1)
+        version = await engine.put("k", data)
+        await engine.objects.delete_object("b", "k", engine.key.user_id)
+        for digest, _ in version.chunks:
+            engine.chunks.pin(digest)
+        gc = GarbageCollector(reactor, engine.meta, engine.chunks)
+        gc.chunk_grace_seconds = -60
+        deleted, _ = await gc.collect()
+        self.assertEqual(deleted, 0)
+        for digest, _ in version.chunks:
+            self.assertTrue(os.path.exists(engine.chunks.path(digest)))
+
+
+class ListingTests(EngineTestCase):
+    def test_key_successor(self):
+        self.assertEqual(key_successor(b"a/"), b"a0")
+        self.assertEqual(key_successor(b"ab\xff"), b"ac")
+        self.assertIsNone(key_successor(b"\xff"))
+
+    @settings(max_examples=40, deadline=None)
+    @given(keys=st.sets(st.text(alphabet="ab/c\u00e9", min_size=1, max_size=6), max_size=25),
+           prefix=st.text(alphabet="ab/", max_size=2),
+           delimiter=st.sampled_from(["", "/", "b"]),
+           limit=st.integers(1, 6))
+    def test_paging_matches_model(self, keys, prefix, delimiter, limit):
+        """Walking every page gives exactly what S3's definition gives."""
+        return ensureDeferred(self._paging(keys, prefix, delimiter, limit))
+
+    async def _paging(self, keys, prefix, delimiter, limit):
+        engine = await self.engine()
+        for key in keys:
+            await engine.put(key, b"")
+        expected = []
+        for key in sorted(keys, key=lambda k: k.encode()):
+            if not key.startswith(prefix):
+                continue
+            rest = key[len(prefix):]
+            if delimiter and delimiter in rest:
+                common = prefix + rest[:rest.index(delimiter) + len(delimiter)]
+                if common not in expected:
+                    expected.append(common)
+            else:
+                expected.append(key)
+        seen = []
+        after = None
+        while True:
+            items, truncated = await engine.meta.list_heads("b", prefix, delimiter, after, limit)
+            self.assertLessEqual(len(items), limit)
+            names = [i.key if isinstance(i, ListEntry) else i for i in items]
+            seen.extend(names)
+            if not truncated:
+                break
+            after = names[-1]
+        self.assertEqual(seen, expected)
+        engine.close()
+
+
+class _Crash(Exception):
+    """Stands for the process dying at this point."""
+
+
+class CrashTests(EngineTestCase):
+    """Fail a PUT at each step of its write, reopen the data dir, and check
+    the old object is intact and nothing torn is visible."""
+
+    steps = ["fsync", "replace"]
+
+    async def _crash_at(self, function, call_number):
+        directory = self.mktemp()
+        os.makedirs(directory)
+        engine = Engine(directory)
+        await engine.open()
+        old = os.urandom(CHUNK_SIZE + 10)
+        await engine.put("k", old)
+        original = getattr(chunks_module.os, function)
+        calls = []
+
+        def failing(*args, **kwargs):
+            calls.append(args)
+            if len(calls) == call_number:
+                raise _Crash()
+            return original(*args, **kwargs)
+
+        self.patch(chunks_module.os, function, failing)
+        new = os.urandom(CHUNK_SIZE * 2 + 20)
+        with self.assertRaises(_Crash):
+            await engine.put("k", new)
+        engine.close()
+        self.patch(chunks_module.os, function, original)
+        reopened = Engine(directory)
+        self.addCleanup(reopened.close)
+        await reopened.open()
+        self.assertEqual(await reopened.get("k"), old)
+        gc = GarbageCollector(reactor, reopened.meta, reopened.chunks)
+        gc.chunk_grace_seconds = -60
+        await gc.collect()
+        for digest, path, _ in reopened.chunks.stored_hashes():
+            self.assertIsNotNone(digest, f"temp file {path} survived the sweep")
+            with open(path, "rb") as f:
+                self.assertEqual(chunk_hash(f.read()), digest)
+        self.assertEqual(await reopened.get("k"), old)
+
+    async def test_crash_at_every_step(self):
+        # Each chunk write does two fsyncs (file, directory) and one rename:
+        # crash before each of them for each of the new object's 3 chunks.
+        for function, count in [("fsync", 6), ("replace", 3)]:
+            for call_number in range(1, count + 1):
+                await self._crash_at(function, call_number)
+
+    async def test_crash_before_commit(self):
+        """Chunks durable, record never committed: the old object stays."""
+        directory = self.mktemp()
+        os.makedirs(directory)
+        engine = Engine(directory)
+        await engine.open()
+        await engine.put("k", b"old")
+
+        def refuse(*args, **kwargs):
+            raise _Crash()
+        self.patch(engine.meta, "put_version", refuse)
+        with self.assertRaises(_Crash):
+            await engine.put("k", os.urandom(CHUNK_SIZE + 5))
+        engine.close()
+        reopened = Engine(directory)
+        self.addCleanup(reopened.close)
+        await reopened.open()
+        self.assertEqual(await reopened.get("k"), b"old")
+
+
+class GroupCommitTests(EngineTestCase):
+    async def test_concurrent_writes_share_commits_and_all_land(self):
+        engine = await self.engine()
+        names = [f"k{i}" for i in range(200)]
+        results = await Deferred.fromCoroutine(_gather([engine.put(n, n.encode()) for n in names]))
+        self.assertEqual(len(results), 200)
+        for name in names[::37]:
+            self.assertEqual(await engine.get(name), name.encode())
+        items, truncated = await engine.meta.list_heads("b", "", "", None, 1000)
+        self.assertEqual(len(items), 200)
+
+    async def test_failed_write_does_not_poison_its_batch(self):
+        engine = await self.engine()
+
+        def boom(c):
+            raise ValueError("no")
+        bad = engine.meta.db.write(boom)
+        good = engine.put("fine", b"ok")
+        with self.assertRaises(ValueError):
+            await bad
+        await good
+        self.assertEqual(await engine.get("fine"), b"ok")
+
+
+async def _gather(coroutines):
+    return await gatherResults([Deferred.fromCoroutine(c) for c in coroutines])
+

@@ -1,0 +1,181 @@
+"""``z4``: the admin command. It talks to a running node through the admin
+socket in the node's data dir (``--data``, default ``./data``)."""
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+
+from z4node.admin.server import ADMIN_SOCKET
+
+
+class CliError(Exception):
+    pass
+
+
+def call(data_dir, command, **args):
+    """Send one command to the node owning ``data_dir``; its result."""
+    path = os.path.join(data_dir, ADMIN_SOCKET)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(path)
+            s.sendall(json.dumps({"command": command, "args": args}).encode() + b"\n")
+            reply = b""
+            while not reply.endswith(b"\n"):
+                piece = s.recv(65536)
+                if not piece:
+                    break
+                reply += piece
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise CliError(f"no node is running with data dir {data_dir} "
+                       f"(no admin socket at {path})") from None
+    except PermissionError:
+        raise CliError(f"permission denied on {path}: run z4 as the node's user") from None
+    try:
+        answer = json.loads(reply)
+    except ValueError:
+        raise CliError("the node closed the connection without an answer") from None
+    if not answer.get("ok"):
+        raise CliError(answer.get("error", "the node refused the command"))
+    return answer["result"]
+
+
+def table(rows, columns):
+    """Rows of dicts as an aligned text table with the given columns."""
+    header = [title for title, _ in columns]
+    lines = [[_cell(row.get(field)) for _, field in columns] for row in rows]
+    widths = [max(len(x) for x in column) for column in zip(header, *lines)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
+    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
+    return "\n".join(out)
+
+
+def _cell(value):
+    if isinstance(value, bool):
+        return "yes" if value else "-"
+    if isinstance(value, float):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(value))
+    return "" if value is None else str(value)
+
+
+def _fields(document, names):
+    return "\n".join(f"{title}: {_cell(document.get(field))}" for title, field in names)
+
+
+def key_create(args):
+    result = call(args.data, "key.create", name=args.name)
+    return result, _fields(result, [("Name", "name"), ("Access key id", "access_key_id"),
+                                    ("Secret access key", "secret_access_key"),
+                                    ("User id", "user_id")]) + \
+        "\n(the secret is shown only now; `z4 key info NAME --show-secret` shows it again)"
+
+
+def key_list(args):
+    result = call(args.data, "key.list")
+    return result, table(result, [("NAME", "name"), ("ACCESS KEY ID", "access_key_id"),
+                                  ("ADMIN", "admin"), ("CREATED", "created")])
+
+
+def key_info(args):
+    result = call(args.data, "key.info", name=args.name, show_secret=args.show_secret)
+    fields = [("Name", "name"), ("Access key id", "access_key_id"), ("User id", "user_id"),
+              ("Admin", "admin"), ("Created", "created"), ("May", "can_do")]
+    if args.show_secret:
+        fields.insert(2, ("Secret access key", "secret_access_key"))
+    text = _fields(result, fields)
+    if result["grants"]:
+        text += "\n\n" + table(result["grants"], [("BUCKET", "bucket"), ("READ", "read"),
+                                                  ("WRITE", "write"), ("OWNER", "owner")])
+    else:
+        text += "\n\nNo bucket grants."
+    return result, text
+
+
+def key_delete(args):
+    result = call(args.data, "key.delete", name=args.name)
+    return result, f"Deleted key {result['name']} ({result['access_key_id']})."
+
+
+def bucket_create(args):
+    result = call(args.data, "bucket.create", name=args.name, owner=args.owner)
+    return result, f"Created bucket {result['name']} (owner {result['owner']})."
+
+
+def bucket_list(args):
+    result = call(args.data, "bucket.list")
+    return result, table(result, [("NAME", "name"), ("OWNER", "owner"),
+                                  ("CREATED", "created"), ("GRANTS", "grants")])
+
+
+def _grant_text(result, bucket, key):
+    rights = [r for r in ("read", "write", "owner") if result[r]]
+    return f"Key {key} on bucket {bucket}: {', '.join(rights) if rights else 'no access'}."
+
+
+def bucket_allow(args):
+    result = call(args.data, "bucket.allow", bucket=args.bucket, key=args.key,
+                  read=args.read, write=args.write, owner=args.owner)
+    return result, _grant_text(result, args.bucket, args.key)
+
+
+def bucket_deny(args):
+    result = call(args.data, "bucket.deny", bucket=args.bucket, key=args.key,
+                  read=args.read, write=args.write, owner=args.owner)
+    return result, _grant_text(result, args.bucket, args.key)
+
+
+def parser():
+    top = argparse.ArgumentParser(prog="z4", description="Administer a z4node.")
+    top.add_argument("--data", default=os.environ.get("Z4_DATA", "./data"),
+                     help="the node's data dir (default ./data)")
+    top.add_argument("--json", action="store_true", help="print JSON")
+    families = top.add_subparsers(dest="family", required=True)
+
+    keys = families.add_parser("key", help="access keys").add_subparsers(
+        dest="action", required=True)
+    p = keys.add_parser("create", help="create a key (its own account)")
+    p.add_argument("name")
+    p.set_defaults(run=key_create)
+    keys.add_parser("list", help="list keys").set_defaults(run=key_list)
+    p = keys.add_parser("info", help="a key and what it may do")
+    p.add_argument("name")
+    p.add_argument("--show-secret", action="store_true")
+    p.set_defaults(run=key_info)
+    p = keys.add_parser("delete", help="delete a key")
+    p.add_argument("name")
+    p.set_defaults(run=key_delete)
+
+    buckets = families.add_parser("bucket", help="buckets and grants").add_subparsers(
+        dest="action", required=True)
+    p = buckets.add_parser("create", help="create a bucket")
+    p.add_argument("name")
+    p.add_argument("--owner", help="owning key name (default: admin)")
+    p.set_defaults(run=bucket_create)
+    buckets.add_parser("list", help="list buckets").set_defaults(run=bucket_list)
+    for action, run, text in (("allow", bucket_allow, "grant a key rights on a bucket"),
+                              ("deny", bucket_deny, "take rights away (all if none named)")):
+        p = buckets.add_parser(action, help=text)
+        p.add_argument("bucket")
+        p.add_argument("--key", required=True, help="key name")
+        p.add_argument("--read", action="store_true", help="GET, HEAD, listings")
+        p.add_argument("--write", action="store_true", help="PUT, DELETE, multipart")
+        p.add_argument("--owner", action="store_true", help="everything, bucket settings too")
+        p.set_defaults(run=run)
+    return top
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        result, text = args.run(args)
+    except CliError as e:
+        print(f"z4: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, sort_keys=True) if args.json else text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""What the admin socket can be asked: key and bucket management. Each
+command takes and returns plain JSON-able values; the CLI formats them."""
+
+from z4node.objects.errors import ObjectError
+from z4node.objects.system import AdminError
+
+
+def _key_summary(key):
+    return {"name": key.name, "access_key_id": key.access_key_id,
+            "user_id": key.user_id, "display_name": key.name,
+            "admin": key.is_admin, "created": key.created}
+
+
+def _grant_summary(grant):
+    return {"bucket": grant.bucket, "key_id": grant.access_key_id,
+            "read": grant.can_read or grant.can_own,
+            "write": grant.can_write or grant.can_own, "owner": grant.can_own}
+
+
+class AdminCommands:
+    def __init__(self, node):
+        self._node = node
+        self._system = node.system
+        self._objects = node.objects
+        self._commands = {
+            "key.create": self.key_create, "key.list": self.key_list,
+            "key.info": self.key_info, "key.delete": self.key_delete,
+            "bucket.create": self.bucket_create, "bucket.list": self.bucket_list,
+            "bucket.allow": self.bucket_allow, "bucket.deny": self.bucket_deny,
+        }
+
+    async def run(self, command, args):
+        handler = self._commands.get(command)
+        if handler is None:
+            raise AdminError(f"unknown command {command!r}")
+        try:
+            return await handler(**args)
+        except TypeError as e:
+            raise AdminError(f"bad arguments for {command}: {e}") from None
+        except ObjectError as e:
+            raise AdminError(e.message or e.code) from None
+
+    def _key(self, name):
+        key = self._system.key_by_name(name)
+        if key is None:
+            raise AdminError(f"no key named {name!r}")
+        return key
+
+    async def key_create(self, name):
+        key = await self._system.create_key(name)
+        return dict(_key_summary(key), secret_access_key=key.secret)
+
+    async def key_list(self):
+        return [_key_summary(k) for k in self._system.keys()]
+
+    async def key_info(self, name, show_secret=False):
+        key = self._key(name)
+        info = _key_summary(key)
+        info["grants"] = [_grant_summary(g) for g in self._system.grants_of_key(key.access_key_id)]
+        info["can_do"] = ("everything (admin key)" if key.is_admin else
+                          "list buckets, create buckets, and what its grants allow")
+        if show_secret:
+            info["secret_access_key"] = key.secret
+        return info
+
+    async def key_delete(self, name):
+        key = await self._system.delete_key(name)
+        return _key_summary(key)
+
+    async def bucket_create(self, name, owner=None):
+        key = self._key(owner) if owner else self._system.key_by_name("admin")
+        bucket = await self._objects.create_bucket(name, key)
+        return {"name": bucket.name, "owner": key.name, "created": bucket.created}
+
+    async def bucket_list(self):
+        names = self._system.user_names()
+        return [{"name": b.name, "owner": names.get(b.owner, b.owner), "created": b.created,
+                 "grants": len(self._system.grants_on_bucket(b.name))}
+                for b in self._system.buckets()]
+
+    def _bucket(self, name):
+        if self._system.bucket(name) is None:
+            raise AdminError(f"no bucket named {name!r}")
+
+    async def bucket_allow(self, bucket, key, read=False, write=False, owner=False):
+        self._bucket(bucket)
+        target = self._key(key)
+        if not (read or write or owner):
+            raise AdminError("say what to allow: --read, --write and/or --owner")
+        old = self._system.grant(bucket, target.access_key_id)
+        grant = await self._system.set_grant(
+            bucket, target.access_key_id,
+            read or bool(old and old.can_read), write or bool(old and old.can_write),
+            owner or bool(old and old.can_own))
+        return _grant_summary(grant)
+
+    async def bucket_deny(self, bucket, key, read=False, write=False, owner=False):
+        self._bucket(bucket)
+        target = self._key(key)
+        old = self._system.grant(bucket, target.access_key_id)
+        remove_all = not (read or write or owner)
+        grant = await self._system.set_grant(
+            bucket, target.access_key_id,
+            bool(old and old.can_read) and not (remove_all or read),
+            bool(old and old.can_write) and not (remove_all or write),
+            bool(old and old.can_own) and not (remove_all or owner))
+        return _grant_summary(grant)

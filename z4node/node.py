@@ -1,0 +1,173 @@
+"""The node: one service tree that opens the data directory, loads the
+system tables, makes sure an admin key exists, and serves the S3 API, the
+``/_z4/`` endpoints, the local admin socket and garbage collection.
+
+Start-up is asynchronous (the system tables load on a thread); the S3 port
+opens only when the node is ready, so a client that can connect can use it.
+A failure to start stops the process with one clear line in the log.
+"""
+
+import json
+import os
+import sys
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+
+from z4node import __version__
+from z4node.admin.server import ADMIN_SOCKET, AdminFactory
+from z4node.hlc import HybridLogicalClock
+from z4node.objects.service import ObjectService
+from z4node.objects.system import SystemTables
+from z4node.s3.api import S3Api, S3Resource
+from z4node.s3.handlers import HANDLERS
+from z4node.s3.http import S3Site
+from z4node.storage.chunks import ChunkStore
+from z4node.storage.gc import GarbageCollector
+from z4node.storage.meta import MetaStore
+from z4node.web.status import PingResource
+
+ADMIN_KEY_NAME = "admin"
+CREDENTIALS_FILE = "credentials"
+NODE_FILE = "node.json"
+
+
+class Node(MultiService):
+    log = Logger()
+
+    # Idle HTTP connections are closed after this long; a paused upload
+    # (the node is behind on disk) still counts as idle after it.
+    http_idle_timeout_seconds = 300
+
+    def __init__(self, reactor, data_dir, host, port, node_id, environ, debug=False):
+        super().__init__()
+        self.reactor = reactor
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port
+        self.requested_id = node_id
+        self.environ = environ
+        self.debug = debug
+        self.node_id = None
+        self.started_at = None
+        self.s3_port = None
+        self._listeners = []
+        os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        self.meta = MetaStore(reactor, os.path.join(data_dir, "meta.sqlite3"))
+        self.chunks = ChunkStore(reactor, os.path.join(data_dir, "chunks"))
+        self.hlc = HybridLogicalClock(reactor)
+        self.system = SystemTables(self.meta, self.hlc, reactor)
+        self.objects = ObjectService(reactor, self.meta, self.chunks, self.system, self.hlc)
+        GarbageCollector(reactor, self.meta, self.chunks).setServiceParent(self)
+        self.ready = Deferred()
+
+    @classmethod
+    def from_options(cls, reactor, options, environ):
+        return cls(reactor, options["data"], options["host"], options["port"],
+                   options["id"], environ, debug=bool(options["debug"]))
+
+    def startService(self):
+        self.meta.start()
+        self.chunks.start()
+        Deferred.fromCoroutine(self._start()).addCallbacks(
+            self.ready.callback, self._failed_to_start)
+
+    def _failed_to_start(self, failure):
+        self.log.failure("z4node could not start", failure)
+        self.ready.errback(failure)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    async def _start(self):
+        self.node_id = await self.meta.set_setting_if_absent(
+            "node_id", self.requested_id or os.urandom(8).hex())
+        if self.requested_id and self.requested_id != self.node_id:
+            raise RuntimeError(
+                f"data dir {self.data_dir} belongs to node {self.node_id!r}, "
+                f"not {self.requested_id!r}")
+        await self.system.load()
+        await self._ensure_admin_key()
+        self.started_at = self.reactor.seconds()
+        super().startService()
+        await self._listen()
+        self._write_node_file()
+        self.log.info("z4node {id} serving S3 on http://{host}:{port}",
+                      id=self.node_id, host=self.host, port=self.s3_port)
+
+    async def _listen(self):
+        api = S3Api(self.reactor, self.objects, HANDLERS, self.node_id)
+        z4 = Resource()
+        z4.putChild(b"ping", PingResource(self))
+        site = S3Site(S3Resource(api, z4), timeout=self.http_idle_timeout_seconds)
+        endpoint = TCP4ServerEndpoint(self.reactor, self.port, interface=self.host,
+                                      backlog=1024)
+        port = await endpoint.listen(site)
+        self._listeners.append(port)
+        self.s3_port = port.getHost().port
+        socket_path = os.path.join(self.data_dir, ADMIN_SOCKET)
+        if os.path.exists(socket_path):
+            os.unlink(socket_path)
+        admin = await UNIXServerEndpoint(self.reactor, socket_path, mode=0o600).listen(
+            AdminFactory(self))
+        self._listeners.append(admin)
+
+    def _write_node_file(self):
+        info = {"id": self.node_id, "s3_host": self.host, "s3_port": self.s3_port,
+                "pid": os.getpid(), "version": __version__}
+        path = os.path.join(self.data_dir, NODE_FILE)
+        with open(path + ".tmp", "w") as f:
+            json.dump(info, f)
+        os.replace(path + ".tmp", path)
+
+    async def _ensure_admin_key(self):
+        """An admin key exists after this: from Z4_ACCESS_KEY/Z4_SECRET_KEY
+        if set, else the saved one, else a new one printed once and saved to
+        the credentials file (owner-only)."""
+        wanted_id = self.environ.get("Z4_ACCESS_KEY")
+        wanted_secret = self.environ.get("Z4_SECRET_KEY")
+        if bool(wanted_id) != bool(wanted_secret):
+            raise RuntimeError("set both Z4_ACCESS_KEY and Z4_SECRET_KEY, or neither")
+        current = self.system.key_by_name(ADMIN_KEY_NAME)
+        if wanted_id:
+            if current is not None and (current.access_key_id, current.secret) == (
+                    wanted_id, wanted_secret):
+                return
+            if current is not None:
+                await self.system.delete_key(ADMIN_KEY_NAME)
+            await self.system.create_key(ADMIN_KEY_NAME, is_admin=True,
+                                         access_key_id=wanted_id, secret=wanted_secret)
+            self.log.info("admin key {id} taken from Z4_ACCESS_KEY", id=wanted_id)
+            return
+        if current is not None:
+            return
+        key = await self.system.create_key(ADMIN_KEY_NAME, is_admin=True)
+        path = os.path.join(self.data_dir, CREDENTIALS_FILE)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"[default]\naws_access_key_id = {key.access_key_id}\n"
+                    f"aws_secret_access_key = {key.secret}\n")
+        # Printed straight to the terminal, never through the log: secrets
+        # do not land in logs.
+        terminal = sys.__stdout__
+        if terminal is not None and terminal.isatty():
+            terminal.write(
+                "\nz4node created an admin key (shown once, saved to "
+                f"{path}):\n  access key: {key.access_key_id}\n"
+                f"  secret key: {key.secret}\n\n")
+            terminal.flush()
+        self.log.info("created admin key {id}; credentials saved to {path}",
+                      id=key.access_key_id, path=path)
+
+    def stopService(self):
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self):
+        for listener in self._listeners:
+            await listener.stopListening()
+        self._listeners = []
+        await super().stopService()
+        self.chunks.stop()
+        self.meta.stop()

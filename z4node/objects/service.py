@@ -1,0 +1,220 @@
+"""ObjectService: the S3 object model over the metadata store and the chunk
+store: buckets, object versions (with tombstones), copies, listings and
+multipart uploads.
+
+It never parses HTTP and never touches a file: bytes arrive and leave as
+async iterables, records go to ``MetaStore``, chunks to ``ChunkStore``.
+A write is acknowledged (its coroutine returns) only after its chunks and
+its record are durable.
+"""
+
+import base64
+import hashlib
+import os
+
+from z4node.objects import streams
+from z4node.objects.errors import ObjectError
+from z4node.objects.system import valid_bucket_name
+from z4node.storage.meta import Part, Upload, UploadMissing, Version
+
+NULL_VERSION = "null"
+# S3's minimum size for every part of a multipart upload but the last.
+MIN_PART_SIZE = 5 * 1024 * 1024
+MAX_PARTS = 10000
+
+
+class ObjectService:
+    def __init__(self, clock, meta, chunks, system, hlc, random_bytes=os.urandom):
+        self._clock = clock
+        self._meta = meta
+        self._chunks = chunks
+        self.system = system
+        self._hlc = hlc
+        self._random_bytes = random_bytes
+
+    # -- buckets -------------------------------------------------------------
+
+    def bucket(self, name):
+        bucket = self.system.bucket(name)
+        if bucket is None:
+            raise ObjectError("NoSuchBucket")
+        return bucket
+
+    async def create_bucket(self, name, owner_key):
+        if not valid_bucket_name(name):
+            raise ObjectError("InvalidBucketName")
+        existing = self.system.bucket(name)
+        if existing is not None:
+            if existing.owner == owner_key.user_id:
+                raise ObjectError("BucketAlreadyOwnedByYou")
+            raise ObjectError("BucketAlreadyExists")
+        return await self.system.create_bucket(name, owner_key)
+
+    async def delete_bucket(self, name):
+        self.bucket(name)
+        now = self._clock.seconds()
+        meta = self._meta
+
+        def must_be_empty(c):
+            if meta.bucket_has_objects(c, name):
+                raise ObjectError("BucketNotEmpty")
+            meta.purge_bucket_contents(c, name, now)
+
+        await self.system.delete_bucket(name, must_be_empty)
+
+    # -- objects -------------------------------------------------------------
+
+    async def head_object(self, bucket, key):
+        self.bucket(bucket)
+        version = await self._meta.get_head(bucket, key)
+        if version is None:
+            raise ObjectError("NoSuchKey")
+        return version
+
+    async def put_object(self, bucket, key, body, *, owner, meta, hashers=(),
+                         verify=None, precondition=None):
+        """Store ``body`` as the new version of key.
+
+        ``verify(stored)`` is called once the whole body is stored and
+        before anything is committed; it raises to refuse the object (a
+        checksum or signature that did not match). ``precondition(current)``
+        runs inside the commit with the current version or None.
+        """
+        self.bucket(bucket)
+        stored = await streams.store_body(self._chunks, body, hashers)
+        try:
+            if verify is not None:
+                verify(stored)
+            version = Version(bucket, key, self._hlc.now(), NULL_VERSION, False,
+                              stored.size, stored.md5.hex(), owner, meta,
+                              stored.chunks, stored.inline)
+            await self._meta.put_version(version, self._clock.seconds(), precondition)
+        finally:
+            streams.release(self._chunks, stored.chunks)
+        return version
+
+    async def copy_object(self, source, bucket, key, *, owner, meta, precondition=None):
+        """A new version of key with the bytes of ``source``: no byte is
+        copied, the new record points at the same chunks."""
+        self.bucket(bucket)
+        streams.pin_version(self._chunks, source)
+        try:
+            version = Version(bucket, key, self._hlc.now(), NULL_VERSION, False,
+                              source.size, source.etag, owner, meta,
+                              list(source.chunks), source.inline)
+            await self._meta.put_version(version, self._clock.seconds(), precondition)
+        finally:
+            streams.release(self._chunks, source.chunks)
+        return version
+
+    def read(self, version, start, end):
+        """An async iterator over bytes start..end (inclusive) of version."""
+        return streams.read_range(self._chunks, version, start, end)
+
+    async def delete_object(self, bucket, key, owner):
+        """Delete key by writing a tombstone; True if something was deleted."""
+        self.bucket(bucket)
+        tombstone = Version(bucket, key, self._hlc.now(), NULL_VERSION, True, 0,
+                            "", owner, {}, [], None)
+        return await self._meta.delete_object(tombstone, self._clock.seconds())
+
+    async def list_objects(self, bucket, prefix, delimiter, after, limit):
+        self.bucket(bucket)
+        return await self._meta.list_heads(bucket, prefix, delimiter, after, limit)
+
+    # -- multipart uploads ---------------------------------------------------
+
+    async def create_upload(self, bucket, key, *, owner, meta):
+        self.bucket(bucket)
+        upload_id = base64.urlsafe_b64encode(self._random_bytes(24)).decode("ascii")
+        upload = Upload(upload_id, bucket, key, self._hlc.now(), owner, meta)
+        await self._meta.create_upload(upload)
+        return upload
+
+    async def get_upload(self, bucket, key, upload_id):
+        self.bucket(bucket)
+        upload = await self._meta.get_upload(upload_id)
+        if upload is None or upload.bucket != bucket or upload.key != key:
+            raise ObjectError("NoSuchUpload")
+        return upload
+
+    async def upload_part(self, bucket, key, upload_id, part_number, body, *,
+                          hashers=(), verify=None, meta=None):
+        await self.get_upload(bucket, key, upload_id)
+        stored = await streams.store_body(self._chunks, body, hashers, inline_limit=-1)
+        try:
+            if verify is not None:
+                verify(stored)
+            part = Part(part_number, stored.md5.hex(), stored.size, stored.chunks,
+                        self._hlc.now(), meta or {})
+            try:
+                await self._meta.put_part(upload_id, part, self._clock.seconds())
+            except UploadMissing:
+                raise ObjectError("NoSuchUpload") from None
+        finally:
+            streams.release(self._chunks, stored.chunks)
+        return part
+
+    async def copy_part(self, bucket, key, upload_id, part_number, source, start, end):
+        """UploadPartCopy: a part made of bytes start..end of source."""
+        await self.get_upload(bucket, key, upload_id)
+
+        async def body():
+            async for piece in self.read(source, start, end):
+                yield piece
+
+        return await self.upload_part(bucket, key, upload_id, part_number, body())
+
+    async def list_parts(self, bucket, key, upload_id, after_part, limit):
+        upload = await self.get_upload(bucket, key, upload_id)
+        parts = await self._meta.list_parts(upload_id, after_part, limit)
+        return upload, parts[:limit], len(parts) > limit
+
+    async def list_uploads(self, bucket, prefix, key_marker, upload_id_marker, limit):
+        self.bucket(bucket)
+        uploads = await self._meta.list_uploads(
+            bucket, prefix, key_marker, upload_id_marker, limit)
+        return uploads[:limit], len(uploads) > limit
+
+    async def complete_upload(self, bucket, key, upload_id, requested, *,
+                              owner, precondition=None):
+        """Assemble the parts named in ``requested`` ([(number, etag)]) in
+        order into the new version of key; unnamed parts are dropped."""
+        await self.get_upload(bucket, key, upload_id)
+        hlc = self._hlc.now()
+
+        def build(upload, parts):
+            by_number = {p.part_number: p for p in parts}
+            chosen = []
+            previous = 0
+            for number, etag in requested:
+                if number <= previous:
+                    raise ObjectError("InvalidPartOrder")
+                previous = number
+                part = by_number.get(number)
+                if part is None or part.etag != etag.strip('"').lower():
+                    raise ObjectError("InvalidPart")
+                chosen.append(part)
+            for part in chosen[:-1]:
+                if part.size < MIN_PART_SIZE:
+                    raise ObjectError("EntityTooSmall")
+            digest = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen))
+            meta = dict(upload.meta)
+            meta["parts"] = [p.size for p in chosen]
+            return Version(bucket, key, hlc, NULL_VERSION, False,
+                           sum(p.size for p in chosen),
+                           f"{digest.hexdigest()}-{len(chosen)}", owner, meta,
+                           [c for p in chosen for c in p.chunks], None)
+
+        try:
+            return await self._meta.complete_upload(
+                upload_id, build, self._clock.seconds(), precondition)
+        except UploadMissing:
+            raise ObjectError("NoSuchUpload") from None
+
+    async def abort_upload(self, bucket, key, upload_id):
+        await self.get_upload(bucket, key, upload_id)
+        try:
+            await self._meta.abort_upload(upload_id, self._clock.seconds())
+        except UploadMissing:
+            raise ObjectError("NoSuchUpload") from None

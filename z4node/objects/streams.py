@@ -1,0 +1,113 @@
+"""Object bytes in and out: cutting a body stream into chunks, and streaming
+a byte range of a stored version back out.
+
+Incoming bytes are cut into chunks of 4 MiB. Each chunk is hashed (BLAKE3
+for its name, MD5 for the ETag, and whatever checksums the S3 layer asked
+for) on the chunk I/O pool, never on the reactor thread, and stored before
+the next one is handed over, while the network keeps filling the next
+chunk. At most two chunks are in memory per upload whatever its size.
+"""
+
+import hashlib
+from dataclasses import dataclass
+
+from z4node.storage.chunks import CHUNK_SIZE, chunk_hash
+
+# Objects up to this size are kept inside their metadata row (DESIGN.md):
+# one SQLite write instead of a file, a rename and two fsyncs.
+INLINE_LIMIT = 4096
+
+
+@dataclass
+class StoredBody:
+    """What storing a body produced; chunks stay pinned until released."""
+
+    chunks: list
+    inline: bytes | None
+    size: int
+    md5: bytes
+
+
+def _digest_chunk(data, md5, hashers):
+    md5.update(data)
+    for hasher in hashers:
+        hasher.update(data)
+    return chunk_hash(data)
+
+
+async def store_body(chunks, body, hashers=(), inline_limit=INLINE_LIMIT):
+    """Consume ``body`` (an async iterable of bytes) into chunks.
+
+    Returns a StoredBody whose chunk hashes are pinned in ``chunks`` so
+    garbage collection leaves them alone until :func:`release` is called,
+    after the version that uses them is committed (or abandoned).
+    """
+    md5 = hashlib.md5()
+    stored = []
+    buffer = bytearray()
+    size = 0
+
+    async def store(data):
+        digest = await chunks.run(_digest_chunk, data, md5, hashers)
+        chunks.pin(digest)
+        stored.append((digest, len(data)))
+        await chunks.put_chunk(digest, data)
+
+    try:
+        async for piece in body:
+            size += len(piece)
+            buffer += piece
+            while len(buffer) >= CHUNK_SIZE:
+                data = bytes(buffer[:CHUNK_SIZE])
+                del buffer[:CHUNK_SIZE]
+                await store(data)
+        tail = bytes(buffer)
+        del buffer
+        if not stored and len(tail) <= inline_limit:
+            _digest_chunk(tail, md5, hashers)
+            return StoredBody([], tail, size, md5.digest())
+        if tail:
+            await store(tail)
+    except BaseException:
+        release(chunks, stored)
+        raise
+    return StoredBody(stored, None, size, md5.digest())
+
+
+def release(chunks, stored_chunks):
+    """Unpin chunks pinned by :func:`store_body` or :func:`pin_version`."""
+    for digest, _ in stored_chunks:
+        chunks.unpin(digest)
+
+
+def pin_version(chunks, version):
+    for digest, _ in version.chunks:
+        chunks.pin(digest)
+
+
+async def read_range(chunks, version, start, end):
+    """Yield the bytes ``start..end`` (inclusive) of a version, chunk by
+    chunk, each chunk verified against its hash before any of it is yielded.
+    The next chunk is fetched while the current one is being sent."""
+    if version.inline is not None:
+        if end >= start:
+            yield version.inline[start:end + 1]
+        return
+    wanted = []
+    offset = 0
+    for digest, size in version.chunks:
+        if offset + size > start and offset <= end:
+            wanted.append((digest, max(start - offset, 0), min(end - offset, size - 1)))
+        offset += size
+    pending = chunks.get_chunk(wanted[0][0]) if wanted else None
+    try:
+        for index, (digest, first, last) in enumerate(wanted):
+            data, pending = await pending, None
+            if index + 1 < len(wanted):
+                pending = chunks.get_chunk(wanted[index + 1][0])
+            yield data if (first, last) == (0, len(data) - 1) else data[first:last + 1]
+    finally:
+        if pending is not None:
+            # The reader stopped early (client gone): the prefetch's outcome
+            # no longer matters, and must not be reported as unhandled.
+            pending.addErrback(lambda _: None)

@@ -1,0 +1,177 @@
+"""The system tables: access keys, buckets and grants.
+
+They are small and every request consults them, so they live in memory,
+loaded once at start and written through to the metadata store (each change
+durable before it is visible). Every row carries an HLC timestamp and a
+delete is a tombstone, so the tables can be replicated to every node and
+merged last-writer-wins later. Who may do what with them is decided in
+``z4node.s3.authorization``, not here.
+"""
+
+import base64
+import hashlib
+import os
+import re
+
+from z4node.storage.meta import AccessKey, Bucket, Grant
+
+# S3's rules for new bucket names: 3-63 characters of lower-case letters,
+# digits, dots and hyphens, starting and ending with a letter or digit, not
+# shaped like an IP address, no adjacent dots, none of the reserved prefixes
+# and suffixes AWS reserves.
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP_ADDRESS = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+_KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+
+
+def valid_bucket_name(name):
+    return bool(
+        _BUCKET_NAME.match(name)
+        and ".." not in name
+        and ".-" not in name and "-." not in name
+        and not _IP_ADDRESS.match(name)
+        and not name.startswith(_RESERVED_PREFIXES)
+        and not name.endswith(_RESERVED_SUFFIXES))
+
+
+class AdminError(Exception):
+    """An admin request that cannot be carried out; the message says why."""
+
+
+class SystemTables:
+    """In-memory view of keys, buckets and grants, written through to meta."""
+
+    def __init__(self, meta, hlc, clock, random_bytes=os.urandom):
+        self._meta = meta
+        self._hlc = hlc
+        self._clock = clock
+        self._random_bytes = random_bytes
+        self._keys = {}
+        self._buckets = {}
+        self._grants = {}
+
+    async def load(self):
+        keys, buckets, grants = await self._meta.load_system_tables()
+        for key in keys:
+            self._hlc.observe(key.hlc)
+            self._keys[key.access_key_id] = key
+        for bucket in buckets:
+            self._hlc.observe(bucket.hlc)
+            self._buckets[bucket.name] = bucket
+        for grant in grants:
+            self._hlc.observe(grant.hlc)
+            self._grants[(grant.bucket, grant.access_key_id)] = grant
+
+    # -- access keys ---------------------------------------------------------
+
+    def key_by_id(self, access_key_id):
+        key = self._keys.get(access_key_id)
+        return None if key is None or key.deleted else key
+
+    def key_by_name(self, name):
+        for key in self._keys.values():
+            if key.name == name and not key.deleted:
+                return key
+        return None
+
+    def keys(self):
+        return sorted((k for k in self._keys.values() if not k.deleted),
+                      key=lambda k: k.name)
+
+    def secret_for(self, access_key_id):
+        key = self.key_by_id(access_key_id)
+        return key.secret if key is not None else None
+
+    async def create_key(self, name, is_admin=False, access_key_id=None,
+                         secret=None):
+        if not _KEY_NAME.match(name):
+            raise AdminError(
+                "key names are 1-64 letters, digits, '_', '.', '@' or '-'")
+        if self.key_by_name(name) is not None:
+            raise AdminError(f"a key named {name!r} exists already")
+        if access_key_id is None:
+            access_key_id = "Z4" + base64.b32encode(
+                self._random_bytes(15)).decode("ascii")[:18]
+        if secret is None:
+            secret = base64.b64encode(self._random_bytes(30)).decode("ascii")
+        if self.key_by_id(access_key_id) is not None:
+            raise AdminError("that access key id is in use")
+        user_id = hashlib.sha256(b"z4node-user:" + access_key_id.encode()).hexdigest()
+        key = AccessKey(access_key_id, name, secret, user_id, is_admin,
+                        self._clock.seconds(), self._hlc.now())
+        await self._meta.save_key(key)
+        self._keys[access_key_id] = key
+        return key
+
+    async def delete_key(self, name):
+        key = self.key_by_name(name)
+        if key is None:
+            raise AdminError(f"no key named {name!r}")
+        tombstone = AccessKey(key.access_key_id, key.name, key.secret,
+                              key.user_id, key.is_admin, key.created,
+                              self._hlc.now(), deleted=True)
+        await self._meta.save_key(tombstone)
+        self._keys[key.access_key_id] = tombstone
+        for (bucket, akid) in list(self._grants):
+            if akid == key.access_key_id:
+                await self.set_grant(bucket, akid, False, False, False)
+        return key
+
+    def user_names(self):
+        """Canonical user id -> display name (the key's name)."""
+        return {k.user_id: k.name for k in self._keys.values()}
+
+    # -- buckets -------------------------------------------------------------
+
+    def bucket(self, name):
+        bucket = self._buckets.get(name)
+        return None if bucket is None or bucket.deleted else bucket
+
+    def buckets(self):
+        return sorted((b for b in self._buckets.values() if not b.deleted),
+                      key=lambda b: b.name)
+
+    async def create_bucket(self, name, owner_key):
+        """Create a bucket owned by ``owner_key``; the key gets an owner grant."""
+        bucket = Bucket(name, owner_key.user_id, self._clock.seconds(),
+                        self._hlc.now())
+        await self._meta.save_bucket(bucket)
+        self._buckets[name] = bucket
+        await self.set_grant(name, owner_key.access_key_id, True, True, True)
+        return bucket
+
+    async def delete_bucket(self, name, precondition):
+        """Tombstone a bucket; ``precondition(c)`` runs in the transaction
+        (it checks emptiness and purges what an empty bucket leaves)."""
+        bucket = self.bucket(name)
+        tombstone = Bucket(name, bucket.owner, bucket.created, self._hlc.now(),
+                           bucket.settings, deleted=True)
+        await self._meta.save_bucket(tombstone, precondition)
+        self._buckets[name] = tombstone
+        for (b, akid) in list(self._grants):
+            if b == name:
+                await self.set_grant(b, akid, False, False, False)
+
+    # -- grants --------------------------------------------------------------
+
+    def grant(self, bucket, access_key_id):
+        return self._grants.get((bucket, access_key_id))
+
+    def grants_of_key(self, access_key_id):
+        return [g for g in self._grants.values()
+                if g.access_key_id == access_key_id
+                and (g.can_read or g.can_write or g.can_own)
+                and self.bucket(g.bucket) is not None]
+
+    def grants_on_bucket(self, bucket):
+        return [g for g in self._grants.values()
+                if g.bucket == bucket and (g.can_read or g.can_write or g.can_own)]
+
+    async def set_grant(self, bucket, access_key_id, can_read, can_write, can_own):
+        grant = Grant(bucket, access_key_id, can_read, can_write, can_own,
+                      self._hlc.now())
+        await self._meta.save_grant(grant)
+        self._grants[(bucket, access_key_id)] = grant
+        return grant

@@ -1,0 +1,300 @@
+"""The S3 request pipeline: authenticate, route, authorize, run the
+handler, write the response. Every failure becomes an S3 error document
+here and nowhere else: S3Error as it is, the object layer's errors by their
+code, anything unexpected as a logged InternalError (never a traceback).
+"""
+
+import base64
+import binascii
+import hashlib
+import hmac
+import itertools
+import os
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from urllib.parse import parse_qsl
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from z4node.objects import checksums
+from z4node.objects.errors import ObjectError
+from z4node.s3 import auth, authorization, router, xml
+from z4node.s3.chunked import AwsChunkedDecoder, is_aws_chunked
+from z4node.s3.errors import S3Error
+from z4node.s3.http import BodyIncomplete, ResponseWriter
+
+log = Logger()
+
+
+@dataclass
+class Response:
+    status: int = 200
+    headers: dict = field(default_factory=dict)
+    body: bytes = b""
+    # An async iterable of bytes sent after the headers; Content-Length
+    # must then be in headers.
+    stream: object = None
+
+
+@dataclass
+class S3Call:
+    """One S3 request, parsed and authenticated."""
+
+    request: object
+    request_id: str
+    method: str
+    raw_path: bytes
+    query: dict
+    headers: dict
+    bucket: str | None = None
+    key: str | None = None
+    operation: str | None = None
+    access_key: object = None
+    credentials: object = None
+
+    @property
+    def resource(self):
+        if self.bucket is None:
+            return "/"
+        return f"/{self.bucket}/{self.key}" if self.key is not None else f"/{self.bucket}"
+
+
+def http_date(seconds):
+    return formatdate(seconds, usegmt=True)
+
+
+def error_response(error, call_resource, request_id, method):
+    status = error.status
+    headers = dict(error.headers)
+    if method == "HEAD":
+        return Response(status, headers)
+    children = [("Code", error.code), ("Message", error.message)]
+    children.extend(error.extra.items())
+    children.append(("Resource", error.resource or call_resource))
+    children.append(("RequestId", request_id))
+    headers["content-type"] = "application/xml"
+    return Response(status, headers, xml.document("Error", children, namespace=None))
+
+
+class S3Api:
+    """Runs S3 requests against an ObjectService."""
+
+    # Bodies read whole into memory (XML documents) are capped here; S3's
+    # largest such document (DeleteObjects with 1,000 keys) is far smaller.
+    max_xml_body = 2 * 1024 * 1024
+    region = "us-east-1"
+
+    def __init__(self, clock, objects, handlers, node_id="z4"):
+        self.clock = clock
+        self.objects = objects
+        self.system = objects.system
+        self._handlers = handlers
+        self._ids = itertools.count(1)
+        self._id_prefix = hashlib.sha256(
+            node_id.encode() + os.urandom(8)).hexdigest()[:4].upper()
+
+    def new_request_id(self):
+        return f"{self._id_prefix}{next(self._ids):012X}"
+
+    async def handle(self, request):
+        request_id = self.new_request_id()
+        method = request.method.decode("ascii", "replace").upper()
+        resource = "/"
+        call = None
+        try:
+            call = self._parse(request, request_id, method)
+            resource = call.resource
+            self._authenticate(call)
+            endpoint = router.route(method, call.bucket, call.key, call.query,
+                                    call.headers)
+            call.operation = endpoint.operation
+            authorization.authorize(self.system, call.access_key,
+                                    call.operation, call.bucket)
+            response = await self._handlers[call.operation](self, call)
+        except S3Error as e:
+            response = error_response(e, resource, request_id, method)
+        except ObjectError as e:
+            response = error_response(S3Error(e.code, e.message), resource,
+                                      request_id, method)
+        except BodyIncomplete:
+            if request.gone:
+                return
+            response = error_response(S3Error("IncompleteBody"), resource,
+                                      request_id, method)
+        except Exception:
+            log.failure("S3 {method} {resource} failed (request {rid})",
+                        method=method, resource=resource, rid=request_id)
+            response = error_response(S3Error("InternalError"), resource,
+                                      request_id, method)
+        await self._send(request, request_id, response)
+
+    def _parse(self, request, request_id, method):
+        raw_path, _, raw_query = request.uri.partition(b"?")
+        try:
+            query_text = raw_query.decode("utf-8")
+        except UnicodeDecodeError:
+            raise S3Error("InvalidURI") from None
+        query = {}
+        for name, value in parse_qsl(query_text, keep_blank_values=True):
+            query.setdefault(name, value)
+        headers = {}
+        for name, values in request.requestHeaders.getAllRawHeaders():
+            headers[name.decode("latin-1").lower()] = b",".join(values).decode("latin-1")
+        call = S3Call(request, request_id, method, raw_path, query, headers)
+        call.raw_query = raw_query
+        call.bucket, call.key = router.decode_path(raw_path)
+        return call
+
+    def _authenticate(self, call):
+        view = auth.RequestView(call.method, call.raw_path, call.raw_query,
+                                call.headers)
+        credentials = auth.authenticate(view, self.system.secret_for,
+                                        self.clock.seconds())
+        call.credentials = credentials
+        if credentials is not None:
+            call.access_key = self.system.key_by_id(credentials.access_key_id)
+            if call.access_key is None:
+                raise S3Error("InvalidAccessKeyId")
+
+    async def _send(self, request, request_id, response):
+        if request.gone:
+            return
+        request.prepare_close_if_body_unread()
+        request.setResponseCode(response.status)
+        headers = request.responseHeaders
+        headers.setRawHeaders(b"x-amz-request-id", [request_id.encode()])
+        headers.setRawHeaders(b"x-amz-id-2", [request_id.encode()])
+        headers.setRawHeaders(b"server", [b"z4node"])
+        headers.removeHeader(b"content-type")
+        for name, value in response.headers.items():
+            headers.setRawHeaders(name.encode("latin-1"),
+                                  [str(value).encode("utf-8")])
+        if response.stream is None:
+            if response.status != 304 and not (response.status == 204
+                                                and not response.body):
+                headers.setRawHeaders(b"content-length",
+                                      [str(len(response.body)).encode()])
+            if response.body and request.method != b"HEAD":
+                request.write(response.body)
+            request.finish()
+            return
+        writer = ResponseWriter(request)
+        try:
+            async for piece in response.stream:
+                await writer.write(piece)
+        except BodyIncomplete:
+            return
+        except Exception:
+            # Headers are out: the only honest signal left is to cut the
+            # connection before the promised length.
+            log.failure("streaming {uri} failed (request {rid})",
+                        uri=request.uri, rid=request_id)
+            writer.close()
+            request.channel.transport.abortConnection()
+            return
+        writer.close()
+        if not request.gone:
+            request.finish()
+
+    # -- request bodies ------------------------------------------------------
+
+    def body_pipeline(self, call):
+        """The decoded body of a call, the hashers to feed with it, and a
+        ``verify(stored)`` that raises unless every digest the client sent
+        (payload SHA-256, Content-MD5, x-amz-checksum-*, trailers) matches."""
+        headers = call.headers
+        credentials = call.credentials
+        body = call.request.body
+        hashers = []
+        checks = []
+        found = {}
+        if credentials is not None and is_aws_chunked(headers):
+            decoder = AwsChunkedDecoder(credentials, headers)
+            body = _decode_chunked(body, decoder, found)
+        elif (credentials is not None and credentials.signature_version == 4
+              and len(credentials.payload_hash) == 64):
+            expected = credentials.payload_hash.lower()
+            sha256 = hashlib.sha256()
+            hashers.append(sha256)
+
+            def check_payload(_):
+                if not hmac.compare_digest(sha256.hexdigest(), expected):
+                    raise S3Error("XAmzContentSHA256Mismatch")
+            checks.append(check_payload)
+        content_md5 = headers.get("content-md5")
+        if content_md5 is not None:
+            try:
+                wanted = base64.b64decode(content_md5, validate=True)
+            except (binascii.Error, ValueError):
+                raise S3Error("InvalidDigest") from None
+            if len(wanted) != 16:
+                raise S3Error("InvalidDigest")
+
+            def check_md5(stored):
+                if not hmac.compare_digest(stored.md5, wanted):
+                    raise S3Error("BadDigest")
+            checks.append(check_md5)
+        for name, value in headers.items():
+            if name.startswith("x-amz-checksum-") and name != "x-amz-checksum-type" \
+                    and name != "x-amz-checksum-algorithm":
+                algorithm = checksums.algorithm_from_header(name)
+                hasher = checksums.new_checksum(algorithm)
+                hashers.append(hasher)
+                found[algorithm] = value
+
+                def check_sum(_, hasher=hasher, value=value, algorithm=algorithm):
+                    if not hmac.compare_digest(hasher.b64(), value):
+                        raise S3Error("BadDigest", f"The {algorithm} you specified"
+                                      " did not match the calculated checksum.")
+                checks.append(check_sum)
+
+        def verify(stored):
+            for check in checks:
+                check(stored)
+        return body, hashers, verify, found
+
+    async def read_xml(self, call, root):
+        body = await call.request.body.read_all(self.max_xml_body)
+        if body is None:
+            raise S3Error("MalformedXML", "The XML you provided was too large.")
+        return xml.parse(body, root), body
+
+
+async def _decode_chunked(body, decoder, found):
+    async for raw in body:
+        for piece in decoder.feed(raw):
+            yield piece
+    trailers = decoder.finish()
+    for name, value in trailers.items():
+        if name.startswith("x-amz-checksum-"):
+            found[checksums.algorithm_from_header(name)] = value
+
+
+class S3Resource(Resource):
+    """The root of the HTTP tree: ``/_z4/...`` goes to the node's own
+    endpoints, every other path is an S3 request."""
+
+    def __init__(self, api, z4_resource):
+        super().__init__()
+        self._leaf = _S3Leaf(api)
+        self._z4 = z4_resource
+
+    def getChildWithDefault(self, name, request):
+        if name == b"_z4" and self._z4 is not None:
+            return self._z4
+        return self._leaf
+
+
+class _S3Leaf(Resource):
+    isLeaf = True
+
+    def __init__(self, api):
+        super().__init__()
+        self._api = api
+
+    def render(self, request):
+        Deferred.fromCoroutine(self._api.handle(request))
+        return NOT_DONE_YET

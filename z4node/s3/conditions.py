@@ -1,0 +1,92 @@
+"""Conditional requests and byte ranges, as S3 evaluates them.
+
+Reads (GET/HEAD): a failed If-Match is 412, and so is a failed
+If-Unmodified-Since when If-Match is absent; a matching If-None-Match is
+304, and so is an unmet If-Modified-Since when If-None-Match is absent.
+CopyObject's ``x-amz-copy-source-if-*`` use the same rules but every
+failure is 412.
+"""
+
+from email.utils import parsedate_to_datetime
+
+from z4node.s3.errors import S3Error
+
+
+def quoted(etag):
+    return f'"{etag}"'
+
+
+def _etags(header):
+    return {tag.strip().removeprefix("W/").strip('"') for tag in header.split(",")}
+
+
+def _etag_matches(header, etag):
+    tags = _etags(header)
+    return "*" in tags or etag in tags
+
+
+def _parse_date(value):
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def evaluate(headers, version, prefix=""):
+    """None if the request may proceed, else 304 or 412 (the status S3
+    answers). ``prefix`` is ``x-amz-copy-source-`` for CopyObject."""
+    etag = version.etag
+    # HTTP dates have whole seconds; so must the comparison.
+    modified = int(version.last_modified)
+    if_match = headers.get(prefix + "if-match")
+    if_unmodified = headers.get(prefix + "if-unmodified-since")
+    if if_match is not None:
+        if not _etag_matches(if_match, etag):
+            return 412
+    elif if_unmodified is not None:
+        when = _parse_date(if_unmodified)
+        if when is not None and modified > when:
+            return 412
+    if_none_match = headers.get(prefix + "if-none-match")
+    if_modified = headers.get(prefix + "if-modified-since")
+    if if_none_match is not None:
+        if _etag_matches(if_none_match, etag):
+            return 304
+    elif if_modified is not None:
+        when = _parse_date(if_modified)
+        if when is not None and modified <= when:
+            return 304
+    return None
+
+
+def parse_range(header, size):
+    """``(start, end)`` inclusive for a Range header, or None for the whole
+    object. A header that is not one well-formed byte range is ignored, as
+    HTTP says; a range that starts past the end is InvalidRange (416)."""
+    if header is None:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    first, last = first.strip(), last.strip()
+    if not dash or not (first or last) or not (first.isdigit() or first == "") \
+            or not (last.isdigit() or last == ""):
+        return None
+    if first == "":
+        length = int(last)
+        if length == 0 or size == 0:
+            raise _unsatisfiable(header, size)
+        return max(size - length, 0), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return None
+    if start >= size:
+        raise _unsatisfiable(header, size)
+    return start, min(end, size - 1)
+
+
+def _unsatisfiable(header, size):
+    return S3Error("InvalidRange", headers={"content-range": f"bytes */{size}"},
+                   extra={"RangeRequested": header, "ActualObjectSize": str(size)})

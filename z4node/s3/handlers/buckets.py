@@ -1,0 +1,53 @@
+"""Bucket operations: list, create, delete, head, location, versioning."""
+
+from z4node.s3 import xml
+from z4node.s3.api import Response
+from z4node.s3.authorization import can_see_bucket
+
+
+def owner_element(api, user_id):
+    return [("ID", user_id), ("DisplayName", api.system.user_names().get(user_id, ""))]
+
+
+async def list_buckets(api, call):
+    key = call.access_key
+    buckets = [b for b in api.system.buckets() if can_see_bucket(api.system, key, b.name)]
+    body = xml.document("ListAllMyBucketsResult", [
+        ("Owner", owner_element(api, key.user_id)),
+        ("Buckets", [("Bucket", [("Name", b.name), ("CreationDate", xml.iso8601(b.created))])
+                     for b in buckets]),
+    ])
+    return Response(headers={"content-type": "application/xml"}, body=body)
+
+
+async def create_bucket(api, call):
+    body = await call.request.body.read_all(api.max_xml_body)
+    if body and body.strip():
+        xml.parse(body, "CreateBucketConfiguration")
+    await api.objects.create_bucket(call.bucket, call.access_key)
+    return Response(headers={"location": f"/{call.bucket}"})
+
+
+async def delete_bucket(api, call):
+    await api.objects.delete_bucket(call.bucket)
+    return Response(204)
+
+
+async def head_bucket(api, call):
+    api.objects.bucket(call.bucket)
+    return Response(headers={"x-amz-bucket-region": api.region})
+
+
+async def get_bucket_location(api, call):
+    api.objects.bucket(call.bucket)
+    # us-east-1 is reported as an empty LocationConstraint, as S3 does.
+    return Response(headers={"content-type": "application/xml"},
+                    body=xml.document("LocationConstraint", []))
+
+
+async def get_bucket_versioning(api, call):
+    api.objects.bucket(call.bucket)
+    # Versioning has never been enabled on any bucket: S3 answers an empty
+    # configuration (no Status) for such a bucket.
+    return Response(headers={"content-type": "application/xml"},
+                    body=xml.document("VersioningConfiguration", []))

@@ -1,0 +1,124 @@
+"""ListObjects (v1) and ListObjectsV2: one page of keys and common prefixes,
+each page costing O(page) (see MetaStore.list_heads)."""
+
+import base64
+import binascii
+from urllib.parse import quote
+
+from z4node.s3 import conditions, xml
+from z4node.s3.api import Response
+from z4node.s3.errors import S3Error
+from z4node.s3.handlers.buckets import owner_element
+from z4node.storage.meta import ListEntry
+
+MAX_KEYS = 1000
+
+
+def _max_keys(call):
+    value = call.query.get("max-keys", str(MAX_KEYS))
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise S3Error("InvalidArgument", "Provided max-keys not an integer or within integer range",
+                      extra={"ArgumentName": "max-keys", "ArgumentValue": value})
+    return min(number, MAX_KEYS)
+
+
+def _encoder(call):
+    encoding = call.query.get("encoding-type")
+    if encoding is None:
+        return None, lambda s: s
+    if encoding.lower() != "url":
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
+                      extra={"ArgumentName": "encoding-type", "ArgumentValue": encoding})
+    return "url", lambda s: quote(s, safe="/")
+
+
+def _contents(api, items, encode, with_owner):
+    names = api.system.user_names() if with_owner else None
+    out = []
+    for item in items:
+        if isinstance(item, ListEntry):
+            children = [("Key", encode(item.key)),
+                        ("LastModified", xml.iso8601(item.last_modified)),
+                        ("ETag", conditions.quoted(item.etag)),
+                        ("Size", item.size)]
+            if with_owner:
+                children.append(("Owner", [("ID", item.owner),
+                                           ("DisplayName", names.get(item.owner, ""))]))
+            children.append(("StorageClass", "STANDARD"))
+            out.append(("Contents", children))
+    for item in items:
+        if isinstance(item, str):
+            out.append(("CommonPrefixes", [("Prefix", encode(item))]))
+    return out
+
+
+def _last_name(items):
+    last = items[-1]
+    return last if isinstance(last, str) else last.key
+
+
+async def list_objects_v1(api, call):
+    prefix = call.query.get("prefix", "")
+    delimiter = call.query.get("delimiter", "")
+    marker = call.query.get("marker", "")
+    limit = _max_keys(call)
+    encoding, encode = _encoder(call)
+    items, truncated = await api.objects.list_objects(
+        call.bucket, prefix, delimiter, marker or None, limit)
+    children = [("Name", call.bucket), ("Prefix", encode(prefix)),
+                ("Marker", encode(marker)), ("MaxKeys", limit)]
+    if delimiter:
+        children.append(("Delimiter", encode(delimiter)))
+    children.append(("IsTruncated", truncated))
+    if truncated and delimiter and items:
+        children.append(("NextMarker", encode(_last_name(items))))
+    if encoding:
+        children.append(("EncodingType", encoding))
+    children.extend(_contents(api, items, encode, with_owner=True))
+    return Response(headers={"content-type": "application/xml"},
+                    body=xml.document("ListBucketResult", children))
+
+
+def _token(name):
+    return base64.urlsafe_b64encode(name.encode("utf-8")).decode("ascii")
+
+
+def _untoken(token):
+    try:
+        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
+        raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
+                      extra={"ArgumentName": "continuation-token"}) from None
+
+
+async def list_objects_v2(api, call):
+    prefix = call.query.get("prefix", "")
+    delimiter = call.query.get("delimiter", "")
+    token = call.query.get("continuation-token")
+    start_after = call.query.get("start-after", "")
+    limit = _max_keys(call)
+    encoding, encode = _encoder(call)
+    fetch_owner = call.query.get("fetch-owner", "false").lower() == "true"
+    after = _untoken(token) if token is not None else (start_after or None)
+    items, truncated = await api.objects.list_objects(
+        call.bucket, prefix, delimiter, after, limit)
+    children = [("Name", call.bucket), ("Prefix", encode(prefix)),
+                ("KeyCount", len(items)), ("MaxKeys", limit)]
+    if delimiter:
+        children.append(("Delimiter", encode(delimiter)))
+    children.append(("IsTruncated", truncated))
+    if token is not None:
+        children.append(("ContinuationToken", token))
+    if truncated and items:
+        children.append(("NextContinuationToken", _token(_last_name(items))))
+    if start_after:
+        children.append(("StartAfter", encode(start_after)))
+    if encoding:
+        children.append(("EncodingType", encoding))
+    children.extend(_contents(api, items, encode, with_owner=fetch_owner))
+    return Response(headers={"content-type": "application/xml"},
+                    body=xml.document("ListBucketResult", children))

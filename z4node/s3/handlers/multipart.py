@@ -1,0 +1,155 @@
+"""Multipart uploads: create, upload part (and part copy), complete, abort,
+list parts, list uploads."""
+
+from z4node.s3 import conditions, xml
+from z4node.s3.api import Response
+from z4node.s3.errors import S3Error
+from z4node.s3.handlers.buckets import owner_element
+from z4node.s3.handlers.objects import (MAX_PUT_SIZE, _declared_size,
+                                        metadata_from_headers, read_copy_source)
+from z4node.objects.service import MAX_PARTS
+
+MAX_LISTED = 1000
+
+
+def _part_number(call):
+    value = call.query.get("partNumber", "")
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PARTS:
+        raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
+                      extra={"ArgumentName": "partNumber", "ArgumentValue": value})
+    return int(value)
+
+
+def _limit(call, name):
+    value = call.query.get(name, str(MAX_LISTED))
+    if not value.isdigit():
+        raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer range",
+                      extra={"ArgumentName": name, "ArgumentValue": value})
+    return min(int(value), MAX_LISTED)
+
+
+async def create_upload(api, call):
+    meta = metadata_from_headers(call.headers)
+    upload = await api.objects.create_upload(
+        call.bucket, call.key, owner=call.access_key.user_id, meta=meta)
+    body = xml.document("InitiateMultipartUploadResult", [
+        ("Bucket", call.bucket), ("Key", call.key), ("UploadId", upload.upload_id)])
+    return Response(headers={"content-type": "application/xml"}, body=body)
+
+
+async def upload_part(api, call):
+    number = _part_number(call)
+    size = _declared_size(call.headers)
+    if size is not None and size > MAX_PUT_SIZE:
+        raise S3Error("EntityTooLarge")
+    body, hashers, verify, found = api.body_pipeline(call)
+    part = await api.objects.upload_part(
+        call.bucket, call.key, call.query["uploadId"], number, body,
+        hashers=hashers, verify=verify, meta={"checksums": found})
+    headers = {"etag": conditions.quoted(part.etag)}
+    for algorithm, value in found.items():
+        headers[f"x-amz-checksum-{algorithm.lower()}"] = value
+    return Response(headers=headers)
+
+
+async def upload_part_copy(api, call):
+    number = _part_number(call)
+    _, _, source = await read_copy_source(api, call)
+    start, end = 0, source.size - 1
+    spec = call.headers.get("x-amz-copy-source-range")
+    if spec is not None:
+        byte_range = conditions.parse_range(spec, source.size)
+        if byte_range is None:
+            raise S3Error("InvalidArgument", "The x-amz-copy-source-range value must be of the form bytes=first-last",
+                          extra={"ArgumentName": "x-amz-copy-source-range", "ArgumentValue": spec})
+        start, end = byte_range
+    part = await api.objects.copy_part(call.bucket, call.key, call.query["uploadId"],
+                                       number, source, start, end)
+    body = xml.document("CopyPartResult", [
+        ("LastModified", xml.iso8601(part.last_modified)),
+        ("ETag", conditions.quoted(part.etag))])
+    return Response(headers={"content-type": "application/xml"}, body=body)
+
+
+async def complete_upload(api, call):
+    document, _ = await api.read_xml(call, "CompleteMultipartUpload")
+    requested = []
+    for element in document.findall("Part"):
+        number, etag = xml.text(element, "PartNumber"), xml.text(element, "ETag")
+        if number is None or etag is None or not number.strip().isdigit():
+            raise S3Error("MalformedXML")
+        requested.append((int(number), etag.strip()))
+    if not requested:
+        raise S3Error("MalformedXML")
+    version = await api.objects.complete_upload(
+        call.bucket, call.key, call.query["uploadId"], requested,
+        owner=call.access_key.user_id)
+    host = call.headers.get("host", "")
+    body = xml.document("CompleteMultipartUploadResult", [
+        ("Location", f"http://{host}/{call.bucket}/{call.key}"),
+        ("Bucket", call.bucket), ("Key", call.key),
+        ("ETag", conditions.quoted(version.etag))])
+    return Response(headers={"content-type": "application/xml"}, body=body)
+
+
+async def abort_upload(api, call):
+    await api.objects.abort_upload(call.bucket, call.key, call.query["uploadId"])
+    return Response(204)
+
+
+async def list_parts(api, call):
+    marker = call.query.get("part-number-marker", "0") or "0"
+    if not marker.isdigit():
+        raise S3Error("InvalidArgument", "Invalid part-number-marker",
+                      extra={"ArgumentName": "part-number-marker", "ArgumentValue": marker})
+    limit = _limit(call, "max-parts")
+    upload, parts, truncated = await api.objects.list_parts(
+        call.bucket, call.key, call.query["uploadId"], int(marker), limit)
+    owner = owner_element(api, upload.owner)
+    children = [("Bucket", call.bucket), ("Key", call.key),
+                ("UploadId", upload.upload_id), ("Initiator", owner), ("Owner", owner),
+                ("StorageClass", "STANDARD"), ("PartNumberMarker", int(marker)),
+                ("NextPartNumberMarker", parts[-1].part_number if parts else int(marker)),
+                ("MaxParts", limit), ("IsTruncated", truncated)]
+    for part in parts:
+        children.append(("Part", [("PartNumber", part.part_number),
+                                  ("LastModified", xml.iso8601(part.last_modified)),
+                                  ("ETag", conditions.quoted(part.etag)),
+                                  ("Size", part.size)]))
+    return Response(headers={"content-type": "application/xml"},
+                    body=xml.document("ListPartsResult", children))
+
+
+async def list_uploads(api, call):
+    prefix = call.query.get("prefix", "")
+    delimiter = call.query.get("delimiter", "")
+    key_marker = call.query.get("key-marker") or None
+    upload_id_marker = call.query.get("upload-id-marker") or None
+    limit = _limit(call, "max-uploads")
+    uploads, truncated = await api.objects.list_uploads(
+        call.bucket, prefix, key_marker, upload_id_marker, limit)
+    children = [("Bucket", call.bucket), ("KeyMarker", key_marker or ""),
+                ("UploadIdMarker", upload_id_marker or "")]
+    if truncated and uploads:
+        children += [("NextKeyMarker", uploads[-1].key),
+                     ("NextUploadIdMarker", uploads[-1].upload_id)]
+    children += [("Prefix", prefix), ("MaxUploads", limit), ("IsTruncated", truncated)]
+    if delimiter:
+        children.append(("Delimiter", delimiter))
+    prefixes = []
+    for upload in uploads:
+        if delimiter:
+            cut = upload.key.find(delimiter, len(prefix))
+            if cut >= 0:
+                common = upload.key[:cut + len(delimiter)]
+                if common not in prefixes:
+                    prefixes.append(common)
+                continue
+        owner = owner_element(api, upload.owner)
+        children.append(("Upload", [("Key", upload.key), ("UploadId", upload.upload_id),
+                                    ("Initiator", owner), ("Owner", owner),
+                                    ("StorageClass", "STANDARD"),
+                                    ("Initiated", xml.iso8601(upload.initiated))]))
+    children.extend(("CommonPrefixes", [("Prefix", p)]) for p in prefixes)
+    return Response(headers={"content-type": "application/xml"},
+                    body=xml.document("ListMultipartUploadsResult", children))

@@ -1,0 +1,239 @@
+"""Object operations: GetObject/HeadObject, PutObject, CopyObject,
+DeleteObject and DeleteObjects."""
+
+import hashlib
+from urllib.parse import parse_qsl, unquote
+
+from z4node.objects.errors import ObjectError
+from z4node.s3 import authorization, conditions, xml
+from z4node.s3.api import Response, http_date
+from z4node.s3.errors import S3Error
+from z4node.s3.router import MAX_KEY_BYTES
+
+# Headers S3 stores with an object and returns on GET/HEAD.
+STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding",
+                  "content-language", "expires")
+# S3's limits: 5 GiB in one PUT, 2 KB of user metadata.
+MAX_PUT_SIZE = 5 * 1024 ** 3
+MAX_USER_METADATA = 2048
+# GetObject's response-* parameters and the header each overrides.
+OVERRIDES = {
+    "response-content-type": "content-type",
+    "response-content-language": "content-language",
+    "response-expires": "expires",
+    "response-cache-control": "cache-control",
+    "response-content-disposition": "content-disposition",
+    "response-content-encoding": "content-encoding",
+}
+MAX_DELETE_KEYS = 1000
+
+
+def metadata_from_headers(headers):
+    """The stored metadata an upload's headers ask for."""
+    stored = {}
+    for name in STORED_HEADERS:
+        value = headers.get(name)
+        if value is not None:
+            stored[name] = value
+    encoding = stored.get("content-encoding")
+    if encoding is not None:
+        # aws-chunked describes the upload's framing, not the object.
+        kept = [e.strip() for e in encoding.split(",") if e.strip().lower() != "aws-chunked"]
+        if kept:
+            stored["content-encoding"] = ",".join(kept)
+        else:
+            del stored["content-encoding"]
+    user = {name[len("x-amz-meta-"):]: value for name, value in headers.items()
+            if name.startswith("x-amz-meta-")}
+    if sum(len(k) + len(v) for k, v in user.items()) > MAX_USER_METADATA:
+        raise S3Error("MetadataTooLarge")
+    return {"content-type": headers.get("content-type") or "binary/octet-stream",
+            "headers": stored, "user": user}
+
+
+def object_headers(version):
+    meta = version.meta
+    headers = {
+        "etag": conditions.quoted(version.etag),
+        "last-modified": http_date(version.last_modified),
+        "content-type": meta.get("content-type", "binary/octet-stream"),
+        "accept-ranges": "bytes",
+    }
+    headers.update(meta.get("headers", {}))
+    for name, value in meta.get("user", {}).items():
+        headers["x-amz-meta-" + name] = value
+    return headers
+
+
+def check_version_id(call):
+    version_id = call.query.get("versionId")
+    if version_id is not None and version_id != "null":
+        raise S3Error("NoSuchVersion", extra={"Key": call.key, "VersionId": version_id})
+
+
+async def get_object(api, call):
+    check_version_id(call)
+    try:
+        version = await api.objects.head_object(call.bucket, call.key)
+    except ObjectError as e:
+        if e.code == "NoSuchKey":
+            raise S3Error("NoSuchKey", extra={"Key": call.key}) from None
+        raise
+    headers = object_headers(version)
+    status = conditions.evaluate(call.headers, version)
+    if status == 412:
+        raise S3Error("PreconditionFailed", extra={"Condition": "If-Match"})
+    if status == 304:
+        return Response(304, {k: headers[k] for k in ("etag", "last-modified")})
+    for parameter, header in OVERRIDES.items():
+        if parameter in call.query:
+            headers[header] = call.query[parameter]
+    byte_range = conditions.parse_range(call.headers.get("range"), version.size)
+    status = 200
+    start, end = 0, version.size - 1
+    if byte_range is not None:
+        start, end = byte_range
+        status = 206
+        headers["content-range"] = f"bytes {start}-{end}/{version.size}"
+    headers["content-length"] = str(end - start + 1)
+    if call.method == "HEAD":
+        return Response(status, headers)
+    return Response(status, headers, stream=api.objects.read(version, start, end))
+
+
+def _declared_size(headers):
+    for name in ("x-amz-decoded-content-length", "content-length"):
+        value = headers.get(name)
+        if value is not None and value.isdigit():
+            return int(value)
+    return None
+
+
+async def put_object(api, call):
+    size = _declared_size(call.headers)
+    if size is not None and size > MAX_PUT_SIZE:
+        raise S3Error("EntityTooLarge")
+    meta = metadata_from_headers(call.headers)
+    body, hashers, verify, found = api.body_pipeline(call)
+    version = await api.objects.put_object(
+        call.bucket, call.key, body, owner=call.access_key.user_id, meta=meta,
+        hashers=hashers, verify=verify)
+    headers = {"etag": conditions.quoted(version.etag)}
+    for algorithm, value in found.items():
+        headers[f"x-amz-checksum-{algorithm.lower()}"] = value
+    return Response(headers=headers)
+
+
+def parse_copy_source(api, call):
+    """(bucket, key) named by x-amz-copy-source, with the caller's read
+    access to it checked."""
+    source = call.headers["x-amz-copy-source"]
+    path, _, query = source.partition("?")
+    path = unquote(path).lstrip("/")
+    bucket, slash, key = path.partition("/")
+    if not bucket or not slash or not key or len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+                      extra={"ArgumentName": "x-amz-copy-source", "ArgumentValue": source})
+    version_id = dict(parse_qsl(query)).get("versionId")
+    if version_id is not None and version_id != "null":
+        raise S3Error("NoSuchVersion", extra={"Key": key, "VersionId": version_id})
+    if not authorization.may(api.system, call.access_key, bucket, authorization.READ):
+        raise S3Error("AccessDenied")
+    return bucket, key
+
+
+async def read_copy_source(api, call):
+    bucket, key = parse_copy_source(api, call)
+    try:
+        source = await api.objects.head_object(bucket, key)
+    except ObjectError as e:
+        if e.code == "NoSuchKey":
+            raise S3Error("NoSuchKey", extra={"Key": key}) from None
+        raise
+    if conditions.evaluate(call.headers, source, prefix="x-amz-copy-source-") is not None:
+        raise S3Error("PreconditionFailed")
+    return bucket, key, source
+
+
+async def copy_object(api, call):
+    bucket, key, source = await read_copy_source(api, call)
+    directive = call.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", "Unknown metadata directive.",
+                      extra={"ArgumentName": "x-amz-metadata-directive",
+                             "ArgumentValue": directive})
+    if directive == "REPLACE":
+        meta = metadata_from_headers(call.headers)
+    else:
+        if (bucket, key) == (call.bucket, call.key):
+            raise S3Error("InvalidRequest",
+                          "This copy request is illegal because it is trying to copy an "
+                          "object to itself without changing the object's metadata, "
+                          "storage class, website redirect location or encryption "
+                          "attributes.")
+        meta = {k: v for k, v in source.meta.items() if k != "parts"}
+    version = await api.objects.copy_object(
+        source, call.bucket, call.key, owner=call.access_key.user_id, meta=meta)
+    body = xml.document("CopyObjectResult", [
+        ("LastModified", xml.iso8601(version.last_modified)),
+        ("ETag", conditions.quoted(version.etag)),
+    ])
+    return Response(headers={"content-type": "application/xml"}, body=body)
+
+
+async def delete_object(api, call):
+    check_version_id(call)
+    await api.objects.delete_object(call.bucket, call.key, call.access_key.user_id)
+    return Response(204)
+
+
+async def delete_objects(api, call):
+    if "content-md5" not in call.headers and not any(
+            h.startswith("x-amz-checksum-") for h in call.headers):
+        raise S3Error("InvalidRequest",
+                      "Missing required header for this request: Content-MD5")
+    body, hashers, verify, _ = api.body_pipeline(call)
+    raw = bytearray()
+    async for piece in body:
+        raw += piece
+        if len(raw) > api.max_xml_body:
+            raise S3Error("MalformedXML", "The XML you provided was too large.")
+    raw = bytes(raw)
+    _verify_small_body(raw, hashers, verify)
+    document = xml.parse(raw, "Delete")
+    quiet = (xml.text(document, "Quiet", "false") or "").strip().lower() == "true"
+    objects = document.findall("Object")
+    if not objects or len(objects) > MAX_DELETE_KEYS:
+        raise S3Error("MalformedXML")
+    results = []
+    for element in objects:
+        key = xml.text(element, "Key")
+        if key is None:
+            raise S3Error("MalformedXML")
+        version_id = xml.text(element, "VersionId")
+        if version_id is not None and version_id not in ("null", ""):
+            results.append(("Error", [("Key", key), ("VersionId", version_id),
+                                      ("Code", "NoSuchVersion"),
+                                      ("Message", "The specified version does not exist.")]))
+            continue
+        if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+            results.append(("Error", [("Key", key), ("Code", "KeyTooLongError"),
+                                      ("Message", "Your key is too long.")]))
+            continue
+        await api.objects.delete_object(call.bucket, key, call.access_key.user_id)
+        if not quiet:
+            results.append(("Deleted", [("Key", key)]))
+    return Response(headers={"content-type": "application/xml"},
+                    body=xml.document("DeleteResult", results))
+
+
+class _Digests:
+    def __init__(self, md5):
+        self.md5 = md5
+
+
+def _verify_small_body(raw, hashers, verify):
+    """Run an in-memory body through the same digest checks as an upload."""
+    for hasher in hashers:
+        hasher.update(raw)
+    verify(_Digests(hashlib.md5(raw).digest()))

@@ -1,0 +1,249 @@
+"""HTTP plumbing for S3: a Request that streams its body, and a response
+writer that respects the transport's backpressure.
+
+twisted.web's stock ``Request`` buffers the whole body (to a temp file over
+100 kB) and only then calls ``render``. An S3 PUT must verify signatures and
+hash while the bytes arrive and must keep memory flat, so
+:class:`S3Channel` dispatches a request with a body as soon as its headers
+are in, and :class:`S3Request` hands the body to the handler piece by piece
+through :class:`BodyStream`, pausing the socket while the handler is behind.
+
+``Expect: 100-continue`` is answered only when the handler starts reading
+the body, so a request refused on its headers (bad signature, no such
+bucket) never makes the client send its body. A response that is finished
+before the whole body arrived closes the connection, since the unread rest
+of the body cannot be told apart from the next request.
+"""
+
+import io
+from collections import deque
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.web import http, server
+from zope.interface import implementer
+
+
+class BodyIncomplete(Exception):
+    """The connection was lost before the whole request body arrived."""
+
+
+class BodyStream:
+    """The request body as an async iterator of ``bytes`` pieces."""
+
+    # Bytes held before the socket is paused; resumed below low_water. The
+    # high mark is two chunks so the network keeps filling the next chunk
+    # while the previous one is hashed and written.
+    high_water = 8 * 1024 * 1024
+    low_water = 1024 * 1024
+
+    def __init__(self, request):
+        self._request = request
+        self._pieces = deque()
+        self._buffered = 0
+        self._done = False
+        self._error = None
+        self._waiter = None
+        self._paused = False
+        self._continued = False
+        self.received = 0
+
+    @property
+    def complete(self):
+        return self._done
+
+    def _wake(self):
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.callback(None)
+
+    def feed(self, data):
+        if self._error is not None or self._done:
+            return
+        self.received += len(data)
+        self._pieces.append(data)
+        self._buffered += len(data)
+        if self._buffered > self.high_water and not self._paused:
+            self._paused = True
+            self._request.transport.pauseProducing()
+        self._wake()
+
+    def finish(self):
+        self._done = True
+        self._wake()
+
+    def fail(self, error):
+        if not self._done:
+            self._error = error
+        self._wake()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if not self._continued:
+            self._continued = True
+            self._request.send_continue()
+        while not self._pieces:
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                raise StopAsyncIteration
+            self._waiter = Deferred()
+            await self._waiter
+        data = b"".join(self._pieces) if len(self._pieces) > 1 else self._pieces[0]
+        self._pieces.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            self._request.transport.resumeProducing()
+        return data
+
+    async def read_all(self, limit):
+        """The whole body as bytes, or None if it is larger than ``limit``."""
+        parts = []
+        size = 0
+        async for piece in self:
+            size += len(piece)
+            if size > limit:
+                return None
+            parts.append(piece)
+        return b"".join(parts)
+
+
+class _EmptyBody(BodyStream):
+    complete = True
+
+    def __init__(self):
+        pass
+
+    async def __anext__(self):
+        raise StopAsyncIteration
+
+    async def read_all(self, limit):
+        return b""
+
+
+EMPTY_BODY = _EmptyBody()
+
+
+class S3Request(server.Request):
+    """A Request dispatched on its headers, its body streamed to the handler."""
+
+    body = EMPTY_BODY
+    gone = False
+    _expects_continue = False
+
+    def gotLength(self, length):
+        # The body never goes to self.content; Twisted's cleanup still
+        # expects a file there.
+        self.content = io.BytesIO()
+        if length != 0:
+            self.body = BodyStream(self)
+
+    def handleContentChunk(self, data):
+        self.body.feed(data)
+
+    def dispatch_early(self, command, path, version):
+        """Process the request now, before its body (see S3Channel)."""
+        self._early = True
+        expect = self.requestHeaders.getRawHeaders(b"expect")
+        self._expects_continue = bool(
+            expect and expect[0].lower() == b"100-continue" and version == b"HTTP/1.1")
+        self.method, self.uri, self.clientproto = command, path, version
+        self.path, _, query = path.partition(b"?")
+        self.args = http.parse_qs(query, 1) if query else {}
+        self.process()
+
+    def requestReceived(self, command, path, version):
+        if getattr(self, "_early", False):
+            self.body.finish()
+        else:
+            super().requestReceived(command, path, version)
+
+    def send_continue(self):
+        if self._expects_continue and not self.startedWriting and not self.gone:
+            self._expects_continue = False
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def prepare_close_if_body_unread(self):
+        """Call before writing a response: if the body has not all arrived,
+        the connection cannot be reused and is closed after the response."""
+        if not self.body.complete:
+            self.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            self.channel.persistent = False
+            self.body.fail(BodyIncomplete("response sent before the body was read"))
+
+    def connectionLost(self, reason):
+        self.gone = True
+        self.body.fail(BodyIncomplete(str(reason.value)))
+        super().connectionLost(reason)
+
+
+class S3Channel(http.HTTPChannel):
+    """HTTPChannel that dispatches requests with a body on their headers."""
+
+    def allHeadersReceived(self):
+        request = self.requests[-1]
+        self.persistent = self.checkPersistence(request, self._version)
+        request.gotLength(self.length)
+        if self.length != 0:
+            request.dispatch_early(self._command, self._path, self._version)
+
+    def allContentReceived(self):
+        # The request was answered and finished before its body ended: the
+        # connection is closing; the rest of the body is dropped.
+        if not self.requests:
+            return
+        super().allContentReceived()
+
+
+class S3Site(server.Site):
+    requestFactory = S3Request
+    protocol = S3Channel
+
+    def log(self, request):
+        # Access logging is done by the S3 layer (with request ids, never
+        # with signatures or query credentials).
+        pass
+
+
+@implementer(IPushProducer)
+class ResponseWriter:
+    """Writes a streamed response body, waiting while the transport's buffer
+    is full, so a slow client costs no more than one piece of memory."""
+
+    def __init__(self, request):
+        self._request = request
+        self._paused = False
+        self._waiter = None
+        self.stopped = False
+        request.registerProducer(self, True)
+
+    def pauseProducing(self):
+        self._paused = True
+
+    def resumeProducing(self):
+        self._paused = False
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            waiter.callback(None)
+
+    def stopProducing(self):
+        self.stopped = True
+        self.resumeProducing()
+
+    async def write(self, data):
+        if self.stopped or self._request.gone:
+            raise BodyIncomplete("client went away")
+        self._request.write(data)
+        while self._paused and not self.stopped:
+            self._waiter = Deferred()
+            await self._waiter
+        if self.stopped:
+            raise BodyIncomplete("client went away")
+
+    def close(self):
+        if not self._request.gone:
+            self._request.unregisterProducer()
+

@@ -1,0 +1,122 @@
+"""The router: every S3 request becomes one :class:`Endpoint` (operation,
+bucket, key) before any handler runs. Sub-resources the server does not
+implement answer NotImplemented from here, so no request is ever accepted
+and silently ignored.
+
+Paths are read from the raw request bytes: keys contain ``/``, ``//`` and
+escapes, and the signature covers the raw bytes.
+"""
+
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+
+from z4node.s3.errors import S3Error
+
+# Object keys are at most 1024 bytes of UTF-8 (S3's limit).
+MAX_KEY_BYTES = 1024
+
+# Sub-resources S3 has that this server does not implement yet.
+UNIMPLEMENTED = frozenset({
+    "accelerate", "acl", "analytics", "attributes", "cors", "encryption",
+    "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging",
+    "metadataTable", "metrics", "notification", "object-lock",
+    "ownershipControls", "policy", "policyStatus", "publicAccessBlock",
+    "replication", "requestPayment", "restore", "retention", "select",
+    "tagging", "torrent", "versions", "website", "renameObject", "session",
+})
+
+
+@dataclass
+class Endpoint:
+    operation: str
+    bucket: str | None
+    key: str | None
+
+
+def decode_path(raw_path):
+    """``/bucket/key`` from the raw request path -> (bucket or None, key or None)."""
+    path = unquote_to_bytes(raw_path)
+    try:
+        text = path.decode("utf-8")
+    except UnicodeDecodeError:
+        raise S3Error("InvalidURI", "Couldn't parse the specified URI.") from None
+    if not text.startswith("/"):
+        raise S3Error("InvalidURI", "Couldn't parse the specified URI.")
+    bucket, slash, key = text[1:].partition("/")
+    if not bucket:
+        return None, None
+    if not slash or key == "":
+        return bucket, None
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise S3Error("KeyTooLongError")
+    return bucket, key
+
+
+def route(method, bucket, key, query, headers):
+    """The operation a request asks for; raises S3Error for the rest."""
+    for name in query:
+        if name in UNIMPLEMENTED:
+            raise S3Error("NotImplemented",
+                          f"The {name} sub-resource is not implemented.")
+    if bucket is None:
+        if method in ("GET", "HEAD"):
+            return Endpoint("ListBuckets", None, None)
+        raise S3Error("MethodNotAllowed")
+    if key is None:
+        operation = _bucket_operation(method, query)
+    else:
+        operation = _object_operation(method, query, headers)
+    return Endpoint(operation, bucket, key)
+
+
+def _bucket_operation(method, query):
+    if method == "GET":
+        if "location" in query:
+            return "GetBucketLocation"
+        if "versioning" in query:
+            return "GetBucketVersioning"
+        if "uploads" in query:
+            return "ListMultipartUploads"
+        if query.get("list-type") == "2":
+            return "ListObjectsV2"
+        return "ListObjects"
+    if method == "HEAD":
+        return "HeadBucket"
+    if method == "PUT":
+        if "versioning" in query:
+            raise S3Error("NotImplemented", "Bucket versioning is not implemented yet.")
+        return "CreateBucket"
+    if method == "DELETE":
+        return "DeleteBucket"
+    if method == "POST":
+        if "delete" in query:
+            return "DeleteObjects"
+        raise S3Error("NotImplemented", "POST object uploads are not implemented yet.")
+    raise S3Error("MethodNotAllowed")
+
+
+def _object_operation(method, query, headers):
+    if method == "GET":
+        return "ListParts" if "uploadId" in query else "GetObject"
+    if method == "HEAD":
+        return "HeadObject"
+    if method == "PUT":
+        if "uploadId" in query or "partNumber" in query:
+            if "uploadId" not in query or "partNumber" not in query:
+                raise S3Error("InvalidRequest",
+                              "UploadPart needs both partNumber and uploadId.")
+            if "x-amz-copy-source" in headers:
+                return "UploadPartCopy"
+            return "UploadPart"
+        if "x-amz-copy-source" in headers:
+            return "CopyObject"
+        return "PutObject"
+    if method == "DELETE":
+        return "AbortMultipartUpload" if "uploadId" in query else "DeleteObject"
+    if method == "POST":
+        if "uploads" in query:
+            return "CreateMultipartUpload"
+        if "uploadId" in query:
+            return "CompleteMultipartUpload"
+        raise S3Error("NotImplemented", "This POST operation is not implemented.")
+    raise S3Error("MethodNotAllowed")

@@ -1,0 +1,203 @@
+"""Content-addressed chunk files.
+
+A chunk is up to 4 MiB of object bytes named by the BLAKE3 hash of its
+content, stored once per node as ``chunks/<h0h1>/<h2h3>/<hex>``: written to
+a temp file, fsynced, renamed into place, and the directory fsynced, so a
+crash leaves either no chunk or a whole one. Names come from hashes, never
+from object keys, so no key can become a path.
+
+Operations on the same hash run in the order they were asked for, so a
+garbage-collector delete and a new write of the same content can never
+interleave: the write that comes second finds the file gone and writes it
+again. A chunk read back is verified against its name before a byte of it
+is returned; a bad copy is renamed ``.corrupted`` (kept for inspection,
+never deleted) and reported as :class:`ChunkCorrupted`.
+"""
+
+import os
+
+import blake3
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+CHUNK_SIZE = 4 * 1024 * 1024
+HASH_SIZE = 32
+
+
+class ChunkMissing(Exception):
+    """The chunk is not stored on this node."""
+
+
+class ChunkCorrupted(Exception):
+    """The stored chunk does not hash to its name; it was set aside."""
+
+
+def chunk_hash(data):
+    return blake3.blake3(data).digest()
+
+
+class ChunkStore:
+    """The chunk files of one data directory."""
+
+    # Disk threads: chunk writes are fsync-bound, so a few in parallel keep
+    # the disk busy without letting one PUT's chunks starve other requests.
+    io_threads = 4
+
+    def __init__(self, reactor, root):
+        self._reactor = reactor
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+        self._pool = ThreadPool(1, self.io_threads, name="z4-chunk-io")
+        self._tails = {}
+        self._pins = {}
+
+    def start(self):
+        self._pool.start()
+
+    def stop(self):
+        self._pool.stop()
+
+    def run(self, fn, *args):
+        """Run blocking ``fn`` on the chunk I/O pool; a Deferred."""
+        return deferToThreadPool(self._reactor, self._pool, fn, *args)
+
+    def path(self, digest):
+        name = digest.hex()
+        return os.path.join(self.root, name[0:2], name[2:4], name)
+
+    def pin(self, digest):
+        """Keep ``digest`` from garbage collection until :meth:`unpin`."""
+        self._pins[digest] = self._pins.get(digest, 0) + 1
+
+    def unpin(self, digest):
+        count = self._pins[digest] - 1
+        if count:
+            self._pins[digest] = count
+        else:
+            del self._pins[digest]
+
+    def is_pinned(self, digest):
+        return digest in self._pins
+
+    def _serialized(self, digest, fn, *args):
+        """Run ``fn`` in the pool after every earlier operation on digest."""
+        previous = self._tails.get(digest)
+        tail = self._tails[digest] = Deferred()
+        result = Deferred()
+
+        def finished(outcome):
+            if self._tails.get(digest) is tail:
+                del self._tails[digest]
+            tail.callback(None)
+            if isinstance(outcome, Failure):
+                result.errback(outcome)
+            else:
+                result.callback(outcome)
+
+        def start(_):
+            self.run(fn, *args).addBoth(finished)
+
+        if previous is None:
+            start(None)
+        else:
+            previous.addCallback(start)
+        return result
+
+    def put_chunk(self, digest, data):
+        """Store ``data`` under ``digest`` unless already stored; durable when it fires."""
+        return self._serialized(digest, self._write, digest, data)
+
+    def _write(self, digest, data):
+        path = self.path(digest)
+        try:
+            # Touching an existing copy tells the garbage collector the
+            # content is in use again (see delete_chunk).
+            os.utime(path)
+            return False
+        except FileNotFoundError:
+            pass
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
+        temp = f"{path}.{os.getpid()}.{id(data):x}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+        _fsync_directory(directory)
+        return True
+
+    def get_chunk(self, digest):
+        """The verified bytes of a chunk (ChunkMissing, ChunkCorrupted)."""
+        return self._serialized(digest, self._read, digest)
+
+    def _read(self, digest):
+        path = self.path(digest)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise ChunkMissing(digest.hex()) from None
+        if chunk_hash(data) != digest:
+            os.replace(path, path + ".corrupted")
+            raise ChunkCorrupted(digest.hex())
+        return data
+
+    def delete_chunk(self, digest, untouched_since):
+        """Delete a chunk file unless it was written or touched after
+        ``untouched_since`` (unix seconds); fires with whether it was deleted."""
+        return self._serialized(digest, self._delete, digest, untouched_since)
+
+    def _delete(self, digest, untouched_since):
+        path = self.path(digest)
+        try:
+            if os.stat(path).st_mtime >= untouched_since:
+                return False
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def stored_hashes(self):
+        """Every chunk file name on disk, with its mtime (blocking; for GC sweeps)."""
+        for top in _listdir(self.root):
+            for mid in _listdir(os.path.join(self.root, top)):
+                directory = os.path.join(self.root, top, mid)
+                for name in _listdir(directory):
+                    path = os.path.join(directory, name)
+                    if name.endswith(".tmp"):
+                        yield None, path, _mtime(path)
+                    elif len(name) == 2 * HASH_SIZE:
+                        try:
+                            digest = bytes.fromhex(name)
+                        except ValueError:
+                            continue
+                        yield digest, path, _mtime(path)
+
+
+def _listdir(path):
+    try:
+        return sorted(os.listdir(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _mtime(path):
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _fsync_directory(directory):
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

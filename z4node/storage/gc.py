@@ -1,0 +1,105 @@
+"""Garbage collection of chunks and tombstones.
+
+A chunk whose reference count fell to zero is deleted only after a grace
+period, and only if its file was not touched meanwhile (every write of the
+same content touches it), and never while an upload in progress has it
+pinned. Files with no row at all (left by a crash between writing a chunk
+and committing its version) and stray temp files are swept after the same
+grace period. Delete markers are dropped after their own, longer grace, so
+an old replica has time to learn of the delete before it is forgotten.
+"""
+
+import os
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from z4node import hlc as hlclib
+
+
+class GarbageCollector(Service):
+    # Unreferenced chunks wait this long (Garage waits 10 min too): long
+    # enough for any upload that reuses the content to pin or touch it.
+    chunk_grace_seconds = 10 * 60
+    # Delete markers are kept a day so replicas that were away can see them.
+    tombstone_grace_seconds = 24 * 3600
+    interval_seconds = 60
+    # Rows handled per step: keeps each step's transaction short.
+    batch = 500
+
+    log = Logger()
+
+    def __init__(self, clock, meta, chunks):
+        self._clock = clock
+        self._meta = meta
+        self._chunks = chunks
+        self._loop = LoopingCall(self.collect)
+        self._loop.clock = clock
+        self._sweep_due = 0.0
+
+    def startService(self):
+        super().startService()
+        self._loop.start(self.interval_seconds, now=False).addErrback(
+            lambda f: self.log.failure("garbage collection stopped", f))
+
+    def stopService(self):
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+
+    async def _collect(self):
+        now = self._clock.seconds()
+        cutoff = now - self.chunk_grace_seconds
+        deleted = 0
+        while True:
+            candidates = await self._meta.unreferenced_chunks(cutoff, self.batch)
+            candidates = [h for h in candidates if not self._chunks.is_pinned(h)]
+            if not candidates:
+                break
+            for digest in await self._meta.forget_chunks(candidates):
+                if not self._chunks.is_pinned(digest):
+                    if await self._chunks.delete_chunk(digest, untouched_since=cutoff):
+                        deleted += 1
+            if len(candidates) < self.batch:
+                break
+        if now >= self._sweep_due:
+            self._sweep_due = now + self.chunk_grace_seconds
+            deleted += await self._sweep_orphans(cutoff)
+        older = hlclib.from_seconds(now - self.tombstone_grace_seconds)
+        tombstones = await self._meta.collect_tombstones(older, self.batch)
+        if deleted or tombstones:
+            self.log.info("gc: deleted {chunks} chunks, {tombstones} tombstones",
+                          chunks=deleted, tombstones=tombstones)
+        return deleted, tombstones
+
+    def collect(self):
+        return Deferred.fromCoroutine(self._collect())
+
+    async def _sweep_orphans(self, cutoff):
+        """Delete chunk files without a row and temp files, older than cutoff."""
+        stale = await self._chunks.run(
+            lambda: [(d, p) for d, p, mtime in self._chunks.stored_hashes()
+                     if mtime < cutoff])
+        temps = [p for d, p in stale if d is None]
+        if temps:
+            await self._chunks.run(_unlink_all, temps)
+        digests = [d for d, p in stale if d is not None]
+        deleted = len(temps)
+        for start in range(0, len(digests), self.batch):
+            batch = digests[start:start + self.batch]
+            known = await self._meta.known_chunks(batch)
+            for digest in batch:
+                if digest not in known and not self._chunks.is_pinned(digest):
+                    if await self._chunks.delete_chunk(digest, untouched_since=cutoff):
+                        deleted += 1
+        return deleted
+
+
+def _unlink_all(paths):
+    for path in paths:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,606 @@
+"""The metadata store: SQLite tables for access keys, buckets, grants,
+object versions, multipart state and chunk reference counts.
+
+Every row that can be replicated carries an HLC timestamp, and deletes are
+tombstones (``deleted`` flags, delete-marker versions), never missing rows,
+so that replication can later merge replicas last-writer-wins without a
+format change. Object keys are stored as UTF-8 BLOBs so that SQLite orders
+them byte-wise, which is S3's listing order, and so that "the first key
+after every key starting with P" is a byte string we can compute.
+
+Each public method returns a Deferred; the work runs on
+:class:`z4node.storage.db.Database`'s threads. Writes that must be atomic
+with a check (conditional writes, multipart completion) take a callable run
+inside the write transaction.
+"""
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+from z4node import hlc as hlclib
+from z4node.storage.chunks import HASH_SIZE
+from z4node.storage.db import Database
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS node_settings (
+    name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS access_keys (
+    access_key_id TEXT PRIMARY KEY, name TEXT NOT NULL, secret TEXT NOT NULL,
+    user_id TEXT NOT NULL, is_admin INTEGER NOT NULL, created REAL NOT NULL,
+    hlc INTEGER NOT NULL, deleted INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS buckets (
+    name TEXT PRIMARY KEY, owner TEXT NOT NULL, created REAL NOT NULL,
+    settings TEXT NOT NULL DEFAULT '{}', hlc INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS grants (
+    bucket TEXT NOT NULL, access_key_id TEXT NOT NULL,
+    can_read INTEGER NOT NULL, can_write INTEGER NOT NULL,
+    can_own INTEGER NOT NULL, hlc INTEGER NOT NULL,
+    PRIMARY KEY (bucket, access_key_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS versions (
+    bucket TEXT NOT NULL, key BLOB NOT NULL, hlc INTEGER NOT NULL,
+    version_id TEXT NOT NULL, delete_marker INTEGER NOT NULL,
+    size INTEGER NOT NULL, etag TEXT NOT NULL, owner TEXT NOT NULL,
+    meta TEXT NOT NULL, chunks BLOB, inline BLOB,
+    PRIMARY KEY (bucket, key, hlc)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS heads (
+    bucket TEXT NOT NULL, key BLOB NOT NULL, hlc INTEGER NOT NULL,
+    deleted INTEGER NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    PRIMARY KEY (bucket, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chunks (
+    hash BLOB PRIMARY KEY, refs INTEGER NOT NULL, zero_since REAL)
+    WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chunks_unreferenced ON chunks (zero_since)
+    WHERE refs <= 0;
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key BLOB NOT NULL,
+    hlc INTEGER NOT NULL, owner TEXT NOT NULL, meta TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS uploads_by_key ON uploads (bucket, key, upload_id);
+CREATE TABLE IF NOT EXISTS parts (
+    upload_id TEXT NOT NULL, part_number INTEGER NOT NULL,
+    etag TEXT NOT NULL, size INTEGER NOT NULL, chunks BLOB NOT NULL,
+    hlc INTEGER NOT NULL, meta TEXT NOT NULL,
+    PRIMARY KEY (upload_id, part_number)) WITHOUT ROWID;
+"""
+
+_SIZE_BYTES = 4
+_ENTRY = HASH_SIZE + _SIZE_BYTES
+
+
+def pack_chunks(chunks):
+    """``[(hash, size), ...]`` as the bytes stored in a row."""
+    return b"".join(h + n.to_bytes(_SIZE_BYTES, "big") for h, n in chunks)
+
+
+def unpack_chunks(blob):
+    if not blob:
+        return []
+    return [(blob[i:i + HASH_SIZE],
+             int.from_bytes(blob[i + HASH_SIZE:i + _ENTRY], "big"))
+            for i in range(0, len(blob), _ENTRY)]
+
+
+def key_successor(prefix):
+    """The smallest byte string greater than every string starting with prefix."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return None
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+@dataclass
+class AccessKey:
+    access_key_id: str
+    name: str
+    secret: str
+    user_id: str
+    is_admin: bool
+    created: float
+    hlc: int
+    deleted: bool = False
+
+
+@dataclass
+class Bucket:
+    name: str
+    owner: str
+    created: float
+    hlc: int
+    settings: dict = field(default_factory=dict)
+    deleted: bool = False
+
+
+@dataclass
+class Grant:
+    bucket: str
+    access_key_id: str
+    can_read: bool
+    can_write: bool
+    can_own: bool
+    hlc: int
+
+
+@dataclass
+class Version:
+    """One version of an object: its record, not its bytes."""
+
+    bucket: str
+    key: str
+    hlc: int
+    version_id: str
+    delete_marker: bool
+    size: int
+    etag: str
+    owner: str
+    meta: dict
+    chunks: list
+    inline: bytes | None
+
+    @property
+    def last_modified(self):
+        return hlclib.wall_ms(self.hlc) / 1000.0
+
+
+@dataclass
+class ListEntry:
+    key: str
+    hlc: int
+    size: int
+    etag: str
+    owner: str
+
+    @property
+    def last_modified(self):
+        return hlclib.wall_ms(self.hlc) / 1000.0
+
+
+@dataclass
+class Upload:
+    upload_id: str
+    bucket: str
+    key: str
+    hlc: int
+    owner: str
+    meta: dict
+
+    @property
+    def initiated(self):
+        return hlclib.wall_ms(self.hlc) / 1000.0
+
+
+@dataclass
+class Part:
+    part_number: int
+    etag: str
+    size: int
+    chunks: list
+    hlc: int
+    meta: dict
+
+    @property
+    def last_modified(self):
+        return hlclib.wall_ms(self.hlc) / 1000.0
+
+
+class UploadMissing(Exception):
+    """The multipart upload does not exist (never did, or completed/aborted)."""
+
+
+def _version_from_row(bucket, key, row):
+    hlc, version_id, delete_marker, size, etag, owner, meta, chunks, inline = row
+    return Version(bucket, key.decode("utf-8"), hlc, version_id,
+                   bool(delete_marker), size, etag, owner, json.loads(meta),
+                   unpack_chunks(chunks), inline)
+
+
+_VERSION_COLUMNS = ("hlc, version_id, delete_marker, size, etag, owner, meta, "
+                    "chunks, inline")
+
+
+class MetaStore:
+    """Typed operations on the metadata tables; every method returns a Deferred."""
+
+    def __init__(self, reactor, path):
+        self._reactor = reactor
+        self.db = Database(reactor, path, SCHEMA)
+
+    def start(self):
+        self.db.start()
+
+    def stop(self):
+        self.db.stop()
+
+    # -- node settings -----------------------------------------------------
+
+    def get_setting(self, name):
+        def read(c):
+            row = c.execute("SELECT value FROM node_settings WHERE name=?",
+                            (name,)).fetchone()
+            return row[0] if row else None
+        return self.db.read(read)
+
+    def set_setting_if_absent(self, name, value):
+        """Store value unless one exists; fires with the value that is stored."""
+        def write(c):
+            c.execute("INSERT OR IGNORE INTO node_settings VALUES (?, ?)",
+                      (name, value))
+            return c.execute("SELECT value FROM node_settings WHERE name=?",
+                             (name,)).fetchone()[0]
+        return self.db.write(write)
+
+    # -- system tables: keys, buckets, grants (small, held in memory) -------
+
+    def load_system_tables(self):
+        """Every access key, bucket and grant, tombstones included."""
+        def read(c):
+            keys = [AccessKey(a, n, s, u, bool(adm), cr, h, bool(d))
+                    for a, n, s, u, adm, cr, h, d in c.execute(
+                        "SELECT access_key_id, name, secret, user_id, is_admin,"
+                        " created, hlc, deleted FROM access_keys")]
+            buckets = [Bucket(n, o, cr, h, json.loads(st), bool(d))
+                       for n, o, cr, st, h, d in c.execute(
+                           "SELECT name, owner, created, settings, hlc, deleted"
+                           " FROM buckets")]
+            grants = [Grant(b, a, bool(r), bool(w), bool(o), h)
+                      for b, a, r, w, o, h in c.execute(
+                          "SELECT bucket, access_key_id, can_read, can_write,"
+                          " can_own, hlc FROM grants")]
+            return keys, buckets, grants
+        return self.db.read(read)
+
+    def save_key(self, key):
+        def write(c):
+            c.execute(
+                "INSERT INTO access_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (access_key_id) DO UPDATE SET name=excluded.name,"
+                " secret=excluded.secret, user_id=excluded.user_id,"
+                " is_admin=excluded.is_admin, created=excluded.created,"
+                " hlc=excluded.hlc, deleted=excluded.deleted"
+                " WHERE excluded.hlc > access_keys.hlc",
+                (key.access_key_id, key.name, key.secret, key.user_id,
+                 int(key.is_admin), key.created, key.hlc, int(key.deleted)))
+        return self.db.write(write)
+
+    def save_grant(self, grant):
+        def write(c):
+            c.execute(
+                "INSERT INTO grants VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (bucket, access_key_id) DO UPDATE SET"
+                " can_read=excluded.can_read, can_write=excluded.can_write,"
+                " can_own=excluded.can_own, hlc=excluded.hlc"
+                " WHERE excluded.hlc > grants.hlc",
+                (grant.bucket, grant.access_key_id, int(grant.can_read),
+                 int(grant.can_write), int(grant.can_own), grant.hlc))
+        return self.db.write(write)
+
+    def save_bucket(self, bucket, precondition=None):
+        """Upsert a bucket row; ``precondition(c)`` runs first in the same
+        transaction and may raise to cancel the write."""
+        def write(c):
+            if precondition is not None:
+                precondition(c)
+            c.execute(
+                "INSERT INTO buckets VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET owner=excluded.owner,"
+                " created=excluded.created, settings=excluded.settings,"
+                " hlc=excluded.hlc, deleted=excluded.deleted"
+                " WHERE excluded.hlc > buckets.hlc",
+                (bucket.name, bucket.owner, bucket.created,
+                 json.dumps(bucket.settings, sort_keys=True), bucket.hlc,
+                 int(bucket.deleted)))
+        return self.db.write(write)
+
+    @staticmethod
+    def bucket_has_objects(c, bucket):
+        """True while any live object is in the bucket (in a transaction)."""
+        return c.execute("SELECT 1 FROM heads WHERE bucket=? AND deleted=0"
+                         " LIMIT 1", (bucket,)).fetchone() is not None
+
+    def purge_bucket_contents(self, c, bucket, now):
+        """Drop an emptied bucket's tombstones and open uploads (in a transaction)."""
+        for (upload_id,) in c.execute(
+                "SELECT upload_id FROM uploads WHERE bucket=?", (bucket,)).fetchall():
+            self._drop_upload(c, upload_id, now)
+        for key, hlc, chunks in c.execute(
+                "SELECT key, hlc, chunks FROM versions WHERE bucket=?",
+                (bucket,)).fetchall():
+            _add_refs(c, unpack_chunks(chunks), -1, now)
+        c.execute("DELETE FROM versions WHERE bucket=?", (bucket,))
+        c.execute("DELETE FROM heads WHERE bucket=?", (bucket,))
+
+    # -- object versions -----------------------------------------------------
+
+    def get_head(self, bucket, key):
+        """The newest live version of key, or None (absent or deleted)."""
+        def read(c):
+            kb = key.encode("utf-8")
+            row = c.execute(
+                f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE bucket=? AND key=?"
+                " AND hlc=(SELECT hlc FROM heads WHERE bucket=? AND key=?"
+                " AND deleted=0)", (bucket, kb, bucket, kb)).fetchone()
+            return _version_from_row(bucket, kb, row) if row else None
+        return self.db.read(read)
+
+    def put_version(self, version, now, precondition=None):
+        """Make ``version`` the object's newest version, replacing the stored
+        version with the same version id (unversioned buckets keep one,
+        ``null``). ``precondition(current_head_or_None)`` runs inside the
+        transaction and may raise to cancel the write. Fires with the
+        replaced Version or None."""
+        def write(c):
+            current = _current_head(c, version.bucket, version.key)
+            if precondition is not None:
+                precondition(current)
+            return _install_version(c, version, now)
+        return self.db.write(write)
+
+    def delete_object(self, tombstone, now, precondition=None):
+        """Write a delete marker as the newest version; fires with whether a
+        live object was there."""
+        def write(c):
+            current = _current_head(c, tombstone.bucket, tombstone.key)
+            if precondition is not None:
+                precondition(current)
+            if current is None:
+                return False
+            _install_version(c, tombstone, now)
+            return True
+        return self.db.write(write)
+
+    def list_heads(self, bucket, prefix, delimiter, after, limit):
+        """One page of live keys in byte order.
+
+        Returns ``(items, truncated)`` where items are ListEntry or str (a
+        common prefix), at most ``limit`` of them, all greater than
+        ``after`` (a key or common prefix). A page costs O(page): each common
+        prefix is skipped with one index seek past every key under it.
+        """
+        prefix_b = prefix.encode("utf-8")
+        delim_b = delimiter.encode("utf-8") if delimiter else b""
+        after_b = after.encode("utf-8") if after is not None else None
+
+        def read(c):
+            items = []
+            cursor, inclusive = (after_b, False) if after_b is not None else (prefix_b, True)
+            if after_b is not None and after_b < prefix_b:
+                cursor, inclusive = prefix_b, True
+            # A common prefix given as ``after`` means "past all of it".
+            if after_b is not None and delim_b and after_b.startswith(prefix_b) \
+                    and after_b.find(delim_b, len(prefix_b)) == len(after_b) - len(delim_b):
+                successor = key_successor(after_b)
+                if successor is None:
+                    return items, False
+                cursor, inclusive = successor, True
+            batch = max(limit + 1, 16)
+            while True:
+                op = ">=" if inclusive else ">"
+                rows = c.execute(
+                    f"SELECT key, hlc, size, etag, owner FROM heads"
+                    f" WHERE bucket=? AND key {op} ? AND deleted=0"
+                    f" ORDER BY key LIMIT ?", (bucket, cursor, batch)).fetchall()
+                if not rows:
+                    return items, False
+                jumped = False
+                for key, hlc, size, etag, owner in rows:
+                    if not key.startswith(prefix_b):
+                        return items, False
+                    if delim_b:
+                        cut = key.find(delim_b, len(prefix_b))
+                        if cut >= 0:
+                            common = key[:cut + len(delim_b)]
+                            if len(items) == limit:
+                                return items, True
+                            items.append(common.decode("utf-8"))
+                            successor = key_successor(common)
+                            if successor is None:
+                                return items, False
+                            cursor, inclusive, jumped = successor, True, True
+                            break
+                    if len(items) == limit:
+                        return items, True
+                    items.append(ListEntry(key.decode("utf-8"), hlc, size, etag, owner))
+                    cursor, inclusive = key, False
+                if not jumped and len(rows) < batch:
+                    return items, False
+        return self.db.read(read)
+
+    # -- multipart uploads -------------------------------------------------
+
+    def create_upload(self, upload):
+        def write(c):
+            c.execute("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
+                      (upload.upload_id, upload.bucket, upload.key.encode("utf-8"),
+                       upload.hlc, upload.owner, json.dumps(upload.meta)))
+        return self.db.write(write)
+
+    def get_upload(self, upload_id):
+        def read(c):
+            return _get_upload(c, upload_id)
+        return self.db.read(read)
+
+    def put_part(self, upload_id, part, now):
+        """Store a part, replacing an earlier upload of the same number."""
+        def write(c):
+            if _get_upload(c, upload_id) is None:
+                raise UploadMissing(upload_id)
+            old = c.execute("SELECT chunks FROM parts WHERE upload_id=? AND"
+                            " part_number=?", (upload_id, part.part_number)).fetchone()
+            if old is not None:
+                _add_refs(c, unpack_chunks(old[0]), -1, now)
+            c.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (upload_id, part.part_number, part.etag, part.size,
+                       pack_chunks(part.chunks), part.hlc, json.dumps(part.meta)))
+            _add_refs(c, part.chunks, +1, now)
+        return self.db.write(write)
+
+    def list_parts(self, upload_id, after_part, limit):
+        """Parts numbered above ``after_part``, at most limit+1 (to tell truncation)."""
+        def read(c):
+            return [_part_from_row(r) for r in c.execute(
+                "SELECT part_number, etag, size, chunks, hlc, meta FROM parts"
+                " WHERE upload_id=? AND part_number>? ORDER BY part_number LIMIT ?",
+                (upload_id, after_part, limit + 1))]
+        return self.db.read(read)
+
+    def list_uploads(self, bucket, prefix, key_marker, upload_id_marker, limit):
+        """Open uploads in (key, upload id) order after the markers, at most limit+1."""
+        prefix_b = prefix.encode("utf-8")
+        marker_b = (key_marker or "").encode("utf-8")
+
+        def read(c):
+            if key_marker is None:
+                after, params = "", ()
+            elif upload_id_marker:
+                after = " AND (key>? OR (key=? AND upload_id>?))"
+                params = (marker_b, marker_b, upload_id_marker)
+            else:
+                after, params = " AND key>?", (marker_b,)
+            rows = c.execute(
+                "SELECT upload_id, key, hlc, owner, meta FROM uploads"
+                f" WHERE bucket=? AND key>=?{after} ORDER BY key, upload_id LIMIT ?",
+                (bucket, prefix_b, *params, limit + 1)).fetchall()
+            return [Upload(u, bucket, k.decode("utf-8"), h, o, json.loads(m))
+                    for u, k, h, o, m in rows if k.startswith(prefix_b)]
+        return self.db.read(read)
+
+    def complete_upload(self, upload_id, build, now, precondition=None):
+        """Turn an upload's parts into a version, atomically.
+
+        ``build(upload, parts)`` runs in the transaction with every stored
+        part and returns the Version to install (or raises, e.g. InvalidPart);
+        then the upload and its parts are dropped. Fires with the Version.
+        """
+        def write(c):
+            upload = _get_upload(c, upload_id)
+            if upload is None:
+                raise UploadMissing(upload_id)
+            parts = [_part_from_row(r) for r in c.execute(
+                "SELECT part_number, etag, size, chunks, hlc, meta FROM parts"
+                " WHERE upload_id=? ORDER BY part_number", (upload_id,))]
+            version = build(upload, parts)
+            if precondition is not None:
+                precondition(_current_head(c, version.bucket, version.key))
+            _install_version(c, version, now)
+            self._drop_upload(c, upload_id, now)
+            return version
+        return self.db.write(write)
+
+    def abort_upload(self, upload_id, now):
+        def write(c):
+            if _get_upload(c, upload_id) is None:
+                raise UploadMissing(upload_id)
+            self._drop_upload(c, upload_id, now)
+        return self.db.write(write)
+
+    @staticmethod
+    def _drop_upload(c, upload_id, now):
+        for (chunks,) in c.execute("SELECT chunks FROM parts WHERE upload_id=?",
+                                   (upload_id,)).fetchall():
+            _add_refs(c, unpack_chunks(chunks), -1, now)
+        c.execute("DELETE FROM parts WHERE upload_id=?", (upload_id,))
+        c.execute("DELETE FROM uploads WHERE upload_id=?", (upload_id,))
+
+    # -- garbage collection --------------------------------------------------
+
+    def unreferenced_chunks(self, zero_before, limit):
+        """Chunks no version or part has used since ``zero_before`` (unix s)."""
+        def read(c):
+            return [h for (h,) in c.execute(
+                "SELECT hash FROM chunks WHERE refs<=0 AND zero_since<?"
+                " LIMIT ?", (zero_before, limit))]
+        return self.db.read(read)
+
+    def forget_chunks(self, hashes):
+        """Drop the rows of chunks still unreferenced; fires with those hashes."""
+        def write(c):
+            gone = []
+            for h in hashes:
+                if c.execute("DELETE FROM chunks WHERE hash=? AND refs<=0",
+                             (h,)).rowcount:
+                    gone.append(h)
+            return gone
+        return self.db.write(write)
+
+    def known_chunks(self, hashes):
+        """The subset of hashes that have a row (referenced or in grace)."""
+        def read(c):
+            return {h for h in hashes if c.execute(
+                "SELECT 1 FROM chunks WHERE hash=?", (h,)).fetchone()}
+        return self.db.read(read)
+
+    def collect_tombstones(self, older_than_hlc, limit):
+        """Remove delete markers older than the grace period; fires with a count."""
+        def write(c):
+            rows = c.execute(
+                "SELECT bucket, key, hlc FROM heads WHERE deleted=1 AND hlc<?"
+                " LIMIT ?", (older_than_hlc, limit)).fetchall()
+            for bucket, key, hlc in rows:
+                c.execute("DELETE FROM versions WHERE bucket=? AND key=? AND hlc<=?"
+                          " AND delete_marker=1", (bucket, key, hlc))
+                c.execute("DELETE FROM heads WHERE bucket=? AND key=? AND hlc=?",
+                          (bucket, key, hlc))
+            return len(rows)
+        return self.db.write(write)
+
+
+def _current_head(c, bucket, key):
+    kb = key.encode("utf-8")
+    row = c.execute(
+        f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket=? AND key=? AND"
+        " hlc=(SELECT hlc FROM heads WHERE bucket=? AND key=? AND deleted=0)",
+        (bucket, kb, bucket, kb)).fetchone()
+    return _version_from_row(bucket, kb, row) if row else None
+
+
+def _install_version(c, version, now):
+    """Insert a version, replacing the one with the same version id, and move
+    the head if it is newer (last writer wins by HLC)."""
+    kb = version.key.encode("utf-8")
+    replaced = c.execute(
+        f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket=? AND key=? AND"
+        " version_id=?", (version.bucket, kb, version.version_id)).fetchall()
+    for row in replaced:
+        old = _version_from_row(version.bucket, kb, row)
+        _add_refs(c, old.chunks, -1, now)
+        c.execute("DELETE FROM versions WHERE bucket=? AND key=? AND hlc=?",
+                  (version.bucket, kb, old.hlc))
+    c.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+              (version.bucket, kb, version.hlc, version.version_id,
+               int(version.delete_marker), version.size, version.etag,
+               version.owner, json.dumps(version.meta, sort_keys=True),
+               pack_chunks(version.chunks) if version.chunks else None,
+               version.inline))
+    _add_refs(c, version.chunks, +1, now)
+    c.execute(
+        "INSERT INTO heads VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (bucket, key) DO UPDATE SET hlc=excluded.hlc,"
+        " deleted=excluded.deleted, size=excluded.size, etag=excluded.etag,"
+        " owner=excluded.owner WHERE excluded.hlc > heads.hlc",
+        (version.bucket, kb, version.hlc, int(version.delete_marker),
+         version.size, version.etag, version.owner))
+
+
+def _add_refs(c, chunks, delta, now):
+    for digest, count in Counter(h for h, _ in chunks).items():
+        change = delta * count
+        c.execute(
+            "INSERT INTO chunks VALUES (?, ?, ?) ON CONFLICT (hash) DO UPDATE"
+            " SET refs = refs + excluded.refs,"
+            " zero_since = CASE WHEN refs + excluded.refs <= 0 THEN ? ELSE NULL END",
+            (digest, change, now if change <= 0 else None, now))
+
+
+def _get_upload(c, upload_id):
+    row = c.execute("SELECT upload_id, bucket, key, hlc, owner, meta FROM uploads"
+                    " WHERE upload_id=?", (upload_id,)).fetchone()
+    if row is None:
+        return None
+    u, b, k, h, o, m = row
+    return Upload(u, b, k.decode("utf-8"), h, o, json.loads(m))
+
+
+def _part_from_row(row):
+    number, etag, size, chunks, hlc, meta = row
+    return Part(number, etag, size, unpack_chunks(chunks), hlc, json.loads(meta))
