@@ -15,12 +15,13 @@ The string to sign is::
     x-amz-name:value \\n ... CanonicalizedResource
 
 SigV2 was specified loosely and clients differ on three points, so a
-signature that does not match the standard reading is also tried against
-each of the readings real clients use (at most a dozen HMAC-SHA1s, and only
-for a request that would otherwise fail):
+signature is checked against each reading real clients use, likeliest
+first: one HMAC-SHA1 for botocore's requests, at most two dozen (of a few
+hundred bytes each) for a request that matches none:
 
-- the path: exactly as sent (what botocore, the Java SDK and s3cmd sign),
-  or re-encoded canonically;
+- the path: exactly as sent (what botocore signs) or re-encoded
+  canonically; for a path-style bucket request ``/bucket`` also
+  ``/bucket/``, which AWS documents and botocore signs;
 - the Date line when x-amz-date is present: empty (AWS's rule), the Date
   header (botocore), or x-amz-date's value in place of its own header line
   (AWS's worked DELETE example);
@@ -51,12 +52,15 @@ _NOT_SIGNED_BY_BOTOCORE = frozenset({"encryption", "legal-hold", "retention"})
 
 def _resources(view, params):
     """The canonical resources a client may have signed, likeliest first."""
-    prefix = f"/{view.virtual_host_bucket}" if view.virtual_host_bucket else ""
     raw = view.raw_path.decode("latin-1") or "/"
-    paths = [prefix + raw]
-    canonical = prefix + canonical_uri(view.raw_path)
-    if canonical != paths[0]:
-        paths.append(canonical)
+    paths = [raw, canonical_uri(view.raw_path)]
+    if view.virtual_host_bucket:
+        paths = [f"/{view.virtual_host_bucket}{path}" for path in paths]
+    elif raw != "/" and raw.count("/") == 1:
+        # A path-style request for a bucket, "/bucket": the resource AWS
+        # documents, and botocore signs, is "/bucket/".
+        paths = [path + "/" for path in paths] + paths
+    paths = list(dict.fromkeys(paths))
     names = {name for name, _ in params}
     subresource_sets = [SUBRESOURCES]
     if not names.isdisjoint(_NOT_SIGNED_BY_BOTOCORE):
