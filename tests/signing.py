@@ -175,7 +175,8 @@ def aws_chunked(payload, chunk_sizes, seed=None, key=None, timestamp=None, scope
     """
     chunks, start = [], 0
     for size in chunk_sizes:
-        chunks.append(payload[start:start + size])
+        if payload[start:start + size]:
+            chunks.append(payload[start:start + size])
         start += size
     if start < len(payload):
         chunks.append(payload[start:])
