@@ -13,6 +13,7 @@ import email.utils
 import hashlib
 import hmac
 import io
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import functools
@@ -23,7 +24,8 @@ import botocore.session
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 
-from z4node.s3.auth import RequestView
+from z4node.s3.auth import RequestView, authenticate
+from z4node.s3.errors import S3Error
 
 ACCESS_KEY = "AKIDZ4NODEEXAMPLE"
 SECRET_KEY = "z4/secret+key/EXAMPLE0123456789abcdefgh"
@@ -165,7 +167,7 @@ def signing_key(secret, date, region="us-east-1", service="s3"):
 
 
 def aws_chunked(payload, chunk_sizes, seed=None, key=None, timestamp=None, scope=None,
-                trailer=None, trailer_signed=False, final_crlf=True):
+                trailer=None, trailer_signed=False):
     """Encode ``payload`` as aws-chunked, cut after the given chunk sizes
     (the rest forms a last chunk), per AWS's chunked-upload specification.
 
@@ -202,6 +204,26 @@ def aws_chunked(payload, chunk_sizes, seed=None, key=None, timestamp=None, scope
                 hashlib.sha256((line + "\n").encode()).hexdigest()])).hexdigest()
             signatures.append(signature)
             out += b"x-amz-trailer-signature:" + signature.encode() + b"\r\n"
-    if final_crlf:
-        out += b"\r\n"
+    out += b"\r\n"
     return bytes(out), signatures
+
+
+def with_headers(view, **headers):
+    """``view`` with headers set (``x_amz_acl=`` for x-amz-acl) or, given None, removed."""
+    merged = dict(view.headers)
+    for name, value in headers.items():
+        name = name.replace("_", "-")
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return replace(view, headers=merged)
+
+
+class FailureAssertions:
+    """A mixin for test cases: authenticate() must fail with ``code``."""
+
+    def assertFails(self, code, view, secrets=SECRETS, now=NOW):
+        error = self.assertRaises(S3Error, authenticate, view, secrets.get, now)
+        self.assertEqual(error.code, code, error.message)
+        return error

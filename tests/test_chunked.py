@@ -4,7 +4,6 @@ bodies built to the specification and split at every possible place, and
 broken bodies that must fail with AWS's error code."""
 
 import calendar
-import hashlib
 
 from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase

@@ -15,11 +15,10 @@ from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from z4node.s3.auth import RequestView, authenticate
-from z4node.s3.errors import S3Error
 
 from tests.signing import (ACCESS_KEY, AWKWARD_KEYS, AWS_ACCESS_KEY, AWS_SECRETS, NOW, SECRET_KEY,
-                           SECRETS, CapturingClient, pin_clocks, view_from_url)
-from tests.test_sigv4 import FailureAssertions, replace, with_headers
+                           SECRETS, CapturingClient, FailureAssertions, pin_clocks, replace,
+                           view_from_url, with_headers)
 
 
 def at(day, hms):

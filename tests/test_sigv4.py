@@ -21,7 +21,8 @@ from z4node.s3.auth import RequestView, authenticate
 from z4node.s3.errors import S3Error
 
 from tests.signing import (ACCESS_KEY, AWKWARD_KEYS, AWS_SECRETS, NOW, SECRET_KEY, SECRETS,
-                           SIGNED_AT, CapturingClient, pin_clocks, view_from_url)
+                           SIGNED_AT, CapturingClient, FailureAssertions, pin_clocks, replace,
+                           view_from_url, with_headers)
 
 EMPTY = hashlib.sha256(b"").hexdigest()
 # All of AWS's SigV4 examples are signed at 20130524T000000Z.
@@ -31,31 +32,6 @@ AWS_CREDENTIAL = "Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_req
 
 def aws_header(signed_headers, signature):
     return f"AWS4-HMAC-SHA256 {AWS_CREDENTIAL},SignedHeaders={signed_headers},Signature={signature}"
-
-
-def replace(view, **changes):
-    fields = dict(method=view.method, raw_path=view.raw_path, raw_query=view.raw_query,
-                  headers=dict(view.headers), virtual_host_bucket=view.virtual_host_bucket)
-    fields.update(changes)
-    return RequestView(**fields)
-
-
-def with_headers(view, **headers):
-    merged = dict(view.headers)
-    for name, value in headers.items():
-        name = name.replace("_", "-")
-        if value is None:
-            merged.pop(name, None)
-        else:
-            merged[name] = value
-    return replace(view, headers=merged)
-
-
-class FailureAssertions:
-    def assertFails(self, code, view, secrets=SECRETS, now=NOW):
-        error = self.assertRaises(S3Error, authenticate, view, secrets.get, now)
-        self.assertEqual(error.code, code, error.message)
-        return error
 
 
 class AwsExampleTests(FailureAssertions, SynchronousTestCase):
