@@ -66,8 +66,9 @@ class AwsChunkedDecoder:
     # A chunk header is about 90 bytes with its signature, a trailer line
     # under 100; longer means garbage, not a line still arriving.
     max_line_bytes = 4096
-    # A signed chunk is held whole until its signature checks. SDKs send
-    # 64 KiB (awscrt, botocore's signer) to 128 KiB (Java v2) chunks.
+    # A signed chunk is held whole until its signature checks. Clients sign
+    # chunks of 64 KiB (AWS's own example) to a few hundred KiB; 16 MiB
+    # leaves room for any of them while bounding what one upload can pin.
     max_signed_chunk_bytes = 16 * 1024 * 1024
     # The trailer section: one checksum and one signature in practice.
     max_trailer_bytes = 16 * 1024
@@ -171,8 +172,9 @@ class AwsChunkedDecoder:
                 if self._pos < len(buf):
                     raise _malformed("data after the end of the body")
                 break
-        # Drop what has been parsed. Deleting a bytearray's head is cheap
-        # (CPython moves its start), so a slow trickle costs no quadratic copying.
+        # Drop what has been parsed. CPython deletes a bytearray's head by
+        # moving its start, copying only when the buffer falls below half its
+        # allocation, so a body trickling in costs no quadratic copying.
         if self._pos:
             del buf[:self._pos]
             self._pos = 0

@@ -176,8 +176,8 @@ class SigningKeyCache:
     not its secret cannot churn the cache with invented scopes.
     """
 
-    # Oldest first out beyond this: far more (key, day, region) triples than
-    # one node sees in a day; an entry is about 200 bytes.
+    # Oldest out first beyond this: far more (key, day, region) triples than
+    # one node sees in a day, at a few hundred bytes an entry.
     max_entries = 1024
 
     def __init__(self):
