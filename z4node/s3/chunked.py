@@ -1,0 +1,291 @@
+"""The aws-chunked request body: its framing, its chunk signatures and its
+trailing checksum, undone as the bytes arrive.
+
+Three flavours, named by x-amz-content-sha256:
+
+- ``STREAMING-AWS4-HMAC-SHA256-PAYLOAD``: every chunk signed, each
+  signature chained to the one before, starting from the Authorization
+  header's;
+- ``STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER``: the same, then a trailer
+  (an ``x-amz-checksum-*`` header) with its own signature;
+- ``STREAMING-UNSIGNED-PAYLOAD-TRAILER``: chunks without signatures and a
+  checksum trailer (what botocore sends over HTTPS). A body sent with
+  ``Content-Encoding: aws-chunked`` under any other payload hash is read
+  the same way, without signatures.
+
+On the wire (AWS's "Transferring Payload in Multiple Chunks" and "Including
+Trailing Headers")::
+
+    hex-size[;chunk-signature=sig] CRLF  data CRLF   ...one per chunk
+    0[;chunk-signature=sig] CRLF
+    [name:value CRLF ... [x-amz-trailer-signature:sig CRLF]]
+    CRLF
+
+This module owns that format and nothing else: it neither reads sockets
+nor stores bytes, and the payload it returns never contains framing.
+"""
+
+import hashlib
+import re
+
+from z4node.objects.checksums import algorithm_from_header, new_checksum
+from z4node.s3.errors import S3Error
+from z4node.s3.sigv4 import (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER,
+                             STREAMING_UNSIGNED_TRAILER, same_signature)
+
+_HEX_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
+_KNOWN = (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER, STREAMING_UNSIGNED_TRAILER)
+
+# Parser states.
+_SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
+
+
+def is_aws_chunked(headers):
+    """Whether a request's body is aws-chunked: a STREAMING-* payload hash,
+    or ``aws-chunked`` among its content codings."""
+    if headers.get("x-amz-content-sha256", "").startswith("STREAMING-"):
+        return True
+    codings = headers.get("content-encoding", "")
+    return "aws-chunked" in [coding.strip().lower() for coding in codings.split(",")]
+
+
+def _malformed(reason):
+    return S3Error("InvalidRequest", f"Malformed aws-chunked body: {reason}.")
+
+
+class AwsChunkedDecoder:
+    """Decodes one aws-chunked body fed in pieces of any size.
+
+    ``feed()`` returns the payload bytes ready so far. In the signed
+    flavours a chunk is released only once its signature has checked, so
+    every byte returned is authenticated; the trailer's checksum and
+    signature and the decoded length can only be checked by ``finish()``,
+    so nothing is complete until it returns.
+    """
+
+    # A chunk header is about 90 bytes with its signature, a trailer line
+    # under 100; longer means garbage, not a line still arriving.
+    max_line_bytes = 4096
+    # A signed chunk is held whole until its signature checks. Clients sign
+    # chunks of 64 KiB (AWS's own example) to a few hundred KiB; 16 MiB
+    # leaves room for any of them while bounding what one upload can pin.
+    max_signed_chunk_bytes = 16 * 1024 * 1024
+    # The trailer section: one checksum and one signature in practice.
+    max_trailer_bytes = 16 * 1024
+
+    def __init__(self, credentials, headers):
+        content_sha256 = headers.get("x-amz-content-sha256", "")
+        if content_sha256.startswith("STREAMING-") and content_sha256 not in _KNOWN:
+            raise S3Error("InvalidArgument", f"Unsupported aws-chunked payload {content_sha256!r}.",
+                          extra={"ArgumentName": "x-amz-content-sha256",
+                                 "ArgumentValue": content_sha256})
+        signer = credentials.chunk_signer if credentials is not None else None
+        if content_sha256 in (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER) and signer is None:
+            raise S3Error("InvalidRequest", f"{content_sha256} needs a SigV4 Authorization header "
+                                            "to check its chunk signatures against.")
+        self._signer = signer
+        self._previous = signer.seed_signature if signer is not None else None
+        self._trailer_signed = content_sha256 == STREAMING_PAYLOAD_TRAILER
+
+        trailer = headers.get("x-amz-trailer")
+        if trailer is None:
+            if content_sha256.endswith("-TRAILER"):
+                raise S3Error("InvalidRequest", f"{content_sha256} requires an x-amz-trailer header.")
+            self._expected_trailer = self._algorithm = self._checksum = None
+        else:
+            self._expected_trailer = trailer.strip().lower()
+            self._algorithm = algorithm_from_header(self._expected_trailer)
+            self._checksum = new_checksum(self._algorithm)
+
+        declared = headers.get("x-amz-decoded-content-length")
+        if declared is not None and not (declared.isdigit() and declared.isascii()):
+            raise S3Error("InvalidArgument", "x-amz-decoded-content-length must be a number of bytes.",
+                          extra={"ArgumentName": "x-amz-decoded-content-length",
+                                 "ArgumentValue": declared})
+        self._declared = int(declared) if declared is not None else None
+
+        self._buf = bytearray()
+        self._pos = 0              # bytes of _buf already parsed
+        self._state = _SIZE
+        self._remaining = 0        # data bytes of the current chunk still to come
+        self._chunk_signature = None
+        self._announced = 0        # sum of chunk sizes so far
+        self._decoded = 0          # payload bytes returned so far
+        self._trailers = {}
+        self._trailer_signature = None
+        self._trailer_bytes = 0
+
+    def feed(self, data):
+        """Take the next raw bytes; return the payload pieces now ready
+        (possibly none). Raises S3Error on bad framing or a bad chunk signature."""
+        if data:
+            if self._state == _DONE:
+                raise _malformed("data after the end of the body")
+            self._buf += data
+        out = []
+        buf = self._buf
+        while True:
+            state = self._state
+            if state == _DATA:
+                available = len(buf) - self._pos
+                if self._signer is None:
+                    size = min(available, self._remaining)
+                    if size == 0:
+                        break
+                    piece = memoryview(buf)[self._pos:self._pos + size].tobytes()
+                    self._pos += size
+                    self._remaining -= size
+                    if self._remaining == 0:
+                        self._state = _DATA_END
+                else:
+                    if available < self._remaining:
+                        break
+                    piece = memoryview(buf)[self._pos:self._pos + self._remaining].tobytes()
+                    self._pos += self._remaining
+                    self._check_chunk(piece)
+                    self._state = _DATA_END
+                self._decoded += len(piece)
+                if self._checksum is not None:
+                    self._checksum.update(piece)
+                out.append(piece)
+            elif state == _DATA_END:
+                if len(buf) - self._pos < 2:
+                    break
+                if buf[self._pos:self._pos + 2] != b"\r\n":
+                    raise _malformed("chunk data not followed by CRLF")
+                self._pos += 2
+                self._state = _SIZE
+            elif state == _SIZE:
+                line = self._line()
+                if line is None:
+                    break
+                self._start_chunk(line)
+            elif state == _TRAILER:
+                line = self._line()
+                if line is None:
+                    break
+                if line:
+                    self._trailer_line(line)
+                else:
+                    self._state = _DONE
+            else:
+                if self._pos < len(buf):
+                    raise _malformed("data after the end of the body")
+                break
+        # Drop what has been parsed. CPython deletes a bytearray's head by
+        # moving its start, copying only when the buffer falls below half its
+        # allocation, so a body trickling in costs no quadratic copying.
+        if self._pos:
+            del buf[:self._pos]
+            self._pos = 0
+        return out
+
+    def finish(self):
+        """The raw body has ended: check that it was whole, that the payload
+        has the declared length, and the trailer's signature and checksum.
+        Returns the trailing headers (lower-case names) but not the
+        trailer signature."""
+        if (self._state == _TRAILER and self._pos == len(self._buf)
+                and (self._trailers or self._expected_trailer is None)):
+            # Only the blank line closing the trailer section is missing (some
+            # clients leave it out); everything it would close has arrived.
+            self._state = _DONE
+        if self._state != _DONE:
+            raise S3Error("IncompleteBody", "The aws-chunked body ended before its final chunk"
+                          + (" and trailer." if self._expected_trailer else "."))
+        if self._declared is not None and self._decoded != self._declared:
+            raise S3Error("IncompleteBody", f"The decoded body has {self._decoded} bytes; "
+                                            f"x-amz-decoded-content-length says {self._declared}.")
+        self._check_trailers()
+        return dict(self._trailers)
+
+    def _line(self):
+        """The next CRLF-terminated line without its CRLF, or None if it has
+        not fully arrived yet."""
+        buf, start = self._buf, self._pos
+        end = buf.find(b"\r\n", start, start + self.max_line_bytes + 2)
+        if end < 0:
+            if len(buf) - start > self.max_line_bytes:
+                raise _malformed(f"a line longer than {self.max_line_bytes} bytes")
+            return None
+        self._pos = end + 2
+        return bytes(buf[start:end])
+
+    def _start_chunk(self, line):
+        size_field, _, extensions = line.partition(b";")
+        if not _HEX_SIZE.fullmatch(size_field):
+            raise _malformed(f"bad chunk size {size_field[:32]!r}")
+        size = int(size_field, 16)
+        if self._signer is not None:
+            self._chunk_signature = self._signature_extension(extensions)
+            if size > self.max_signed_chunk_bytes:
+                raise S3Error("InvalidRequest", f"A signed aws-chunked chunk may hold at most "
+                                                f"{self.max_signed_chunk_bytes} bytes.")
+        self._announced += size
+        if self._declared is not None and self._announced > self._declared:
+            raise S3Error("IncompleteBody", "The aws-chunked body holds more than the "
+                                            f"{self._declared} bytes x-amz-decoded-content-length says.")
+        if size:
+            self._remaining = size
+            self._state = _DATA
+        else:
+            if self._signer is not None:
+                self._check_chunk(b"")
+            self._state = _TRAILER
+
+    @staticmethod
+    def _signature_extension(extensions):
+        for extension in extensions.split(b";"):
+            name, _, value = extension.partition(b"=")
+            if name.strip() == b"chunk-signature":
+                return value.strip().decode("latin-1")
+        raise S3Error("SignatureDoesNotMatch", "An aws-chunked chunk has no chunk-signature.")
+
+    def _check_chunk(self, data):
+        expected = self._signer.chunk_signature(self._previous, hashlib.sha256(data).hexdigest())
+        if not same_signature(expected, self._chunk_signature):
+            raise S3Error("SignatureDoesNotMatch",
+                          "The chunk signature we calculated does not match the one you provided.",
+                          extra={"SignatureProvided": self._chunk_signature})
+        self._previous = expected
+
+    def _trailer_line(self, line):
+        self._trailer_bytes += len(line) + 2
+        if self._trailer_bytes > self.max_trailer_bytes:
+            raise S3Error("MalformedTrailerError", "The trailer section is too long.")
+        name, colon, value = line.partition(b":")
+        name = name.strip().lower().decode("latin-1")
+        if not colon or not name:
+            raise S3Error("MalformedTrailerError", f"Cannot parse the trailer line {line[:64]!r}.")
+        value = value.strip().decode("latin-1")
+        if name == "x-amz-trailer-signature":
+            if self._trailer_signature is not None:
+                raise S3Error("MalformedTrailerError", "Two trailer signatures.")
+            self._trailer_signature = value
+        elif name in self._trailers:
+            raise S3Error("MalformedTrailerError", f"The trailer {name} appears twice.")
+        else:
+            self._trailers[name] = value
+
+    def _check_trailers(self):
+        unexpected = self._trailers.keys() - {self._expected_trailer}
+        if unexpected:
+            raise S3Error("MalformedTrailerError", f"Trailing headers {', '.join(sorted(unexpected))} "
+                                                   "were not announced in x-amz-trailer.")
+        if self._expected_trailer is None:
+            return
+        if self._expected_trailer not in self._trailers:
+            raise S3Error("MalformedTrailerError",
+                          f"The trailer {self._expected_trailer} announced in x-amz-trailer is missing.")
+        if self._trailer_signed:
+            if self._trailer_signature is None:
+                raise S3Error("SignatureDoesNotMatch", "The trailer has no x-amz-trailer-signature.")
+            canonical = "".join([f"{name}:{value}\n" for name, value in sorted(self._trailers.items())])
+            expected = self._signer.trailer_signature(self._previous, canonical.encode("latin-1"))
+            if not same_signature(expected, self._trailer_signature):
+                raise S3Error("SignatureDoesNotMatch",
+                              "The trailer signature we calculated does not match the one you provided.",
+                              extra={"SignatureProvided": self._trailer_signature})
+        if self._trailers[self._expected_trailer] != self._checksum.b64():
+            raise S3Error("BadDigest",
+                          f"The {self._algorithm} you specified did not match the calculated checksum.")
