@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from z4node.objects.checksums import ALGORITHMS, algorithm_from_header, header_name, new_checksum
-from z4node.s3.errors import S3Error
+from z4node.objects.errors import ObjectError
 
 # The "check" values of each algorithm over b"123456789" (the CRC catalogue's
 # convention) and the FIPS 180 "abc" digests.
@@ -90,6 +90,6 @@ class NameTests(SynchronousTestCase):
         for call, argument in [(new_checksum, "MD5"), (header_name, "XXHASH64"),
                                (algorithm_from_header, "x-amz-checksum-md5"),
                                (algorithm_from_header, "content-md5")]:
-            error = self.assertRaises(S3Error, call, argument)
+            error = self.assertRaises(ObjectError, call, argument)
             self.assertEqual(error.code, "InvalidRequest")
             self.assertEqual(error.status, 400)

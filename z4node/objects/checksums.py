@@ -14,7 +14,7 @@ import zlib
 
 from awscrt import checksums as _crt
 
-from z4node.s3.errors import S3Error
+from z4node.objects.errors import ObjectError
 
 # In the order AWS lists them; the names are those of x-amz-checksum-algorithm.
 ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256")
@@ -72,7 +72,7 @@ _FACTORIES = {
 def _canonical(algorithm):
     name = algorithm.upper()
     if name not in _FACTORIES:
-        raise S3Error("InvalidRequest",
+        raise ObjectError("InvalidRequest",
                       f"Checksum algorithm {algorithm!r} is not supported; "
                       f"use one of {', '.join(ALGORITHMS)}.")
     return name
@@ -89,7 +89,7 @@ def algorithm_from_header(name):
     """``"x-amz-checksum-crc32c"`` (any case) -> ``"CRC32C"``."""
     lowered = name.lower()
     if not lowered.startswith(_HEADER_PREFIX):
-        raise S3Error("InvalidRequest", f"{name!r} is not a checksum header.")
+        raise ObjectError("InvalidRequest", f"{name!r} is not a checksum header.")
     return _canonical(lowered[len(_HEADER_PREFIX):])
 
 

@@ -173,8 +173,7 @@ class S3Api:
             headers.setRawHeaders(name.encode("latin-1"),
                                   [str(value).encode("utf-8")])
         if response.stream is None:
-            if response.status != 304 and not (response.status == 204
-                                                and not response.body):
+            if response.status not in (204, 304) and "content-length" not in response.headers:
                 headers.setRawHeaders(b"content-length",
                                       [str(len(response.body)).encode()])
             if response.body and request.method != b"HEAD":

@@ -350,61 +350,8 @@ class MetaStore:
         return self.db.write(write)
 
     def list_heads(self, bucket, prefix, delimiter, after, limit):
-        """One page of live keys in byte order.
-
-        Returns ``(items, truncated)`` where items are ListEntry or str (a
-        common prefix), at most ``limit`` of them, all greater than
-        ``after`` (a key or common prefix). A page costs O(page): each common
-        prefix is skipped with one index seek past every key under it.
-        """
-        prefix_b = prefix.encode("utf-8")
-        delim_b = delimiter.encode("utf-8") if delimiter else b""
-        after_b = after.encode("utf-8") if after is not None else None
-
-        def read(c):
-            items = []
-            cursor, inclusive = (after_b, False) if after_b is not None else (prefix_b, True)
-            if after_b is not None and after_b < prefix_b:
-                cursor, inclusive = prefix_b, True
-            # A common prefix given as ``after`` means "past all of it".
-            if after_b is not None and delim_b and after_b.startswith(prefix_b) \
-                    and after_b.find(delim_b, len(prefix_b)) == len(after_b) - len(delim_b):
-                successor = key_successor(after_b)
-                if successor is None:
-                    return items, False
-                cursor, inclusive = successor, True
-            batch = max(limit + 1, 16)
-            while True:
-                op = ">=" if inclusive else ">"
-                rows = c.execute(
-                    f"SELECT key, hlc, size, etag, owner FROM heads"
-                    f" WHERE bucket=? AND key {op} ? AND deleted=0"
-                    f" ORDER BY key LIMIT ?", (bucket, cursor, batch)).fetchall()
-                if not rows:
-                    return items, False
-                jumped = False
-                for key, hlc, size, etag, owner in rows:
-                    if not key.startswith(prefix_b):
-                        return items, False
-                    if delim_b:
-                        cut = key.find(delim_b, len(prefix_b))
-                        if cut >= 0:
-                            common = key[:cut + len(delim_b)]
-                            if len(items) == limit:
-                                return items, True
-                            items.append(common.decode("utf-8"))
-                            successor = key_successor(common)
-                            if successor is None:
-                                return items, False
-                            cursor, inclusive, jumped = successor, True, True
-                            break
-                    if len(items) == limit:
-                        return items, True
-                    items.append(ListEntry(key.decode("utf-8"), hlc, size, etag, owner))
-                    cursor, inclusive = key, False
-                if not jumped and len(rows) < batch:
-                    return items, False
-        return self.db.read(read)
+        """One page of live keys; see :func:`list_heads`."""
+        return self.db.read(list_heads, bucket, prefix, delimiter, after, limit)
 
     # -- multipart uploads -------------------------------------------------
 
@@ -543,6 +490,61 @@ class MetaStore:
                           (bucket, key, hlc))
             return len(rows)
         return self.db.write(write)
+
+
+def list_heads(c, bucket, prefix, delimiter, after, limit):
+    """One page of live keys in byte order (runs on a reader thread).
+
+    Returns ``(items, truncated)`` where items are ListEntry or str (a
+    common prefix), at most ``limit`` of them, all greater than ``after``
+    (a key or common prefix). A page costs O(page): each common prefix is
+    skipped with one index seek past every key under it.
+    """
+    prefix_b = prefix.encode("utf-8")
+    delim_b = delimiter.encode("utf-8") if delimiter else b""
+    after_b = after.encode("utf-8") if after is not None else None
+    items = []
+    cursor, inclusive = (after_b, False) if after_b is not None else (prefix_b, True)
+    if after_b is not None and after_b < prefix_b:
+        cursor, inclusive = prefix_b, True
+    # A common prefix given as ``after`` means "past all of it".
+    if after_b is not None and delim_b and after_b.startswith(prefix_b) \
+            and after_b.find(delim_b, len(prefix_b)) == len(after_b) - len(delim_b):
+        successor = key_successor(after_b)
+        if successor is None:
+            return items, False
+        cursor, inclusive = successor, True
+    batch = max(limit + 1, 16)
+    while True:
+        op = ">=" if inclusive else ">"
+        rows = c.execute(
+            f"SELECT key, hlc, size, etag, owner FROM heads"
+            f" WHERE bucket=? AND key {op} ? AND deleted=0"
+            f" ORDER BY key LIMIT ?", (bucket, cursor, batch)).fetchall()
+        if not rows:
+            return items, False
+        jumped = False
+        for key, hlc, size, etag, owner in rows:
+            if not key.startswith(prefix_b):
+                return items, False
+            if delim_b:
+                cut = key.find(delim_b, len(prefix_b))
+                if cut >= 0:
+                    common = key[:cut + len(delim_b)]
+                    if len(items) == limit:
+                        return items, True
+                    items.append(common.decode("utf-8"))
+                    successor = key_successor(common)
+                    if successor is None:
+                        return items, False
+                    cursor, inclusive, jumped = successor, True, True
+                    break
+            if len(items) == limit:
+                return items, True
+            items.append(ListEntry(key.decode("utf-8"), hlc, size, etag, owner))
+            cursor, inclusive = key, False
+        if not jumped and len(rows) < batch:
+            return items, False
 
 
 def _current_head(c, bucket, key):
