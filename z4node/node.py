@@ -18,7 +18,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 from z4node import __version__
-from z4node.admin.server import ADMIN_SOCKET, AdminFactory
+from z4node.admin.server import AdminFactory, SocketPath
 from z4node.hlc import HybridLogicalClock
 from z4node.objects.service import ObjectService
 from z4node.objects.system import SystemTables
@@ -107,11 +107,14 @@ class Node(MultiService):
         port = await endpoint.listen(site)
         self._listeners.append(port)
         self.s3_port = port.getHost().port
-        socket_path = os.path.join(self.data_dir, ADMIN_SOCKET)
-        if os.path.exists(socket_path):
-            os.unlink(socket_path)
-        admin = await UNIXServerEndpoint(self.reactor, socket_path, mode=0o600).listen(
-            AdminFactory(self))
+        socket_path = SocketPath(self.data_dir)
+        try:
+            if os.path.exists(socket_path.real):
+                os.unlink(socket_path.real)
+            admin = await UNIXServerEndpoint(
+                self.reactor, socket_path.usable, mode=0o600).listen(AdminFactory(self))
+        finally:
+            socket_path.close()
         self._listeners.append(admin)
 
     def _write_node_file(self):

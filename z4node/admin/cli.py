@@ -8,7 +8,7 @@ import socket
 import sys
 import time
 
-from z4node.admin.server import ADMIN_SOCKET
+from z4node.admin.server import SocketPath
 
 
 class CliError(Exception):
@@ -17,10 +17,13 @@ class CliError(Exception):
 
 def call(data_dir, command, **args):
     """Send one command to the node owning ``data_dir``; its result."""
-    path = os.path.join(data_dir, ADMIN_SOCKET)
+    try:
+        path = SocketPath(data_dir)
+    except FileNotFoundError:
+        raise CliError(f"no data dir at {data_dir}") from None
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.connect(path)
+            s.connect(path.usable)
             s.sendall(json.dumps({"command": command, "args": args}).encode() + b"\n")
             reply = b""
             while not reply.endswith(b"\n"):
@@ -30,9 +33,11 @@ def call(data_dir, command, **args):
                 reply += piece
     except (FileNotFoundError, ConnectionRefusedError):
         raise CliError(f"no node is running with data dir {data_dir} "
-                       f"(no admin socket at {path})") from None
+                       f"(no admin socket at {path.real})") from None
     except PermissionError:
-        raise CliError(f"permission denied on {path}: run z4 as the node's user") from None
+        raise CliError(f"permission denied on {path.real}: run z4 as the node's user") from None
+    finally:
+        path.close()
     try:
         answer = json.loads(reply)
     except ValueError:

@@ -4,6 +4,7 @@ only the node's user can reach it) speaking one JSON object per line:
 ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``."""
 
 import json
+import os
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
@@ -15,6 +16,31 @@ from z4node.objects.system import AdminError
 
 # The socket's file name inside the data dir.
 ADMIN_SOCKET = "admin.sock"
+# sun_path holds 108 bytes on Linux; longer paths are reached through an
+# open descriptor of the data dir instead.
+_MAX_SOCKET_PATH = 100
+
+
+class SocketPath:
+    """The admin socket's path, short enough to bind or connect to.
+
+    For a long data dir path the directory is opened and the socket named
+    as ``/proc/self/fd/N/admin.sock``; :meth:`close` releases it.
+    """
+
+    def __init__(self, data_dir):
+        self.real = os.path.join(data_dir, ADMIN_SOCKET)
+        self._fd = None
+        if len(self.real.encode()) <= _MAX_SOCKET_PATH:
+            self.usable = self.real
+        else:
+            self._fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
+            self.usable = f"/proc/self/fd/{self._fd}/{ADMIN_SOCKET}"
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class AdminProtocol(LineOnlyReceiver):

@@ -190,6 +190,19 @@ class S3Channel(http.HTTPChannel):
         if self.length != 0:
             request.dispatch_early(self._command, self._path, self._version)
 
+    def writeHeaders(self, version, code, reason, headers):
+        # S3 sends x-amz-* names in lower case, and SDKs take user metadata
+        # keys from them as written (boto3 would report X-Amz-Meta-Colour
+        # as "Colour"); Headers stores names in Canonical-Case.
+        lines = [version, b" ", code, b" ", reason, b"\r\n"]
+        for name, values in headers.getAllRawHeaders():
+            if name.startswith(b"X-Amz-"):
+                name = name.lower()
+            for value in values:
+                lines.extend((name, b": ", value, b"\r\n"))
+        lines.append(b"\r\n")
+        self.transport.writeSequence(lines)
+
     def allContentReceived(self):
         # The request was answered and finished before its body ended: the
         # connection is closing; the rest of the body is dropped.
