@@ -136,32 +136,40 @@ def parser():
     top.add_argument("--data", default=os.environ.get("Z4_DATA", "./data"),
                      help="the node's data dir (default ./data)")
     top.add_argument("--json", action="store_true", help="print JSON")
+    # --json is accepted after the command too (`z4 key create NAME --json`,
+    # as documented); SUPPRESS keeps a subcommand that was not given it
+    # from resetting the value set before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print JSON")
     families = top.add_subparsers(dest="family", required=True)
 
     keys = families.add_parser("key", help="access keys").add_subparsers(
         dest="action", required=True)
-    p = keys.add_parser("create", help="create a key (its own account)")
+    p = keys.add_parser("create", help="create a key (its own account)",
+                        parents=[common])
     p.add_argument("name")
     p.set_defaults(run=key_create)
-    keys.add_parser("list", help="list keys").set_defaults(run=key_list)
-    p = keys.add_parser("info", help="a key and what it may do")
+    keys.add_parser("list", help="list keys", parents=[common]).set_defaults(run=key_list)
+    p = keys.add_parser("info", help="a key and what it may do", parents=[common])
     p.add_argument("name")
     p.add_argument("--show-secret", action="store_true")
     p.set_defaults(run=key_info)
-    p = keys.add_parser("delete", help="delete a key")
+    p = keys.add_parser("delete", help="delete a key", parents=[common])
     p.add_argument("name")
     p.set_defaults(run=key_delete)
 
     buckets = families.add_parser("bucket", help="buckets and grants").add_subparsers(
         dest="action", required=True)
-    p = buckets.add_parser("create", help="create a bucket")
+    p = buckets.add_parser("create", help="create a bucket", parents=[common])
     p.add_argument("name")
     p.add_argument("--owner", help="owning key name (default: admin)")
     p.set_defaults(run=bucket_create)
-    buckets.add_parser("list", help="list buckets").set_defaults(run=bucket_list)
+    buckets.add_parser("list", help="list buckets",
+                       parents=[common]).set_defaults(run=bucket_list)
     for action, run, text in (("allow", bucket_allow, "grant a key rights on a bucket"),
                               ("deny", bucket_deny, "take rights away (all if none named)")):
-        p = buckets.add_parser(action, help=text)
+        p = buckets.add_parser(action, help=text, parents=[common])
         p.add_argument("bucket")
         p.add_argument("--key", required=True, help="key name")
         p.add_argument("--read", action="store_true", help="GET, HEAD, listings")
