@@ -117,6 +117,14 @@ class _EmptyBody(BodyStream):
     def __init__(self):
         pass
 
+    # A request without a body can still lose its connection (a client
+    # leaving a download, a broken request): there is nothing to end or fail.
+    def finish(self):
+        pass
+
+    def fail(self, error):
+        pass
+
     async def __anext__(self):
         raise StopAsyncIteration
 
