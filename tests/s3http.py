@@ -100,7 +100,8 @@ def request(node, method, target, headers=None, body=b"", signed=True,
         names = {name.lower() for name in headers}
         if "host" not in names:
             connection.putheader("Host", f"127.0.0.1:{node.port}")
-        if "content-length" not in names and (body or method in ("PUT", "POST")):
+        if not names & {"content-length", "transfer-encoding"} and (
+                body or method in ("PUT", "POST")):
             connection.putheader("Content-Length", str(len(body)))
         for name, value in headers.items():
             connection.putheader(name, value)
