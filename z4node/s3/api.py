@@ -32,6 +32,9 @@ log = Logger()
 @dataclass
 class Response:
     status: int = 200
+    # Header values are wire strings, as request headers are read: one
+    # character per byte (ISO-8859-1), so stored header values go back out
+    # as the very bytes that came in (see header_value).
     headers: dict = field(default_factory=dict)
     body: bytes = b""
     # An async iterable of bytes sent after the headers; Content-Length
@@ -60,6 +63,21 @@ class S3Call:
         if self.bucket is None:
             return "/"
         return f"/{self.bucket}/{self.key}" if self.key is not None else f"/{self.bucket}"
+
+
+def header_value(text):
+    """A Unicode string (from a query parameter, say) as a wire string:
+    its UTF-8 bytes, one character per byte."""
+    return text.encode("utf-8").decode("latin-1")
+
+
+def _wire_bytes(value):
+    value = str(value)
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        # Not a wire string after all: send it as UTF-8 rather than fail.
+        return value.encode("utf-8")
 
 
 def http_date(seconds):
@@ -170,8 +188,7 @@ class S3Api:
         headers.setRawHeaders(b"server", [b"z4node"])
         headers.removeHeader(b"content-type")
         for name, value in response.headers.items():
-            headers.setRawHeaders(name.encode("latin-1"),
-                                  [str(value).encode("utf-8")])
+            headers.setRawHeaders(name.encode("latin-1"), [_wire_bytes(value)])
         if response.stream is None:
             if response.status not in (204, 304) and "content-length" not in response.headers:
                 headers.setRawHeaders(b"content-length",

@@ -6,7 +6,7 @@ from urllib.parse import parse_qsl, unquote
 
 from z4node.objects.errors import ObjectError
 from z4node.s3 import authorization, conditions, xml
-from z4node.s3.api import Response, http_date
+from z4node.s3.api import Response, header_value, http_date
 from z4node.s3.errors import S3Error
 from z4node.s3.router import MAX_KEY_BYTES
 
@@ -87,7 +87,7 @@ async def get_object(api, call):
         return Response(304, {k: headers[k] for k in ("etag", "last-modified")})
     for parameter, header in OVERRIDES.items():
         if parameter in call.query:
-            headers[header] = call.query[parameter]
+            headers[header] = header_value(call.query[parameter])
     byte_range = conditions.parse_range(call.headers.get("range"), version.size)
     status = 200
     start, end = 0, version.size - 1
