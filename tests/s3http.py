@@ -88,9 +88,12 @@ def sign(node, method, target, headers=None, body=b"", credentials=None,
 
 
 def request(node, method, target, headers=None, body=b"", signed=True,
-            credentials=None, payload_hash=None, timeout=30):
+            credentials=None, payload_hash=None, timeout=30, utf8_headers=False):
     """Send one request with http.client; the Reply. ``target`` is the
-    path (and query), sent exactly as given."""
+    path (and query), sent exactly as given. Header values go out as
+    ISO-8859-1 (http.client's way), or with ``utf8_headers`` as UTF-8, the
+    bytes botocore's signer signs for a non-ASCII value (and what Go and
+    most other clients send)."""
     headers = dict(headers or {})
     if signed:
         headers = sign(node, method, target, headers, body, credentials, payload_hash)
@@ -104,6 +107,8 @@ def request(node, method, target, headers=None, body=b"", signed=True,
                 body or method in ("PUT", "POST")):
             connection.putheader("Content-Length", str(len(body)))
         for name, value in headers.items():
+            if utf8_headers and isinstance(value, str):
+                value = value.encode("utf-8")
             connection.putheader(name, value)
         try:
             connection.endheaders(body if body else None)
@@ -116,6 +121,9 @@ def request(node, method, target, headers=None, body=b"", signed=True,
         merged = {}
         for name, value in response.getheaders():
             name = name.lower()
+            if utf8_headers:
+                # http.client read the bytes as ISO-8859-1.
+                value = value.encode("latin-1").decode("utf-8", "replace")
             merged[name] = f"{merged[name]},{value}" if name in merged else value
         return Reply(response.status, merged, data)
     finally:

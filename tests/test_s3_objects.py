@@ -186,6 +186,33 @@ class ObjectTests(S3Assertions, TestCase):
         self.assertNotIn("CacheControl", got)
         self.assertEqual(got["ContentType"], "binary/octet-stream")
 
+    def test_non_ascii_header_values_round_trip(self):
+        # boto3 refuses non-ASCII metadata, but other clients (Go's, curl,
+        # browsers) send header bytes as they are: they come back the same.
+        sent = {"x-amz-meta-name": "café ünïcode ☃",
+                "Content-Disposition": 'attachment; filename="naïve résumé.txt"',
+                "Content-Type": "text/plain; charset=utf-8"}
+        reply = s3http.request(self.node, "PUT", "/bkt/utf8", body=b"x", headers=sent,
+                               utf8_headers=True)
+        self.assertEqual(reply.status, 200, reply.body)
+        for method in ("GET", "HEAD"):
+            reply = s3http.request(self.node, method, "/bkt/utf8", utf8_headers=True)
+            self.assertEqual(reply.status, 200, reply.body)
+            self.assertEqual(reply.headers["x-amz-meta-name"], sent["x-amz-meta-name"])
+            self.assertEqual(reply.headers["content-disposition"],
+                             sent["Content-Disposition"])
+        # A response-* override given in the query (UTF-8, percent-encoded).
+        disposition = 'inline; filename="über.txt"'
+        reply = s3http.request(
+            self.node, "GET",
+            "/bkt/utf8?response-content-disposition=" + quote(disposition, safe=""),
+            utf8_headers=True)
+        self.assertEqual(reply.headers["content-disposition"], disposition)
+        # Copies keep them too.
+        self.s3.copy_object(Bucket="bkt", Key="utf8-copy", CopySource="bkt/utf8")
+        reply = s3http.request(self.node, "GET", "/bkt/utf8-copy", utf8_headers=True)
+        self.assertEqual(reply.headers["x-amz-meta-name"], sent["x-amz-meta-name"])
+
     def test_ranges(self):
         small = bytes(range(256)) * 4
         big = os.urandom(2 * CHUNK + 1000)
