@@ -96,6 +96,9 @@ def _bucket_operation(method, query):
 
 
 def _object_operation(method, query, headers):
+    if method in ("GET", "HEAD") and "partNumber" in query and "uploadId" not in query:
+        raise S3Error("NotImplemented",
+                      "Reading an object by part number is not implemented.")
     if method == "GET":
         return "ListParts" if "uploadId" in query else "GetObject"
     if method == "HEAD":
