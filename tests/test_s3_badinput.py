@@ -1,10 +1,12 @@
 """Bad input never yields a 500 or a hang, and changes nothing: malformed
 and hostile XML bodies, bodies cut off by a client that goes away, broken
 HTTP, undecodable paths. After all of it the node still serves, and its log
-holds no traceback."""
+holds no traceback. And the connection level: keep-alive through every
+kind of answer, pipelining."""
 
 import base64
 import hashlib
+import http.client
 import os
 import socket
 import time
@@ -210,3 +212,73 @@ class BadInputTests(S3Assertions, TestCase):
         self.assertEqual(self.keys(), ["keep"])
         self.assertEqual(port, self.node.port)
         self.assertStillServing()
+
+
+class ConnectionTests(S3Assertions, TestCase):
+    """Responses are framed right, so a kept-alive connection carries on
+    through successes, errors, HEADs, 204s, 206s and 304s, and pipelined
+    requests are answered in order."""
+
+    def test_keep_alive_through_every_kind_of_answer(self):
+        node = NodeProcess(self).start()
+        s3 = node.client()
+        s3.create_bucket(Bucket="conn")
+        etag = s3.put_object(Bucket="conn", Key="k", Body=b"0123456789")["ETag"]
+        connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=10)
+        self.addCleanup(connection.close)
+        steps = [
+            ("PUT", "/conn/new", {}, b"body", 200, None),
+            ("GET", "/conn/k", {}, b"", 200, b"0123456789"),
+            ("HEAD", "/conn/k", {}, b"", 200, b""),
+            ("GET", "/conn/k", {"Range": "bytes=2-4"}, b"", 206, b"234"),
+            ("GET", "/conn/k", {"If-None-Match": etag}, b"", 304, b""),
+            ("GET", "/conn/k", {"If-Match": '"x"'}, b"", 412, None),
+            ("GET", "/conn/k", {"Range": "bytes=50-"}, b"", 416, None),
+            ("GET", "/conn/missing", {}, b"", 404, None),
+            ("HEAD", "/conn/missing", {}, b"", 404, b""),
+            ("DELETE", "/conn/new", {}, b"", 204, b""),
+            ("GET", "/conn?list-type=2", {}, b"", 200, None),
+            ("GET", "/conn?acl", {}, b"", 501, None),
+            ("GET", "/conn/k", {}, b"", 200, b"0123456789"),
+        ]
+        sock = None
+        for method, target, extra, body, status, expected in steps:
+            headers = s3http.sign(node, method, target, headers=extra, body=body)
+            connection.request(method, target, body=body or None, headers=headers)
+            response = connection.getresponse()
+            data = response.read()
+            self.assertEqual(response.status, status, (method, target, data))
+            self.assertTrue(response.getheader("x-amz-request-id"))
+            if expected is not None:
+                self.assertEqual(data, expected, (method, target))
+            if status >= 400 and method != "HEAD":
+                self.assertIn(b"<Error>", data)
+            self.assertNotEqual((response.getheader("connection") or "").lower(), "close",
+                                (method, target))
+            if sock is None:
+                sock = connection.sock
+            self.assertIs(connection.sock, sock, "the connection was not kept")
+
+    def test_pipelined_requests(self):
+        node = NodeProcess(self).start()
+        s3 = node.client()
+        s3.create_bucket(Bucket="pipe")
+        for n in range(3):
+            s3.put_object(Bucket="pipe", Key=f"k{n}", Body=f"body {n}".encode() * 1000)
+        raw = b""
+        for n in (0, 1, 2, 9):
+            target = f"/pipe/k{n}"
+            headers = s3http.sign(node, "GET", target)
+            raw += (f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{node.port}\r\n"
+                    + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                    + ("Connection: close\r\n" if n == 9 else "") + "\r\n").encode()
+        answer = s3http.raw_exchange(node, raw)
+        for n in (0, 1, 2):
+            status, headers, rest = s3http.split_response(answer)
+            self.assertEqual(status, 200)
+            length = int(headers["content-length"])
+            self.assertEqual(rest[:length], f"body {n}".encode() * 1000)
+            answer = rest[length:]
+        status, headers, rest = s3http.split_response(answer)
+        self.assertEqual(status, 404)
+        self.assertIn(b"<Code>NoSuchKey</Code>", rest)

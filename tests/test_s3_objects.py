@@ -300,6 +300,13 @@ class ObjectTests(S3Assertions, TestCase):
                                       IfMatch='"0"', Range="bytes=100-200")
         self.assertNotIn("content-range", response["ResponseMetadata"]["HTTPHeaders"])
 
+    def test_get_by_part_number_is_refused_not_ignored(self):
+        # Not implemented yet: it must not quietly answer with the whole object.
+        self.put("parted", b"whole object")
+        self.assertS3Error("NotImplemented", 501, self.get, "parted", PartNumber=1)
+        self.assertS3Error("501", 501, self.s3.head_object, Bucket="bkt", Key="parted",
+                           PartNumber=1)
+
     def test_response_overrides(self):
         self.put("over", b"body", ContentType="text/plain", CacheControl="no-cache")
         got = self.get("over", ResponseContentType="application/x-special",
