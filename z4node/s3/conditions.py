@@ -5,6 +5,12 @@ If-Unmodified-Since when If-Match is absent; a matching If-None-Match is
 304, and so is an unmet If-Modified-Since when If-None-Match is absent.
 CopyObject's ``x-amz-copy-source-if-*`` use the same rules but every
 failure is 412.
+
+Writes (PutObject, CompleteMultipartUpload): ``If-None-Match: *`` writes
+only if the key has no object, ``If-Match: etag`` only if its object has
+that ETag (NoSuchKey if it has none); either failing is 412. They are
+checked against the current version inside the commit, so two writers
+racing cannot both pass.
 """
 
 from email.utils import parsedate_to_datetime
@@ -90,3 +96,25 @@ def parse_range(header, size):
 def _unsatisfiable(header, size):
     return S3Error("InvalidRange", headers={"content-range": f"bytes */{size}"},
                    extra={"RangeRequested": header, "ActualObjectSize": str(size)})
+
+
+def write_precondition(headers, key):
+    """The check a conditional write asks for, as a ``precondition(current)``
+    for the object layer's commit (current is the key's live version or
+    None), or None for an unconditional write."""
+    if_match = headers.get("if-match")
+    if_none_match = headers.get("if-none-match")
+    if if_match is None and if_none_match is None:
+        return None
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise S3Error("NotImplemented", "If-None-Match on a write takes only *.")
+
+    def check(current):
+        if if_none_match is not None and current is not None:
+            raise S3Error("PreconditionFailed", extra={"Condition": "If-None-Match"})
+        if if_match is not None:
+            if current is None:
+                raise S3Error("NoSuchKey", extra={"Key": key})
+            if not _etag_matches(if_match, current.etag):
+                raise S3Error("PreconditionFailed", extra={"Condition": "If-Match"})
+    return check

@@ -72,6 +72,7 @@ async def upload_part_copy(api, call):
 
 
 async def complete_upload(api, call):
+    precondition = conditions.write_precondition(call.headers, call.key)
     document, _ = await api.read_xml(call, "CompleteMultipartUpload")
     requested = []
     for element in document.findall("Part"):
@@ -83,7 +84,7 @@ async def complete_upload(api, call):
         raise S3Error("MalformedXML")
     version = await api.objects.complete_upload(
         call.bucket, call.key, call.query["uploadId"], requested,
-        owner=call.access_key.user_id)
+        owner=call.access_key.user_id, precondition=precondition)
     host = call.headers.get("host", "")
     body = xml.document("CompleteMultipartUploadResult", [
         ("Location", f"http://{host}/{call.bucket}/{call.key}"),

@@ -114,10 +114,11 @@ async def put_object(api, call):
     if size is not None and size > MAX_PUT_SIZE:
         raise S3Error("EntityTooLarge")
     meta = metadata_from_headers(call.headers)
+    precondition = conditions.write_precondition(call.headers, call.key)
     body, hashers, verify, found = api.body_pipeline(call)
     version = await api.objects.put_object(
         call.bucket, call.key, body, owner=call.access_key.user_id, meta=meta,
-        hashers=hashers, verify=verify)
+        hashers=hashers, verify=verify, precondition=precondition)
     headers = {"etag": conditions.quoted(version.etag)}
     for algorithm, value in found.items():
         headers[f"x-amz-checksum-{algorithm.lower()}"] = value
