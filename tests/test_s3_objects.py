@@ -307,6 +307,81 @@ class ObjectTests(S3Assertions, TestCase):
         self.assertS3Error("501", 501, self.s3.head_object, Bucket="bkt", Key="parted",
                            PartNumber=1)
 
+    def test_conditional_writes(self):
+        self.put("cw", b"first", IfNoneMatch="*")
+        self.assertS3Error("PreconditionFailed", 412, self.put, "cw", b"second",
+                           IfNoneMatch="*")
+        self.assertS3Error("PreconditionFailed", 412, self.put, "cw", os.urandom(CHUNK + 1),
+                           IfNoneMatch="*")
+        etag = self.s3.head_object(Bucket="bkt", Key="cw")["ETag"]
+        self.assertEqual(self.get("cw")["Body"].read(), b"first")
+        self.assertS3Error("PreconditionFailed", 412, self.put, "cw", b"third",
+                           IfMatch='"0000"')
+        self.put("cw", b"fourth", IfMatch=etag)
+        self.assertEqual(self.get("cw")["Body"].read(), b"fourth")
+        self.assertS3Error("NoSuchKey", 404, self.put, "cw-missing", b"x", IfMatch=etag)
+        self.assertS3Error("NoSuchKey", 404, self.get, "cw-missing")
+        reply = s3http.request(self.node, "PUT", "/bkt/cw", body=b"x",
+                               headers={"If-None-Match": etag})
+        self.assertErrorReply(reply, "NotImplemented", 501)
+        # Racing writers: exactly one creates the key.
+        from concurrent.futures import ThreadPoolExecutor
+
+        def attempt(n):
+            client = self.node.client()
+            try:
+                client.put_object(Bucket="bkt", Key="race", Body=f"writer {n}".encode(),
+                                  IfNoneMatch="*")
+                return n
+            except client.exceptions.ClientError as e:
+                self.assertEqual(e.response["Error"]["Code"], "PreconditionFailed")
+                return None
+        with ThreadPoolExecutor(8) as pool:
+            winners = [n for n in pool.map(attempt, range(8)) if n is not None]
+        self.assertEqual(len(winners), 1)
+        self.assertEqual(self.get("race")["Body"].read(), f"writer {winners[0]}".encode())
+        # A multipart upload completing onto an existing key.
+        upload = self.s3.create_multipart_upload(Bucket="bkt", Key="cw")["UploadId"]
+        part = self.s3.upload_part(Bucket="bkt", Key="cw", UploadId=upload, PartNumber=1,
+                                   Body=b"mp")["ETag"]
+        parts = {"Parts": [{"PartNumber": 1, "ETag": part}]}
+        self.assertS3Error("PreconditionFailed", 412, self.s3.complete_multipart_upload,
+                           Bucket="bkt", Key="cw", UploadId=upload, MultipartUpload=parts,
+                           IfNoneMatch="*")
+        self.assertEqual(self.get("cw")["Body"].read(), b"fourth")
+        self.s3.complete_multipart_upload(Bucket="bkt", Key="cw", UploadId=upload,
+                                          MultipartUpload=parts)
+        self.assertEqual(self.get("cw")["Body"].read(), b"mp")
+
+    def test_concurrent_overwrites_are_never_torn(self):
+        from concurrent.futures import ThreadPoolExecutor
+        bodies = [bytes([n]) * (CHUNK + 1000 * n) for n in range(6)]
+        self.put("hot", bodies[0])
+        stop = []
+
+        def write(n):
+            client = self.node.client()
+            for _ in range(3):
+                client.put_object(Bucket="bkt", Key="hot", Body=bodies[n])
+
+        def read(_):
+            client = self.node.client()
+            seen = 0
+            while not stop or seen == 0:
+                got = client.get_object(Bucket="bkt", Key="hot")
+                data = got["Body"].read()
+                self.assertIn(data, bodies)
+                self.assertEqual(got["ETag"], f'"{md5_hex(data)}"')
+                seen += 1
+            return seen
+        with ThreadPoolExecutor(8) as pool:
+            readers = [pool.submit(read, n) for n in range(2)]
+            list(pool.map(write, range(6)))
+            stop.append(True)
+            self.assertTrue(all(r.result() > 0 for r in readers))
+        data = self.get("hot")["Body"].read()
+        self.assertIn(data, bodies)
+
     def test_response_overrides(self):
         self.put("over", b"body", ContentType="text/plain", CacheControl="no-cache")
         got = self.get("over", ResponseContentType="application/x-special",
