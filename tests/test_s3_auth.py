@@ -21,6 +21,7 @@ from tests import s3http
 from tests.nodeprocess import NodeProcess
 from tests.s3http import S3Assertions
 from tests.signing import aws_chunked, signing_key
+from tests.test_s3_objects import KEYS
 
 MiB = 1024 * 1024
 
@@ -129,6 +130,21 @@ class AuthTests(S3Assertions, TestCase):
             status, out = curl("--dump-header", "-", "--range", "0-0", url)
             self.assertEqual(status, 206)
             self.assertIn(b"content-type: text/x-override", out.lower())
+
+    def test_awkward_keys_under_every_signature(self):
+        v2 = self.node.client(signature_version="s3")
+        v4 = self.node.client(signature_version="s3v4")
+        for key in KEYS:
+            body = key.encode() + b" body"
+            v2.put_object(Bucket="auth", Key=key, Body=body)
+            self.assertEqual(v2.get_object(Bucket="auth", Key=key)["Body"].read(), body, key)
+            self.assertEqual(self.s3.get_object(Bucket="auth", Key=key)["Body"].read(), body)
+            for client in (self.s3, v4):
+                url = client.generate_presigned_url(
+                    "get_object", Params={"Bucket": "auth", "Key": key}, ExpiresIn=300)
+                self.assertEqual(curl("--globoff", "--path-as-is", url), (200, body), key)
+            v2.delete_object(Bucket="auth", Key=key)
+        self.assertEqual(v2.list_objects(Bucket="auth").get("Contents", []), [])
 
     def test_presigned_url_failures(self):
         self.s3.put_object(Bucket="auth", Key="k", Body=b"v")
@@ -242,7 +258,7 @@ class AuthTests(S3Assertions, TestCase):
             self.assertErrorReply(reply, reply.error()["Code"], reply.status)
 
     def chunked_put(self, key, payload, chunk_sizes, mode, tamper=None, trailer_value=None,
-                    cut=0):
+                    cut=0, content_encoding="aws-chunked"):
         """PUT ``payload`` as an aws-chunked body built from AWS's spec.
 
         ``mode``: "signed" (STREAMING-AWS4-HMAC-SHA256-PAYLOAD), "signed-trailer"
@@ -254,7 +270,7 @@ class AuthTests(S3Assertions, TestCase):
         payload_hash = {"signed": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
                         "signed-trailer": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER",
                         "unsigned-trailer": "STREAMING-UNSIGNED-PAYLOAD-TRAILER"}[mode]
-        headers = {"Content-Encoding": "aws-chunked",
+        headers = {"Content-Encoding": content_encoding,
                    "x-amz-decoded-content-length": str(len(payload))}
         trailer = None
         if mode != "signed":
@@ -305,6 +321,14 @@ class AuthTests(S3Assertions, TestCase):
             self.assertEqual(small.status, 200, small.body)
             self.assertEqual(self.s3.get_object(Bucket="auth", Key=key + " small")["Body"]
                              .read(), b"hello chunks")
+
+        # aws-chunked alongside a real content coding: only the real one is kept.
+        reply = self.chunked_put("zipped", b"pretend gzip", [4], "signed",
+                                 content_encoding="aws-chunked,gzip")
+        self.assertEqual(reply.status, 200, reply.body)
+        got = self.s3.get_object(Bucket="auth", Key="zipped")
+        self.assertEqual((got["ContentEncoding"], got["Body"].read()), ("gzip", b"pretend gzip"))
+        self.s3.delete_object(Bucket="auth", Key="zipped")
 
         def flip_payload_byte(body):
             index = body.index(b"\r\n") + 2 + 1000
