@@ -13,6 +13,7 @@ checked against the current version inside the commit, so two writers
 racing cannot both pass.
 """
 
+import re
 from email.utils import parsedate_to_datetime
 
 from z4node.s3.errors import S3Error
@@ -91,6 +92,29 @@ def parse_range(header, size):
     if start >= size:
         raise _unsatisfiable(header, size)
     return start, min(end, size - 1)
+
+
+_COPY_RANGE = re.compile(r"bytes=(\d+)-(\d+)")
+
+
+def parse_copy_range(spec, size):
+    """``(start, end)`` inclusive for UploadPartCopy's
+    x-amz-copy-source-range. Unlike a GET's Range it must name both ends,
+    and a range past the source's end is refused rather than cut short:
+    the part would silently be shorter than the client asked."""
+    match = _COPY_RANGE.fullmatch(spec.strip())
+    if match is None:
+        raise S3Error("InvalidArgument",
+                      "The x-amz-copy-source-range value must be of the form bytes=first-last "
+                      "where first and last are the zero-based offsets of the first and last "
+                      "bytes to copy",
+                      extra={"ArgumentName": "x-amz-copy-source-range", "ArgumentValue": spec})
+    start, end = int(match.group(1)), int(match.group(2))
+    if start > end or end >= size:
+        raise S3Error("InvalidArgument",
+                      f"Range specified is not valid for source object of size: {size}",
+                      extra={"ArgumentName": "x-amz-copy-source-range", "ArgumentValue": spec})
+    return start, end
 
 
 def _unsatisfiable(header, size):

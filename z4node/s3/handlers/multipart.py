@@ -58,11 +58,7 @@ async def upload_part_copy(api, call):
     start, end = 0, source.size - 1
     spec = call.headers.get("x-amz-copy-source-range")
     if spec is not None:
-        byte_range = conditions.parse_range(spec, source.size)
-        if byte_range is None:
-            raise S3Error("InvalidArgument", "The x-amz-copy-source-range value must be of the form bytes=first-last",
-                          extra={"ArgumentName": "x-amz-copy-source-range", "ArgumentValue": spec})
-        start, end = byte_range
+        start, end = conditions.parse_copy_range(spec, source.size)
     part = await api.objects.copy_part(call.bucket, call.key, call.query["uploadId"],
                                        number, source, start, end)
     body = xml.document("CopyPartResult", [
