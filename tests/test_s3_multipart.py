@@ -271,9 +271,18 @@ class MultipartTests(S3Assertions, TestCase):
         self.assertS3Error("NoSuchKey", 404, self.s3.upload_part_copy, Bucket="mpu",
                            Key="more", UploadId=upload_id, PartNumber=1,
                            CopySource="mpu/missing")
-        self.assertS3Error("InvalidRange", 416, self.s3.upload_part_copy, Bucket="mpu",
-                           Key="more", UploadId=upload_id, PartNumber=1,
-                           CopySource="mpu/small source", CopySourceRange="bytes=20-30")
+        # A copy range names both ends within the source; nothing is clamped.
+        for spec in ("bytes=20-30", "bytes=0-10", "bytes=5-", "bytes=-3", "bytes=6-2",
+                     "0-3", "bytes=0-1,3-4"):
+            self.assertS3Error("InvalidArgument", 400, self.s3.upload_part_copy, Bucket="mpu",
+                               Key="more", UploadId=upload_id, PartNumber=1,
+                               CopySource="mpu/small source", CopySourceRange=spec)
+        self.assertEqual(self.s3.list_parts(Bucket="mpu", Key="more",
+                                            UploadId=upload_id).get("Parts", []), [])
+        copied = self.s3.upload_part_copy(Bucket="mpu", Key="more", UploadId=upload_id,
+                                          PartNumber=1, CopySource="mpu/small source",
+                                          CopySourceRange="bytes=0-9")
+        self.assertEqual(copied["CopyPartResult"]["ETag"], f'"{md5_hex(b"0123456789")}"')
         self.assertS3Error("NoSuchUpload", 404, self.s3.upload_part_copy, Bucket="mpu",
                            Key="more", UploadId="nope", PartNumber=1,
                            CopySource="mpu/small source")
