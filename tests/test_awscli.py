@@ -80,6 +80,17 @@ class AwsCliTests(TestCase):
         self.assertTrue(filecmp.cmp(source, copy, shallow=False))
         subprocess.run(["cmp", source, copy], check=True)
 
+        # Server-side copy of a big object: the CLI copies it in ranged
+        # UploadPartCopy parts.
+        self.aws("s3", "cp", "s3://cli-bucket/dir/big.bin", "s3://cli-bucket/dir/big.copy",
+                 "--only-show-errors")
+        head = self.api("head-object", "--bucket", "cli-bucket", "--key", "dir/big.copy")
+        self.assertEqual((head["ContentLength"], head["ETag"]),
+                         (100 * MiB, multipart_etag(source, 8 * MiB)))
+        self.aws("s3", "cp", "s3://cli-bucket/dir/big.copy", copy, "--only-show-errors")
+        self.assertTrue(filecmp.cmp(source, copy, shallow=False))
+        self.aws("s3", "rm", "s3://cli-bucket/dir/big.copy", "--only-show-errors")
+
         small = os.path.join(self.work, "small.txt")
         with open(small, "w") as f:
             f.write("small file\n")
