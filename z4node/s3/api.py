@@ -21,7 +21,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from z4node.objects import checksums
 from z4node.objects.errors import ObjectError
-from z4node.s3 import auth, authorization, router, xml
+from z4node.s3 import auth, authorization, router, sigv4, xml
 from z4node.s3.chunked import AwsChunkedDecoder, is_aws_chunked
 from z4node.s3.errors import S3Error
 from z4node.s3.http import BodyIncomplete, ResponseWriter
@@ -95,6 +95,18 @@ def error_response(error, call_resource, request_id, method):
     children.append(("RequestId", request_id))
     headers["content-type"] = "application/xml"
     return Response(status, headers, xml.document("Error", children, namespace=None))
+
+
+def _apply_query_headers(call):
+    """A SigV2 presigned URL may carry x-amz-*, Content-Type and Content-MD5
+    as query parameters (botocore moves them there); they are signed, so
+    they count as the request's headers. A header actually sent wins, as
+    it does when the signature is checked (``sigv2.verify_query``)."""
+    for name, value in sigv4.parse_query(call.raw_query):
+        name = name.lower()
+        if (name.startswith("x-amz-") or name in ("content-type", "content-md5")) \
+                and name not in call.headers:
+            call.headers[name] = (value or "").strip()
 
 
 class S3Api:
@@ -176,6 +188,8 @@ class S3Api:
             call.access_key = self.system.key_by_id(credentials.access_key_id)
             if call.access_key is None:
                 raise S3Error("InvalidAccessKeyId")
+            if credentials.presigned and credentials.signature_version == 2:
+                _apply_query_headers(call)
 
     async def _send(self, request, request_id, response):
         if request.gone:
