@@ -146,6 +146,45 @@ class AuthTests(S3Assertions, TestCase):
             v2.delete_object(Bucket="auth", Key=key)
         self.assertEqual(v2.list_objects(Bucket="auth").get("Contents", []), [])
 
+    def test_presigned_put_with_signed_headers(self):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"typed body")
+        for name, client in (("default", self.s3),
+                             ("v4", self.node.client(signature_version="s3v4"))):
+            key = f"typed {name}"
+            url = client.generate_presigned_url("put_object", Params={
+                "Bucket": "auth", "Key": key, "ContentType": "text/x-signed",
+                "Metadata": {"origin": "presigned"}})
+            if name == "default":
+                # SigV2: botocore moves the headers into the query, where
+                # they are signed, and they apply as if sent as headers.
+                self.assertIn("content-type=text%2Fx-signed", url)
+                status, out = curl("-T", path, url)
+                self.assertEqual(status, 200, out)
+                got = self.s3.get_object(Bucket="auth", Key=key)
+                self.assertEqual((got["Body"].read(), got["ContentType"], got["Metadata"]),
+                                 (b"typed body", "text/x-signed", {"origin": "presigned"}))
+                self.s3.delete_object(Bucket="auth", Key=key)
+                # Other values than those signed are refused.
+                status, out = curl("-T", path, "-H", "Content-Type: text/x-other", url)
+                self.assertEqual(status, 403, out)
+                status, out = curl("-T", path, "-H", "x-amz-meta-origin: forged", url)
+                self.assertEqual(status, 403, out)
+            else:
+                # SigV4: they are signed headers, and must be sent as such.
+                status, out = curl("-T", path, url)
+                self.assertEqual(status, 403, out)
+                self.assertIn(b"<Code>SignatureDoesNotMatch</Code>", out)
+            self.assertS3Error("NoSuchKey", 404, self.s3.get_object, Bucket="auth", Key=key)
+            # With the headers sent, both store them.
+            status, out = curl("-T", path, "-H", "Content-Type: text/x-signed",
+                               "-H", "x-amz-meta-origin: presigned", url)
+            self.assertEqual(status, 200, out)
+            got = self.s3.get_object(Bucket="auth", Key=key)
+            self.assertEqual((got["Body"].read(), got["ContentType"], got["Metadata"]),
+                             (b"typed body", "text/x-signed", {"origin": "presigned"}))
+
     def test_presigned_url_failures(self):
         self.s3.put_object(Bucket="auth", Key="k", Body=b"v")
         # SigV2: Expires in the past.
