@@ -181,6 +181,24 @@ class BadInputTests(S3Assertions, TestCase):
             self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
         self.assertTrue(self.s3.get_object(Bucket="bad", Key="stalled")["Body"].read() == body)
 
+    def test_bodies_too_large_are_refused_on_their_headers(self):
+        upload = self.s3.create_multipart_upload(Bucket="bad", Key="mp")["UploadId"]
+        for target in ("/bad/huge", f"/bad/mp?partNumber=1&uploadId={upload}"):
+            # Announced, never sent: the answer comes from the headers alone.
+            headers = s3http.sign(self.node, "PUT", target, payload_hash="UNSIGNED-PAYLOAD")
+            head = [f"PUT {target} HTTP/1.1", f"Host: 127.0.0.1:{self.node.port}",
+                    f"Content-Length: {6 * 1024 ** 3}"]
+            head += [f"{name}: {value}" for name, value in headers.items()]
+            answer = s3http.raw_exchange(self.node, ("\r\n".join(head) + "\r\n\r\n").encode(),
+                                         read_timeout=10)
+            status, _, document = s3http.split_response(answer)
+            self.assertEqual(status, 400, answer[:300])
+            self.assertIn(b"<Code>EntityTooLarge</Code>", document)
+        self.assertEqual(self.keys(), ["keep"])
+        self.assertEqual(self.s3.list_parts(Bucket="bad", Key="mp",
+                                            UploadId=upload).get("Parts", []), [])
+        self.assertStillServing()
+
     def test_broken_http_and_paths(self):
         port = self.node.port
         for raw in (b"GARBAGE\r\n\r\n",

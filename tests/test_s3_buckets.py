@@ -158,3 +158,6 @@ class BucketTests(S3Assertions, TestCase):
         # Once deleted, the name is free for anyone.
         admin.create_bucket(Bucket="alices")
         self.assertS3Error("BucketAlreadyExists", 409, alice.create_bucket, Bucket="alices")
+        # ...and alice's rights went with her bucket.
+        self.assertS3Error("403", 403, alice.head_bucket, Bucket="alices")
+        self.assertEqual(alice.list_buckets()["Buckets"], [])
