@@ -421,6 +421,30 @@ class AuthTests(S3Assertions, TestCase):
         self.assertTrue(self.s3.get_object(Bucket="auth", Key="continued")["Body"].read()
                         == body)
 
+        # An empty body asked for with Expect: 100 first all the same (the
+        # aws CLI v1 misreads the next answer otherwise), then the answer,
+        # and the connection carries on.
+        with socket.create_connection(("127.0.0.1", self.node.port), timeout=10) as s:
+            for n, payload in enumerate((b"", b"", b"after")):
+                target = f"/auth/empty-{n}"
+                headers = s3http.sign(self.node, "PUT", target, body=payload,
+                                      headers={"Expect": "100-continue"})
+                head = [f"PUT {target} HTTP/1.1", f"Host: 127.0.0.1:{self.node.port}",
+                        f"Content-Length: {len(payload)}"]
+                head += [f"{name}: {value}" for name, value in headers.items()]
+                s.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+                answer = b""
+                while not answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"):
+                    answer += s.recv(4096)
+                s.sendall(payload)
+                answer = answer[len(b"HTTP/1.1 100 Continue\r\n\r\n"):]
+                while not answer.endswith(b"Content-Length: 0\r\n\r\n"):
+                    answer += s.recv(4096)
+                self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer)
+        self.assertEqual(self.s3.get_object(Bucket="auth", Key="empty-2")["Body"].read(),
+                         b"after")
+        self.assertEqual(self.s3.head_object(Bucket="auth", Key="empty-1")["ContentLength"], 0)
+
         # Refused on its headers: the final answer comes at once, no 100,
         # and the client never has to send the body.
         for target, code in (("/nobucket/x", "NoSuchBucket"), ("/auth/x", "AccessDenied")):
