@@ -125,8 +125,9 @@ class NodeProcess:
             env=child_environment(), capture_output=True, text=True, timeout=60)
         return done.returncode, done.stdout, done.stderr
 
-    def aws(self, *args, credentials=None, check=True):
-        """Run the aws CLI (from this Python's environment) against the node."""
+    def aws(self, *args, credentials=None, check=True, input=None):
+        """Run the aws CLI (from this Python's environment) against the node;
+        ``input`` (bytes) is its standard input."""
         access, secret = credentials or self.credentials()
         env = child_environment({
             "AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret,
@@ -134,7 +135,10 @@ class NodeProcess:
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_MAX_ATTEMPTS": "1"})
         done = subprocess.run(
             [os.path.join(BIN, "aws"), "--endpoint-url", self.endpoint, *args],
-            env=env, capture_output=True, text=True, timeout=600)
+            env=env, capture_output=True, timeout=600,
+            input=input if input is not None else b"")
+        done.stdout = done.stdout.decode("utf-8", "replace")
+        done.stderr = done.stderr.decode("utf-8", "replace")
         if check and done.returncode != 0:
             raise AssertionError(f"aws {' '.join(args)} failed ({done.returncode}):\n"
                                  f"{done.stdout}\n{done.stderr}")

@@ -105,6 +105,23 @@ class AwsCliTests(TestCase):
         self.aws("s3", "cp", "s3://cli-bucket/small.txt", "s3://cli-bucket/copied.txt",
                  "--only-show-errors")
 
+        # Streamed from stdin (multipart of unknown length), moved, and
+        # copied down recursively.
+        streamed = os.urandom(9 * MiB + 7)
+        self.aws("s3", "cp", "-", "s3://cli-bucket/streamed.bin", "--only-show-errors",
+                 input=streamed)
+        head = self.api("head-object", "--bucket", "cli-bucket", "--key", "streamed.bin")
+        self.assertEqual(head["ContentLength"], len(streamed))
+        self.assertTrue(head["ETag"].endswith('-2"'), head["ETag"])
+        self.aws("s3", "mv", "s3://cli-bucket/streamed.bin", "s3://cli-bucket/dir/moved.bin",
+                 "--only-show-errors")
+        down = os.path.join(self.work, "down")
+        self.aws("s3", "cp", "--recursive", "s3://cli-bucket/dir/", down, "--only-show-errors")
+        self.assertEqual(sorted(os.listdir(down)), ["big.bin", "moved.bin"])
+        with open(os.path.join(down, "moved.bin"), "rb") as f:
+            self.assertTrue(f.read() == streamed)
+        self.aws("s3", "rm", "s3://cli-bucket/dir/moved.bin", "--only-show-errors")
+
         lines = self.aws("s3", "ls", "s3://cli-bucket/").stdout.splitlines()
         self.assertEqual(sorted(line.split()[-1] for line in lines),
                          ["copied.txt", "dir/", "small.txt"])
