@@ -509,6 +509,7 @@ def list_heads(c, bucket, prefix, delimiter, after, limit):
         cursor, inclusive = prefix_b, True
     # A common prefix given as ``after`` means "past all of it".
     if after_b is not None and delim_b and after_b.startswith(prefix_b) \
+            and len(after_b) - len(delim_b) >= len(prefix_b) \
             and after_b.find(delim_b, len(prefix_b)) == len(after_b) - len(delim_b):
         successor = key_successor(after_b)
         if successor is None:
