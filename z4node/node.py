@@ -98,7 +98,7 @@ class Node(MultiService):
                       id=self.node_id, host=self.host, port=self.s3_port)
 
     async def _listen(self):
-        api = S3Api(self.reactor, self.objects, HANDLERS, self.node_id)
+        api = S3Api(self.reactor, self.objects, HANDLERS, self.node_id, debug=self.debug)
         z4 = Resource()
         z4.putChild(b"ping", PingResource(self))
         site = S3Site(S3Resource(api, z4), timeout=self.http_idle_timeout_seconds)
