@@ -53,7 +53,7 @@ class RecordingResource(Resource):
 
 
 def connect(resource):
-    site = S3Site(resource)
+    site = S3Site(resource, timeout=None)
     channel = site.buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)
@@ -130,6 +130,17 @@ class StreamingRequestTests(SynchronousTestCase):
         channel.dataReceived(b"def")
         self.assertIn(b"403", transport.value())
         self.assertTrue(transport.disconnecting)
+
+    def test_node_endpoints_get_a_buffered_body(self):
+        class Echo(Resource):
+            isLeaf = True
+
+            def render_POST(self, request):
+                return b"got " + request.content.read()
+        channel, transport = connect(Echo())
+        channel.dataReceived(b"POST /_z4/rpc/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        channel.dataReceived(b"hello")
+        self.assertIn(b"got hello", transport.value())
 
     def test_x_amz_headers_are_lower_case(self):
         class Meta(Resource):

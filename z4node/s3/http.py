@@ -133,21 +133,28 @@ class S3Request(server.Request):
 
     body = EMPTY_BODY
     gone = False
+    # Set by S3Channel before gotLength: S3 requests stream their body;
+    # the node's own /_z4/ resources get twisted.web's buffered body.
+    streamed = False
     _expects_continue = False
 
     def gotLength(self, length):
+        if not self.streamed:
+            super().gotLength(length)
+            return
         # The body never goes to self.content; Twisted's cleanup still
         # expects a file there.
         self.content = io.BytesIO()
-        if length != 0:
-            self.body = BodyStream(self)
+        self.body = BodyStream(self)
 
     def handleContentChunk(self, data):
-        self.body.feed(data)
+        if self.streamed:
+            self.body.feed(data)
+        else:
+            super().handleContentChunk(data)
 
     def dispatch_early(self, command, path, version):
         """Process the request now, before its body (see S3Channel)."""
-        self._early = True
         expect = self.requestHeaders.getRawHeaders(b"expect")
         self._expects_continue = bool(
             expect and expect[0].lower() == b"100-continue" and version == b"HTTP/1.1")
@@ -157,7 +164,7 @@ class S3Request(server.Request):
         self.process()
 
     def requestReceived(self, command, path, version):
-        if getattr(self, "_early", False):
+        if self.streamed:
             self.body.finish()
         else:
             super().requestReceived(command, path, version)
@@ -184,12 +191,19 @@ class S3Request(server.Request):
 class S3Channel(http.HTTPChannel):
     """HTTPChannel that dispatches requests with a body on their headers."""
 
+    # Paths served by ordinary twisted.web resources (peer RPC, status),
+    # whose small bodies are buffered as usual.
+    buffered_prefix = b"/_z4/"
+
     def allHeadersReceived(self):
         request = self.requests[-1]
         self.persistent = self.checkPersistence(request, self._version)
+        request.streamed = self.length != 0 and not self._path.startswith(self.buffered_prefix)
+        if not request.streamed:
+            super().allHeadersReceived()
+            return
         request.gotLength(self.length)
-        if self.length != 0:
-            request.dispatch_early(self._command, self._path, self._version)
+        request.dispatch_early(self._command, self._path, self._version)
 
     def writeHeaders(self, version, code, reason, headers):
         # S3 sends x-amz-* names in lower case, and SDKs take user metadata
