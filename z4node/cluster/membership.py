@@ -303,6 +303,11 @@ class Membership(DatagramProtocol):
     # Indirect probers per failed direct probe: three independent paths make
     # a false suspicion from packet loss alone improbable (5% loss: < 1e-4).
     indirect_checks = 3
+    # A helper that gets no ack from the target nacks after this share of
+    # the probe timeout: the requester's deadline falls one probe timeout
+    # after it asked, so a nack sent at the full timeout would arrive just
+    # too late to count. 80% leaves the nack its trip back.
+    nack_fraction = 0.8
     # Suspicion lasts suspicion_mult * max(1, log10(n)) probe intervals once
     # fully confirmed, and up to suspicion_max_mult times that before.
     suspicion_mult = 4
@@ -584,7 +589,7 @@ class Membership(DatagramProtocol):
             self._handlers.pop(seq, None)
 
         self._handlers[seq] = on_reply
-        self._clock.callLater(self.probe_timeout, on_timeout)
+        self._clock.callLater(self.probe_timeout * self.nack_fraction, on_timeout)
         # The requester gives up after its probe interval; so do we.
         self._clock.callLater(self.probe_interval, forget)
         self._send(tuple(message["addr"]),
