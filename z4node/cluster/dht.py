@@ -62,6 +62,9 @@ class IProviderDirectory(Interface):
         """Join the DHT through ``addresses`` ((host, port) of DHT ports).
         Deferred(int): the number of DHT nodes now known."""
 
+    def status():
+        """A JSON-ready dict of counters for ``/_z4/status``."""
+
 
 def node_id_for(member_id):
     """The 160-bit Kademlia id of a member: derived from its member id, so

@@ -352,6 +352,7 @@ class Membership(DatagramProtocol):
         self._suspicions = {}
         self._broadcasts = BroadcastQueue()
         self._handlers = {}  # seq -> callable(message)
+        self._timers = set()  # every pending call of ours, cancelled by stop()
         self._seq = 0
         self._probe_order = []
         self._probe_index = 0
@@ -359,8 +360,6 @@ class Membership(DatagramProtocol):
         self.health = LocalHealth()
         self._running = False
         self._leaving = False
-        self._probe_call = None
-        self._pushpull_call = None
         self._join_call = None
         self._join_addrs = []
         self._join_attempts = 0
@@ -454,7 +453,7 @@ class Membership(DatagramProtocol):
             )
         for address in self._join_addrs:
             self._send(address, [{"t": "join", "from": self.local.id}, self.local.alive_message()])
-        self._join_call = self._clock.callLater(self.join_retry_interval, self._try_join)
+        self._join_call = self._later(self.join_retry_interval, self._try_join)
 
     def leave(self):
         """Leave gracefully: tell the cluster, stop probing.
@@ -475,12 +474,22 @@ class Membership(DatagramProtocol):
             self._send(member.gossip, [message])
         self.stop()
 
+    def _later(self, delay, func, *args):
+        """``clock.callLater``, remembered so that stop() can cancel it."""
+        def run():
+            self._timers.discard(call)
+            func(*args)
+        call = self._clock.callLater(delay, run)
+        self._timers.add(call)
+        return call
+
     def stop(self):
         """Stop every timer. The table stays readable."""
         self._running = False
-        for call in (self._probe_call, self._pushpull_call, self._join_call):
-            if call is not None and call.active():
+        for call in self._timers:
+            if call.active():
                 call.cancel()
+        self._timers.clear()
         for suspicion in self._suspicions.values():
             suspicion.cancel()
         self._suspicions.clear()
@@ -589,9 +598,9 @@ class Membership(DatagramProtocol):
             self._handlers.pop(seq, None)
 
         self._handlers[seq] = on_reply
-        self._clock.callLater(self.probe_timeout * self.nack_fraction, on_timeout)
+        self._later(self.probe_timeout * self.nack_fraction, on_timeout)
         # The requester gives up after its probe interval; so do we.
-        self._clock.callLater(self.probe_interval, forget)
+        self._later(self.probe_interval, forget)
         self._send(tuple(message["addr"]),
                    [{"t": "ping", "seq": seq, "to": message["to"], "from": self.local.id}])
 
@@ -628,7 +637,7 @@ class Membership(DatagramProtocol):
     # -- probing -------------------------------------------------------------
 
     def _schedule_probe(self, delay):
-        self._probe_call = self._clock.callLater(delay, self._probe_tick)
+        self._later(delay, self._probe_tick)
 
     def _next_target(self):
         """The next member in randomized round-robin order, or None.
@@ -656,7 +665,6 @@ class Membership(DatagramProtocol):
         self._probe_order.insert(position, member_id)
 
     def _probe_tick(self):
-        self._probe_call = None
         if not self._running:
             return
         interval = self.health.scale(self.probe_interval)
@@ -675,8 +683,8 @@ class Membership(DatagramProtocol):
             messages.append({"t": "suspect", "id": target.id, "inc": target.incarnation,
                              "from": self.local.id})
         self._send(target.gossip, messages)
-        self._clock.callLater(self.probe_timeout, self._probe_indirect, probe)
-        self._clock.callLater(interval, self._probe_deadline, probe)
+        self._later(self.probe_timeout, self._probe_indirect, probe)
+        self._later(interval, self._probe_deadline, probe)
 
     def _probe_reply(self, probe, reply):
         if reply["t"] == "nack":
@@ -752,11 +760,10 @@ class Membership(DatagramProtocol):
     def _schedule_pushpull(self):
         period = self._pushpull_period()
         # Randomised so the whole cluster does not push/pull in lock step.
-        self._pushpull_call = self._clock.callLater(
+        self._later(
             period * self._rng.uniform(0.5, 1.5), self._pushpull_tick)
 
     def _pushpull_tick(self):
-        self._pushpull_call = None
         if not self._running:
             return
         alive = [m for m in self._members.values()
@@ -965,7 +972,7 @@ class Membership(DatagramProtocol):
         self.log.info("member {id} {verdict}", id=member_id,
                       verdict="left" if left else "declared dead")
         self._emit("left" if left else "dead", member)
-        self._clock.callLater(self.dead_retention, self._forget, member_id, member.state_since)
+        self._later(self.dead_retention, self._forget, member_id, member.state_since)
 
     def _forget(self, member_id, since):
         member = self._members.get(member_id)

@@ -56,6 +56,9 @@ class MemoryProviderDirectory:
     def bootstrap(self, addresses):
         return succeed(len(self._dht.nodes) - 1)
 
+    def status(self):
+        return {"known_nodes": len(self._dht.nodes) - 1, "own_records": len(self._own)}
+
     def maintain(self):
         """Republish own records that are due, as the real directory does."""
         now = self._dht.clock.seconds()
