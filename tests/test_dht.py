@@ -10,6 +10,7 @@ from z4node.cluster.dht import (
     IProviderDirectory,
     ProviderDirectory,
     ProviderProtocol,
+    ProviderRoutingTable,
     ProviderStorage,
     RecordSigner,
     dht_key,
@@ -200,6 +201,25 @@ class StoreRpcTests(SynchronousTestCase):
         self.protocol.welcome_if_new(Node(node_id_for("newcomer"), "127.0.0.1", 2))
         self.assertEqual(sent, [])
         self.assertFalse(self.protocol.router.is_new_node(Node(node_id_for("newcomer"))))
+
+
+class RoutingTableTests(SynchronousTestCase):
+    def test_neighbours_are_the_k_closest_contacts(self):
+        import random
+        from kademlia.node import Node
+        rng = random.Random(3)
+        me = Node(rng.randbytes(20))
+        table = ProviderRoutingTable(None, 8, me)
+        contacts = [Node(rng.randbytes(20), "127.0.0.1", i + 1) for i in range(60)]
+        for contact in contacts:
+            table.add_contact(contact)
+        known = [n for b in table.buckets for n in b.get_nodes()]
+        self.assertGreater(len(table.buckets), 2)
+        for _ in range(200):
+            key = Node(rng.randbytes(20))
+            expected = sorted(known, key=key.distance_to)[:8]
+            self.assertEqual([n.id for n in table.find_neighbors(key)],
+                             [n.id for n in expected])
 
 
 class LoopbackDirectoryTests(DirectoryContract, TestCase):

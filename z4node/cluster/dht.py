@@ -20,7 +20,12 @@ authenticates nothing. We extend its classes, never fork it:
 - :class:`ProviderServer` republishes only this node's own records, and
   rarely, and uses a small k;
 - :class:`ProviderCrawl` collects entries from every close node instead of
-  stopping at the first value.
+  stopping at the first value;
+- :class:`ProviderRoutingTable` answers "the k closest contacts" by
+  distance over every bucket: the package's ``TableTraverser`` stops at the
+  first empty bucket on one side when the other side has none, and then
+  returns no neighbours at all (benchmarks/swim_sim.py found it: 1 lookup
+  in 3 on a 100-node DHT started with nobody to ask).
 
 The package runs on asyncio; the node runs Twisted's asyncio reactor, so
 coroutines become Deferreds with ``Deferred.fromFuture(ensure_future(...))``
@@ -29,6 +34,7 @@ and the Twisted clock drives the republish timer.
 
 import asyncio
 import hashlib
+import heapq
 import hmac
 import logging
 import struct
@@ -37,6 +43,7 @@ from kademlia.crawling import NodeSpiderCrawl, RPCFindResponse, ValueSpiderCrawl
 from kademlia.network import Server
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
+from kademlia.routing import RoutingTable
 from kademlia.storage import IStorage
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
@@ -187,6 +194,22 @@ class SealedTransport:
         return self._transport.get_extra_info(name, default)
 
 
+class ProviderRoutingTable(RoutingTable):
+    """The package's routing table with a correct ``find_neighbors``."""
+
+    def find_neighbors(self, node, k=None, exclude=None):
+        k = k or self.ksize
+        # Mark the key's bucket as used, as the package's traverser does, so
+        # the hourly refresh skips buckets that lookups keep fresh.
+        self.buckets[self.get_bucket_for(node)].touch_last_updated()
+        candidates = [
+            contact for bucket in self.buckets for contact in bucket.get_nodes()
+            if contact.id != node.id and (exclude is None or not contact.same_home_as(exclude))
+        ]
+        # A table holds at most 160 buckets of k contacts: a full scan is cheap.
+        return heapq.nsmallest(k, candidates, key=node.distance_to)
+
+
 class ProviderProtocol(KademliaProtocol):
     """The Kademlia RPCs, sealed, with provider-set semantics for values."""
 
@@ -194,6 +217,7 @@ class ProviderProtocol(KademliaProtocol):
 
     def __init__(self, source_node, storage, ksize, sealer, signer, wait_timeout):
         KademliaProtocol.__init__(self, source_node, storage, ksize)
+        self.router = ProviderRoutingTable(self, ksize, source_node)
         self._wait_timeout = wait_timeout
         self.sealer = sealer
         self.signer = signer
