@@ -52,6 +52,9 @@ def detection(n, trials, seed):
         dead = c.run_until(lambda: c.all_see(victim, State.DEAD), 120, step=0.05)
         first_suspect.append(suspected)
         all_dead.append(c.clock.seconds() - start if dead is not None else float("inf"))
+        # Bring it back, so every trial runs at N nodes.
+        c.restart(victim, join_through=min(c.nodes))
+        c.run_until(c.converged, 120, step=0.5)
         c.run(5)
     return first_suspect, all_dead
 

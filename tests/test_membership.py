@@ -208,6 +208,20 @@ class SuspicionTests(SynchronousTestCase):
         self.assertGreater(b.local.incarnation, before)
         self.assertIs(c.view("n000", "n001"), State.ALIVE)
 
+    def test_hearing_a_suspicion_probes_the_suspect_next(self):
+        c = SimCluster(seed=27)
+        a = c.seed_all(5)[0]
+        a._next_target()
+        a._suspect({"id": "n004", "inc": a.get("n004").incarnation, "from": "n001"})
+        self.assertEqual(a._next_target().id, "n004")
+
+    def test_own_suspicion_does_not_reorder_probes(self):
+        c = SimCluster(seed=28)
+        a = c.seed_all(5)[0]
+        order = list(a._probe_order)
+        a._suspect({"id": "n004", "inc": a.get("n004").incarnation, "from": "n000"})
+        self.assertEqual(a._probe_order, order)
+
     def test_suspicion_by_gossip_counts_confirmations(self):
         c = SimCluster(seed=15)
         nodes = c.seed_all(6)

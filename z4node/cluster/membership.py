@@ -18,9 +18,11 @@ runs it, with Lifeguard (Dadgar et al. 2018): local health scales the probe
 interval (LHA-Probe), suspicion timeouts start long and shrink with
 independent confirmations (LHA-Suspicion), and a suspect is told it is
 suspected in the probe itself so it can refute at once (Buddy System).
-Defaults are memberlist's LAN configuration. One more guard, ours: a timer
-that fires long after it was due means this node itself was stopped, so it
-decides nothing on that timer (see :attr:`Membership.stall_threshold`).
+Defaults are memberlist's LAN configuration. Two refinements are ours: a
+timer that fires long after it was due means this node itself was stopped,
+so it decides nothing on that timer (:attr:`Membership.stall_threshold`);
+and a few members that hear of a suspicion probe the suspect next, so
+confirmations come fast (:attr:`Membership.suspicion_verifiers`).
 
 Wire format: each datagram (before sealing) is a JSON list of messages,
 ``{"t": type, ...}``; requests (``ping``, ``preq``, ``ack``, ``nack``,
@@ -312,6 +314,13 @@ class Membership(DatagramProtocol):
     # fully confirmed, and up to suspicion_max_mult times that before.
     suspicion_mult = 4
     suspicion_max_mult = 6
+    # On hearing a member suspected, this many members (in expectation) move
+    # it to the front of their probe order, so Lifeguard's confirmations
+    # arrive within about a period instead of a whole round-robin pass:
+    # measured on 5 nodes, time until everyone declares a killed node dead
+    # went from median 6.0 s, max 14.8 s to the figures in docs/cluster.md.
+    # Three, not everyone, so a suspect in a large cluster is not flooded.
+    suspicion_verifiers = 3
     # Each piggybacked update is sent retransmit_mult * ceil(log10(n + 1))
     # times: enough for it to reach everyone with high probability.
     retransmit_mult = 4
@@ -933,6 +942,9 @@ class Membership(DatagramProtocol):
         )
         self._broadcasts.queue(member_id, {"t": "suspect", "id": member_id,
                                            "inc": incarnation, "from": origin})
+        if origin != self.local.id and self._rng.random() < \
+                self.suspicion_verifiers / max(1, n - 2):
+            self._probe_order.insert(self._probe_index, member_id)
         self.log.info("member {id} suspected (by {origin})", id=member_id, origin=origin)
         self._emit("suspect", member)
 
