@@ -1,42 +1,38 @@
 """``z4 cluster status`` and ``z4 cluster members``: the peer status
-endpoints as tables (or ``--json``).
+endpoints as tables (or the documents, with ``z4 --json``).
 
 Owns: finding the local node through its data directory (``node.json``,
 written by the node on start) and rendering ``/_z4/status`` and
 ``/_z4/peers``. Reads only; a blocking urllib call is fine in a CLI.
+
+Follows the ``z4`` command's conventions (``z4node.admin.cli``): the
+top-level parser has ``--data`` and ``--json``; each command is
+``run(args) -> (result, text)`` and raises :class:`ClusterCliError` for
+anything the operator must fix.
 """
 
 import json
 import os
-import sys
 import urllib.error
 import urllib.request
 
-DEFAULT_DATA = "./data"
 # Seconds to wait for the node's answer: it is local and answers from memory.
 HTTP_TIMEOUT = 10
 
 
-class CLIError(Exception):
+class ClusterCliError(Exception):
     """Something the operator must fix; printed without a traceback."""
 
 
 def add_cluster_commands(subparsers):
-    """Add ``cluster status`` and ``cluster members`` to an argparse
-    subparsers object. Each parsed namespace gets ``func(args) -> exit code``.
-    """
+    """Add ``cluster status`` and ``cluster members`` to the ``z4`` parser's
+    subparsers; each sets ``run``."""
     cluster = subparsers.add_parser("cluster", help="cluster membership and health")
-    commands = cluster.add_subparsers(dest="cluster_command", metavar="COMMAND")
-    commands.required = True
-    for name, func, help_text in (
-        ("status", cmd_status, "this node's cluster health and counters"),
-        ("members", cmd_members, "every member this node knows, with its state"),
-    ):
-        parser = commands.add_parser(name, help=help_text)
-        parser.add_argument("--data", "-d", default=os.environ.get("Z4_DATA", DEFAULT_DATA),
-                            help="the node's data directory (default: $Z4_DATA or ./data)")
-        parser.add_argument("--json", action="store_true", help="print the raw JSON")
-        parser.set_defaults(func=func)
+    commands = cluster.add_subparsers(dest="action", required=True)
+    commands.add_parser("status", help="this node's cluster health and counters") \
+        .set_defaults(run=cluster_status)
+    commands.add_parser("members", help="every member this node knows, with its state") \
+        .set_defaults(run=cluster_members)
     return cluster
 
 
@@ -47,9 +43,9 @@ def node_url(data_dir):
         with open(path) as f:
             info = json.load(f)
     except FileNotFoundError:
-        raise CLIError(f"{path} not found: is a node running with --data {data_dir}?")
+        raise ClusterCliError(f"{path} not found: is a node running with --data {data_dir}?")
     except (OSError, ValueError) as e:
-        raise CLIError(f"cannot read {path}: {e}")
+        raise ClusterCliError(f"cannot read {path}: {e}")
     host = info.get("s3_host") or "127.0.0.1"
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
@@ -64,7 +60,7 @@ def fetch(data_dir, path):
         with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:
             return json.load(response)
     except (urllib.error.URLError, OSError, ValueError) as e:
-        raise CLIError(f"{url}: {e}")
+        raise ClusterCliError(f"{url}: {e}")
 
 
 def table(headers, rows):
@@ -122,19 +118,11 @@ def render_status(status):
     return table(["", ""], rows).split("\n", 1)[1]
 
 
-def _run(args, path, render):
-    try:
-        result = fetch(args.data, path)
-    except CLIError as e:
-        print(f"z4 cluster: {e}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, indent=1, sort_keys=True) if args.json else render(result))
-    return 0
+def cluster_status(args):
+    status = fetch(args.data, "/_z4/status")
+    return status, render_status(status)
 
 
-def cmd_status(args):
-    return _run(args, "/_z4/status", render_status)
-
-
-def cmd_members(args):
-    return _run(args, "/_z4/peers", render_members)
+def cluster_members(args):
+    peers = fetch(args.data, "/_z4/peers")
+    return peers, render_members(peers)

@@ -105,14 +105,16 @@ class Status(_Base):
         return status
 
 
-def make_z4_resource(reactor, node_info, cluster):
-    """The ``/_z4/`` resource of a node.
+def make_z4_resource(reactor, node_info, cluster, root=None):
+    """The ``/_z4/`` resource of a node: the endpoints mounted on ``root``
+    (a new ``Resource`` if None; the node passes the one its site already
+    serves when the cluster starts after the port opens).
 
     ``node_info`` is ``{"id": str, "started": seconds}`` (``reactor.seconds()``
     when the node started); ``cluster`` is the node's
     :class:`~z4node.cluster.service.ClusterService`.
     """
-    root = Resource()
+    root = Resource() if root is None else root
     for name, cls in ((b"ping", Ping), (b"peers", Peers), (b"ring", RingView),
                       (b"providers", Providers), (b"status", Status)):
         root.putChild(name, cls(reactor, node_info, cluster))
