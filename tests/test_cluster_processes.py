@@ -6,6 +6,7 @@ Every process this test starts, it stops (addCleanup). Nothing listens on
 anything but 127.0.0.1.
 """
 
+import importlib.util
 import json
 import os
 import signal
@@ -63,7 +64,9 @@ class NodeProcess:
         if self.join:
             argv += ["--join", self.join]
         env = dict(os.environ, PYTHONPATH=REPO, Z4_CLUSTER_KEY=self.secret)
-        self.process = subprocess.Popen(argv, cwd=self.dir, env=env,
+        # A session of its own: no terminal signal meant for the test
+        # reaches the node, and none of the node's reaches the test.
+        self.process = subprocess.Popen(argv, cwd=self.dir, env=env, start_new_session=True,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def signal(self, signum):
@@ -129,6 +132,27 @@ class ClusterProcessTests(TestCase):
                 self.fail(f"{what}: not within {limit} s; views: {views}\n{logs}")
             yield sleep(0.2)
 
+    @defer.inlineCallbacks
+    def member_record(self, observer, member_id):
+        peers = yield observer.get("/_z4/peers")
+        return next(m for m in peers["members"] if m["id"] == member_id)
+
+    @defer.inlineCallbacks
+    def suspicions(self, observers):
+        statuses = yield defer.gatherResults([n.get("/_z4/status") for n in observers])
+        return sum(s["membership"]["counters"]["suspicions"] for s in statuses)
+
+    @defer.inlineCallbacks
+    def watch(self, observers, member_id, seconds):
+        """For ``seconds``, fail if any observer holds ``member_id`` dead or left."""
+        start = reactor.seconds()
+        while reactor.seconds() - start < seconds:
+            views = yield self.views(observers)
+            for observer, view in views.items():
+                self.assertNotIn(view.get(member_id), ("dead", "left"),
+                                 f"{observer} removed {member_id}")
+            yield sleep(0.2)
+
     def all_see(self, member_id, state):
         return lambda views: all(v.get(member_id) == state for v in views.values())
 
@@ -149,30 +173,29 @@ class ClusterProcessTests(TestCase):
                                      "killed node marked dead by all")
         self.assertLess(took, 10)
 
-        # SIGSTOP one for 3 s: it is suspected, refutes, and nobody removes it.
+        # SIGSTOP one for 3 s: it is suspected, refutes, and nobody removes
+        # it. Whether some probe lands inside a 3 s stop is chance (each
+        # watcher reaches it once per round-robin pass of 3 members, about
+        # a 1-in-27 miss), so the stop is repeated, up to 3 times, until a
+        # suspicion happens; no stop may ever make it dead.
         sleeper, watchers = nodes[3], nodes[:3]
-        before = (yield watchers[0].get("/_z4/peers"))
-        incarnation = next(m["incarnation"] for m in before["members"] if m["id"] == sleeper.id)
-        sleeper.signal(signal.SIGSTOP)
-        seen = set()
-        start = reactor.seconds()
-        while reactor.seconds() - start < 3:
-            for view in (yield self.views(watchers)).values():
-                seen.add(view.get(sleeper.id))
-            yield sleep(0.2)
-        sleeper.signal(signal.SIGCONT)
-        start = reactor.seconds()
-        while reactor.seconds() - start < 15:
-            for view in (yield self.views(watchers)).values():
-                seen.add(view.get(sleeper.id))
-            yield sleep(0.2)
-        self.assertIn("suspect", seen)
-        self.assertNotIn("dead", seen)
-        self.assertNotIn("left", seen)
-        after = (yield watchers[0].get("/_z4/peers"))
-        member = next(m for m in after["members"] if m["id"] == sleeper.id)
-        self.assertEqual(member["state"], "alive")
-        self.assertGreater(member["incarnation"], incarnation)
+        before = yield self.member_record(watchers[0], sleeper.id)
+        suspected = False
+        for attempt in range(3):
+            suspicions = yield self.suspicions(watchers)
+            sleeper.signal(signal.SIGSTOP)
+            yield self.watch(watchers, sleeper.id, 3)
+            sleeper.signal(signal.SIGCONT)
+            yield self.watch(watchers, sleeper.id, 10)
+            suspected = (yield self.suspicions(watchers)) > suspicions
+            if suspected:
+                break
+        self.assertTrue(suspected, "three 3-s stops and nobody suspected the node")
+        status = yield sleeper.get("/_z4/status")
+        self.assertGreater(status["membership"]["counters"]["refutations"], 0)
+        after = yield self.member_record(watchers[0], sleeper.id)
+        self.assertEqual(after["state"], "alive")
+        self.assertGreater(after["incarnation"], before["incarnation"])
 
         # Restart the killed one: alive again everywhere.
         victim.start()
@@ -210,7 +233,7 @@ class ClusterProcessTests(TestCase):
             self.assertEqual(owners[node.id], reference)
 
 
-try:
-    import z4node.node  # noqa: F401 (the node the processes run)
-except ImportError:
+# Skipped only while the node module does not exist at all; a node that
+# exists but fails to import or start makes the test fail, not skip.
+if importlib.util.find_spec("z4node.node") is None:
     ClusterProcessTests.skip = "z4node.node is not there yet: nothing to start"
