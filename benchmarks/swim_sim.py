@@ -161,6 +161,12 @@ def dht_hops(n, lookups, seed):
     try:
         return loop.run_until_complete(_dht_hops(n, lookups, seed))
     finally:
+        # Pings the routing tables fired at full buckets may still be in
+        # flight; let them finish (their timeouts are cancelled) quietly.
+        pending = asyncio.all_tasks(loop)
+        for t in pending:
+            t.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
 
 
