@@ -1,6 +1,7 @@
 """ClusterService on real sockets in one process: three nodes on 127.0.0.1
-join, agree on the ring, push/pull over sealed HTTP, find a chunk's
-provider through the real DHT, and see a graceful leave."""
+join, agree on the ring, push/pull over sealed HTTP (through the node's
+streaming S3Site), find a chunk's provider through the real DHT, and see a
+graceful leave."""
 
 import json
 import socket
@@ -10,11 +11,11 @@ from twisted.internet import defer, reactor, task
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from z4node.cluster.membership import State
 from z4node.cluster.options import CLUSTER_OPTIONS
 from z4node.cluster.service import ClusterService
+from z4node.s3.http import S3Site
 from z4node.web.status import make_z4_resource
 
 SECRET = "service-test-cluster-secret"
@@ -46,7 +47,9 @@ class ClusterServiceTests(TestCase):
     @defer.inlineCallbacks
     def start_node(self, index, join=None, secret=SECRET):
         root = Resource()
-        site_port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+        # The node's own site: it streams request bodies instead of
+        # buffering them, which the RPC resource must cope with.
+        site_port = reactor.listenTCP(0, S3Site(root), interface="127.0.0.1")
         self.addCleanup(site_port.stopListening)
         argv = ["--gossip-port", str(free_udp_port()), "--dht-port", str(free_udp_port()),
                 "--zone", f"z{index % 2}"]

@@ -10,6 +10,8 @@ import sys
 
 from twisted.python import usage
 
+from z4node.cluster.options import CLUSTER_OPTIONS
+
 DEFAULT_S3_PORT = 9670
 
 
@@ -47,7 +49,7 @@ class Options(usage.Options):
         ["host", None, "127.0.0.1", "Address the S3 API listens on."],
         ["data", "d", "./data", "Data directory (chunks, metadata, admin socket)."],
         ["id", None, None, "Node id (default: generated once, kept in the data dir)."],
-    ]
+    ] + CLUSTER_OPTIONS
     optFlags = [
         ["debug", None, "Log every request and background job step."],
     ]

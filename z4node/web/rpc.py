@@ -7,9 +7,25 @@ and is counted by the sealer; nothing about it is parsed further. The body
 format lives in :mod:`z4node.cluster.rpc`.
 """
 
+from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from z4node.cluster.rpc import open_json, seal_json
+
+
+async def read_body(request, limit):
+    """The request body, or None if it is longer than ``limit`` bytes.
+
+    The node's site streams bodies (``z4node.s3.http.S3Request.body``, an
+    async stream with ``read_all``) and leaves ``request.content`` empty; a
+    stock twisted.web site buffers them in ``request.content``. Both work.
+    """
+    stream = getattr(request, "body", None)
+    if stream is not None and hasattr(stream, "read_all"):
+        return await stream.read_all(limit)
+    data = request.content.read(limit + 1)
+    return None if len(data) > limit else data
 
 
 class RpcResource(Resource):
@@ -39,9 +55,22 @@ class _Operation(Resource):
         self.handler = handler
 
     def render_POST(self, request):
+        finished = []
+        request.notifyFinish().addErrback(lambda _: finished.append(True))
+
+        def respond(body):
+            if not finished:
+                request.write(body)
+                request.finish()
+
+        d = Deferred.fromCoroutine(read_body(request, self.rpc.max_body))
+        d.addCallback(self._answer, request)
+        d.addCallback(respond)
+        return NOT_DONE_YET
+
+    def _answer(self, body, request):
         cluster = self.rpc.cluster
-        body = request.content.read(self.rpc.max_body + 1)
-        obj = None if len(body) > self.rpc.max_body else open_json(cluster.rpc_sealer, body)
+        obj = None if body is None else open_json(cluster.rpc_sealer, body)
         if obj is None or obj.get("op") != self.op or obj.get("to") != cluster.local.id:
             request.setResponseCode(403)
             return b""
