@@ -28,7 +28,7 @@ import statistics
 import time
 
 from tests.swimcluster import SimCluster
-from z4node.cluster.membership import State
+from z4node.cluster.members import State
 
 
 def percentile(values, p):

@@ -13,7 +13,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError, TimeoutError
 
 from tests.fakenet import FakeNetwork, HeapClock
-from z4node.cluster.membership import Member, Membership, State
+from z4node.cluster.members import Member, State
+from z4node.cluster.membership import Membership
 from z4node.cluster.sealing import Sealer, derive_key
 
 SECRET = "swim-test-cluster-secret"

@@ -15,7 +15,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from z4node.admin.cluster_cli import ClusterCliError, add_cluster_commands
-from z4node.cluster.membership import Member
+from z4node.cluster.members import Member
 from z4node.cluster.service import ClusterService
 from z4node.testing.dht import MemoryDHT
 from z4node.web.status import make_z4_resource

@@ -12,7 +12,7 @@ from twisted.python import usage
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 
-from z4node.cluster.membership import State
+from z4node.cluster.members import State
 from z4node.cluster.options import CLUSTER_OPTIONS
 from z4node.cluster.service import ClusterService
 from z4node.s3.http import S3Site

@@ -7,14 +7,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.swimcluster import SimCluster, address_of
-from z4node.cluster.membership import (
-    BroadcastQueue,
-    LocalHealth,
-    Member,
-    Membership,
-    State,
-    Suspicion,
-)
+from z4node.cluster.broadcasts import BroadcastQueue
+from z4node.cluster.lifeguard import LocalHealth, Suspicion
+from z4node.cluster.members import Member, State
+from z4node.cluster.membership import Membership
 from z4node.cluster.sealing import SEAL_OVERHEAD
 
 

@@ -8,7 +8,7 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from z4node.cluster.membership import Member, State
+from z4node.cluster.members import Member, State
 from z4node.cluster.rpc import open_json, seal_json
 from z4node.cluster.sealing import Sealer, derive_key
 from z4node.cluster.service import ClusterService

@@ -22,7 +22,8 @@ from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 
 from z4node.cluster.dht import ProviderDirectory, RecordSigner
-from z4node.cluster.membership import Member, Membership
+from z4node.cluster.members import Member
+from z4node.cluster.membership import Membership
 from z4node.cluster.options import check_cluster_options, load_secret
 from z4node.cluster.ring import Ring
 from z4node.cluster.rpc import RpcClient
