@@ -10,7 +10,7 @@ import sys
 
 from twisted.python import usage
 
-from z4node.cluster.options import CLUSTER_OPTIONS
+from z4node.cluster.options import CLUSTER_OPTIONS, check_cluster_options
 
 DEFAULT_S3_PORT = 9670
 
@@ -58,6 +58,8 @@ class Options(usage.Options):
         if not 0 <= self["port"] <= 65535:
             raise usage.UsageError("--port must be 0..65535")
         self["data"] = os.path.abspath(self["data"])
+        # Bad cluster options are usage errors now, not a failed start later.
+        check_cluster_options(self, self["host"])
 
 
 def makeService(options):
