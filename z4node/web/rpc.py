@@ -7,23 +7,20 @@ and is counted by the sealer; nothing about it is parsed further. The body
 format lives in :mod:`z4node.cluster.rpc`.
 """
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import maybeDeferred
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from z4node.cluster.rpc import open_json, seal_json
 
 
-async def read_body(request, limit):
+def read_body(request, limit):
     """The request body, or None if it is longer than ``limit`` bytes.
 
-    The node's site streams bodies (``z4node.s3.http.S3Request.body``, an
-    async stream with ``read_all``) and leaves ``request.content`` empty; a
-    stock twisted.web site buffers them in ``request.content``. Both work.
+    twisted.web has buffered it (to a temp file past 100 kB) in
+    ``request.content``: the node's site streams only S3 bodies, never
+    those of ``/_z4/`` paths.
     """
-    stream = getattr(request, "body", None)
-    if stream is not None and hasattr(stream, "read_all"):
-        return await stream.read_all(limit)
     data = request.content.read(limit + 1)
     return None if len(data) > limit else data
 
@@ -63,7 +60,7 @@ class _Operation(Resource):
                 request.write(body)
                 request.finish()
 
-        d = Deferred.fromCoroutine(read_body(request, self.rpc.max_body))
+        d = maybeDeferred(read_body, request, self.rpc.max_body)
         d.addCallback(self._answer, request)
         d.addCallback(respond)
         return NOT_DONE_YET
