@@ -24,7 +24,7 @@ SECRET = "cli-test-cluster-secret"
 
 
 def member(i, zone=None):
-    host = f"10.0.0.{i}"
+    host = f"127.0.10.{i}"
     return Member(f"node-{i}", (host, 9671), 9672, (host, 9670), zone=zone, incarnation=7)
 
 
@@ -63,7 +63,7 @@ class ClusterCLITests(TestCase):
         self.assertTrue(lines[0].startswith("ID"))
         self.assertTrue(lines[1].startswith("node-1 *"))
         self.assertIn("rack-1", lines[1])
-        self.assertRegex(lines[3], r"^node-3\s+suspect\s+7\s+10\.0\.0\.3:9670")
+        self.assertRegex(lines[3], r"^node-3\s+suspect\s+7\s+127\.0\.10\.3:9670")
 
     async def test_members_document(self):
         peers, _ = await self.run_cli("--data", self.data, "cluster", "members")

@@ -36,8 +36,8 @@ class ParseTests(SynchronousTestCase):
         self.assertIsNone(options["join"])
 
     def test_join_list(self):
-        self.assertEqual(parse_join("10.0.0.1:7000, node-b,[::1]:9"),
-                         [("10.0.0.1", 7000), ("node-b", 9671), ("::1", 9)])
+        self.assertEqual(parse_join("127.0.10.1:7000, node-b,[::1]:9"),
+                         [("127.0.10.1", 7000), ("node-b", 9671), ("::1", 9)])
         self.assertEqual(parse_join(None), [])
 
     def test_bad_join(self):
@@ -45,14 +45,14 @@ class ParseTests(SynchronousTestCase):
             self.assertRaises(usage.UsageError, parse_join, bad)
 
     def test_check_returns_advertise_and_join(self):
-        options = parse("--join", "10.0.0.1", "--gossip-port", "7001")
-        self.assertEqual(check_cluster_options(options, "10.0.0.9"),
-                         ("10.0.0.9", [("10.0.0.1", 9671)]))
+        options = parse("--join", "127.0.10.1", "--gossip-port", "7001")
+        self.assertEqual(check_cluster_options(options, "127.0.10.9"),
+                         ("127.0.10.9", [("127.0.10.1", 9671)]))
 
     def test_wildcard_host_needs_advertise(self):
         self.assertRaises(usage.UsageError, check_cluster_options, parse(), "0.0.0.0")
-        options = parse("--advertise", "192.168.1.5")
-        self.assertEqual(check_cluster_options(options, "0.0.0.0")[0], "192.168.1.5")
+        options = parse("--advertise", "127.168.1.5")
+        self.assertEqual(check_cluster_options(options, "0.0.0.0")[0], "127.168.1.5")
 
     def test_invalid_values(self):
         for argv in (["--gossip-port", "0"], ["--dht-port", "9671"], ["--vnodes", "0"],

@@ -78,7 +78,7 @@ class ProbeTests(SynchronousTestCase):
         nodes = c.seed_all(4)
         a = nodes[0]
         a._next_target()
-        a._alive(Member("late", ("10.9.9.9", 1), 2, ("10.9.9.9", 3), incarnation=1)
+        a._alive(Member("late", ("127.9.9.9", 1), 2, ("127.9.9.9", 3), incarnation=1)
                  .alive_message())
         rest = [a._next_target().id for _ in range(3)]
         self.assertIn("late", rest)
@@ -295,7 +295,7 @@ class IncarnationTests(SynchronousTestCase):
     def test_impersonation_is_refuted(self):
         # Someone announces our id with other addresses: we overrule it.
         message = self.a.local.alive_message()
-        message.update(s3=["10.66.6.6", 1])
+        message.update(s3=["127.66.6.6", 1])
         inc = self.a.local.incarnation
         self.a._alive(message)
         self.assertEqual(self.a.local.incarnation, inc + 1)
@@ -452,7 +452,7 @@ class PushPullTests(SynchronousTestCase):
         self.assertIs(self.a.get("n002").state, State.LEFT)
 
     def test_unknown_members_learned(self):
-        newcomer = Member("n099", ("10.0.0.99", 9671), 9672, ("10.0.0.99", 9670),
+        newcomer = Member("n099", ("127.0.10.99", 9671), 9672, ("127.0.10.99", 9670),
                           incarnation=1)
         self.a.merge_state({"from": "n001", "members": [newcomer.to_json()]})
         self.assertIs(self.a.get("n099").state, State.ALIVE)

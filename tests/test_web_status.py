@@ -20,7 +20,7 @@ CHUNK = "ab" * 32
 
 
 def member(i):
-    host = f"10.0.0.{i}"
+    host = f"127.0.10.{i}"
     return Member(f"node-{i}", (host, 9671), 9672, (host, 9670), zone=f"z{i % 2}",
                   incarnation=100)
 
@@ -54,9 +54,9 @@ class Z4ResourceTests(SynchronousTestCase):
         self.assertEqual(sorted(by_id), ["node-1", "node-2", "node-3", "node-4"])
         self.assertEqual(by_id["node-4"]["state"], "dead")
         self.assertTrue(by_id["node-1"]["self"])
-        self.assertEqual(by_id["node-2"]["s3"], ["10.0.0.2", 9670])
-        self.assertEqual(by_id["node-2"]["gossip"], ["10.0.0.2", 9671])
-        self.assertEqual(by_id["node-2"]["dht"], ["10.0.0.2", 9672])
+        self.assertEqual(by_id["node-2"]["s3"], ["127.0.10.2", 9670])
+        self.assertEqual(by_id["node-2"]["gossip"], ["127.0.10.2", 9671])
+        self.assertEqual(by_id["node-2"]["dht"], ["127.0.10.2", 9672])
         self.assertEqual(by_id["node-2"]["incarnation"], 100)
         self.assertEqual(by_id["node-2"]["zone"], "z0")
         self.assertIsNone(by_id["node-2"]["last_heard_ago"])
