@@ -28,10 +28,14 @@ class StoredBody:
     md5: bytes
 
 
-def _digest_chunk(data, md5, hashers):
+def _digest(data, md5, hashers):
     md5.update(data)
     for hasher in hashers:
         hasher.update(data)
+
+
+def _digest_chunk(data, md5, hashers):
+    _digest(data, md5, hashers)
     return chunk_hash(data)
 
 
@@ -75,7 +79,8 @@ async def store_body(chunks, body, hashers=(), inline_limit=INLINE_LIMIT):
         tail = b"".join(pending)
         del pending
         if not stored and len(tail) <= inline_limit:
-            _digest_chunk(tail, md5, hashers)
+            # Inline bytes live in the record: no chunk, so no chunk name.
+            _digest(tail, md5, hashers)
             return StoredBody([], tail, size, md5.digest())
         if tail:
             await store(tail)
