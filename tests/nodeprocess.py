@@ -21,8 +21,8 @@ SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(z4node.__file__)))
 BIN = os.path.dirname(sys.executable)
 
 
-def free_port():
-    with socket.socket() as s:
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -46,6 +46,10 @@ class NodeProcess:
         self.data_dir = os.path.abspath(data_dir or testcase.mktemp())
         os.makedirs(self.data_dir, exist_ok=True)
         self.port = port or free_port()
+        # The cluster's UDP ports: never the defaults, so that nodes of
+        # concurrent tests do not answer each other's gossip.
+        self.gossip_port = free_port(socket.SOCK_DGRAM)
+        self.dht_port = free_port(socket.SOCK_DGRAM)
         self.env = env or {}
         self.args = list(args)
         self.process = None
@@ -59,12 +63,17 @@ class NodeProcess:
     def command(self):
         return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
                 "-n", "--pidfile=", f"--logfile={self.log_path}", "z4node",
-                "--port", str(self.port), "--data", self.data_dir, *self.args]
+                "--port", str(self.port), "--data", self.data_dir,
+                "--gossip-port", str(self.gossip_port), "--dht-port", str(self.dht_port),
+                *self.args]
 
     def start(self):
+        # A session of its own: a signal a test sends the node (SIGSTOP,
+        # SIGKILL) or the terminal sends the test never crosses over.
         self.process = subprocess.Popen(
             self.command(), env=child_environment(self.env), cwd=os.path.dirname(self.data_dir),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

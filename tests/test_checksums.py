@@ -92,4 +92,3 @@ class NameTests(SynchronousTestCase):
                                (algorithm_from_header, "content-md5")]:
             error = self.assertRaises(ObjectError, call, argument)
             self.assertEqual(error.code, "InvalidRequest")
-            self.assertEqual(error.status, 400)

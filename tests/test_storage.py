@@ -17,7 +17,8 @@ from z4node.objects.system import SystemTables
 from z4node.storage import chunks as chunks_module
 from z4node.storage.chunks import CHUNK_SIZE, ChunkCorrupted, ChunkStore, chunk_hash
 from z4node.storage.gc import GarbageCollector
-from z4node.storage.meta import SCHEMA, ListEntry, MetaStore, key_successor, list_heads
+from z4node.storage.meta import (SCHEMA, _MISS, HeadCache, ListEntry, MetaStore, Version,
+                                 key_successor, list_heads)
 
 
 async def body_of(*pieces):
@@ -199,6 +200,54 @@ class ObjectStorageTests(EngineTestCase):
         self.assertEqual(deleted, 0)
         for digest, _ in version.chunks:
             self.assertTrue(os.path.exists(engine.chunks.path(digest)))
+
+
+def version_record(inline):
+    return Version("b", "k", 1, "null", False, len(inline), "", "o", {}, [], inline)
+
+
+class HeadCacheTests(EngineTestCase):
+    async def test_reads_after_writes_see_the_writes(self):
+        engine = await self.engine()
+        await engine.put("k", b"one")
+        self.assertEqual(await engine.get("k"), b"one")
+        self.assertEqual(await engine.get("k"), b"one")
+        await engine.put("k", b"two")
+        self.assertEqual(await engine.get("k"), b"two")
+        await engine.objects.delete_object("bkt", "k", engine.key.user_id)
+        with self.assertRaises(ObjectError):
+            await engine.objects.head_object("bkt", "k")
+        await engine.put("k", b"three")
+        self.assertEqual(await engine.get("k"), b"three")
+
+    async def test_hot_key_is_served_from_memory(self):
+        engine = await self.engine()
+        await engine.put("hot", b"x" * 100)
+        await engine.get("hot")
+        reads = []
+        original = engine.meta.db.read
+        self.patch(engine.meta.db, "read", lambda *a: reads.append(a) or original(*a))
+        self.assertEqual(await engine.get("hot"), b"x" * 100)
+        self.assertEqual(reads, [])
+
+    def test_a_read_that_raced_a_write_is_not_cached(self):
+        cache = HeadCache()
+        stale, fresh = version_record(b"old"), version_record(b"new")
+        generation = cache.generation
+        cache.forget(("b", "k"))
+        cache.fill(("b", "k"), stale, generation)
+        self.assertIs(cache.get(("b", "k")), _MISS)
+        cache.fill(("b", "k"), fresh, cache.generation)
+        self.assertIs(cache.get(("b", "k")), fresh)
+
+    def test_size_is_bounded(self):
+        cache = HeadCache()
+        cache.max_bytes = 10 * HeadCache._overhead
+        for i in range(100):
+            cache.fill(("b", str(i)), None, cache.generation)
+        self.assertLessEqual(len(cache._entries), 10)
+        self.assertEqual(cache.get(("b", "99")), None)
+        self.assertIs(cache.get(("b", "0")), _MISS)
 
 
 class ListingTests(EngineTestCase):

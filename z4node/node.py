@@ -28,7 +28,8 @@ from z4node.s3.http import S3Site
 from z4node.storage.chunks import ChunkStore
 from z4node.storage.gc import GarbageCollector
 from z4node.storage.meta import MetaStore
-from z4node.web.status import PingResource
+from z4node.cluster.service import ClusterService
+from z4node.web.status import make_z4_resource
 
 ADMIN_KEY_NAME = "admin"
 CREDENTIALS_FILE = "credentials"
@@ -42,8 +43,10 @@ class Node(MultiService):
     # (the node is behind on disk) still counts as idle after it.
     http_idle_timeout_seconds = 300
 
-    def __init__(self, reactor, data_dir, host, port, node_id, environ, debug=False):
+    def __init__(self, reactor, data_dir, host, port, node_id, environ, debug=False,
+                 options=None):
         super().__init__()
+        self.options = options
         self.reactor = reactor
         self.data_dir = data_dir
         self.host = host
@@ -67,7 +70,7 @@ class Node(MultiService):
     @classmethod
     def from_options(cls, reactor, options, environ):
         return cls(reactor, options["data"], options["host"], options["port"],
-                   options["id"], environ, debug=bool(options["debug"]))
+                   options["id"], environ, debug=bool(options["debug"]), options=options)
 
     def startService(self):
         self.meta.start()
@@ -98,15 +101,22 @@ class Node(MultiService):
                       id=self.node_id, host=self.host, port=self.s3_port)
 
     async def _listen(self):
-        api = S3Api(self.reactor, self.objects, HANDLERS, self.node_id)
+        api = S3Api(self.reactor, self.objects, HANDLERS, self.node_id, debug=self.debug)
         z4 = Resource()
-        z4.putChild(b"ping", PingResource(self))
         site = S3Site(S3Resource(api, z4), timeout=self.http_idle_timeout_seconds)
         endpoint = TCP4ServerEndpoint(self.reactor, self.port, interface=self.host,
                                       backlog=1024)
         port = await endpoint.listen(site)
         self._listeners.append(port)
         self.s3_port = port.getHost().port
+        # The cluster starts once the S3 port is open: peers push/pull
+        # through it as soon as they hear of us.
+        self.cluster = ClusterService.from_options(
+            self.reactor, self.options, self.environ, self.node_id, self.host,
+            self.s3_port, self.data_dir)
+        make_z4_resource(self.reactor, {"id": self.node_id, "started": self.started_at},
+                         self.cluster, root=z4)
+        self.cluster.setServiceParent(self)
         socket_path = SocketPath(self.data_dir)
         try:
             if os.path.exists(socket_path.real):

@@ -10,6 +10,8 @@ import sys
 
 from twisted.python import usage
 
+from z4node.cluster.options import CLUSTER_OPTIONS, check_cluster_options
+
 DEFAULT_S3_PORT = 9670
 
 
@@ -47,7 +49,7 @@ class Options(usage.Options):
         ["host", None, "127.0.0.1", "Address the S3 API listens on."],
         ["data", "d", "./data", "Data directory (chunks, metadata, admin socket)."],
         ["id", None, None, "Node id (default: generated once, kept in the data dir)."],
-    ]
+    ] + CLUSTER_OPTIONS
     optFlags = [
         ["debug", None, "Log every request and background job step."],
     ]
@@ -56,6 +58,8 @@ class Options(usage.Options):
         if not 0 <= self["port"] <= 65535:
             raise usage.UsageError("--port must be 0..65535")
         self["data"] = os.path.abspath(self["data"])
+        # Bad cluster options are usage errors now, not a failed start later.
+        check_cluster_options(self, self["host"])
 
 
 def makeService(options):

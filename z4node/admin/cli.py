@@ -8,6 +8,7 @@ import socket
 import sys
 import time
 
+from z4node.admin.cluster_cli import ClusterCliError, add_cluster_commands
 from z4node.admin.server import SocketPath
 
 
@@ -176,6 +177,7 @@ def parser():
         p.add_argument("--write", action="store_true", help="PUT, DELETE, multipart")
         p.add_argument("--owner", action="store_true", help="everything, bucket settings too")
         p.set_defaults(run=run)
+    add_cluster_commands(families)
     return top
 
 
@@ -183,7 +185,7 @@ def main(argv=None):
     args = parser().parse_args(argv)
     try:
         result, text = args.run(args)
-    except CliError as e:
+    except (CliError, ClusterCliError) as e:
         print(f"z4: {e}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2, sort_keys=True) if args.json else text)

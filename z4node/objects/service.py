@@ -180,7 +180,7 @@ class ObjectService:
                               owner, precondition=None):
         """Assemble the parts named in ``requested`` ([(number, etag)]) in
         order into the new version of key; unnamed parts are dropped."""
-        await self.get_upload(bucket, key, upload_id)
+        upload = await self.get_upload(bucket, key, upload_id)
         hlc = self._hlc.now()
 
         def build(upload, parts):
@@ -208,7 +208,7 @@ class ObjectService:
 
         try:
             return await self._meta.complete_upload(
-                upload_id, build, self._clock.seconds(), precondition)
+                upload, build, self._clock.seconds(), precondition)
         except UploadMissing:
             raise ObjectError("NoSuchUpload") from None
 

@@ -28,10 +28,14 @@ class StoredBody:
     md5: bytes
 
 
-def _digest_chunk(data, md5, hashers):
+def _digest(data, md5, hashers):
     md5.update(data)
     for hasher in hashers:
         hasher.update(data)
+
+
+def _digest_chunk(data, md5, hashers):
+    _digest(data, md5, hashers)
     return chunk_hash(data)
 
 
@@ -44,7 +48,8 @@ async def store_body(chunks, body, hashers=(), inline_limit=INLINE_LIMIT):
     """
     md5 = hashlib.md5()
     stored = []
-    buffer = bytearray()
+    pending = []
+    pending_size = 0
     size = 0
 
     async def store(data):
@@ -56,15 +61,26 @@ async def store_body(chunks, body, hashers=(), inline_limit=INLINE_LIMIT):
     try:
         async for piece in body:
             size += len(piece)
-            buffer += piece
-            while len(buffer) >= CHUNK_SIZE:
-                data = bytes(buffer[:CHUNK_SIZE])
-                del buffer[:CHUNK_SIZE]
+            view = memoryview(piece)
+            # Gather views of the pieces and join them once per chunk: each
+            # byte is copied once, and at most one chunk plus one piece is
+            # held at a time.
+            while len(view) >= CHUNK_SIZE - pending_size:
+                take = CHUNK_SIZE - pending_size
+                pending.append(view[:take])
+                view = view[take:]
+                data = b"".join(pending)
+                pending, pending_size = [], 0
                 await store(data)
-        tail = bytes(buffer)
-        del buffer
+                del data
+            if view:
+                pending.append(view)
+                pending_size += len(view)
+        tail = b"".join(pending)
+        del pending
         if not stored and len(tail) <= inline_limit:
-            _digest_chunk(tail, md5, hashers)
+            # Inline bytes live in the record: no chunk, so no chunk name.
+            _digest(tail, md5, hashers)
             return StoredBody([], tail, size, md5.digest())
         if tail:
             await store(tail)

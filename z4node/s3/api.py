@@ -117,8 +117,9 @@ class S3Api:
     max_xml_body = 2 * 1024 * 1024
     region = "us-east-1"
 
-    def __init__(self, clock, objects, handlers, node_id="z4"):
+    def __init__(self, clock, objects, handlers, node_id="z4", debug=False):
         self.clock = clock
+        self.debug = debug
         self.objects = objects
         self.system = objects.system
         self._handlers = handlers
@@ -160,6 +161,11 @@ class S3Api:
             response = error_response(S3Error("InternalError"), resource,
                                       request_id, method)
         await self._send(request, request_id, response)
+        if self.debug:
+            # Path and status only: query strings can carry signatures.
+            log.info("{rid} {method} {resource} {operation} -> {status}",
+                     rid=request_id, method=method, resource=resource,
+                     operation=call.operation if call else None, status=response.status)
 
     def _parse(self, request, request_id, method):
         raw_path, _, raw_query = request.uri.partition(b"?")

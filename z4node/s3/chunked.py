@@ -29,6 +29,7 @@ import hashlib
 import re
 
 from z4node.objects.checksums import algorithm_from_header, new_checksum
+from z4node.objects.errors import ObjectError
 from z4node.s3.errors import S3Error
 from z4node.s3.sigv4 import (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER,
                              STREAMING_UNSIGNED_TRAILER, same_signature)
@@ -94,7 +95,10 @@ class AwsChunkedDecoder:
             self._expected_trailer = self._algorithm = self._checksum = None
         else:
             self._expected_trailer = trailer.strip().lower()
-            self._algorithm = algorithm_from_header(self._expected_trailer)
+            try:
+                self._algorithm = algorithm_from_header(self._expected_trailer)
+            except ObjectError as e:
+                raise S3Error(e.code, e.message) from None
             self._checksum = new_checksum(self._algorithm)
 
         declared = headers.get("x-amz-decoded-content-length")

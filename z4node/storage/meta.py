@@ -15,8 +15,10 @@ inside the write transaction.
 """
 
 import json
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+
+from twisted.internet.defer import succeed
 
 from z4node import hlc as hlclib
 from z4node.storage.chunks import HASH_SIZE
@@ -199,12 +201,74 @@ _VERSION_COLUMNS = ("hlc, version_id, delete_marker, size, etag, owner, meta, "
                     "chunks, inline")
 
 
+_MISS = object()
+
+
+class HeadCache:
+    """The newest version of recently read keys (or None for absent keys),
+    so that a hot object's GET or HEAD skips the reader thread.
+
+    Lives on the reactor thread. It is exact because every write of a
+    version goes through this process's MetaStore, which drops the key when
+    the write completes; and a read fills the cache only if no write
+    completed while it was in flight (``generation``), so a slow read can
+    never put back what a write replaced. (Several processes writing one
+    data dir would each need to hear of the others' writes first.)
+    """
+
+    # Bytes of cached versions at most: inline bodies (up to 4 KiB) are
+    # most of it; 32 MiB holds several thousand hot small objects.
+    max_bytes = 32 * 1024 * 1024
+    _overhead = 512
+
+    def __init__(self):
+        self._entries = OrderedDict()
+        self._bytes = 0
+        self.generation = 0
+
+    @staticmethod
+    def _size(version):
+        if version is None:
+            return HeadCache._overhead
+        return HeadCache._overhead + len(version.inline or b"") + _ENTRY * len(version.chunks)
+
+    def get(self, key):
+        value = self._entries.get(key, _MISS)
+        if value is not _MISS:
+            self._entries.move_to_end(key)
+        return value
+
+    def fill(self, key, version, generation):
+        if generation != self.generation or key in self._entries:
+            return
+        self._entries[key] = version
+        self._bytes += self._size(version)
+        while self._bytes > self.max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self._bytes -= self._size(evicted)
+
+    def forget(self, key):
+        self.generation += 1
+        version = self._entries.pop(key, _MISS)
+        if version is not _MISS:
+            self._bytes -= self._size(version)
+
+
 class MetaStore:
     """Typed operations on the metadata tables; every method returns a Deferred."""
 
     def __init__(self, reactor, path):
         self._reactor = reactor
         self.db = Database(reactor, path, SCHEMA)
+        self.heads = HeadCache()
+
+    def _write_version(self, bucket, key, fn):
+        """Run a write that changes key's versions; the cache forgets key
+        when it completes, committed or not."""
+        def forget(result):
+            self.heads.forget((bucket, key))
+            return result
+        return self.db.write(fn).addBoth(forget)
 
     def start(self):
         self.db.start()
@@ -314,6 +378,12 @@ class MetaStore:
 
     def get_head(self, bucket, key):
         """The newest live version of key, or None (absent or deleted)."""
+        cache_key = (bucket, key)
+        cached = self.heads.get(cache_key)
+        if cached is not _MISS:
+            return succeed(cached)
+        generation = self.heads.generation
+
         def read(c):
             kb = key.encode("utf-8")
             row = c.execute(
@@ -321,7 +391,11 @@ class MetaStore:
                 " AND hlc=(SELECT hlc FROM heads WHERE bucket=? AND key=?"
                 " AND deleted=0)", (bucket, kb, bucket, kb)).fetchone()
             return _version_from_row(bucket, kb, row) if row else None
-        return self.db.read(read)
+
+        def fill(version):
+            self.heads.fill(cache_key, version, generation)
+            return version
+        return self.db.read(read).addCallback(fill)
 
     def put_version(self, version, now, precondition=None):
         """Make ``version`` the object's newest version, replacing the stored
@@ -334,7 +408,7 @@ class MetaStore:
             if precondition is not None:
                 precondition(current)
             return _install_version(c, version, now)
-        return self.db.write(write)
+        return self._write_version(version.bucket, version.key, write)
 
     def delete_object(self, tombstone, now, precondition=None):
         """Write a delete marker as the newest version; fires with whether a
@@ -347,7 +421,7 @@ class MetaStore:
                 return False
             _install_version(c, tombstone, now)
             return True
-        return self.db.write(write)
+        return self._write_version(tombstone.bucket, tombstone.key, write)
 
     def list_heads(self, bucket, prefix, delimiter, after, limit):
         """One page of live keys; see :func:`list_heads`."""
@@ -412,27 +486,29 @@ class MetaStore:
                     for u, k, h, o, m in rows if k.startswith(prefix_b)]
         return self.db.read(read)
 
-    def complete_upload(self, upload_id, build, now, precondition=None):
-        """Turn an upload's parts into a version, atomically.
+    def complete_upload(self, upload, build, now, precondition=None):
+        """Turn an upload's parts into a version of its key, atomically.
 
         ``build(upload, parts)`` runs in the transaction with every stored
         part and returns the Version to install (or raises, e.g. InvalidPart);
         then the upload and its parts are dropped. Fires with the Version.
         """
+        upload_id = upload.upload_id
+
         def write(c):
-            upload = _get_upload(c, upload_id)
-            if upload is None:
+            stored = _get_upload(c, upload_id)
+            if stored is None:
                 raise UploadMissing(upload_id)
             parts = [_part_from_row(r) for r in c.execute(
                 "SELECT part_number, etag, size, chunks, hlc, meta FROM parts"
                 " WHERE upload_id=? ORDER BY part_number", (upload_id,))]
-            version = build(upload, parts)
+            version = build(stored, parts)
             if precondition is not None:
                 precondition(_current_head(c, version.bucket, version.key))
             _install_version(c, version, now)
             self._drop_upload(c, upload_id, now)
             return version
-        return self.db.write(write)
+        return self._write_version(upload.bucket, upload.key, write)
 
     def abort_upload(self, upload_id, now):
         def write(c):
@@ -509,6 +585,7 @@ def list_heads(c, bucket, prefix, delimiter, after, limit):
         cursor, inclusive = prefix_b, True
     # A common prefix given as ``after`` means "past all of it".
     if after_b is not None and delim_b and after_b.startswith(prefix_b) \
+            and len(after_b) - len(delim_b) >= len(prefix_b) \
             and after_b.find(delim_b, len(prefix_b)) == len(after_b) - len(delim_b):
         successor = key_successor(after_b)
         if successor is None:

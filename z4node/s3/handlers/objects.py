@@ -98,6 +98,9 @@ async def get_object(api, call):
     headers["content-length"] = str(end - start + 1)
     if call.method == "HEAD":
         return Response(status, headers)
+    if version.inline is not None:
+        # Up to 4 KiB already in memory: no need for the streaming writer.
+        return Response(status, headers, body=version.inline[start:end + 1])
     return Response(status, headers, stream=api.objects.read(version, start, end))
 
 

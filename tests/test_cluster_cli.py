@@ -1,0 +1,83 @@
+"""Tests for `z4 cluster status|members`: a real HTTP node in this process,
+the CLI's blocking urllib calls in a thread, under a parser shaped like the
+z4 command's (top-level --data and --json, commands returning
+(result, text))."""
+
+import argparse
+import json
+import os
+import random
+
+from twisted.internet import reactor, threads
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from z4node.admin.cluster_cli import ClusterCliError, add_cluster_commands
+from z4node.cluster.members import Member
+from z4node.cluster.service import ClusterService
+from z4node.testing.dht import MemoryDHT
+from z4node.web.status import make_z4_resource
+
+SECRET = "cli-test-cluster-secret"
+
+
+def member(i, zone=None):
+    host = f"127.0.10.{i}"
+    return Member(f"node-{i}", (host, 9671), 9672, (host, 9670), zone=zone, incarnation=7)
+
+
+class ClusterCLITests(TestCase):
+    def setUp(self):
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        cluster = ClusterService(clock, random.Random(0), SECRET, member(1, "rack-1"),
+                                 "127.0.0.1")
+        cluster.dht = MemoryDHT(clock).directory("node-1")
+        cluster.membership.merge_state(
+            {"from": "node-2", "members": [member(2).to_json(), member(3).to_json()]})
+        cluster.membership._suspect({"id": "node-3", "inc": 7, "from": "node-2"})
+        root = Resource()
+        root.putChild(b"_z4", make_z4_resource(clock, {"id": "node-1", "started": 0}, cluster))
+        port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.data = self.mktemp()
+        os.makedirs(self.data)
+        with open(os.path.join(self.data, "node.json"), "w") as f:
+            json.dump({"id": "node-1", "s3_host": "127.0.0.1",
+                       "s3_port": port.getHost().port}, f)
+        parser = argparse.ArgumentParser(prog="z4")
+        parser.add_argument("--data")
+        parser.add_argument("--json", action="store_true")
+        add_cluster_commands(parser.add_subparsers(dest="family", required=True))
+        self.parser = parser
+
+    def run_cli(self, *argv):
+        args = self.parser.parse_args(list(argv))
+        return threads.deferToThread(args.run, args)
+
+    async def test_members_table(self):
+        _, text = await self.run_cli("--data", self.data, "cluster", "members")
+        lines = text.splitlines()
+        self.assertTrue(lines[0].startswith("ID"))
+        self.assertTrue(lines[1].startswith("node-1 *"))
+        self.assertIn("rack-1", lines[1])
+        self.assertRegex(lines[3], r"^node-3\s+suspect\s+7\s+127\.0\.10\.3:9670")
+
+    async def test_members_document(self):
+        peers, _ = await self.run_cli("--data", self.data, "cluster", "members")
+        self.assertEqual(len(peers["members"]), 3)
+        json.dumps(peers)
+
+    async def test_status_table(self):
+        status, out = await self.run_cli("--data", self.data, "cluster", "status")
+        self.assertEqual(status["id"], "node-1")
+        self.assertIn("2 alive, 1 suspect, 0 dead, 0 left", out)
+        self.assertRegex(out, r"node\s+node-1")
+        self.assertNotIn(SECRET, out)
+
+    async def test_no_node_in_data_dir(self):
+        with self.assertRaises(ClusterCliError) as e:
+            await self.run_cli("--data", self.mktemp(), "cluster", "status")
+        self.assertIn("node.json not found", str(e.exception))

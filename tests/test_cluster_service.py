@@ -1,0 +1,113 @@
+"""ClusterService on real sockets in one process: three nodes on 127.0.0.1
+join, agree on the ring, push/pull over sealed HTTP (through the node's
+streaming S3Site), find a chunk's provider through the real DHT, and see a
+graceful leave."""
+
+import json
+import socket
+
+import treq
+from twisted.internet import defer, reactor, task
+from twisted.python import usage
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+
+from z4node.cluster.members import State
+from z4node.cluster.options import CLUSTER_OPTIONS
+from z4node.cluster.service import ClusterService
+from z4node.s3.http import S3Site
+from z4node.web.status import make_z4_resource
+
+SECRET = "service-test-cluster-secret"
+CHUNK = "12" * 32
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Options(usage.Options):
+    optParameters = CLUSTER_OPTIONS
+
+
+@defer.inlineCallbacks
+def wait_for(predicate, timeout=15.0, step=0.1):
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        yield task.deferLater(reactor, step, lambda: None)
+
+
+class ClusterServiceTests(TestCase):
+    timeout = 60
+
+    @defer.inlineCallbacks
+    def start_node(self, index, join=None, secret=SECRET):
+        root = Resource()
+        # The node's own site: it streams request bodies instead of
+        # buffering them, which the RPC resource must cope with.
+        site_port = reactor.listenTCP(0, S3Site(root), interface="127.0.0.1")
+        self.addCleanup(site_port.stopListening)
+        argv = ["--gossip-port", str(free_udp_port()), "--dht-port", str(free_udp_port()),
+                "--zone", f"z{index % 2}"]
+        if join:
+            argv += ["--join", join]
+        options = Options()
+        options.parseOptions(argv)
+        cluster = ClusterService.from_options(
+            reactor, options, {"Z4_CLUSTER_KEY": secret}, f"node-{index}",
+            "127.0.0.1", site_port.getHost().port, self.mktemp())
+        root.putChild(b"_z4", make_z4_resource(
+            reactor, {"id": f"node-{index}", "started": reactor.seconds()}, cluster))
+        cluster.startService()
+        self.addCleanup(lambda: cluster.running and cluster.stopService())
+        yield wait_for(lambda: cluster._dht_listening, 5)
+        return cluster
+
+    @defer.inlineCallbacks
+    def test_three_nodes(self):
+        first = yield self.start_node(0)
+        join = "127.0.0.1:%d" % first.local.gossip[1]
+        second = yield self.start_node(1, join)
+        third = yield self.start_node(2, join)
+        nodes = [first, second, third]
+
+        def converged():
+            return all(len(n.membership.members()) == 3 for n in nodes)
+        yield wait_for(converged)
+
+        # Every node computes the same ring.
+        self.assertEqual(len({n.ring.fingerprint() for n in nodes}), 1)
+        self.assertEqual(second.owners("bucket-a"), third.owners("bucket-a"))
+        # The joiners pulled the table over sealed HTTP.
+        self.assertGreater(second.rpc.counters["calls"], 0)
+        self.assertEqual(second.rpc.counters["failures"], 0)
+
+        # The status endpoints answer over HTTP.
+        response = yield treq.get(f"http://127.0.0.1:{third.local.s3[1]}/_z4/peers",
+                                  persistent=False)
+        peers = json.loads((yield response.content()))
+        self.assertEqual({m["id"] for m in peers["members"]}, {"node-0", "node-1", "node-2"})
+
+        # The DHT was seeded from membership and finds a provider.
+        yield wait_for(lambda: third._dht_known >= 1, 5)
+        yield first.dht.provide(CHUNK)
+        found = yield third.dht.providers(CHUNK)
+        self.assertEqual(found, {"node-0"})
+
+        # A node with another secret is never admitted.
+        intruder = yield self.start_node(3, join, secret="not-this-cluster-secret")
+        yield task.deferLater(reactor, 3, lambda: None)
+        self.assertIsNone(first.membership.get("node-3"))
+        self.assertFalse(intruder.membership.joined)
+        self.assertGreater(first.membership._sealer.dropped["forged"], 0)
+        yield intruder.stopService()
+
+        # Graceful leave: the others record "left" at once.
+        yield third.stopService()
+        yield wait_for(lambda: all(
+            n.membership.get("node-2").state is State.LEFT for n in (first, second)), 5)
+        self.assertEqual(len(first.ring), 2)

@@ -1,0 +1,50 @@
+"""The twistd plugin: discoverable, options checked, reactor enforced, and
+--debug logs requests without their query strings."""
+
+import subprocess
+import sys
+import urllib.request
+
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial.unittest import TestCase
+
+from tests.nodeprocess import NodeProcess, child_environment
+from z4node.tap import Options
+
+
+class PluginTests(TestCase):
+    def test_plugin_is_found(self):
+        names = [p.tapname for p in getPlugins(IServiceMaker)]
+        self.assertIn("z4node", names)
+
+    def test_options(self):
+        options = Options()
+        options.parseOptions(["--port", "1234", "--data", "d", "--id", "n1", "--debug"])
+        self.assertEqual(options["port"], 1234)
+        self.assertTrue(options["data"].endswith("/d"))
+        self.assertEqual(options["id"], "n1")
+        self.assertTrue(options["debug"])
+        with self.assertRaises(usage.UsageError):
+            Options().parseOptions(["--port", "70000"])
+
+    def test_other_reactor_is_refused_with_one_line(self):
+        done = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+             "--reactor=poll", "-n", "--pidfile=", "z4node", "--data", self.mktemp()],
+            env=child_environment(), capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn("needs Twisted's asyncio reactor", done.stdout + done.stderr)
+
+    def test_debug_logs_requests_but_not_signatures(self):
+        node = NodeProcess(self, args=["--debug"]).start()
+        s3 = node.client()
+        s3.create_bucket(Bucket="logged")
+        url = s3.generate_presigned_url("list_objects", Params={"Bucket": "logged"})
+        urllib.request.urlopen(url).read()
+        node.stop()
+        log = node.log()
+        self.assertIn("GET /logged ListObjects -> 200", log)
+        self.assertNotIn("Signature=", log)
+        self.assertNotIn(node.credentials()[1], log)

@@ -1,0 +1,271 @@
+"""The S3 HTTP layer without sockets: streaming request bodies, early
+dispatch, 100-continue, backpressure and early answers (StringTransport);
+range and condition parsing; untrusted XML; routing."""
+
+import time
+
+from hypothesis import given, strategies as st
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from z4node.s3 import conditions, router, xml
+from z4node.s3.errors import S3Error
+from z4node.s3.http import BodyIncomplete, BodyStream, S3Site
+from z4node.storage.meta import Version
+
+
+class RecordingResource(Resource):
+    """Reads the body through BodyStream and records what it saw."""
+
+    isLeaf = True
+
+    def __init__(self, reject=False):
+        super().__init__()
+        self.requests = []
+        self.pieces = []
+        self.finished = []
+        self.reject = reject
+
+    def render(self, request):
+        self.requests.append(request)
+        if self.reject:
+            request.prepare_close_if_body_unread()
+            request.setResponseCode(403)
+            return b"denied"
+        Deferred.fromCoroutine(self._read(request))
+        return NOT_DONE_YET
+
+    async def _read(self, request):
+        try:
+            async for piece in request.body:
+                self.pieces.append(piece)
+        except BodyIncomplete as e:
+            self.finished.append(e)
+            return
+        self.finished.append(b"".join(self.pieces))
+        request.write(b"ok")
+        request.finish()
+
+
+def connect(resource):
+    site = S3Site(resource, timeout=None)
+    channel = site.buildProtocol(None)
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    return channel, transport
+
+
+class StreamingRequestTests(SynchronousTestCase):
+    def test_body_reaches_handler_before_request_completes(self):
+        resource = RecordingResource()
+        channel, transport = connect(resource)
+        channel.dataReceived(b"PUT /b/k HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        self.assertEqual(len(resource.requests), 1, "dispatched on headers")
+        channel.dataReceived(b"hello")
+        self.assertEqual(resource.pieces, [b"hello"])
+        self.assertEqual(resource.finished, [])
+        channel.dataReceived(b"world")
+        self.assertEqual(resource.finished, [b"helloworld"])
+        self.assertIn(b"200 OK", transport.value())
+
+    def test_chunked_transfer_encoding_streams_too(self):
+        resource = RecordingResource()
+        channel, transport = connect(resource)
+        channel.dataReceived(b"PUT /b/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"3\r\nabc\r\n")
+        self.assertEqual(resource.pieces, [b"abc"])
+        channel.dataReceived(b"2\r\nde\r\n0\r\n\r\n")
+        self.assertEqual(resource.finished, [b"abcde"])
+
+    def test_continue_is_sent_only_when_the_body_is_read(self):
+        resource = RecordingResource(reject=True)
+        channel, transport = connect(resource)
+        channel.dataReceived(b"PUT /b/k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                             b"Expect: 100-continue\r\n\r\n")
+        self.assertNotIn(b"100 Continue", transport.value())
+        self.assertIn(b"403", transport.value())
+        self.assertIn(b"Connection: close", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+        resource = RecordingResource()
+        channel, transport = connect(resource)
+        channel.dataReceived(b"PUT /b/k HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                             b"Expect: 100-continue\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 100 Continue\r\n\r\n"))
+
+    def test_backpressure_pauses_and_resumes_the_socket(self):
+        resource = RecordingResource()
+        resource.render = lambda request: (resource.requests.append(request), NOT_DONE_YET)[1]
+        channel, transport = connect(resource)
+        size = 3 * BodyStream.high_water
+        channel.dataReceived(b"PUT /b/k HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+        channel.dataReceived(b"x" * (BodyStream.high_water + 1))
+        self.assertEqual(transport.producerState, "paused")
+        body = resource.requests[0].body
+        pieces = []
+
+        async def read_one():
+            pieces.append(await body.__anext__())
+        Deferred.fromCoroutine(read_one())
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(len(pieces[0]), BodyStream.high_water + 1)
+
+    def test_disconnect_mid_body_fails_the_reader(self):
+        resource = RecordingResource()
+        channel, transport = connect(resource)
+        channel.dataReceived(b"PUT /b/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        channel.connectionLost(Failure(ConnectionLost("gone")))
+        self.assertEqual(len(resource.finished), 1)
+        self.assertIsInstance(resource.finished[0], BodyIncomplete)
+
+    def test_early_answer_then_rest_of_body_is_dropped(self):
+        resource = RecordingResource(reject=True)
+        channel, transport = connect(resource)
+        channel.dataReceived(b"PUT /b/k HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
+        channel.dataReceived(b"def")
+        self.assertIn(b"403", transport.value())
+        self.assertTrue(transport.disconnecting)
+
+    def test_node_endpoints_get_a_buffered_body(self):
+        class Echo(Resource):
+            isLeaf = True
+
+            def render_POST(self, request):
+                return b"got " + request.content.read()
+        channel, transport = connect(Echo())
+        channel.dataReceived(b"POST /_z4/rpc/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        channel.dataReceived(b"hello")
+        self.assertIn(b"got hello", transport.value())
+
+    def test_x_amz_headers_are_lower_case(self):
+        class Meta(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                request.setHeader(b"x-amz-meta-colour", b"blue")
+                return b""
+        channel, transport = connect(Meta())
+        channel.dataReceived(b"GET /b/k HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIn(b"\r\nx-amz-meta-colour: blue\r\n", transport.value())
+
+
+def version(etag="abc", modified=1_700_000_000.0):
+    from z4node import hlc
+    return Version("b", "k", hlc.from_seconds(modified), "null", False, 10, etag,
+                   "o", {}, [], b"0123456789")
+
+
+class RangeTests(SynchronousTestCase):
+    def test_forms(self):
+        self.assertEqual(conditions.parse_range("bytes=0-4", 10), (0, 4))
+        self.assertEqual(conditions.parse_range("bytes=3-", 10), (3, 9))
+        self.assertEqual(conditions.parse_range("bytes=-4", 10), (6, 9))
+        self.assertEqual(conditions.parse_range("bytes=-40", 10), (0, 9))
+        self.assertEqual(conditions.parse_range("bytes=5-400", 10), (5, 9))
+
+    def test_ignored_forms(self):
+        for header in ("bytes=a-b", "items=0-1", "bytes=0-1,3-4", "bytes=5-2", "bytes=-", "0-1"):
+            self.assertIsNone(conditions.parse_range(header, 10), header)
+        self.assertIsNone(conditions.parse_range(None, 10))
+
+    def test_unsatisfiable(self):
+        for header, size in (("bytes=10-", 10), ("bytes=-0", 10), ("bytes=0-", 0)):
+            with self.assertRaises(S3Error) as raised:
+                conditions.parse_range(header, size)
+            self.assertEqual(raised.exception.status, 416)
+            self.assertEqual(raised.exception.headers["content-range"], f"bytes */{size}")
+
+    @given(size=st.integers(1, 10_000), first=st.integers(0, 20_000), last=st.integers(0, 20_000))
+    def test_satisfiable_ranges_stay_inside_the_object(self, size, first, last):
+        try:
+            result = conditions.parse_range(f"bytes={first}-{last}", size)
+        except S3Error:
+            self.assertGreaterEqual(first, size)
+            return
+        if result is None:
+            self.assertLess(last, first)
+        else:
+            start, end = result
+            self.assertEqual(start, first)
+            self.assertEqual(end, min(last, size - 1))
+
+
+class ConditionTests(SynchronousTestCase):
+    def test_precedence(self):
+        v = version(etag="abc")
+        past = "Sat, 01 Jan 2000 00:00:00 GMT"
+        future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(2_000_000_000))
+        evaluate = conditions.evaluate
+        self.assertIsNone(evaluate({}, v))
+        self.assertEqual(evaluate({"if-match": '"xyz"'}, v), 412)
+        self.assertIsNone(evaluate({"if-match": '"abc"', "if-unmodified-since": past}, v))
+        self.assertEqual(evaluate({"if-unmodified-since": past}, v), 412)
+        self.assertEqual(evaluate({"if-none-match": '"abc"'}, v), 304)
+        self.assertEqual(evaluate({"if-none-match": "*"}, v), 304)
+        self.assertIsNone(evaluate({"if-none-match": '"zzz"', "if-modified-since": future}, v))
+        self.assertEqual(evaluate({"if-modified-since": future}, v), 304)
+        self.assertIsNone(evaluate({"if-modified-since": past}, v))
+        self.assertEqual(evaluate({"x-amz-copy-source-if-match": '"no"'}, v,
+                                  prefix="x-amz-copy-source-"), 412)
+
+
+class XmlTests(SynchronousTestCase):
+    def test_namespaces_are_stripped(self):
+        element = xml.parse(b'<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                            b"<Object><Key>a&amp;b</Key></Object></Delete>", "Delete")
+        self.assertEqual(xml.text(element.find("Object"), "Key"), "a&b")
+
+    def test_entity_expansion_is_refused(self):
+        bomb = (b'<?xml version="1.0"?><!DOCTYPE d [<!ENTITY a "aaaaaaaaaa">'
+                b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]><Delete>&b;</Delete>')
+        with self.assertRaises(S3Error) as raised:
+            xml.parse(bomb, "Delete")
+        self.assertEqual(raised.exception.code, "MalformedXML")
+
+    def test_wrong_root_and_garbage(self):
+        for body in (b"<Other/>", b"not xml", b"", b"<Delete>"):
+            with self.assertRaises(S3Error):
+                xml.parse(body, "Delete")
+
+    def test_documents_escape_text(self):
+        body = xml.document("R", [("Key", "<a & 'b'>"), ("N", 3), ("T", True), ("Skip", None)])
+        self.assertIn(b"<Key>&lt;a &amp; 'b'&gt;</Key><N>3</N><T>true</T>", body)
+        self.assertNotIn(b"Skip", body)
+
+    def test_iso8601(self):
+        self.assertEqual(xml.iso8601(0.5), "1970-01-01T00:00:00.500Z")
+
+
+class RouterTests(SynchronousTestCase):
+    def test_paths(self):
+        self.assertEqual(router.decode_path(b"/"), (None, None))
+        self.assertEqual(router.decode_path(b"/b"), ("b", None))
+        self.assertEqual(router.decode_path(b"/b/"), ("b", None))
+        self.assertEqual(router.decode_path(b"/b//a%20b/%F0%9F%98%80/"), ("b", "/a b/\U0001F600/"))
+        with self.assertRaises(S3Error) as raised:
+            router.decode_path(b"/b/" + b"k" * 1025)
+        self.assertEqual(raised.exception.code, "KeyTooLongError")
+
+    def test_operations(self):
+        route = router.route
+        self.assertEqual(route("GET", None, None, {}, {}).operation, "ListBuckets")
+        self.assertEqual(route("GET", "b", None, {"list-type": "2"}, {}).operation, "ListObjectsV2")
+        self.assertEqual(route("POST", "b", None, {"delete": ""}, {}).operation, "DeleteObjects")
+        self.assertEqual(route("PUT", "b", "k", {}, {"x-amz-copy-source": "/a/b"}).operation,
+                         "CopyObject")
+        self.assertEqual(route("PUT", "b", "k", {"partNumber": "1", "uploadId": "u"},
+                               {"x-amz-copy-source": "/a/b"}).operation, "UploadPartCopy")
+        self.assertEqual(route("POST", "b", "k", {"uploadId": "u"}, {}).operation,
+                         "CompleteMultipartUpload")
+
+    def test_unimplemented_subresources_are_refused(self):
+        for query in ({"acl": ""}, {"policy": ""}, {"tagging": ""}, {"versions": ""}):
+            with self.assertRaises(S3Error) as raised:
+                router.route("GET", "b", None, query, {})
+            self.assertEqual(raised.exception.code, "NotImplemented")
+            self.assertEqual(raised.exception.status, 501)

@@ -1,0 +1,170 @@
+"""The cluster as one service: membership, ring and provider directory of
+this node, started and stopped together.
+
+Owns: wiring — the cluster secret and its per-purpose sealers, the UDP
+listeners, keeping :attr:`ClusterService.ring` equal to the ring of the
+current members, seeding the DHT from members as they join, and graceful
+leave on stop. This is the object the rest of the node talks to:
+
+- ``cluster.membership.members()`` — who is in the cluster (alive or
+  suspect), as :class:`~z4node.cluster.membership.Member` snapshots;
+- ``cluster.owners(key, n)`` — the ``n`` member ids that own ``key``;
+- ``cluster.dht.provide(hash)`` / ``cluster.dht.providers(hash)``;
+- ``cluster.subscribe(callback)`` — :class:`MemberEvent`\\ s, delivered
+  after the ring has been rebuilt for them, so a subscriber that calls
+  ``owners()`` sees the new placement.
+"""
+
+import random
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import maybeDeferred
+from twisted.logger import Logger
+
+from z4node.cluster.dht import ProviderDirectory, RecordSigner
+from z4node.cluster.members import Member
+from z4node.cluster.membership import Membership
+from z4node.cluster.options import check_cluster_options, load_secret
+from z4node.cluster.ring import Ring
+from z4node.cluster.rpc import RpcClient
+from z4node.cluster.sealing import Sealer, derive_key
+
+
+class ClusterService(MultiService):
+    """Membership, ring and DHT of one node (see the module docstring)."""
+
+    log = Logger()
+
+    # Seed the DHT's routing table from joining members until it knows this
+    # many nodes; after that the DHT's own lookups keep it filled.
+    dht_seed_target = ProviderDirectory.ksize
+
+    def __init__(self, reactor, rng, secret, local, interface, join=(), vnodes=None):
+        MultiService.__init__(self)
+        self._reactor = reactor
+        self._interface = interface
+        self._join = list(join)
+        self.vnodes = vnodes
+        self.local = local
+        self.rpc_sealer = Sealer(derive_key(secret, b"rpc"), reactor)
+        self.rpc = RpcClient(reactor, self.rpc_sealer, local.id)
+        self.membership = Membership(
+            reactor, rng, Sealer(derive_key(secret, b"gossip"), reactor), local,
+            self.rpc.pushpull)
+        self.dht = ProviderDirectory(
+            reactor, local.id, Sealer(derive_key(secret, b"dht"), reactor),
+            RecordSigner(derive_key(secret, b"dht-record")))
+        self.ring = Ring(self.membership.members(), vnodes)
+        self._subscribers = []
+        self._gossip_port = None
+        self._dht_listening = False
+        self._dht_seeding = False
+        self._dht_known = 0  # DHT nodes known after the last bootstrap
+        self.membership.subscribe(self._membership_changed)
+
+    @classmethod
+    def from_options(cls, reactor, options, environ, node_id, s3_host, s3_port, data_dir):
+        """Build from ``z4node.tap.Options`` (which include CLUSTER_OPTIONS).
+
+        ``s3_host``/``s3_port`` are where this node serves HTTP (peers call
+        ``/_z4/rpc/`` there); the UDP ports listen on ``s3_host`` too.
+        Raises ``usage.UsageError`` for unusable options or a missing secret.
+        """
+        advertise, join = check_cluster_options(options, s3_host)
+        secret = load_secret(environ, options["cluster-key-file"], data_dir, bool(join))
+        local = Member(
+            node_id, (advertise, options["gossip-port"]), options["dht-port"],
+            (advertise, s3_port), options["zone"], options["capacity"],
+            # Wall-clock seconds: a restarted node's first incarnation is
+            # already newer than anything the cluster remembers of it.
+            incarnation=int(reactor.seconds()),
+        )
+        # Seeded from the OS: two nodes must not pick the same probe order.
+        rng = random.Random()
+        interface = "" if s3_host in ("0.0.0.0", "::") else s3_host
+        return cls(reactor, rng, secret, local, interface, join, options["vnodes"])
+
+    # -- what the rest of the node calls ---------------------------------------
+
+    def owners(self, key, n=3):
+        """The ids of the ``n`` members owning ``key``, in preference order."""
+        return self.ring.owners(key, n)
+
+    def subscribe(self, callback):
+        """Call ``callback(MemberEvent)`` on every membership change, after
+        :attr:`ring` reflects it."""
+        self._subscribers.append(callback)
+
+    def unsubscribe(self, callback):
+        self._subscribers.remove(callback)
+
+    def _membership_changed(self, event):
+        if event.changes_ring:
+            self.ring = Ring(self.membership.members(), self.vnodes)
+        if event.kind == "joined":
+            self._seed_dht(event.member)
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
+                self.log.failure("cluster subscriber failed on {event}", event=event)
+
+    def _seed_dht(self, member):
+        if self._dht_seeding or not self._dht_listening \
+                or self._dht_known >= self.dht_seed_target:
+            return
+        self._dht_seeding = True
+
+        def known(count):
+            self._dht_known = count
+
+        def done(result):
+            self._dht_seeding = False
+            return result
+
+        d = self.dht.bootstrap([member.dht])
+        d.addCallback(known)
+        d.addBoth(done)
+        d.addErrback(lambda f: self.log.warn("DHT bootstrap from {m} failed: {why}",
+                                             m=member.id, why=f.getErrorMessage()))
+
+    # -- service -----------------------------------------------------------------
+
+    def startService(self):
+        MultiService.startService(self)
+        self._gossip_port = self._reactor.listenUDP(
+            self.local.gossip[1], self.membership, interface=self._interface)
+        self.membership.start()
+        self.log.info("cluster: node {id} gossip on {gh}:{gp}, DHT on UDP {dp}",
+                      id=self.local.id, gh=self.local.gossip[0], gp=self.local.gossip[1],
+                      dp=self.local.dht_port)
+        d = self.dht.listen(self.local.dht_port, self._interface or "0.0.0.0")
+        d.addCallback(self._dht_started)
+        d.addErrback(lambda f: self.log.failure("DHT failed to start", f))
+        if self._join:
+            self.membership.join([a for a in self._join if a != self.local.gossip])
+
+    def _dht_started(self, port):
+        self._dht_listening = True
+        for member in self.membership.members():
+            if member.id != self.local.id:
+                self._seed_dht(member)
+
+    def stopService(self):
+        # Leave first, while the gossip socket can still carry the news.
+        self.membership.leave()
+        self.dht.stop()
+        d = maybeDeferred(self._gossip_port.stopListening)
+        d.addCallback(lambda _: self.rpc.close())
+        d.addCallback(lambda _: MultiService.stopService(self))
+        return d
+
+    def status(self):
+        """This node's cluster health and counters, for ``/_z4/status``."""
+        return {
+            "membership": self.membership.status(),
+            "ring": {"members": len(self.ring), "fingerprint": self.ring.fingerprint(),
+                     "vnodes_per_capacity": self.ring.vnodes},
+            "dht": self.dht.status(),
+            "rpc": dict(self.rpc.counters, packets=self.rpc_sealer.counters()),
+        }
