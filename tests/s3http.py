@@ -16,9 +16,11 @@ from urllib.parse import quote
 from xml.etree import ElementTree
 
 import botocore.auth
+import botocore.crt.auth
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
 
 S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 
@@ -53,8 +55,6 @@ def signing_clock(when):
     """Make botocore's signers sign at ``when`` (a naive UTC datetime)."""
     def now(remove_tzinfo=True):
         return when if remove_tzinfo else when.replace(tzinfo=datetime.timezone.utc)
-    import botocore.crt.auth
-
     with mock.patch.object(botocore.auth, "get_current_datetime", now), \
             mock.patch.object(botocore.crt.auth, "get_current_datetime", now):
         yield
@@ -172,8 +172,6 @@ class S3Assertions:
     def assertS3Error(self, code, status, fn, *args, **kwargs):
         """``fn(*args, **kwargs)`` must fail with S3 error ``code`` and HTTP
         ``status``; the ClientError's response dict."""
-        from botocore.exceptions import ClientError
-
         error = self.assertRaises(ClientError, fn, *args, **kwargs)
         response = error.response
         self.assertEqual((response["Error"]["Code"],

@@ -7,14 +7,13 @@ trailers), ``Expect: 100-continue``, and the shape of every error."""
 import base64
 import datetime
 import hashlib
-import http.client
 import os
 import socket
 import subprocess
 import zlib
 
 from botocore import UNSIGNED
-from botocore.config import Config
+from botocore.exceptions import ClientError
 from twisted.trial.unittest import TestCase
 
 from tests import s3http
@@ -501,7 +500,6 @@ class AuthTests(S3Assertions, TestCase):
         for client in (self.s3, wrong, unknown, anonymous):
             client.meta.events.register(
                 "needs-retry", lambda response, **kw: raw.append(response))
-        from botocore.exceptions import ClientError
         for call, kwargs, code in cases:
             raw.clear()
             error = self.assertRaises(ClientError, call, **kwargs)

@@ -9,14 +9,15 @@ import hashlib
 import os
 import zlib
 from email.utils import formatdate
-from urllib.parse import quote
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote, unquote_plus
 
 from botocore.handlers import set_list_objects_encoding_type_url
 from twisted.trial.unittest import TestCase
 
 from tests import s3http
 from tests.nodeprocess import NodeProcess
-from tests.s3http import S3_NS, S3Assertions
+from tests.s3http import S3Assertions
 from tests.signing import AWKWARD_KEYS
 
 MiB = 1024 * 1024
@@ -325,8 +326,6 @@ class ObjectTests(S3Assertions, TestCase):
                                headers={"If-None-Match": etag})
         self.assertErrorReply(reply, "NotImplemented", 501)
         # Racing writers: exactly one creates the key.
-        from concurrent.futures import ThreadPoolExecutor
-
         def attempt(n):
             client = self.node.client()
             try:
@@ -354,7 +353,6 @@ class ObjectTests(S3Assertions, TestCase):
         self.assertEqual(self.get("cw")["Body"].read(), b"mp")
 
     def test_concurrent_overwrites_are_never_torn(self):
-        from concurrent.futures import ThreadPoolExecutor
         bodies = [bytes([n]) * (CHUNK + 1000 * n) for n in range(6)]
         self.put("hot", bodies[0])
         stop = []
@@ -561,7 +559,6 @@ class ObjectTests(S3Assertions, TestCase):
         root = reply.xml()
         self.assertEqual(s3http.texts(root, "{s3}EncodingType"), ["url"])
         encoded = s3http.texts(root, "{s3}Contents/{s3}Key")
-        from urllib.parse import unquote_plus
         self.assertEqual([unquote_plus(k) for k in encoded], wanted)
         for key in encoded:
             self.assertNotIn(" ", key)
