@@ -56,6 +56,16 @@ def _contents(api, items, encode, with_owner):
     return out
 
 
+async def _page(api, bucket, prefix, delimiter, after, limit):
+    """One page of a listing. max-keys=0 asks for nothing, and S3 then
+    answers an empty page that is not truncated (a client paging on
+    IsTruncated would otherwise ask again forever)."""
+    if limit == 0:
+        api.objects.bucket(bucket)
+        return [], False
+    return await api.objects.list_objects(bucket, prefix, delimiter, after, limit)
+
+
 def _last_name(items):
     last = items[-1]
     return last if isinstance(last, str) else last.key
@@ -67,8 +77,7 @@ async def list_objects_v1(api, call):
     marker = call.query.get("marker", "")
     limit = _max_keys(call)
     encoding, encode = _encoder(call)
-    items, truncated = await api.objects.list_objects(
-        call.bucket, prefix, delimiter, marker or None, limit)
+    items, truncated = await _page(api, call.bucket, prefix, delimiter, marker or None, limit)
     children = [("Name", call.bucket), ("Prefix", encode(prefix)),
                 ("Marker", encode(marker)), ("MaxKeys", limit)]
     if delimiter:
@@ -104,8 +113,7 @@ async def list_objects_v2(api, call):
     encoding, encode = _encoder(call)
     fetch_owner = call.query.get("fetch-owner", "false").lower() == "true"
     after = _untoken(token) if token is not None else (start_after or None)
-    items, truncated = await api.objects.list_objects(
-        call.bucket, prefix, delimiter, after, limit)
+    items, truncated = await _page(api, call.bucket, prefix, delimiter, after, limit)
     children = [("Name", call.bucket), ("Prefix", encode(prefix)),
                 ("KeyCount", len(items)), ("MaxKeys", limit)]
     if delimiter:
