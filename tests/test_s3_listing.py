@@ -131,10 +131,17 @@ class ListingShapeTests(S3Assertions, TestCase):
         page = self.s3.list_objects(Bucket="tree", MaxKeys=2, Delimiter="/",
                                     Marker=page["NextMarker"])
         self.assertEqual(page_items(page), (["b0"], ["c/"]))
-        # max-keys 0 lists nothing.
+        # max-keys 0 lists nothing, and says there is nothing more.
         page = self.s3.list_objects_v2(Bucket="tree", MaxKeys=0)
-        self.assertEqual(page["KeyCount"], 0)
+        self.assertEqual((page["KeyCount"], page["IsTruncated"]), (0, False))
         self.assertNotIn("Contents", page)
+        self.assertNotIn("NextContinuationToken", page)
+        page = self.s3.list_objects(Bucket="tree", MaxKeys=0, Delimiter="/")
+        self.assertEqual(page["IsTruncated"], False)
+        self.assertNotIn("Contents", page)
+        self.assertNotIn("CommonPrefixes", page)
+        self.assertS3Error("NoSuchBucket", 404, self.s3.list_objects_v2, Bucket="none",
+                           MaxKeys=0)
         # max-keys above 1000 is capped at 1000.
         page = self.s3.list_objects_v2(Bucket="tree", MaxKeys=5000)
         self.assertEqual(page["MaxKeys"], 1000)
