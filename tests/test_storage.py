@@ -145,7 +145,7 @@ class ObjectStorageTests(EngineTestCase):
         p2 = await engine.objects.upload_part("bkt", "mp", upload.upload_id, 2, body_of(second))
         p1 = await engine.objects.upload_part("bkt", "mp", upload.upload_id, 1, body_of(first))
         version = await engine.objects.complete_upload(
-            "bkt", "mp", upload.upload_id, [(1, p1.etag), (2, f'"{p2.etag}"')], owner="u")
+            "bkt", "mp", upload.upload_id, [(1, p1.etag, {}), (2, f'"{p2.etag}"', {})], owner="u")
         self.assertTrue(version.etag.endswith("-2"))
         self.assertEqual(await engine.get("mp"), first + second)
         with self.assertRaises(ObjectError) as raised:
@@ -158,17 +158,18 @@ class ObjectStorageTests(EngineTestCase):
         p1 = await engine.objects.upload_part("bkt", "mp", upload.upload_id, 1, body_of(b"small"))
         p2 = await engine.objects.upload_part("bkt", "mp", upload.upload_id, 2, body_of(b"x"))
         for requested, code in [
-                ([(2, p2.etag), (1, p1.etag)], "InvalidPartOrder"),
-                ([(1, p2.etag)], "InvalidPart"),
-                ([(3, p1.etag)], "InvalidPart"),
-                ([(1, p1.etag), (2, p2.etag)], "EntityTooSmall")]:
+                ([(2, p2.etag, {}), (1, p1.etag, {})], "InvalidPartOrder"),
+                ([(1, p2.etag, {})], "InvalidPart"),
+                ([(3, p1.etag, {})], "InvalidPart"),
+                ([(1, p1.etag, {"CRC32": "AAAAAA=="})], "InvalidPart"),
+                ([(1, p1.etag, {}), (2, p2.etag, {})], "EntityTooSmall")]:
             with self.assertRaises(ObjectError) as raised:
                 await engine.objects.complete_upload("bkt", "mp", upload.upload_id,
                                                      requested, owner="u")
             self.assertEqual(raised.exception.code, code)
         # A failed completion changes nothing: the upload is still open.
         version = await engine.objects.complete_upload(
-            "bkt", "mp", upload.upload_id, [(2, p2.etag)], owner="u")
+            "bkt", "mp", upload.upload_id, [(2, p2.etag, {})], owner="u")
         self.assertEqual(await engine.get("mp"), b"x")
         self.assertEqual(version.size, 1)
 

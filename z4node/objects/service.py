@@ -12,7 +12,7 @@ import base64
 import hashlib
 import os
 
-from z4node.objects import streams
+from z4node.objects import checksums, streams
 from z4node.objects.errors import ObjectError
 from z4node.objects.system import valid_bucket_name
 from z4node.storage.meta import Part, Upload, UploadMissing, Version
@@ -140,6 +140,7 @@ class ObjectService:
 
     async def upload_part(self, bucket, key, upload_id, part_number, body, *,
                           hashers=(), verify=None, meta=None):
+        """Store one part; ``verify(stored)`` as for put_object."""
         await self.get_upload(bucket, key, upload_id)
         stored = await streams.store_body(self._chunks, body, hashers, inline_limit=-1)
         try:
@@ -177,9 +178,12 @@ class ObjectService:
         return uploads[:limit], len(uploads) > limit
 
     async def complete_upload(self, bucket, key, upload_id, requested, *,
-                              owner, precondition=None):
-        """Assemble the parts named in ``requested`` ([(number, etag)]) in
-        order into the new version of key; unnamed parts are dropped."""
+                              owner, precondition=None, expected_checksum=None):
+        """Assemble the parts named in ``requested`` ([(number, etag,
+        {algorithm: checksum})]) in order into the new version of key;
+        unnamed parts are dropped. An upload created with a checksum
+        algorithm gets the object checksum S3 would compute (composite or
+        full-object); ``expected_checksum``, if given, must equal it."""
         upload = await self.get_upload(bucket, key, upload_id)
         hlc = self._hlc.now()
 
@@ -187,13 +191,18 @@ class ObjectService:
             by_number = {p.part_number: p for p in parts}
             chosen = []
             previous = 0
-            for number, etag in requested:
+            for number, etag, claimed in requested:
                 if number <= previous:
                     raise ObjectError("InvalidPartOrder")
                 previous = number
                 part = by_number.get(number)
                 if part is None or part.etag != etag.strip('"').lower():
                     raise ObjectError("InvalidPart")
+                stored = part.meta.get("checksums", {})
+                for algorithm, value in claimed.items():
+                    if stored.get(algorithm) != value:
+                        raise ObjectError("InvalidPart", f"The {algorithm} checksum of "
+                                          f"part {number} does not match the uploaded part.")
                 chosen.append(part)
             for part in chosen[:-1]:
                 if part.size < MIN_PART_SIZE:
@@ -201,6 +210,20 @@ class ObjectService:
             digest = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen))
             meta = dict(upload.meta)
             meta["parts"] = [p.size for p in chosen]
+            setting = upload.meta.get("checksum")
+            if setting is not None:
+                algorithm, kind = setting["algorithm"], setting["type"]
+                values = [p.meta.get("checksums", {}).get(algorithm) for p in chosen]
+                if None in values:
+                    raise ObjectError("InvalidPart", f"A part has no {algorithm} checksum.")
+                value = checksums.multipart_checksum(
+                    algorithm, kind, list(zip(values, meta["parts"])))
+                if expected_checksum is not None and expected_checksum != (algorithm, value):
+                    raise ObjectError("BadDigest", f"The {expected_checksum[0]} you specified "
+                                      "did not match the calculated checksum.")
+                meta["checksums"] = {algorithm: value}
+                meta["checksum_type"] = kind
+                meta["part_checksums"] = values
             return Version(bucket, key, hlc, NULL_VERSION, False,
                            sum(p.size for p in chosen),
                            f"{digest.hexdigest()}-{len(chosen)}", owner, meta,

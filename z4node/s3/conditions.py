@@ -59,6 +59,33 @@ def evaluate(headers, version, prefix=""):
     return None
 
 
+def write_precondition(headers):
+    """The check a conditional write (PutObject, CompleteMultipartUpload)
+    asks for, as ``check(current_version_or_None)``, or None.
+
+    It runs inside the write's transaction, so of several writers racing
+    with ``If-None-Match: *`` exactly one creates the object and the others
+    get 412. S3 supports only ``*`` for If-None-Match on writes.
+    """
+    if_none_match = headers.get("if-none-match")
+    if_match = headers.get("if-match")
+    if if_none_match is None and if_match is None:
+        return None
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise S3Error("NotImplemented",
+                      "If-None-Match on a write supports only the value *.")
+
+    def check(current):
+        if if_none_match is not None and current is not None:
+            raise S3Error("PreconditionFailed", extra={"Condition": "If-None-Match"})
+        if if_match is not None:
+            if current is None:
+                raise S3Error("NoSuchKey")
+            if not _etag_matches(if_match, current.etag):
+                raise S3Error("PreconditionFailed", extra={"Condition": "If-Match"})
+    return check
+
+
 def parse_range(header, size):
     """``(start, end)`` inclusive for a Range header, or None for the whole
     object. A header that is not one well-formed byte range is ignored, as

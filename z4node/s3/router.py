@@ -17,7 +17,7 @@ MAX_KEY_BYTES = 1024
 
 # Sub-resources S3 has that this server does not implement yet.
 UNIMPLEMENTED = frozenset({
-    "accelerate", "acl", "analytics", "attributes", "cors", "encryption",
+    "accelerate", "acl", "analytics", "cors", "encryption",
     "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging",
     "metadataTable", "metrics", "notification", "object-lock",
     "ownershipControls", "policy", "policyStatus", "publicAccessBlock",
@@ -97,6 +97,8 @@ def _bucket_operation(method, query):
 
 def _object_operation(method, query, headers):
     if method == "GET":
+        if "attributes" in query:
+            return "GetObjectAttributes"
         return "ListParts" if "uploadId" in query else "GetObject"
     if method == "HEAD":
         return "HeadObject"
