@@ -243,12 +243,19 @@ class HeadCacheTests(EngineTestCase):
 
     def test_size_is_bounded(self):
         cache = HeadCache()
-        cache.max_bytes = 10 * HeadCache._overhead
-        for i in range(100):
+        cache.max_bytes = 100 * HeadCache._overhead
+        for i in range(300):
             cache.fill(("b", str(i)), None, cache.generation)
-        self.assertLessEqual(len(cache._entries), 10)
-        self.assertEqual(cache.get(("b", "99")), None)
+        self.assertLessEqual(len(cache._entries), 100)
+        self.assertEqual(cache.get(("b", "299")), None)
         self.assertIs(cache.get(("b", "0")), _MISS)
+
+    def test_huge_chunk_lists_are_not_cached(self):
+        cache = HeadCache()
+        huge = Version("b", "k", 1, "null", False, 0, "", "o", {},
+                       [(b"\0" * 32, 1)] * (cache.max_bytes // 64 // 36 + 1), None)
+        cache.fill(("b", "k"), huge, cache.generation)
+        self.assertIs(cache.get(("b", "k")), _MISS)
 
 
 class ListingTests(EngineTestCase):

@@ -54,6 +54,9 @@ class S3Call:
     operation: str | None = None
     access_key: object = None
     credentials: object = None
+    raw_query: bytes = b""
+    # The bucket named by the Host header (virtual-host style), if any.
+    host_bucket: str | None = None
 
     @property
     def resource(self):
@@ -87,9 +90,12 @@ class S3Api:
     max_xml_body = 2 * 1024 * 1024
     region = "us-east-1"
 
-    def __init__(self, clock, objects, handlers, node_id="z4", debug=False):
+    def __init__(self, clock, objects, handlers, node_id="z4", debug=False, domains=()):
         self.clock = clock
         self.debug = debug
+        # Virtual-host-style requests name the bucket in the Host header
+        # under one of these domains; every other request is path style.
+        self.domains = tuple(d.lower().strip(".") for d in domains)
         self.objects = objects
         self.system = objects.system
         self._handlers = handlers
@@ -151,12 +157,13 @@ class S3Api:
             headers[name.decode("latin-1").lower()] = b",".join(values).decode("latin-1")
         call = S3Call(request, request_id, method, raw_path, query, headers)
         call.raw_query = raw_query
-        call.bucket, call.key = router.decode_path(raw_path)
+        call.host_bucket = router.host_bucket(headers.get("host"), self.domains)
+        call.bucket, call.key = router.decode_path(raw_path, call.host_bucket)
         return call
 
     def _authenticate(self, call):
         view = auth.RequestView(call.method, call.raw_path, call.raw_query,
-                                call.headers)
+                                call.headers, virtual_host_bucket=call.host_bucket)
         credentials = auth.authenticate(view, self.system.secret_for,
                                         self.clock.seconds())
         call.credentials = credentials
