@@ -6,8 +6,7 @@ from z4node.s3 import conditions, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.buckets import owner_element
-from z4node.s3.handlers.objects import (MAX_PUT_SIZE, _declared_size,
-                                        early_write_precondition, metadata_from_headers,
+from z4node.s3.handlers.objects import (early_write_precondition, metadata_from_headers,
                                         read_copy_source)
 from z4node.objects.service import MAX_PARTS
 
@@ -49,9 +48,6 @@ async def create_upload(api, call):
 
 async def upload_part(api, call):
     number = _part_number(call)
-    size = _declared_size(call.headers)
-    if size is not None and size > MAX_PUT_SIZE:
-        raise S3Error("EntityTooLarge")
     upload = await api.objects.get_upload(call.bucket, call.key, call.query["uploadId"])
     body, hashers, verify, found = api.body_pipeline(call)
     # An upload created with a checksum algorithm needs every part's

@@ -14,8 +14,7 @@ from z4node.s3.router import MAX_KEY_BYTES
 # Headers S3 stores with an object and returns on GET/HEAD.
 STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding",
                   "content-language", "expires")
-# S3's limits: 5 GiB in one PUT, 2 KB of user metadata.
-MAX_PUT_SIZE = 5 * 1024 ** 3
+# S3's limit on user metadata: 2 KB.
 MAX_USER_METADATA = 2048
 # GetObject's response-* parameters and the header each overrides.
 OVERRIDES = {
@@ -211,18 +210,7 @@ async def get_object_attributes(api, call):
                     body=xml.document("GetObjectAttributesResponse", children))
 
 
-def _declared_size(headers):
-    for name in ("x-amz-decoded-content-length", "content-length"):
-        value = headers.get(name)
-        if value is not None and value.isdigit():
-            return int(value)
-    return None
-
-
 async def put_object(api, call):
-    size = _declared_size(call.headers)
-    if size is not None and size > MAX_PUT_SIZE:
-        raise S3Error("EntityTooLarge")
     meta = metadata_from_headers(call.headers)
     precondition = await early_write_precondition(api, call)
     body, hashers, verify, found = api.body_pipeline(call)
