@@ -195,3 +195,28 @@ class DepthTests(TestCase):
         with self.assertRaises(ClientError) as raised:
             self.s3.get_object_attributes(Bucket="depth", Key="missing", ObjectAttributes=["ETag"])
         self.assertEqual(error_code(raised), "NoSuchKey")
+
+
+class PartCopyTests(TestCase):
+    def test_whole_and_ranged_part_copies(self):
+        node = NodeProcess(self).start()
+        s3 = node.client()
+        s3.create_bucket(Bucket="copies")
+        source = bytes(range(256)) * (24 * 1024)  # 6 MiB
+        s3.put_object(Bucket="copies", Key="src", Body=source)
+        upload = s3.create_multipart_upload(Bucket="copies", Key="dst")["UploadId"]
+        whole = s3.upload_part_copy(Bucket="copies", Key="dst", UploadId=upload, PartNumber=1,
+                                    CopySource={"Bucket": "copies", "Key": "src"})
+        self.assertEqual(whole["CopyPartResult"]["ETag"].strip('"'),
+                         hashlib.md5(source).hexdigest())
+        ranged = s3.upload_part_copy(Bucket="copies", Key="dst", UploadId=upload, PartNumber=2,
+                                     CopySource={"Bucket": "copies", "Key": "src"},
+                                     CopySourceRange="bytes=100-199")
+        self.assertEqual(ranged["CopyPartResult"]["ETag"].strip('"'),
+                         hashlib.md5(source[100:200]).hexdigest())
+        s3.complete_multipart_upload(
+            Bucket="copies", Key="dst", UploadId=upload, MultipartUpload={"Parts": [
+                {"PartNumber": 1, "ETag": whole["CopyPartResult"]["ETag"]},
+                {"PartNumber": 2, "ETag": ranged["CopyPartResult"]["ETag"]}]})
+        got = s3.get_object(Bucket="copies", Key="dst")["Body"].read()
+        self.assertEqual(got, source + source[100:200])

@@ -173,6 +173,31 @@ class ObjectStorageTests(EngineTestCase):
         self.assertEqual(await engine.get("mp"), b"x")
         self.assertEqual(version.size, 1)
 
+    async def test_ten_thousand_parts_make_a_fifty_gib_object(self):
+        """S3's largest multipart shape, built from whole-object part copies
+        (by reference, so the test writes 5 MiB, not 50 GiB)."""
+        engine = await self.engine()
+        piece = os.urandom(5 * 1024 * 1024)
+        source = await engine.put("piece", piece)
+        upload = await engine.objects.create_upload("bkt", "huge", owner="u", meta={})
+        parts = await gatherResults([
+            Deferred.fromCoroutine(engine.objects.copy_part(
+                "bkt", "huge", upload.upload_id, number, source, 0, source.size - 1))
+            for number in range(1, 10_001)])
+        self.assertEqual({p.etag for p in parts}, {source.etag})
+        version = await engine.objects.complete_upload(
+            "bkt", "huge", upload.upload_id, [(p.part_number, p.etag, {}) for p in parts],
+            owner="u")
+        self.assertEqual(version.size, 10_000 * len(piece))
+        self.assertTrue(version.etag.endswith("-10000"))
+        stored = await engine.objects.head_object("bkt", "huge")
+        for offset in (0, len(piece) - 3, 7_777 * len(piece) + 12345, version.size - 10):
+            end = min(offset + 99, version.size - 1)
+            got = await collect(engine.objects.read(stored, offset, end))
+            within = offset % len(piece)
+            expected = (piece + piece)[within:within + (end - offset + 1)]
+            self.assertEqual(got, expected, offset)
+
     async def test_gc_frees_unreferenced_chunks_only_after_grace(self):
         engine = await self.engine()
         data = os.urandom(CHUNK_SIZE + 1)

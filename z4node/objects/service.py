@@ -157,14 +157,47 @@ class ObjectService:
         return part
 
     async def copy_part(self, bucket, key, upload_id, part_number, source, start, end):
-        """UploadPartCopy: a part made of bytes start..end of source."""
-        await self.get_upload(bucket, key, upload_id)
+        """UploadPartCopy: a part made of bytes start..end of source.
 
-        async def body():
-            async for piece in self.read(source, start, end):
-                yield piece
+        A whole object that was not itself assembled from parts is copied
+        by reference, like CopyObject: its ETag is the MD5 of its bytes, so
+        none need reading. Anything else is read and stored again (its
+        chunks deduplicate where they line up).
+        """
+        upload = await self.get_upload(bucket, key, upload_id)
+        setting = upload.meta.get("checksum")
+        whole = (start, end) == (0, source.size - 1)
+        by_reference = (whole and source.inline is None and "parts" not in source.meta
+                        and (setting is None or setting["algorithm"] in source.meta.get(
+                            "checksums", {})))
+        if by_reference:
+            streams.pin_version(self._chunks, source)
+            try:
+                part_meta = {}
+                if setting is not None:
+                    algorithm = setting["algorithm"]
+                    part_meta["checksums"] = {algorithm: source.meta["checksums"][algorithm]}
+                part = Part(part_number, source.etag, source.size, list(source.chunks),
+                            self._hlc.now(), part_meta)
+                try:
+                    await self._meta.put_part(upload_id, part, self._clock.seconds())
+                except UploadMissing:
+                    raise ObjectError("NoSuchUpload") from None
+            finally:
+                streams.release(self._chunks, source.chunks)
+            return part
+        hashers, part_meta = [], {}
+        if setting is not None:
+            checksum = checksums.new_checksum(setting["algorithm"])
+            hashers.append(checksum)
 
-        return await self.upload_part(bucket, key, upload_id, part_number, body())
+        def record(stored):
+            if setting is not None:
+                part_meta["checksums"] = {setting["algorithm"]: checksum.b64()}
+
+        return await self.upload_part(bucket, key, upload_id, part_number,
+                                      self.read(source, start, end), hashers=hashers,
+                                      verify=record, meta=part_meta)
 
     async def list_parts(self, bucket, key, upload_id, after_part, limit):
         upload = await self.get_upload(bucket, key, upload_id)
