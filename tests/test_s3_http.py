@@ -241,6 +241,26 @@ class XmlTests(SynchronousTestCase):
         self.assertEqual(xml.iso8601(0.5), "1970-01-01T00:00:00.500Z")
 
 
+class UploadLimitTests(SynchronousTestCase):
+    def test_body_past_the_limit_is_entity_too_large(self):
+        from z4node.s3.api import declared_size, limited
+
+        async def body():
+            for _ in range(4):
+                yield b"x" * 10
+
+        async def consume(limit):
+            return [piece async for piece in limited(body(), limit)]
+
+        self.assertEqual(len(self.successResultOf(Deferred.fromCoroutine(consume(40)))), 4)
+        failure = self.failureResultOf(Deferred.fromCoroutine(consume(39)), S3Error)
+        self.assertEqual(failure.value.code, "EntityTooLarge")
+        self.assertEqual(declared_size({"content-length": "7"}), 7)
+        self.assertEqual(declared_size({"content-length": "99",
+                                        "x-amz-decoded-content-length": "5"}), 5)
+        self.assertIsNone(declared_size({"transfer-encoding": "chunked"}))
+
+
 class RouterTests(SynchronousTestCase):
     def test_paths(self):
         self.assertEqual(router.decode_path(b"/"), (None, None))

@@ -301,12 +301,35 @@ class ObjectTests(S3Assertions, TestCase):
                                       IfMatch='"0"', Range="bytes=100-200")
         self.assertNotIn("content-range", response["ResponseMetadata"]["HTTPHeaders"])
 
-    def test_get_by_part_number_is_refused_not_ignored(self):
-        # Not implemented yet: it must not quietly answer with the whole object.
+    def test_get_by_part_number(self):
+        # A single-part object is its own part 1, nothing more.
         self.put("parted", b"whole object")
-        self.assertS3Error("NotImplemented", 501, self.get, "parted", PartNumber=1)
-        self.assertS3Error("501", 501, self.s3.head_object, Bucket="bkt", Key="parted",
-                           PartNumber=1)
+        got = self.get("parted", PartNumber=1)
+        self.assertEqual(got["Body"].read(), b"whole object")
+        self.assertS3Error("InvalidPartNumber", 416, self.get, "parted", PartNumber=2)
+        self.assertS3Error("InvalidRequest", 400, self.get, "parted", PartNumber=1,
+                           Range="bytes=0-1")
+        # Each part of a multipart object, by GET and HEAD.
+        parts = [os.urandom(5 * MiB), os.urandom(5 * MiB + 1), b"last part"]
+        upload = self.s3.create_multipart_upload(Bucket="bkt", Key="mp")["UploadId"]
+        etags = [self.s3.upload_part(Bucket="bkt", Key="mp", UploadId=upload, PartNumber=n,
+                                     Body=body)["ETag"] for n, body in enumerate(parts, 1)]
+        self.s3.complete_multipart_upload(
+            Bucket="bkt", Key="mp", UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e}
+                                       for n, e in enumerate(etags, 1)]})
+        offset, size = 0, sum(map(len, parts))
+        for number, body in enumerate(parts, 1):
+            got = self.get("mp", PartNumber=number)
+            self.assertEqual(got["ResponseMetadata"]["HTTPStatusCode"], 206)
+            self.assertEqual(got["PartsCount"], 3)
+            self.assertEqual(got["ContentRange"],
+                             f"bytes {offset}-{offset + len(body) - 1}/{size}")
+            self.assertTrue(got["Body"].read() == body, number)
+            head = self.s3.head_object(Bucket="bkt", Key="mp", PartNumber=number)
+            self.assertEqual(head["ContentLength"], len(body))
+            offset += len(body)
+        self.assertS3Error("InvalidPartNumber", 416, self.get, "mp", PartNumber=4)
 
     def test_conditional_writes(self):
         self.put("cw", b"first", IfNoneMatch="*")

@@ -145,7 +145,7 @@ class ObjectStorageTests(EngineTestCase):
         p2 = await engine.objects.upload_part("bkt", "mp", upload.upload_id, 2, body_of(second))
         p1 = await engine.objects.upload_part("bkt", "mp", upload.upload_id, 1, body_of(first))
         version = await engine.objects.complete_upload(
-            "bkt", "mp", upload.upload_id, [(1, p1.etag), (2, f'"{p2.etag}"')], owner="u")
+            "bkt", "mp", upload.upload_id, [(1, p1.etag, {}), (2, f'"{p2.etag}"', {})], owner="u")
         self.assertTrue(version.etag.endswith("-2"))
         self.assertEqual(await engine.get("mp"), first + second)
         with self.assertRaises(ObjectError) as raised:
@@ -158,19 +158,45 @@ class ObjectStorageTests(EngineTestCase):
         p1 = await engine.objects.upload_part("bkt", "mp", upload.upload_id, 1, body_of(b"small"))
         p2 = await engine.objects.upload_part("bkt", "mp", upload.upload_id, 2, body_of(b"x"))
         for requested, code in [
-                ([(2, p2.etag), (1, p1.etag)], "InvalidPartOrder"),
-                ([(1, p2.etag)], "InvalidPart"),
-                ([(3, p1.etag)], "InvalidPart"),
-                ([(1, p1.etag), (2, p2.etag)], "EntityTooSmall")]:
+                ([(2, p2.etag, {}), (1, p1.etag, {})], "InvalidPartOrder"),
+                ([(1, p2.etag, {})], "InvalidPart"),
+                ([(3, p1.etag, {})], "InvalidPart"),
+                ([(1, p1.etag, {"CRC32": "AAAAAA=="})], "InvalidPart"),
+                ([(1, p1.etag, {}), (2, p2.etag, {})], "EntityTooSmall")]:
             with self.assertRaises(ObjectError) as raised:
                 await engine.objects.complete_upload("bkt", "mp", upload.upload_id,
                                                      requested, owner="u")
             self.assertEqual(raised.exception.code, code)
         # A failed completion changes nothing: the upload is still open.
         version = await engine.objects.complete_upload(
-            "bkt", "mp", upload.upload_id, [(2, p2.etag)], owner="u")
+            "bkt", "mp", upload.upload_id, [(2, p2.etag, {})], owner="u")
         self.assertEqual(await engine.get("mp"), b"x")
         self.assertEqual(version.size, 1)
+
+    async def test_ten_thousand_parts_make_a_fifty_gib_object(self):
+        """S3's largest multipart shape, built from whole-object part copies
+        (by reference, so the test writes 5 MiB, not 50 GiB)."""
+        engine = await self.engine()
+        piece = os.urandom(5 * 1024 * 1024)
+        source = await engine.put("piece", piece)
+        upload = await engine.objects.create_upload("bkt", "huge", owner="u", meta={})
+        parts = await gatherResults([
+            Deferred.fromCoroutine(engine.objects.copy_part(
+                "bkt", "huge", upload.upload_id, number, source, 0, source.size - 1))
+            for number in range(1, 10_001)])
+        self.assertEqual({p.etag for p in parts}, {source.etag})
+        version = await engine.objects.complete_upload(
+            "bkt", "huge", upload.upload_id, [(p.part_number, p.etag, {}) for p in parts],
+            owner="u")
+        self.assertEqual(version.size, 10_000 * len(piece))
+        self.assertTrue(version.etag.endswith("-10000"))
+        stored = await engine.objects.head_object("bkt", "huge")
+        for offset in (0, len(piece) - 3, 7_777 * len(piece) + 12345, version.size - 10):
+            end = min(offset + 99, version.size - 1)
+            got = await collect(engine.objects.read(stored, offset, end))
+            within = offset % len(piece)
+            expected = (piece + piece)[within:within + (end - offset + 1)]
+            self.assertEqual(got, expected, offset)
 
     async def test_gc_frees_unreferenced_chunks_only_after_grace(self):
         engine = await self.engine()
@@ -242,12 +268,19 @@ class HeadCacheTests(EngineTestCase):
 
     def test_size_is_bounded(self):
         cache = HeadCache()
-        cache.max_bytes = 10 * HeadCache._overhead
-        for i in range(100):
+        cache.max_bytes = 100 * HeadCache._overhead
+        for i in range(300):
             cache.fill(("b", str(i)), None, cache.generation)
-        self.assertLessEqual(len(cache._entries), 10)
-        self.assertEqual(cache.get(("b", "99")), None)
+        self.assertLessEqual(len(cache._entries), 100)
+        self.assertEqual(cache.get(("b", "299")), None)
         self.assertIs(cache.get(("b", "0")), _MISS)
+
+    def test_huge_chunk_lists_are_not_cached(self):
+        cache = HeadCache()
+        huge = Version("b", "k", 1, "null", False, 0, "", "o", {},
+                       [(b"\0" * 32, 1)] * (cache.max_bytes // 64 // 36 + 1), None)
+        cache.fill(("b", "k"), huge, cache.generation)
+        self.assertIs(cache.get(("b", "k")), _MISS)
 
 
 class ListingTests(EngineTestCase):

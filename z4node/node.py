@@ -101,7 +101,9 @@ class Node(MultiService):
                       id=self.node_id, host=self.host, port=self.s3_port)
 
     async def _listen(self):
-        api = S3Api(self.reactor, self.objects, HANDLERS, self.node_id, debug=self.debug)
+        domains = (self.options or {}).get("domain") or self.environ.get("Z4_DOMAIN") or ""
+        api = S3Api(self.reactor, self.objects, HANDLERS, self.node_id, debug=self.debug,
+                    domains=[d for d in domains.split(",") if d.strip()])
         z4 = Resource()
         site = S3Site(S3Resource(api, z4), timeout=self.http_idle_timeout_seconds)
         endpoint = TCP4ServerEndpoint(self.reactor, self.port, interface=self.host,

@@ -49,6 +49,10 @@ class Options(usage.Options):
         ["host", None, "127.0.0.1", "Address the S3 API listens on."],
         ["data", "d", "./data", "Data directory (chunks, metadata, admin socket)."],
         ["id", None, None, "Node id (default: generated once, kept in the data dir)."],
+        ["domain", None, None,
+         "Domain(s) for virtual-host-style requests, comma separated: with "
+         "s3.example.test, bucket.s3.example.test/key names bucket and key "
+         "(default: $Z4_DOMAIN; path style always works)."],
     ] + CLUSTER_OPTIONS
     optFlags = [
         ["debug", None, "Log every request and background job step."],

@@ -96,3 +96,51 @@ def algorithm_from_header(name):
 def header_name(algorithm):
     """``"CRC32C"`` -> ``"x-amz-checksum-crc32c"``."""
     return _HEADER_PREFIX + _canonical(algorithm).lower()
+
+
+# How a multipart object's checksum is formed, per algorithm (AWS's rules):
+# a CRC can be combined into the checksum of the whole object
+# (FULL_OBJECT), any algorithm can checksum the parts' checksums
+# (COMPOSITE, reported with a "-N" suffix); CRC64NVME is full-object only,
+# the SHAs composite only.
+CHECKSUM_TYPES = {
+    "CRC32": ("COMPOSITE", "FULL_OBJECT"),
+    "CRC32C": ("COMPOSITE", "FULL_OBJECT"),
+    "CRC64NVME": ("FULL_OBJECT",),
+    "SHA1": ("COMPOSITE",),
+    "SHA256": ("COMPOSITE",),
+}
+
+_COMBINE = {"CRC32": _crt.combine_crc32, "CRC32C": _crt.combine_crc32c,
+            "CRC64NVME": _crt.combine_crc64nvme}
+
+
+def checksum_type(algorithm, requested=None):
+    """The multipart checksum type for algorithm: ``requested`` if allowed,
+    else AWS's default (the first listed)."""
+    allowed = CHECKSUM_TYPES[_canonical(algorithm)]
+    if requested is None:
+        return allowed[0]
+    requested = requested.upper()
+    if requested not in allowed:
+        raise ObjectError("InvalidRequest",
+                          f"The {requested} checksum type cannot be used with "
+                          f"the {algorithm} checksum algorithm.")
+    return requested
+
+
+def multipart_checksum(algorithm, kind, parts):
+    """The object checksum of a multipart upload from its parts'
+    ``[(base64 checksum, size)]`` in order, as S3 reports it."""
+    digests = [base64.b64decode(value) for value, _ in parts]
+    if kind == "FULL_OBJECT":
+        combine = _COMBINE[algorithm]
+        width = len(digests[0])
+        crc = int.from_bytes(digests[0], "big")
+        for digest, (_, size) in zip(digests[1:], parts[1:]):
+            crc = combine(crc, int.from_bytes(digest, "big"), size)
+        return base64.b64encode(crc.to_bytes(width, "big")).decode("ascii")
+    whole = new_checksum(algorithm)
+    for digest in digests:
+        whole.update(digest)
+    return f"{whole.b64()}-{len(parts)}"

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import os
 
-from z4node.objects import streams
+from z4node.objects import checksums, streams
 from z4node.objects.errors import ObjectError
 from z4node.objects.system import valid_bucket_name
 from z4node.storage.meta import Part, Upload, UploadMissing, Version
@@ -140,6 +140,7 @@ class ObjectService:
 
     async def upload_part(self, bucket, key, upload_id, part_number, body, *,
                           hashers=(), verify=None, meta=None):
+        """Store one part; ``verify(stored)`` as for put_object."""
         await self.get_upload(bucket, key, upload_id)
         stored = await streams.store_body(self._chunks, body, hashers, inline_limit=-1)
         try:
@@ -156,14 +157,47 @@ class ObjectService:
         return part
 
     async def copy_part(self, bucket, key, upload_id, part_number, source, start, end):
-        """UploadPartCopy: a part made of bytes start..end of source."""
-        await self.get_upload(bucket, key, upload_id)
+        """UploadPartCopy: a part made of bytes start..end of source.
 
-        async def body():
-            async for piece in self.read(source, start, end):
-                yield piece
+        A whole object that was not itself assembled from parts is copied
+        by reference, like CopyObject: its ETag is the MD5 of its bytes, so
+        none need reading. Anything else is read and stored again (its
+        chunks deduplicate where they line up).
+        """
+        upload = await self.get_upload(bucket, key, upload_id)
+        setting = upload.meta.get("checksum")
+        whole = (start, end) == (0, source.size - 1)
+        by_reference = (whole and source.inline is None and "parts" not in source.meta
+                        and (setting is None or setting["algorithm"] in source.meta.get(
+                            "checksums", {})))
+        if by_reference:
+            streams.pin_version(self._chunks, source)
+            try:
+                part_meta = {}
+                if setting is not None:
+                    algorithm = setting["algorithm"]
+                    part_meta["checksums"] = {algorithm: source.meta["checksums"][algorithm]}
+                part = Part(part_number, source.etag, source.size, list(source.chunks),
+                            self._hlc.now(), part_meta)
+                try:
+                    await self._meta.put_part(upload_id, part, self._clock.seconds())
+                except UploadMissing:
+                    raise ObjectError("NoSuchUpload") from None
+            finally:
+                streams.release(self._chunks, source.chunks)
+            return part
+        hashers, part_meta = [], {}
+        if setting is not None:
+            checksum = checksums.new_checksum(setting["algorithm"])
+            hashers.append(checksum)
 
-        return await self.upload_part(bucket, key, upload_id, part_number, body())
+        def record(stored):
+            if setting is not None:
+                part_meta["checksums"] = {setting["algorithm"]: checksum.b64()}
+
+        return await self.upload_part(bucket, key, upload_id, part_number,
+                                      self.read(source, start, end), hashers=hashers,
+                                      verify=record, meta=part_meta)
 
     async def list_parts(self, bucket, key, upload_id, after_part, limit):
         upload = await self.get_upload(bucket, key, upload_id)
@@ -177,9 +211,12 @@ class ObjectService:
         return uploads[:limit], len(uploads) > limit
 
     async def complete_upload(self, bucket, key, upload_id, requested, *,
-                              owner, precondition=None):
-        """Assemble the parts named in ``requested`` ([(number, etag)]) in
-        order into the new version of key; unnamed parts are dropped."""
+                              owner, precondition=None, expected_checksum=None):
+        """Assemble the parts named in ``requested`` ([(number, etag,
+        {algorithm: checksum})]) in order into the new version of key;
+        unnamed parts are dropped. An upload created with a checksum
+        algorithm gets the object checksum S3 would compute (composite or
+        full-object); ``expected_checksum``, if given, must equal it."""
         upload = await self.get_upload(bucket, key, upload_id)
         hlc = self._hlc.now()
 
@@ -187,13 +224,18 @@ class ObjectService:
             by_number = {p.part_number: p for p in parts}
             chosen = []
             previous = 0
-            for number, etag in requested:
+            for number, etag, claimed in requested:
                 if number <= previous:
                     raise ObjectError("InvalidPartOrder")
                 previous = number
                 part = by_number.get(number)
                 if part is None or part.etag != etag.strip('"').lower():
                     raise ObjectError("InvalidPart")
+                stored = part.meta.get("checksums", {})
+                for algorithm, value in claimed.items():
+                    if stored.get(algorithm) != value:
+                        raise ObjectError("InvalidPart", f"The {algorithm} checksum of "
+                                          f"part {number} does not match the uploaded part.")
                 chosen.append(part)
             for part in chosen[:-1]:
                 if part.size < MIN_PART_SIZE:
@@ -201,6 +243,20 @@ class ObjectService:
             digest = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen))
             meta = dict(upload.meta)
             meta["parts"] = [p.size for p in chosen]
+            setting = upload.meta.get("checksum")
+            if setting is not None:
+                algorithm, kind = setting["algorithm"], setting["type"]
+                values = [p.meta.get("checksums", {}).get(algorithm) for p in chosen]
+                if None in values:
+                    raise ObjectError("InvalidPart", f"A part has no {algorithm} checksum.")
+                value = checksums.multipart_checksum(
+                    algorithm, kind, list(zip(values, meta["parts"])))
+                if expected_checksum is not None and expected_checksum != (algorithm, value):
+                    raise ObjectError("BadDigest", f"The {expected_checksum[0]} you specified "
+                                      "did not match the calculated checksum.")
+                meta["checksums"] = {algorithm: value}
+                meta["checksum_type"] = kind
+                meta["part_checksums"] = values
             return Version(bucket, key, hlc, NULL_VERSION, False,
                            sum(p.size for p in chosen),
                            f"{digest.hexdigest()}-{len(chosen)}", owner, meta,

@@ -57,6 +57,9 @@ class S3Call:
     operation: str | None = None
     access_key: object = None
     credentials: object = None
+    raw_query: bytes = b""
+    # The bucket named by the Host header (virtual-host style), if any.
+    host_bucket: str | None = None
 
     @property
     def resource(self):
@@ -115,11 +118,17 @@ class S3Api:
     # Bodies read whole into memory (XML documents) are capped here; S3's
     # largest such document (DeleteObjects with 1,000 keys) is far smaller.
     max_xml_body = 2 * 1024 * 1024
+    # S3 takes at most 5 GiB in one request (PutObject, UploadPart); larger
+    # objects go through multipart.
+    max_upload_bytes = 5 * 1024 ** 3
     region = "us-east-1"
 
-    def __init__(self, clock, objects, handlers, node_id="z4", debug=False):
+    def __init__(self, clock, objects, handlers, node_id="z4", debug=False, domains=()):
         self.clock = clock
         self.debug = debug
+        # Virtual-host-style requests name the bucket in the Host header
+        # under one of these domains; every other request is path style.
+        self.domains = tuple(d.lower().strip(".") for d in domains)
         self.objects = objects
         self.system = objects.system
         self._handlers = handlers
@@ -181,12 +190,13 @@ class S3Api:
             headers[name.decode("latin-1").lower()] = b",".join(values).decode("latin-1")
         call = S3Call(request, request_id, method, raw_path, query, headers)
         call.raw_query = raw_query
-        call.bucket, call.key = router.decode_path(raw_path)
+        call.host_bucket = router.host_bucket(headers.get("host"), self.domains)
+        call.bucket, call.key = router.decode_path(raw_path, call.host_bucket)
         return call
 
     def _authenticate(self, call):
         view = auth.RequestView(call.method, call.raw_path, call.raw_query,
-                                call.headers)
+                                call.headers, virtual_host_bucket=call.host_bucket)
         credentials = auth.authenticate(view, self.system.secret_for,
                                         self.clock.seconds())
         call.credentials = credentials
@@ -243,7 +253,10 @@ class S3Api:
         (payload SHA-256, Content-MD5, x-amz-checksum-*, trailers) matches."""
         headers = call.headers
         credentials = call.credentials
-        body = call.request.body
+        declared = declared_size(headers)
+        if declared is not None and declared > self.max_upload_bytes:
+            raise S3Error("EntityTooLarge")
+        body = limited(call.request.body, self.max_upload_bytes)
         hashers = []
         checks = []
         found = {}
@@ -297,6 +310,26 @@ class S3Api:
         if body is None:
             raise S3Error("MalformedXML", "The XML you provided was too large.")
         return xml.parse(body, root), body
+
+
+def declared_size(headers):
+    """The body size a request announces (the decoded size for aws-chunked)."""
+    for name in ("x-amz-decoded-content-length", "content-length"):
+        value = headers.get(name)
+        if value is not None and value.isdigit():
+            return int(value)
+    return None
+
+
+async def limited(body, limit):
+    """``body``, refused with EntityTooLarge once it passes ``limit`` bytes
+    (a chunked upload announces no size)."""
+    total = 0
+    async for piece in body:
+        total += len(piece)
+        if total > limit:
+            raise S3Error("EntityTooLarge")
+        yield piece
 
 
 async def _decode_chunked(body, decoder, found):

@@ -27,6 +27,7 @@ _NEEDS = {
     "ListObjectsV2": READ,
     "GetObject": READ,
     "HeadObject": READ,
+    "GetObjectAttributes": READ,
     "PutObject": WRITE,
     "CopyObject": WRITE,
     "DeleteObject": WRITE,

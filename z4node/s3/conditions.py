@@ -5,12 +5,6 @@ If-Unmodified-Since when If-Match is absent; a matching If-None-Match is
 304, and so is an unmet If-Modified-Since when If-None-Match is absent.
 CopyObject's ``x-amz-copy-source-if-*`` use the same rules but every
 failure is 412.
-
-Writes (PutObject, CompleteMultipartUpload): ``If-None-Match: *`` writes
-only if the key has no object, ``If-Match: etag`` only if its object has
-that ETag (NoSuchKey if it has none); either failing is 412. They are
-checked against the current version inside the commit, so two writers
-racing cannot both pass.
 """
 
 import re
@@ -64,6 +58,33 @@ def evaluate(headers, version, prefix=""):
         if when is not None and modified <= when:
             return 304
     return None
+
+
+def write_precondition(headers):
+    """The check a conditional write (PutObject, CompleteMultipartUpload)
+    asks for, as ``check(current_version_or_None)``, or None.
+
+    It runs inside the write's transaction, so of several writers racing
+    with ``If-None-Match: *`` exactly one creates the object and the others
+    get 412. S3 supports only ``*`` for If-None-Match on writes.
+    """
+    if_none_match = headers.get("if-none-match")
+    if_match = headers.get("if-match")
+    if if_none_match is None and if_match is None:
+        return None
+    if if_none_match is not None and if_none_match.strip() != "*":
+        raise S3Error("NotImplemented",
+                      "If-None-Match on a write supports only the value *.")
+
+    def check(current):
+        if if_none_match is not None and current is not None:
+            raise S3Error("PreconditionFailed", extra={"Condition": "If-None-Match"})
+        if if_match is not None:
+            if current is None:
+                raise S3Error("NoSuchKey")
+            if not _etag_matches(if_match, current.etag):
+                raise S3Error("PreconditionFailed", extra={"Condition": "If-Match"})
+    return check
 
 
 def parse_range(header, size):
@@ -120,25 +141,3 @@ def parse_copy_range(spec, size):
 def _unsatisfiable(header, size):
     return S3Error("InvalidRange", headers={"content-range": f"bytes */{size}"},
                    extra={"RangeRequested": header, "ActualObjectSize": str(size)})
-
-
-def write_precondition(headers, key):
-    """The check a conditional write asks for, as a ``precondition(current)``
-    for the object layer's commit (current is the key's live version or
-    None), or None for an unconditional write."""
-    if_match = headers.get("if-match")
-    if_none_match = headers.get("if-none-match")
-    if if_match is None and if_none_match is None:
-        return None
-    if if_none_match is not None and if_none_match.strip() != "*":
-        raise S3Error("NotImplemented", "If-None-Match on a write takes only *.")
-
-    def check(current):
-        if if_none_match is not None and current is not None:
-            raise S3Error("PreconditionFailed", extra={"Condition": "If-None-Match"})
-        if if_match is not None:
-            if current is None:
-                raise S3Error("NoSuchKey", extra={"Key": key})
-            if not _etag_matches(if_match, current.etag):
-                raise S3Error("PreconditionFailed", extra={"Condition": "If-Match"})
-    return check

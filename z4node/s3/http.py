@@ -218,6 +218,16 @@ class S3Channel(http.HTTPChannel):
         request.gotLength(self.length)
         request.dispatch_early(self._command, self._path, self._version)
 
+    _host = None
+
+    def getHost(self):
+        # twisted.web asks for every request (Request.__init__), costing a
+        # getsockname() syscall each time; a connection's local address
+        # never changes.
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
+
     def writeHeaders(self, version, code, reason, headers):
         # S3 sends x-amz-* names in lower case, and SDKs take user metadata
         # keys from them as written (boto3 would report X-Amz-Meta-Colour

@@ -17,7 +17,7 @@ MAX_KEY_BYTES = 1024
 
 # Sub-resources S3 has that this server does not implement yet.
 UNIMPLEMENTED = frozenset({
-    "accelerate", "acl", "analytics", "attributes", "cors", "encryption",
+    "accelerate", "acl", "analytics", "cors", "encryption",
     "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging",
     "metadataTable", "metrics", "notification", "object-lock",
     "ownershipControls", "policy", "policyStatus", "publicAccessBlock",
@@ -33,23 +33,52 @@ class Endpoint:
     key: str | None
 
 
-def decode_path(raw_path):
-    """``/bucket/key`` from the raw request path -> (bucket or None, key or None)."""
-    path = unquote_to_bytes(raw_path)
+def _path_text(raw_path):
     try:
-        text = path.decode("utf-8")
+        text = unquote_to_bytes(raw_path).decode("utf-8")
     except UnicodeDecodeError:
         raise S3Error("InvalidURI", "Couldn't parse the specified URI.") from None
     if not text.startswith("/"):
         raise S3Error("InvalidURI", "Couldn't parse the specified URI.")
-    bucket, slash, key = text[1:].partition("/")
-    if not bucket:
-        return None, None
-    if not slash or key == "":
-        return bucket, None
+    return text[1:]
+
+
+def _checked_key(key):
+    if key == "":
+        return None
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise S3Error("KeyTooLongError")
-    return bucket, key
+    return key
+
+
+def decode_path(raw_path, host_bucket=None):
+    """(bucket or None, key or None) of a request.
+
+    Path style: ``/bucket/key``. Virtual-host style (``host_bucket`` came
+    from the Host header): the whole path is the key.
+    """
+    text = _path_text(raw_path)
+    if host_bucket is not None:
+        return host_bucket, _checked_key(text)
+    bucket, _, key = text.partition("/")
+    if not bucket:
+        return None, None
+    return bucket, _checked_key(key)
+
+
+def host_bucket(host, domains):
+    """The bucket named by a virtual-host-style Host header
+    (``bucket.s3.example.test`` for domain ``s3.example.test``), or None."""
+    if not domains or not host:
+        return None
+    name = host.lower()
+    if name.startswith("["):
+        return None
+    name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    for domain in domains:
+        if name.endswith("." + domain) and len(name) > len(domain) + 1:
+            return name[:-len(domain) - 1]
+    return None
 
 
 def route(method, bucket, key, query, headers):
@@ -96,10 +125,9 @@ def _bucket_operation(method, query):
 
 
 def _object_operation(method, query, headers):
-    if method in ("GET", "HEAD") and "partNumber" in query and "uploadId" not in query:
-        raise S3Error("NotImplemented",
-                      "Reading an object by part number is not implemented.")
     if method == "GET":
+        if "attributes" in query:
+            return "GetObjectAttributes"
         return "ListParts" if "uploadId" in query else "GetObject"
     if method == "HEAD":
         return "HeadObject"

@@ -241,8 +241,13 @@ class HeadCache:
     def fill(self, key, version, generation):
         if generation != self.generation or key in self._entries:
             return
+        size = self._size(version)
+        if size > self.max_bytes // 64:
+            # A huge multipart object's chunk list would push out hundreds
+            # of small heads; its GET is dominated by the bytes anyway.
+            return
         self._entries[key] = version
-        self._bytes += self._size(version)
+        self._bytes += size
         while self._bytes > self.max_bytes:
             _, evicted = self._entries.popitem(last=False)
             self._bytes -= self._size(evicted)

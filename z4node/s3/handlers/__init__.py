@@ -14,6 +14,7 @@ HANDLERS = {
     "ListObjectsV2": listing.list_objects_v2,
     "GetObject": objects.get_object,
     "HeadObject": objects.get_object,
+    "GetObjectAttributes": objects.get_object_attributes,
     "PutObject": objects.put_object,
     "CopyObject": objects.copy_object,
     "DeleteObject": objects.delete_object,

@@ -1,12 +1,13 @@
 """Multipart uploads: create, upload part (and part copy), complete, abort,
 list parts, list uploads."""
 
+from z4node.objects import checksums
 from z4node.s3 import conditions, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.buckets import owner_element
-from z4node.s3.handlers.objects import (MAX_PUT_SIZE, _declared_size,
-                                        metadata_from_headers, read_copy_source)
+from z4node.s3.handlers.objects import (early_write_precondition, metadata_from_headers,
+                                        read_copy_source)
 from z4node.objects.service import MAX_PARTS
 
 MAX_LISTED = 1000
@@ -30,25 +31,48 @@ def _limit(call, name):
 
 async def create_upload(api, call):
     meta = metadata_from_headers(call.headers)
+    headers = {"content-type": "application/xml"}
+    algorithm = call.headers.get("x-amz-checksum-algorithm")
+    if algorithm is not None:
+        algorithm = algorithm.upper()
+        kind = checksums.checksum_type(algorithm, call.headers.get("x-amz-checksum-type"))
+        meta["checksum"] = {"algorithm": algorithm, "type": kind}
+        headers["x-amz-checksum-algorithm"] = algorithm
+        headers["x-amz-checksum-type"] = kind
     upload = await api.objects.create_upload(
         call.bucket, call.key, owner=call.access_key.user_id, meta=meta)
     body = xml.document("InitiateMultipartUploadResult", [
         ("Bucket", call.bucket), ("Key", call.key), ("UploadId", upload.upload_id)])
-    return Response(headers={"content-type": "application/xml"}, body=body)
+    return Response(headers=headers, body=body)
 
 
 async def upload_part(api, call):
     number = _part_number(call)
-    size = _declared_size(call.headers)
-    if size is not None and size > MAX_PUT_SIZE:
-        raise S3Error("EntityTooLarge")
+    upload = await api.objects.get_upload(call.bucket, call.key, call.query["uploadId"])
     body, hashers, verify, found = api.body_pipeline(call)
+    # An upload created with a checksum algorithm needs every part's
+    # checksum; compute it when the client sent none.
+    setting = upload.meta.get("checksum")
+    computed = None
+    trailer = call.headers.get("x-amz-trailer", "").strip().lower()
+    if setting is not None and setting["algorithm"] not in found \
+            and trailer != checksums.header_name(setting["algorithm"]):
+        computed = checksums.new_checksum(setting["algorithm"])
+        hashers.append(computed)
+    meta = {"checksums": {}}
+
+    def verify_and_record(stored):
+        verify(stored)
+        meta["checksums"].update(found)
+        if computed is not None:
+            meta["checksums"][setting["algorithm"]] = computed.b64()
+
     part = await api.objects.upload_part(
-        call.bucket, call.key, call.query["uploadId"], number, body,
-        hashers=hashers, verify=verify, meta={"checksums": found})
+        call.bucket, call.key, upload.upload_id, number, body,
+        hashers=hashers, verify=verify_and_record, meta=meta)
     headers = {"etag": conditions.quoted(part.etag)}
-    for algorithm, value in found.items():
-        headers[f"x-amz-checksum-{algorithm.lower()}"] = value
+    for algorithm, value in meta["checksums"].items():
+        headers[checksums.header_name(algorithm)] = value
     return Response(headers=headers)
 
 
@@ -68,25 +92,39 @@ async def upload_part_copy(api, call):
 
 
 async def complete_upload(api, call):
-    precondition = conditions.write_precondition(call.headers, call.key)
     document, _ = await api.read_xml(call, "CompleteMultipartUpload")
     requested = []
     for element in document.findall("Part"):
         number, etag = xml.text(element, "PartNumber"), xml.text(element, "ETag")
         if number is None or etag is None or not number.strip().isdigit():
             raise S3Error("MalformedXML")
-        requested.append((int(number), etag.strip()))
+        claimed = {algorithm: xml.text(element, "Checksum" + algorithm).strip()
+                   for algorithm in checksums.ALGORITHMS
+                   if xml.text(element, "Checksum" + algorithm) is not None}
+        requested.append((int(number), etag.strip(), claimed))
     if not requested:
         raise S3Error("MalformedXML")
+    expected = None
+    for algorithm in checksums.ALGORITHMS:
+        value = call.headers.get(checksums.header_name(algorithm))
+        if value is not None:
+            expected = (algorithm, value)
+    precondition = await early_write_precondition(api, call)
     version = await api.objects.complete_upload(
         call.bucket, call.key, call.query["uploadId"], requested,
-        owner=call.access_key.user_id, precondition=precondition)
+        owner=call.access_key.user_id, precondition=precondition,
+        expected_checksum=expected)
     host = call.headers.get("host", "")
-    body = xml.document("CompleteMultipartUploadResult", [
-        ("Location", f"http://{host}/{call.bucket}/{call.key}"),
-        ("Bucket", call.bucket), ("Key", call.key),
-        ("ETag", conditions.quoted(version.etag))])
-    return Response(headers={"content-type": "application/xml"}, body=body)
+    children = [("Location", f"http://{host}/{call.bucket}/{call.key}"),
+                ("Bucket", call.bucket), ("Key", call.key),
+                ("ETag", conditions.quoted(version.etag))]
+    headers = {"content-type": "application/xml"}
+    for algorithm, value in version.meta.get("checksums", {}).items():
+        children += [("Checksum" + algorithm, value),
+                     ("ChecksumType", version.meta["checksum_type"])]
+        headers[checksums.header_name(algorithm)] = value
+        headers["x-amz-checksum-type"] = version.meta["checksum_type"]
+    return Response(headers=headers, body=xml.document("CompleteMultipartUploadResult", children))
 
 
 async def abort_upload(api, call):

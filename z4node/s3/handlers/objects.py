@@ -4,6 +4,7 @@ DeleteObject and DeleteObjects."""
 import hashlib
 from urllib.parse import parse_qsl, unquote
 
+from z4node.objects import checksums
 from z4node.objects.errors import ObjectError
 from z4node.s3 import authorization, conditions, xml
 from z4node.s3.api import Response, header_value, http_date
@@ -13,8 +14,7 @@ from z4node.s3.router import MAX_KEY_BYTES
 # Headers S3 stores with an object and returns on GET/HEAD.
 STORED_HEADERS = ("cache-control", "content-disposition", "content-encoding",
                   "content-language", "expires")
-# S3's limits: 5 GiB in one PUT, 2 KB of user metadata.
-MAX_PUT_SIZE = 5 * 1024 ** 3
+# S3's limit on user metadata: 2 KB.
 MAX_USER_METADATA = 2048
 # GetObject's response-* parameters and the header each overrides.
 OVERRIDES = {
@@ -88,7 +88,18 @@ async def get_object(api, call):
     for parameter, header in OVERRIDES.items():
         if parameter in call.query:
             headers[header] = header_value(call.query[parameter])
-    byte_range = conditions.parse_range(call.headers.get("range"), version.size)
+    part_sizes = version.meta.get("parts")
+    if part_sizes:
+        headers["x-amz-mp-parts-count"] = str(len(part_sizes))
+    part_number = call.query.get("partNumber")
+    if part_number is not None:
+        if "range" in call.headers:
+            raise S3Error("InvalidRequest",
+                          "Cannot specify both Range header and partNumber query parameter")
+        number = _positive_int(part_number, "partNumber")
+        byte_range = part_range(version, number)
+    else:
+        byte_range = conditions.parse_range(call.headers.get("range"), version.size)
     status = 200
     start, end = 0, version.size - 1
     if byte_range is not None:
@@ -96,6 +107,8 @@ async def get_object(api, call):
         status = 206
         headers["content-range"] = f"bytes {start}-{end}/{version.size}"
     headers["content-length"] = str(end - start + 1)
+    if call.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+        headers.update(checksum_headers(version, byte_range, part_number))
     if call.method == "HEAD":
         return Response(status, headers)
     if version.inline is not None:
@@ -104,28 +117,132 @@ async def get_object(api, call):
     return Response(status, headers, stream=api.objects.read(version, start, end))
 
 
-def _declared_size(headers):
-    for name in ("x-amz-decoded-content-length", "content-length"):
-        value = headers.get(name)
-        if value is not None and value.isdigit():
-            return int(value)
-    return None
+def _count(value, name):
+    if not value.isdigit():
+        raise S3Error("InvalidArgument", f"{name} must be a non-negative integer",
+                      extra={"ArgumentName": name, "ArgumentValue": value})
+    return int(value)
+
+
+def _positive_int(value, name):
+    number = _count(value, name)
+    if number < 1:
+        raise S3Error("InvalidArgument", f"{name} must be a positive integer",
+                      extra={"ArgumentName": name, "ArgumentValue": value})
+    return number
+
+
+def part_range(version, number):
+    """Bytes (start, end) of part ``number``; an object not made by a
+    multipart upload is its own part 1."""
+    sizes = version.meta.get("parts") or [version.size]
+    if number > len(sizes):
+        raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable",
+                      status=416, extra={"PartNumberRequested": str(number),
+                                         "ActualPartCount": str(len(sizes))})
+    start = sum(sizes[:number - 1])
+    return start, start + sizes[number - 1] - 1
+
+
+def checksum_headers(version, byte_range, part_number):
+    """The x-amz-checksum-* headers a GET/HEAD in checksum mode returns:
+    the object's checksum for the whole object, a part's for partNumber,
+    none for an arbitrary range (S3 has none to give)."""
+    stored = version.meta.get("checksums", {})
+    if not stored:
+        return {}
+    if part_number is not None and version.meta.get("part_checksums"):
+        ((algorithm, _),) = stored.items()
+        value = version.meta["part_checksums"][int(part_number) - 1]
+        return {checksums.header_name(algorithm): value, "x-amz-checksum-type": "COMPOSITE"}
+    if byte_range is not None and byte_range != (0, version.size - 1):
+        return {}
+    headers = {checksums.header_name(a): v for a, v in stored.items()}
+    headers["x-amz-checksum-type"] = version.meta.get("checksum_type", "FULL_OBJECT")
+    return headers
+
+
+async def get_object_attributes(api, call):
+    check_version_id(call)
+    wanted = {a.strip() for a in call.headers.get("x-amz-object-attributes", "").split(",")
+              if a.strip()}
+    known = {"ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"}
+    if not wanted or not wanted <= known:
+        raise S3Error("InvalidArgument", "Invalid attribute name specified.",
+                      extra={"ArgumentName": "x-amz-object-attributes"})
+    try:
+        version = await api.objects.head_object(call.bucket, call.key)
+    except ObjectError as e:
+        if e.code == "NoSuchKey":
+            raise S3Error("NoSuchKey", extra={"Key": call.key}) from None
+        raise
+    children = []
+    if "ETag" in wanted:
+        children.append(("ETag", version.etag))
+    stored = version.meta.get("checksums", {})
+    if "Checksum" in wanted and stored:
+        children.append(("Checksum", [("Checksum" + a, v) for a, v in stored.items()] + [
+            ("ChecksumType", version.meta.get("checksum_type", "FULL_OBJECT"))]))
+    sizes = version.meta.get("parts")
+    if "ObjectParts" in wanted and sizes:
+        marker = _count(call.headers.get("x-amz-part-number-marker", "0"),
+                        "x-amz-part-number-marker")
+        limit = min(_count(call.headers.get("x-amz-max-parts", "1000"), "x-amz-max-parts"), 1000)
+        numbers = list(range(marker + 1, min(marker + limit, len(sizes)) + 1))
+        part_checksums = version.meta.get("part_checksums")
+        parts = []
+        for number in numbers:
+            part = [("PartNumber", number), ("Size", sizes[number - 1])]
+            if part_checksums:
+                part.append(("Checksum" + next(iter(stored)), part_checksums[number - 1]))
+            parts.append(("Part", part))
+        children.append(("ObjectParts", [
+            ("PartsCount", len(sizes)), ("PartNumberMarker", marker),
+            ("NextPartNumberMarker", numbers[-1] if numbers else marker),
+            ("MaxParts", limit), ("IsTruncated", bool(numbers) and numbers[-1] < len(sizes)),
+            *parts]))
+    if "StorageClass" in wanted:
+        children.append(("StorageClass", "STANDARD"))
+    if "ObjectSize" in wanted:
+        children.append(("ObjectSize", version.size))
+    return Response(headers={"content-type": "application/xml",
+                             "last-modified": http_date(version.last_modified)},
+                    body=xml.document("GetObjectAttributesResponse", children))
 
 
 async def put_object(api, call):
-    size = _declared_size(call.headers)
-    if size is not None and size > MAX_PUT_SIZE:
-        raise S3Error("EntityTooLarge")
     meta = metadata_from_headers(call.headers)
-    precondition = conditions.write_precondition(call.headers, call.key)
+    precondition = await early_write_precondition(api, call)
     body, hashers, verify, found = api.body_pipeline(call)
+
+    def verify_and_record(stored):
+        verify(stored)
+        if found:
+            meta["checksums"] = dict(found)
+            meta["checksum_type"] = "FULL_OBJECT"
+
     version = await api.objects.put_object(
         call.bucket, call.key, body, owner=call.access_key.user_id, meta=meta,
-        hashers=hashers, verify=verify, precondition=precondition)
+        hashers=hashers, verify=verify_and_record, precondition=precondition)
     headers = {"etag": conditions.quoted(version.etag)}
     for algorithm, value in found.items():
         headers[f"x-amz-checksum-{algorithm.lower()}"] = value
     return Response(headers=headers)
+
+
+async def early_write_precondition(api, call):
+    """A conditional write's check, applied once now (so a doomed upload
+    fails before its body is sent) and returned to run again at commit."""
+    check = conditions.write_precondition(call.headers)
+    if check is not None:
+        try:
+            current = await api.objects.head_object(call.bucket, call.key)
+        except ObjectError as e:
+            if e.code != "NoSuchKey":
+                raise
+            current = None
+        check(current)
+    return check
 
 
 def parse_copy_source(api, call):
