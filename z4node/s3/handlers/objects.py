@@ -98,6 +98,10 @@ async def get_object(api, call):
                           "Cannot specify both Range header and partNumber query parameter")
         number = _positive_int(part_number, "partNumber")
         byte_range = part_range(version, number)
+        if version.size == 0:
+            # An empty object's only part: no byte range can name it
+            # ("bytes 0--1/0" is no header), so it goes out whole, as a 200.
+            byte_range = None
     else:
         byte_range = conditions.parse_range(call.headers.get("range"), version.size)
     status = 200
