@@ -309,6 +309,13 @@ class ObjectTests(S3Assertions, TestCase):
         self.assertS3Error("InvalidPartNumber", 416, self.get, "parted", PartNumber=2)
         self.assertS3Error("InvalidRequest", 400, self.get, "parted", PartNumber=1,
                            Range="bytes=0-1")
+        # An empty object has one, empty, part; no range can name it.
+        self.put("empty", b"")
+        for method in ("GET", "HEAD"):
+            reply = s3http.request(self.node, method, "/bkt/empty?partNumber=1")
+            self.assertEqual((reply.status, reply.body, reply.headers["content-length"]),
+                             (200, b"", "0"))
+            self.assertNotIn("content-range", reply.headers)
         # Each part of a multipart object, by GET and HEAD.
         parts = [os.urandom(5 * MiB), os.urandom(5 * MiB + 1), b"last part"]
         upload = self.s3.create_multipart_upload(Bucket="bkt", Key="mp")["UploadId"]
