@@ -122,7 +122,9 @@ class ObjectStorageTests(EngineTestCase):
         path = engine.chunks.path(version.chunks[0][0])
         with open(path, "r+b") as f:
             f.seek(100)
-            f.write(b"X")
+            flipped = f.read(1)[0] ^ 0xFF
+            f.seek(100)
+            f.write(bytes([flipped]))
         with self.assertRaises(ChunkCorrupted):
             await engine.get("k")
         self.assertTrue(os.path.exists(path + ".corrupted"))
