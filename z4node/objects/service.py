@@ -40,7 +40,7 @@ class ObjectService:
             raise ObjectError("NoSuchBucket")
         return bucket
 
-    async def create_bucket(self, name, owner_key):
+    async def create_bucket(self, name, owner_key, settings=None):
         if not valid_bucket_name(name):
             raise ObjectError("InvalidBucketName")
         existing = self.system.bucket(name)
@@ -48,7 +48,7 @@ class ObjectService:
             if existing.owner == owner_key.user_id:
                 raise ObjectError("BucketAlreadyOwnedByYou")
             raise ObjectError("BucketAlreadyExists")
-        return await self.system.create_bucket(name, owner_key)
+        return await self.system.create_bucket(name, owner_key, settings)
 
     async def delete_bucket(self, name):
         self.bucket(name)
@@ -105,6 +105,16 @@ class ObjectService:
             await self._meta.put_version(version, self._clock.seconds(), precondition)
         finally:
             streams.release(self._chunks, source.chunks)
+        return version
+
+    async def update_object_meta(self, bucket, key, update):
+        """Change the metadata of key's current version in place (its
+        bytes, ETag and Last-Modified stay): ``update(meta)`` changes the
+        dict it is given. NoSuchKey if there is no current version."""
+        self.bucket(bucket)
+        version = await self._meta.update_head_meta(bucket, key, update)
+        if version is None:
+            raise ObjectError("NoSuchKey")
         return version
 
     def read(self, version, start, end):

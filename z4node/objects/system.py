@@ -10,9 +10,11 @@ merged last-writer-wins later. Who may do what with them is decided in
 
 import base64
 import hashlib
+import json
 import os
 import re
 
+from z4node.objects.errors import ObjectError
 from z4node.storage.meta import AccessKey, Bucket, Grant
 
 # S3's rules for new bucket names: 3-63 characters of lower-case letters,
@@ -80,6 +82,17 @@ class SystemTables:
         return sorted((k for k in self._keys.values() if not k.deleted),
                       key=lambda k: k.name)
 
+    def key_by_user_id(self, user_id):
+        for key in self._keys.values():
+            if key.user_id == user_id and not key.deleted:
+                return key
+        return None
+
+    def key_was_deleted(self, access_key_id):
+        """Whether ``access_key_id`` named a key that has been deleted."""
+        key = self._keys.get(access_key_id)
+        return key is not None and key.deleted
+
     def secret_for(self, access_key_id):
         key = self.key_by_id(access_key_id)
         return key.secret if key is not None else None
@@ -133,14 +146,28 @@ class SystemTables:
         return sorted((b for b in self._buckets.values() if not b.deleted),
                       key=lambda b: b.name)
 
-    async def create_bucket(self, name, owner_key):
+    async def create_bucket(self, name, owner_key, settings=None):
         """Create a bucket owned by ``owner_key``; the key gets an owner grant."""
         bucket = Bucket(name, owner_key.user_id, self._clock.seconds(),
-                        self._hlc.now())
+                        self._hlc.now(), dict(settings or {}))
         await self._meta.save_bucket(bucket)
         self._buckets[name] = bucket
         await self.set_grant(name, owner_key.access_key_id, True, True, True)
         return bucket
+
+    async def update_bucket_settings(self, name, update):
+        """Change a bucket's settings: ``update(settings)`` changes the dict
+        it is given (a copy) in place. The new settings get a new HLC
+        timestamp, so they replicate as one last-writer-wins value."""
+        bucket = self.bucket(name)
+        if bucket is None:
+            raise ObjectError("NoSuchBucket")
+        settings = json.loads(json.dumps(bucket.settings))
+        update(settings)
+        updated = Bucket(name, bucket.owner, bucket.created, self._hlc.now(), settings)
+        await self._meta.save_bucket(updated)
+        self._buckets[name] = updated
+        return updated
 
     async def delete_bucket(self, name, precondition):
         """Tombstone a bucket; ``precondition(c)`` runs in the transaction
