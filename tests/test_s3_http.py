@@ -283,8 +283,31 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual(route("POST", "b", "k", {"uploadId": "u"}, {}).operation,
                          "CompleteMultipartUpload")
 
+    def test_access_control_operations(self):
+        route = router.route
+        for method, query, operation in (
+                ("GET", "policy", "GetBucketPolicy"), ("PUT", "policy", "PutBucketPolicy"),
+                ("DELETE", "policy", "DeleteBucketPolicy"),
+                ("GET", "policyStatus", "GetBucketPolicyStatus"),
+                ("GET", "acl", "GetBucketAcl"), ("PUT", "acl", "PutBucketAcl"),
+                ("GET", "ownershipControls", "GetBucketOwnershipControls"),
+                ("PUT", "ownershipControls", "PutBucketOwnershipControls"),
+                ("DELETE", "ownershipControls", "DeleteBucketOwnershipControls")):
+            self.assertEqual(route(method, "b", None, {query: ""}, {}).operation, operation)
+        self.assertEqual(route("GET", "b", "k", {"acl": ""}, {}).operation, "GetObjectAcl")
+        self.assertEqual(route("PUT", "b", "k", {"acl": ""}, {}).operation, "PutObjectAcl")
+        for method, bucket, key, query, code in (
+                ("POST", "b", None, "policy", "MethodNotAllowed"),
+                ("DELETE", "b", None, "acl", "MethodNotAllowed"),
+                ("PUT", "b", None, "policyStatus", "MethodNotAllowed"),
+                ("DELETE", "b", "k", "acl", "MethodNotAllowed"),
+                ("GET", "b", "k", "policy", "InvalidRequest")):
+            with self.assertRaises(S3Error) as raised:
+                route(method, bucket, key, {query: ""}, {})
+            self.assertEqual(raised.exception.code, code)
+
     def test_unimplemented_subresources_are_refused(self):
-        for query in ({"acl": ""}, {"policy": ""}, {"tagging": ""}, {"versions": ""}):
+        for query in ({"lifecycle": ""}, {"website": ""}, {"tagging": ""}, {"versions": ""}):
             with self.assertRaises(S3Error) as raised:
                 router.route("GET", "b", None, query, {})
             self.assertEqual(raised.exception.code, "NotImplemented")

@@ -60,6 +60,10 @@ class S3Call:
     raw_query: bytes = b""
     # The bucket named by the Host header (virtual-host style), if any.
     host_bucket: str | None = None
+    # Set by authorization.authorize: the condition keys of the request
+    # (None when no decision needed them) and the Decision taken.
+    access_context: dict | None = None
+    decision: object = None
 
     @property
     def resource(self):
@@ -151,8 +155,7 @@ class S3Api:
             endpoint = router.route(method, call.bucket, call.key, call.query,
                                     call.headers)
             call.operation = endpoint.operation
-            authorization.authorize(self.system, call.access_key,
-                                    call.operation, call.bucket)
+            await authorization.authorize(self, call)
             response = await self._handlers[call.operation](self, call)
         except S3Error as e:
             response = error_response(e, resource, request_id, method)
@@ -197,8 +200,15 @@ class S3Api:
     def _authenticate(self, call):
         view = auth.RequestView(call.method, call.raw_path, call.raw_query,
                                 call.headers, virtual_host_bucket=call.host_bucket)
-        credentials = auth.authenticate(view, self.system.secret_for,
-                                        self.clock.seconds())
+        try:
+            credentials = auth.authenticate(view, self.system.secret_for,
+                                            self.clock.seconds())
+        except S3Error as e:
+            if e.code == "InvalidAccessKeyId" and self._signed_by_deleted_key(call):
+                # A presigned URL outlives nothing: once its key is
+                # deleted the URL is denied, as any unauthorized request.
+                raise S3Error("AccessDenied") from None
+            raise
         call.credentials = credentials
         if credentials is not None:
             call.access_key = self.system.key_by_id(credentials.access_key_id)
@@ -206,6 +216,15 @@ class S3Api:
                 raise S3Error("InvalidAccessKeyId")
             if credentials.presigned and credentials.signature_version == 2:
                 _apply_query_headers(call)
+
+    def _signed_by_deleted_key(self, call):
+        """Whether a presigned URL names an access key that was deleted."""
+        for name, value in parse_qsl(call.raw_query.decode("utf-8", "replace")):
+            if name == "X-Amz-Credential":
+                return self.system.key_was_deleted(value.split("/", 1)[0])
+            if name == "AWSAccessKeyId":
+                return self.system.key_was_deleted(value)
+        return False
 
     async def _send(self, request, request_id, response):
         if request.gone:

@@ -1,68 +1,496 @@
 """Authorization: the one function that decides whether a request may do
-what it asks. Every handler is reached only through :func:`authorize`.
+what it asks. The pipeline calls :func:`authorize` once per request before
+any handler runs; CopyObject and UploadPartCopy also ask
+:func:`authorize_copy_source` about their source, and DeleteObjects asks
+:func:`may_delete` about each key. All of them end in :func:`decide`, and
+so does ``z4 key info``.
 
-A key is one account. The admin key may do everything. Any key may list
-the buckets it can see and create buckets (it owns what it creates). On a
-bucket a key may do what its grant allows: ``read`` (GET, HEAD, listings),
-``write`` (PUT, DELETE, multipart), ``owner`` (everything, bucket settings
-and deletion included); the bucket's owner holds an owner grant. Anonymous
-requests are denied (bucket policies and ACLs come later and will be asked
-here too).
+Who may do what, in the order :func:`decide` asks:
+
+1. An explicit ``Deny`` in the bucket's policy that matches the request
+   wins over everything, the admin key included: except that the admin
+   key and keys with an owner grant may always read, replace and delete
+   the policy itself, so a policy can never lock a bucket for good.
+2. The admin key may do everything.
+3. Any key may list its buckets and create buckets (it owns what it
+   creates).
+4. A key's grant on the bucket (``z4 bucket allow``): ``read`` (GET, HEAD,
+   listings, reading object ACLs), ``write`` (PUT, DELETE, multipart) or
+   ``owner`` (everything, bucket settings and deletion included). The
+   bucket's creator holds an owner grant.
+5. An ``Allow`` in the bucket's policy that matches the request.
+6. The bucket's or the object's ACL, when the bucket's object ownership
+   enables ACLs (it does not by default). Grants naming the bucket owner
+   do not count: what the owner may do is its grant, which
+   ``z4 bucket deny`` can take away.
+7. Nothing else: AccessDenied. Anonymous requests get only what 1-6 give
+   to everyone.
+
+:data:`_NEEDS` says what each operation needs: its S3 action (the name a
+policy's ``Action`` matches), the grant that covers it, and the ACL
+permission that covers it (on the bucket, or on the object).
 """
 
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from urllib.parse import parse_qsl
+
+from z4node.objects.errors import ObjectError
+from z4node.s3 import acl as acls
+from z4node.s3 import policy as policies
 from z4node.s3.errors import S3Error
 
 READ = "read"
 WRITE = "write"
 OWNER = "owner"
 ACCOUNT = "account"  # needs only a valid key
+ANYONE = "anyone"  # needs nothing (CORS preflight requests are unsigned)
+
+# The canonical user id S3 gives anonymous requesters; objects written
+# anonymously (into a public-read-write bucket) are owned by it.
+ANONYMOUS_USER_ID = "65a011a29cdf8ec533ec3d1ccaae921c"
+
+
+@dataclass(frozen=True)
+class Need:
+    """What one operation needs: ``action`` as bucket policies name it,
+    the grant level that covers it and the ACL permission that covers it
+    (``acl_on_object``: the object's ACL, else the bucket's)."""
+
+    action: str
+    grant: str
+    acl: str | None = None
+    acl_on_object: bool = False
+
 
 _NEEDS = {
-    "ListBuckets": ACCOUNT,
-    "CreateBucket": ACCOUNT,
-    "HeadBucket": READ,
-    "GetBucketLocation": READ,
-    "GetBucketVersioning": READ,
-    "ListObjects": READ,
-    "ListObjectsV2": READ,
-    "GetObject": READ,
-    "HeadObject": READ,
-    "GetObjectAttributes": READ,
-    "PutObject": WRITE,
-    "CopyObject": WRITE,
-    "DeleteObject": WRITE,
-    "DeleteObjects": WRITE,
-    "CreateMultipartUpload": WRITE,
-    "UploadPart": WRITE,
-    "UploadPartCopy": WRITE,
-    "CompleteMultipartUpload": WRITE,
-    "AbortMultipartUpload": WRITE,
-    "ListParts": WRITE,
-    "ListMultipartUploads": WRITE,
-    "DeleteBucket": OWNER,
+    "ListBuckets": Need("s3:ListAllMyBuckets", ACCOUNT),
+    "CreateBucket": Need("s3:CreateBucket", ACCOUNT),
+    "DeleteBucket": Need("s3:DeleteBucket", OWNER),
+    "HeadBucket": Need("s3:ListBucket", READ, acls.READ),
+    "GetBucketLocation": Need("s3:GetBucketLocation", READ),
+    "GetBucketVersioning": Need("s3:GetBucketVersioning", READ),
+    "ListObjects": Need("s3:ListBucket", READ, acls.READ),
+    "ListObjectsV2": Need("s3:ListBucket", READ, acls.READ),
+    "ListMultipartUploads": Need("s3:ListBucketMultipartUploads", WRITE, acls.READ),
+    "GetObject": Need("s3:GetObject", READ, acls.READ, True),
+    "HeadObject": Need("s3:GetObject", READ, acls.READ, True),
+    "GetObjectAttributes": Need("s3:GetObjectAttributes", READ, acls.READ, True),
+    "PutObject": Need("s3:PutObject", WRITE, acls.WRITE),
+    "CopyObject": Need("s3:PutObject", WRITE, acls.WRITE),
+    "DeleteObject": Need("s3:DeleteObject", WRITE, acls.WRITE),
+    # Checked again for each key it names (may_delete).
+    "DeleteObjects": Need("s3:DeleteObject", WRITE, acls.WRITE),
+    "CreateMultipartUpload": Need("s3:PutObject", WRITE, acls.WRITE),
+    "UploadPart": Need("s3:PutObject", WRITE, acls.WRITE),
+    "UploadPartCopy": Need("s3:PutObject", WRITE, acls.WRITE),
+    "CompleteMultipartUpload": Need("s3:PutObject", WRITE, acls.WRITE),
+    "AbortMultipartUpload": Need("s3:AbortMultipartUpload", WRITE, acls.WRITE),
+    "ListParts": Need("s3:ListMultipartUploadParts", WRITE, acls.WRITE),
+    "GetBucketPolicy": Need("s3:GetBucketPolicy", OWNER),
+    "PutBucketPolicy": Need("s3:PutBucketPolicy", OWNER),
+    "DeleteBucketPolicy": Need("s3:DeleteBucketPolicy", OWNER),
+    "GetBucketPolicyStatus": Need("s3:GetBucketPolicyStatus", OWNER),
+    "GetBucketAcl": Need("s3:GetBucketAcl", OWNER, acls.READ_ACP),
+    "PutBucketAcl": Need("s3:PutBucketAcl", OWNER, acls.WRITE_ACP),
+    "GetObjectAcl": Need("s3:GetObjectAcl", READ, acls.READ_ACP, True),
+    "PutObjectAcl": Need("s3:PutObjectAcl", OWNER, acls.WRITE_ACP, True),
+    "GetBucketOwnershipControls": Need("s3:GetBucketOwnershipControls", OWNER),
+    "PutBucketOwnershipControls": Need("s3:PutBucketOwnershipControls", OWNER),
+    "DeleteBucketOwnershipControls": Need("s3:PutBucketOwnershipControls", OWNER),
 }
 
+# An entry of _NEEDS may also be a bare grant level (READ, WRITE, OWNER,
+# ACCOUNT, ANYONE); its action is then named here, or "s3:" + operation.
+ACTION_NAMES = {
+    "ListObjectVersions": "s3:ListBucketVersions",
+    "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
+    "PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
+    "DeleteBucketLifecycle": "s3:PutLifecycleConfiguration",
+    "GetBucketCors": "s3:GetBucketCORS",
+    "PutBucketCors": "s3:PutBucketCORS",
+    "DeleteBucketCors": "s3:PutBucketCORS",
+    "GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    "PutBucketEncryption": "s3:PutEncryptionConfiguration",
+    "DeleteBucketEncryption": "s3:PutEncryptionConfiguration",
+    "DeleteBucketTagging": "s3:PutBucketTagging",
+    "PostObject": "s3:PutObject",
+}
 
-def may(system, key, bucket, need):
-    """Whether ``key`` (AccessKey or None) has ``need`` on ``bucket``."""
-    if key is None:
-        return False
-    if key.is_admin or need == ACCOUNT:
-        return True
+# With a versionId, S3 asks for the version form of these actions.
+_VERSION_ACTIONS = {
+    "s3:getobject": "s3:GetObjectVersion",
+    "s3:deleteobject": "s3:DeleteObjectVersion",
+    "s3:getobjectacl": "s3:GetObjectVersionAcl",
+    "s3:putobjectacl": "s3:PutObjectVersionAcl",
+    "s3:getobjecttagging": "s3:GetObjectVersionTagging",
+    "s3:putobjecttagging": "s3:PutObjectVersionTagging",
+    "s3:deleteobjecttagging": "s3:DeleteObjectVersionTagging",
+}
+
+# Operations whose missing object is AccessDenied, not NoSuchKey, for a
+# requester that may not list the bucket (as S3 hides which keys exist).
+_HIDES_MISSING_KEYS = frozenset({"GetObject", "HeadObject", "GetObjectAttributes",
+                                 "GetObjectAcl"})
+
+# Request headers that are condition keys of the same name (s3:<header>).
+_HEADER_KEYS = (
+    "x-amz-acl", "x-amz-grant-read", "x-amz-grant-write", "x-amz-grant-read-acp",
+    "x-amz-grant-write-acp", "x-amz-grant-full-control",
+    "x-amz-server-side-encryption", "x-amz-server-side-encryption-aws-kms-key-id",
+    "x-amz-server-side-encryption-customer-algorithm", "x-amz-copy-source",
+    "x-amz-metadata-directive", "x-amz-storage-class", "x-amz-content-sha256",
+    "x-amz-object-ownership", "x-amz-website-redirect-location")
+# Query parameters of the listing operations that are condition keys.
+_LISTING_KEYS = ("prefix", "delimiter", "max-keys")
+_LISTINGS = frozenset({"ListObjects", "ListObjectsV2", "ListObjectVersions"})
+
+_POLICY_ACTIONS = frozenset({"s3:getbucketpolicy", "s3:putbucketpolicy",
+                             "s3:deletebucketpolicy"})
+
+ANY_OBJECT = "*any object*"
+
+
+def need_for(operation, query=None):
+    """The :class:`Need` of an operation (with S3's version form of the
+    action when the request names a versionId)."""
+    need = _NEEDS[operation]
+    if isinstance(need, str):
+        need = Need(ACTION_NAMES.get(operation, "s3:" + operation), need)
+    if query and "versionId" in query:
+        versioned = _VERSION_ACTIONS.get(need.action.lower())
+        if versioned is not None:
+            need = Need(versioned, need.grant, need.acl, need.acl_on_object)
+    return need
+
+
+def operations():
+    return list(_NEEDS)
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    """One question for :func:`decide`.
+
+    ``object_key`` is None for a bucket-level request and
+    :data:`ANY_OBJECT` for "some object of the bucket"; ``context`` holds
+    the condition keys (None: unknown); ``object_acl`` is the object's ACL
+    when known.
+    """
+
+    key: object  # AccessKey, or None for anonymous
+    need: Need
+    bucket: str | None
+    object_key: str | None = None
+    context: dict | None = None
+    object_acl: acls.Acl | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+    # Which rule decided: "deny", "admin", "account", "grant", "policy",
+    # "acl", "anyone" or "none".
+    via: str
+
+
+@lru_cache(maxsize=512)
+def _parsed(text, bucket):
+    return policies.parse(text, bucket)
+
+
+def bucket_policy(bucket):
+    """The parsed policy of a Bucket record, or None."""
+    text = bucket.settings.get("policy")
+    return None if text is None else _parsed(text, bucket.name)
+
+
+def principal_of(key):
+    return None if key is None else policies.Principal(key.access_key_id, key.user_id, key.name)
+
+
+def _resource(bucket, object_key):
+    if object_key is None:
+        return policies.ARN_PREFIX + bucket
+    if object_key is ANY_OBJECT:
+        return policies.ARN_PREFIX + bucket + "/"
+    return policies.ARN_PREFIX + bucket + "/" + object_key
+
+
+def _grant_covers(system, key, bucket, level):
     grant = system.grant(bucket, key.access_key_id)
     if grant is None:
         return False
     if grant.can_own:
         return True
-    return grant.can_read if need == READ else grant.can_write if need == WRITE else False
+    return (level == READ and grant.can_read) or (level == WRITE and grant.can_write)
 
 
-def authorize(system, key, operation, bucket):
-    """Raise AccessDenied unless ``key`` may perform operation on bucket."""
-    if not may(system, key, bucket, _NEEDS[operation]):
+def decide(system, request, optimistic=False):
+    """Whether ``request`` (an :class:`AccessRequest`) is allowed, and why.
+
+    Where the request leaves something unknown (``ANY_OBJECT``, no
+    context, no object ACL) the answer is pessimistic (what is allowed
+    whatever the details) unless ``optimistic`` (what may be allowed).
+    """
+    need, key = request.need, request.key
+    if need.grant == ANYONE:
+        return Decision(True, "needs no key", "anyone")
+    bucket = system.bucket(request.bucket) if request.bucket is not None else None
+    verdict = None
+    if bucket is not None:
+        policy = bucket_policy(bucket)
+        if policy is not None:
+            query = policies.Query(principal_of(key), need.action,
+                                   _resource(bucket.name, request.object_key),
+                                   request.context, request.object_key is ANY_OBJECT)
+            verdict = policies.evaluate(policy, query, optimistic)
+            if verdict.deny is not None and not (
+                    need.action.lower() in _POLICY_ACTIONS and key is not None
+                    and (key.is_admin or _grant_covers(system, key, bucket.name, OWNER))):
+                return Decision(False, f"denied by bucket policy statement {verdict.deny.sid}",
+                                "deny")
+    if key is not None and key.is_admin:
+        return Decision(True, "admin key", "admin")
+    if need.grant == ACCOUNT:
+        if key is not None:
+            return Decision(True, "any key may", "account")
+        return Decision(False, "needs a key", "none")
+    if key is not None and bucket is not None and _grant_covers(system, key, bucket.name,
+                                                                need.grant):
+        return Decision(True, f"{need.grant} grant", "grant")
+    if verdict is not None and verdict.allow is not None:
+        return Decision(True, f"bucket policy statement {verdict.allow.sid}", "policy")
+    if bucket is not None and need.acl is not None and acls.acls_enabled(bucket):
+        acl = request.object_acl if need.acl_on_object else acls.bucket_acl(bucket)
+        if acl is not None and acl.allows(key, need.acl, ignore_user=bucket.owner):
+            return Decision(True, f"{'object' if need.acl_on_object else 'bucket'} ACL", "acl")
+    return Decision(False, "no grant, bucket policy or ACL allows it", "none")
+
+
+# -- the request pipeline --------------------------------------------------
+
+def _iso(seconds):
+    return datetime.fromtimestamp(int(seconds), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def request_context(api, call):
+    """The condition keys of a request (lower-cased names -> [values])."""
+    headers, key, request = call.headers, call.access_key, call.request
+    now = api.clock.seconds()
+    context = {
+        "aws:currenttime": [_iso(now)],
+        "aws:epochtime": [str(int(now))],
+        "aws:securetransport": ["true" if _is_secure(request) else "false"],
+        "aws:principaltype": ["Anonymous" if key is None else "User"],
+    }
+    address = _client_address(request)
+    if address:
+        context["aws:sourceip"] = [address]
+    if key is not None:
+        context["aws:username"] = [key.name]
+        context["aws:userid"] = [key.user_id]
+    for header, name in (("user-agent", "aws:useragent"), ("referer", "aws:referer")):
+        if header in headers:
+            context[name] = [headers[header]]
+    for header in _HEADER_KEYS:
+        if header in headers:
+            context["s3:" + header] = [headers[header].strip()]
+    if call.operation in _LISTINGS:
+        for name in _LISTING_KEYS:
+            if name in call.query:
+                context["s3:" + name] = [call.query[name]]
+    if "versionId" in call.query:
+        context["s3:versionid"] = [call.query["versionId"]]
+    tagging = headers.get("x-amz-tagging")
+    if tagging is not None:
+        tags = parse_qsl(tagging, keep_blank_values=True)
+        for name, value in tags:
+            context["s3:requestobjecttag/" + name] = [value]
+        context["s3:requestobjecttagkeys"] = [name for name, _ in tags]
+    credentials = call.credentials
+    if credentials is not None:
+        context["s3:signatureversion"] = [
+            "AWS4-HMAC-SHA256" if credentials.signature_version == 4 else "AWS"]
+        context["s3:authtype"] = ["REST-QUERY-STRING" if credentials.presigned
+                                  else "REST-HEADER"]
+    return context
+
+
+def _is_secure(request):
+    try:
+        return bool(request.isSecure())
+    except AttributeError:
+        return False
+
+
+def _client_address(request):
+    try:
+        return getattr(request.getClientAddress(), "host", None)
+    except AttributeError:
+        return None
+
+
+def object_tags(version):
+    """The tags stored with an object version (name -> value)."""
+    return version.meta.get("tags") or {}
+
+
+async def _head(api, bucket, key):
+    try:
+        return await api.objects.head_object(bucket, key)
+    except ObjectError:
+        return None
+
+
+def _needs_object(bucket, need):
+    if need.acl_on_object and acls.acls_enabled(bucket):
+        return True
+    policy = bucket_policy(bucket)
+    return policy is not None and policy.mentions_existing_object_tags
+
+
+async def _authorize_object(api, call, need, bucket_name, key, version=None, fetched=False):
+    """The decision about one object-level request (shared by the
+    pipeline, copy sources and each key of DeleteObjects)."""
+    system = api.system
+    bucket = system.bucket(bucket_name)
+    context = call.access_context
+    object_acl = None
+    if bucket is not None and (fetched or _needs_object(bucket, need)):
+        if not fetched:
+            version = await _head(api, bucket_name, key)
+            fetched = True
+        if version is not None:
+            tags = object_tags(version)
+            if tags:
+                context = dict(context)
+                for name, value in tags.items():
+                    context["s3:existingobjecttag/" + name] = [value]
+            object_acl = acls.object_acl(bucket, version)
+    decision = decide(system, AccessRequest(call.access_key, need, bucket_name, key,
+                                            context, object_acl))
+    return decision, version, fetched
+
+
+async def authorize(api, call):
+    """Raise AccessDenied unless the request in ``call`` may be carried
+    out; the pipeline calls it once per request, before the handler."""
+    need = need_for(call.operation, call.query)
+    call.access_context = None
+    if need.grant == ANYONE:
+        return
+    key, system = call.access_key, api.system
+    bucket = system.bucket(call.bucket) if call.bucket is not None else None
+    if key is not None and key.is_admin and (bucket is None or "policy" not in bucket.settings):
+        return
+    call.access_context = request_context(api, call)
+    object_level = policies.ACTIONS.get(need.action.lower()) == policies.OBJECT
+    if call.bucket is None or not object_level:
+        decision = decide(system, AccessRequest(key, need, call.bucket, None,
+                                                call.access_context))
+    elif call.key is None:
+        # DeleteObjects: may it delete anything at all? Each key is asked
+        # again by the handler.
+        decision = decide(system, AccessRequest(key, need, call.bucket, ANY_OBJECT,
+                                                call.access_context), optimistic=True)
+    else:
+        decision, version, fetched = await _authorize_object(api, call, need, call.bucket,
+                                                            call.key)
+        if decision.allowed and decision.via in ("policy", "acl") \
+                and call.operation in _HIDES_MISSING_KEYS:
+            if not fetched:
+                version = await _head(api, call.bucket, call.key)
+            if version is None and not _may_list(api, call, call.bucket):
+                raise S3Error("AccessDenied")
+    call.decision = decision
+    if not decision.allowed:
         raise S3Error("AccessDenied")
 
 
+def _may_list(api, call, bucket):
+    return decide(api.system, AccessRequest(call.access_key, need_for("ListObjects"), bucket,
+                                            None, call.access_context)).allowed
+
+
+async def authorize_copy_source(api, call, bucket, key, version, version_id=None):
+    """Raise AccessDenied unless the caller may read the copy source
+    ``bucket``/``key`` (``version``: its head, or None if there is none)."""
+    caller = call.access_key
+    if caller is not None and caller.is_admin and (
+            api.system.bucket(bucket) is None
+            or "policy" not in api.system.bucket(bucket).settings):
+        return
+    if call.access_context is None:
+        call.access_context = request_context(api, call)
+    need = need_for("GetObject", {"versionId": version_id} if version_id else None)
+    decision, _, _ = await _authorize_object(api, call, need, bucket, key, version, True)
+    if not decision.allowed:
+        raise S3Error("AccessDenied")
+    if version is None and decision.via in ("policy", "acl") \
+            and not _may_list(api, call, bucket):
+        raise S3Error("AccessDenied")
+
+
+async def may_delete(api, call, key):
+    """Whether DeleteObjects may delete ``key`` of the call's bucket."""
+    caller = call.access_key
+    if call.access_context is None and caller is not None and caller.is_admin:
+        return True
+    if call.access_context is None:
+        call.access_context = request_context(api, call)
+    decision, _, _ = await _authorize_object(api, call, need_for("DeleteObject"),
+                                             call.bucket, key)
+    return decision.allowed
+
+
+def owner_id(call):
+    """The canonical user id that owns what this request writes."""
+    return ANONYMOUS_USER_ID if call.access_key is None else call.access_key.user_id
+
+
 def can_see_bucket(system, key, bucket):
-    """Whether ListBuckets shows ``bucket`` to ``key``."""
-    return may(system, key, bucket, READ) or may(system, key, bucket, WRITE)
+    """Whether ListBuckets shows ``bucket`` to ``key``: the admin key sees
+    every bucket, other keys those they hold a grant on."""
+    if key is None:
+        return False
+    if key.is_admin:
+        return True
+    grant = system.grant(bucket, key.access_key_id)
+    return grant is not None and (grant.can_read or grant.can_write or grant.can_own)
+
+
+# -- what a key may do (z4 key info) ------------------------------------------
+
+def summarize(system, key):
+    """What ``key`` may do on each bucket, by :func:`decide`: the actions
+    it may take whatever the request, and those some requests may take
+    (policy conditions, some keys of the bucket). Object ACLs are not
+    looked at (they are per object)."""
+    needs = {}
+    for operation in _NEEDS:
+        need = need_for(operation)
+        if need.grant not in (ACCOUNT, ANYONE):
+            needs.setdefault(need.action, need)
+    out = []
+    for bucket in system.buckets():
+        always, sometimes, reasons = [], [], set()
+        for action, need in sorted(needs.items()):
+            object_level = policies.ACTIONS.get(action.lower()) == policies.OBJECT
+            request = AccessRequest(key, need, bucket.name,
+                                    ANY_OBJECT if object_level else None, None)
+            worst = decide(system, request)
+            if worst.allowed:
+                always.append(action)
+                reasons.add(worst.reason)
+                continue
+            best = decide(system, request, optimistic=True)
+            if best.allowed:
+                sometimes.append(action)
+                reasons.add(best.reason)
+        if always or sometimes:
+            out.append({"bucket": bucket.name, "always": always, "sometimes": sometimes,
+                        "via": sorted(reasons)})
+    return out

@@ -6,6 +6,7 @@ code. Handlers raise :class:`S3Error`; the request layer renders it as an
 # code -> (HTTP status, default message), as documented in AWS's S3 API
 # reference ("Error responses", "List of error codes").
 ERRORS = {
+    "AccessControlListNotSupported": (400, "The bucket does not allow ACLs"),
     "AccessDenied": (403, "Access Denied"),
     "AccountProblem": (403, "There is a problem with your account."),
     "AuthorizationHeaderMalformed": (400, "The authorization header is malformed."),
@@ -21,6 +22,7 @@ ERRORS = {
     "InternalError": (500, "We encountered an internal error. Please try again."),
     "InvalidAccessKeyId": (403, "The AWS access key ID that you provided does not exist in our records."),
     "InvalidArgument": (400, "Invalid Argument"),
+    "InvalidBucketAclWithObjectOwnership": (400, "Bucket cannot have ACLs set with ObjectOwnership's BucketOwnerEnforced setting"),
     "InvalidBucketName": (400, "The specified bucket is not valid."),
     "InvalidDigest": (400, "The Content-MD5 or checksum value that you specified is not valid."),
     "InvalidPart": (400, "One or more of the specified parts could not be found. The part might not have been uploaded, or the specified ETag might not have matched the uploaded part's ETag."),
@@ -30,6 +32,8 @@ ERRORS = {
     "InvalidRange": (416, "The requested range is not satisfiable"),
     "InvalidRequest": (400, "Invalid Request"),
     "KeyTooLongError": (400, "Your key is too long."),
+    "MalformedACLError": (400, "The XML you provided was not well-formed or did not validate against our published schema."),
+    "MalformedPolicy": (400, "Policies must be valid JSON and the first byte must be '{'"),
     "MalformedTrailerError": (400, "The request contained trailing data that was not well-formed or did not conform to our published schema."),
     "MalformedXML": (400, "The XML that you provided was not well formed or did not validate against our published schema."),
     "MetadataTooLarge": (400, "Your metadata headers exceed the maximum allowed metadata size."),
@@ -37,10 +41,12 @@ ERRORS = {
     "MissingContentLength": (411, "You must provide the Content-Length HTTP header."),
     "MissingSecurityHeader": (400, "Your request is missing a required header."),
     "NoSuchBucket": (404, "The specified bucket does not exist."),
+    "NoSuchBucketPolicy": (404, "The bucket policy does not exist"),
     "NoSuchKey": (404, "The specified key does not exist."),
     "NoSuchVersion": (404, "The specified version does not exist."),
     "NoSuchUpload": (404, "The specified multipart upload does not exist. The upload ID might be invalid, or the multipart upload might have been aborted or completed."),
     "NotImplemented": (501, "A header or query you provided implies functionality that is not implemented."),
+    "OwnershipControlsNotFoundError": (404, "The bucket ownership controls were not found"),
     "PreconditionFailed": (412, "At least one of the preconditions that you specified did not hold."),
     "RequestTimeTooSkewed": (403, "The difference between the request time and the server's time is too large."),
     "RequestTimeout": (400, "Your socket connection to the server was not read from or written to within the timeout period."),
@@ -48,6 +54,8 @@ ERRORS = {
     "SignatureDoesNotMatch": (403, "The request signature we calculated does not match the signature you provided. Check your key and signing method."),
     "SlowDown": (503, "Please reduce your request rate."),
     "TooManyBuckets": (400, "You have attempted to create more buckets than allowed."),
+    "UnexpectedContent": (400, "This request does not support content"),
+    "UnresolvableGrantByEmailAddress": (400, "The email address you provided does not match any account on record."),
     "XAmzContentSHA256Mismatch": (400, "The provided 'x-amz-content-sha256' header does not match what was computed."),
 }
 

@@ -17,13 +17,25 @@ MAX_KEY_BYTES = 1024
 
 # Sub-resources S3 has that this server does not implement yet.
 UNIMPLEMENTED = frozenset({
-    "accelerate", "acl", "analytics", "cors", "encryption",
+    "accelerate", "analytics", "cors", "encryption",
     "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging",
     "metadataTable", "metrics", "notification", "object-lock",
-    "ownershipControls", "policy", "policyStatus", "publicAccessBlock",
+    "publicAccessBlock",
     "replication", "requestPayment", "restore", "retention", "select",
     "tagging", "torrent", "versions", "website", "renameObject", "session",
 })
+# Sub-resources of buckets only: on an object they name nothing.
+BUCKET_ONLY = frozenset({"policy", "policyStatus", "ownershipControls"})
+# Bucket sub-resource -> {method: operation}.
+_BUCKET_SETTINGS = {
+    "policy": {"GET": "GetBucketPolicy", "PUT": "PutBucketPolicy",
+               "DELETE": "DeleteBucketPolicy"},
+    "policyStatus": {"GET": "GetBucketPolicyStatus"},
+    "acl": {"GET": "GetBucketAcl", "PUT": "PutBucketAcl"},
+    "ownershipControls": {"GET": "GetBucketOwnershipControls",
+                          "PUT": "PutBucketOwnershipControls",
+                          "DELETE": "DeleteBucketOwnershipControls"},
+}
 
 
 @dataclass
@@ -99,6 +111,11 @@ def route(method, bucket, key, query, headers):
 
 
 def _bucket_operation(method, query):
+    for name, methods in _BUCKET_SETTINGS.items():
+        if name in query:
+            if method not in methods:
+                raise S3Error("MethodNotAllowed")
+            return methods[method]
     if method == "GET":
         if "location" in query:
             return "GetBucketLocation"
@@ -125,6 +142,15 @@ def _bucket_operation(method, query):
 
 
 def _object_operation(method, query, headers):
+    for name in BUCKET_ONLY:
+        if name in query:
+            raise S3Error("InvalidRequest", f"The {name} sub-resource is one of buckets.")
+    if "acl" in query:
+        if method == "GET":
+            return "GetObjectAcl"
+        if method == "PUT":
+            return "PutObjectAcl"
+        raise S3Error("MethodNotAllowed")
     if method == "GET":
         if "attributes" in query:
             return "GetObjectAttributes"

@@ -28,21 +28,25 @@ def iso8601(seconds):
 def _write(out, name, value):
     if value is None:
         return
+    # A name may carry attributes (``Grantee xsi:type="Group"``); the
+    # closing tag is its first word.
+    close = name.split(" ", 1)[0]
     if isinstance(value, list):
         out.append(f"<{name}>")
         for child_name, child_value in value:
             _write(out, child_name, child_value)
-        out.append(f"</{name}>")
+        out.append(f"</{close}>")
     elif isinstance(value, bool):
-        out.append(f"<{name}>{'true' if value else 'false'}</{name}>")
+        out.append(f"<{name}>{'true' if value else 'false'}</{close}>")
     else:
-        out.append(f"<{name}>{escape(str(value))}</{name}>")
+        out.append(f"<{name}>{escape(str(value))}</{close}>")
 
 
 def document(root, children, namespace=S3_NAMESPACE):
     """Serialize ``<root>`` with children, a list of (name, value) pairs
     where a value is text, a number, a bool, None (left out) or a list of
-    pairs (a nested element)."""
+    pairs (a nested element). Attribute text in a name is written as is
+    (callers pass constants only)."""
     out = [f'<{root} xmlns="{namespace}">' if namespace else f"<{root}>"]
     for name, value in children:
         _write(out, name, value)

@@ -1,7 +1,7 @@
 """S3 operation handlers, one module per family; :data:`HANDLERS` maps each
 operation the router can name to its coroutine ``handler(api, call)``."""
 
-from z4node.s3.handlers import buckets, listing, multipart, objects
+from z4node.s3.handlers import acl, buckets, listing, multipart, objects, policy
 
 HANDLERS = {
     "ListBuckets": buckets.list_buckets,
@@ -26,4 +26,15 @@ HANDLERS = {
     "AbortMultipartUpload": multipart.abort_upload,
     "ListParts": multipart.list_parts,
     "ListMultipartUploads": multipart.list_uploads,
+    "GetBucketPolicy": policy.get_bucket_policy,
+    "PutBucketPolicy": policy.put_bucket_policy,
+    "DeleteBucketPolicy": policy.delete_bucket_policy,
+    "GetBucketPolicyStatus": policy.get_bucket_policy_status,
+    "GetBucketAcl": acl.get_bucket_acl,
+    "PutBucketAcl": acl.put_bucket_acl,
+    "GetObjectAcl": acl.get_object_acl,
+    "PutObjectAcl": acl.put_object_acl,
+    "GetBucketOwnershipControls": acl.get_bucket_ownership_controls,
+    "PutBucketOwnershipControls": acl.put_bucket_ownership_controls,
+    "DeleteBucketOwnershipControls": acl.delete_bucket_ownership_controls,
 }

@@ -1,5 +1,6 @@
 """Bucket operations: list, create, delete, head, location, versioning."""
 
+from z4node.s3 import acl as acls
 from z4node.s3 import xml
 from z4node.s3.api import Response
 from z4node.s3.authorization import can_see_bucket
@@ -24,7 +25,10 @@ async def create_bucket(api, call):
     body = await call.request.body.read_all(api.max_xml_body)
     if body and body.strip():
         xml.parse(body, "CreateBucketConfiguration")
-    await api.objects.create_bucket(call.bucket, call.access_key)
+    key = call.access_key
+    settings = acls.new_bucket_settings(
+        call.headers, key.user_id, lambda user_id: api.system.key_by_user_id(user_id) is not None)
+    await api.objects.create_bucket(call.bucket, key, settings)
     return Response(headers={"location": f"/{call.bucket}"})
 
 

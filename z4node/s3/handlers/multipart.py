@@ -2,12 +2,12 @@
 list parts, list uploads."""
 
 from z4node.objects import checksums
-from z4node.s3 import conditions, xml
+from z4node.s3 import authorization, conditions, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.buckets import owner_element
-from z4node.s3.handlers.objects import (early_write_precondition, metadata_from_headers,
-                                        read_copy_source)
+from z4node.s3.handlers.objects import (acl_meta, early_write_precondition,
+                                        metadata_from_headers, read_copy_source)
 from z4node.objects.service import MAX_PARTS
 
 MAX_LISTED = 1000
@@ -30,7 +30,7 @@ def _limit(call, name):
 
 
 async def create_upload(api, call):
-    meta = metadata_from_headers(call.headers)
+    meta = acl_meta(api, call, metadata_from_headers(call.headers))
     headers = {"content-type": "application/xml"}
     algorithm = call.headers.get("x-amz-checksum-algorithm")
     if algorithm is not None:
@@ -40,7 +40,7 @@ async def create_upload(api, call):
         headers["x-amz-checksum-algorithm"] = algorithm
         headers["x-amz-checksum-type"] = kind
     upload = await api.objects.create_upload(
-        call.bucket, call.key, owner=call.access_key.user_id, meta=meta)
+        call.bucket, call.key, owner=authorization.owner_id(call), meta=meta)
     body = xml.document("InitiateMultipartUploadResult", [
         ("Bucket", call.bucket), ("Key", call.key), ("UploadId", upload.upload_id)])
     return Response(headers=headers, body=body)
@@ -112,7 +112,7 @@ async def complete_upload(api, call):
     precondition = await early_write_precondition(api, call)
     version = await api.objects.complete_upload(
         call.bucket, call.key, call.query["uploadId"], requested,
-        owner=call.access_key.user_id, precondition=precondition,
+        owner=authorization.owner_id(call), precondition=precondition,
         expected_checksum=expected)
     host = call.headers.get("host", "")
     children = [("Location", f"http://{host}/{call.bucket}/{call.key}"),

@@ -6,6 +6,7 @@ from urllib.parse import parse_qsl, unquote
 
 from z4node.objects import checksums
 from z4node.objects.errors import ObjectError
+from z4node.s3 import acl as acls
 from z4node.s3 import authorization, conditions, xml
 from z4node.s3.api import Response, header_value, http_date
 from z4node.s3.errors import S3Error
@@ -49,6 +50,18 @@ def metadata_from_headers(headers):
         raise S3Error("MetadataTooLarge")
     return {"content-type": headers.get("content-type") or "binary/octet-stream",
             "headers": stored, "user": user}
+
+
+def acl_meta(api, call, meta):
+    """Add the ACL the request's x-amz-acl / x-amz-grant-* headers ask for
+    to the metadata of a new object (refused where ACLs are disabled)."""
+    meta.pop("acl", None)
+    stored = acls.new_object_acl(
+        api.objects.bucket(call.bucket), authorization.owner_id(call), call.headers,
+        lambda user_id: api.system.key_by_user_id(user_id) is not None)
+    if stored is not None:
+        meta["acl"] = stored
+    return meta
 
 
 def object_headers(version):
@@ -215,7 +228,7 @@ async def get_object_attributes(api, call):
 
 
 async def put_object(api, call):
-    meta = metadata_from_headers(call.headers)
+    meta = acl_meta(api, call, metadata_from_headers(call.headers))
     precondition = await early_write_precondition(api, call)
     body, hashers, verify, found = api.body_pipeline(call)
 
@@ -226,7 +239,7 @@ async def put_object(api, call):
             meta["checksum_type"] = "FULL_OBJECT"
 
     version = await api.objects.put_object(
-        call.bucket, call.key, body, owner=call.access_key.user_id, meta=meta,
+        call.bucket, call.key, body, owner=authorization.owner_id(call), meta=meta,
         hashers=hashers, verify=verify_and_record, precondition=precondition)
     headers = {"etag": conditions.quoted(version.etag)}
     for algorithm, value in found.items():
@@ -249,9 +262,8 @@ async def early_write_precondition(api, call):
     return check
 
 
-def parse_copy_source(api, call):
-    """(bucket, key) named by x-amz-copy-source, with the caller's read
-    access to it checked."""
+def parse_copy_source(call):
+    """(bucket, key, version id or None) named by x-amz-copy-source."""
     source = call.headers["x-amz-copy-source"]
     path, _, query = source.partition("?")
     path = unquote(path).lstrip("/")
@@ -260,21 +272,25 @@ def parse_copy_source(api, call):
         raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
                       extra={"ArgumentName": "x-amz-copy-source", "ArgumentValue": source})
     version_id = dict(parse_qsl(query)).get("versionId")
-    if version_id is not None and version_id != "null":
-        raise S3Error("NoSuchVersion", extra={"Key": key, "VersionId": version_id})
-    if not authorization.may(api.system, call.access_key, bucket, authorization.READ):
-        raise S3Error("AccessDenied")
-    return bucket, key
+    return bucket, key, version_id
 
 
 async def read_copy_source(api, call):
-    bucket, key = parse_copy_source(api, call)
+    """(bucket, key, head version) of the copy source, with the caller's
+    right to read it checked first."""
+    bucket, key, version_id = parse_copy_source(call)
     try:
         source = await api.objects.head_object(bucket, key)
     except ObjectError as e:
-        if e.code == "NoSuchKey":
-            raise S3Error("NoSuchKey", extra={"Key": key}) from None
-        raise
+        if e.code not in ("NoSuchKey", "NoSuchBucket"):
+            raise
+        source = None
+    await authorization.authorize_copy_source(api, call, bucket, key, source, version_id)
+    if version_id is not None and version_id != "null":
+        raise S3Error("NoSuchVersion", extra={"Key": key, "VersionId": version_id})
+    if source is None:
+        api.objects.bucket(bucket)
+        raise S3Error("NoSuchKey", extra={"Key": key})
     if conditions.evaluate(call.headers, source, prefix="x-amz-copy-source-") is not None:
         raise S3Error("PreconditionFailed")
     return bucket, key, source
@@ -297,8 +313,10 @@ async def copy_object(api, call):
                           "storage class, website redirect location or encryption "
                           "attributes.")
         meta = {k: v for k, v in source.meta.items() if k != "parts"}
+    # An object's ACL is never copied: the copy gets the one asked for.
+    acl_meta(api, call, meta)
     version = await api.objects.copy_object(
-        source, call.bucket, call.key, owner=call.access_key.user_id, meta=meta)
+        source, call.bucket, call.key, owner=authorization.owner_id(call), meta=meta)
     body = xml.document("CopyObjectResult", [
         ("LastModified", xml.iso8601(version.last_modified)),
         ("ETag", conditions.quoted(version.etag)),
@@ -308,7 +326,7 @@ async def copy_object(api, call):
 
 async def delete_object(api, call):
     check_version_id(call)
-    await api.objects.delete_object(call.bucket, call.key, call.access_key.user_id)
+    await api.objects.delete_object(call.bucket, call.key, authorization.owner_id(call))
     return Response(204)
 
 
@@ -345,7 +363,11 @@ async def delete_objects(api, call):
             results.append(("Error", [("Key", key), ("Code", "KeyTooLongError"),
                                       ("Message", "Your key is too long.")]))
             continue
-        await api.objects.delete_object(call.bucket, key, call.access_key.user_id)
+        if not await authorization.may_delete(api, call, key):
+            results.append(("Error", [("Key", key), ("Code", "AccessDenied"),
+                                      ("Message", "Access Denied")]))
+            continue
+        await api.objects.delete_object(call.bucket, key, authorization.owner_id(call))
         if not quiet:
             results.append(("Deleted", [("Key", key)]))
     return Response(headers={"content-type": "application/xml"},
