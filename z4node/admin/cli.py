@@ -96,7 +96,27 @@ def key_info(args):
                                                   ("WRITE", "write"), ("OWNER", "owner")])
     else:
         text += "\n\nNo bucket grants."
+    text += _may_text(result)
     return result, text
+
+
+def _may_text(result):
+    """What the key may do on each bucket (grants, policies and ACLs
+    together), as ``z4 key info`` prints it."""
+    if result["admin"]:
+        return ""
+    if not result.get("may"):
+        return "\n\nNo bucket access through grants, bucket policies or bucket ACLs."
+    lines = ["", "", "Bucket access (grants, bucket policies and bucket ACLs; object ACLs "
+             "may allow more):"]
+    for entry in result["may"]:
+        lines.append(f"  {entry['bucket']} (by {', '.join(entry['via'])})")
+        if entry["always"]:
+            lines.append(f"    always: {', '.join(entry['always'])}")
+        if entry["sometimes"]:
+            lines.append("    depending on the request (conditions, keys): "
+                         f"{', '.join(entry['sometimes'])}")
+    return "\n".join(lines)
 
 
 def key_delete(args):

@@ -3,6 +3,7 @@ command takes and returns plain JSON-able values; the CLI formats them."""
 
 from z4node.objects.errors import ObjectError
 from z4node.objects.system import AdminError
+from z4node.s3 import authorization
 
 
 def _key_summary(key):
@@ -57,8 +58,11 @@ class AdminCommands:
         key = self._key(name)
         info = _key_summary(key)
         info["grants"] = [_grant_summary(g) for g in self._system.grants_of_key(key.access_key_id)]
-        info["can_do"] = ("everything (admin key)" if key.is_admin else
-                          "list buckets, create buckets, and what its grants allow")
+        info["can_do"] = ("everything (admin key), unless a bucket policy denies it"
+                          if key.is_admin else
+                          "list buckets, create buckets, and on buckets what follows")
+        # Asked of the same decision function as every S3 request.
+        info["may"] = [] if key.is_admin else authorization.summarize(self._system, key)
         if show_secret:
             info["secret_access_key"] = key.secret
         return info

@@ -279,7 +279,9 @@ class S3Api:
         hashers = []
         checks = []
         found = {}
-        if credentials is not None and is_aws_chunked(headers):
+        if is_aws_chunked(headers):
+            # Anonymous uploads (allowed by a policy or ACL) come framed
+            # too: botocore sends STREAMING-UNSIGNED-PAYLOAD-TRAILER.
             decoder = AwsChunkedDecoder(credentials, headers)
             body = _decode_chunked(body, decoder, found)
         elif (credentials is not None and credentials.signature_version == 4
