@@ -502,11 +502,102 @@ class TrickyCaseTests(SynchronousTestCase):
     def test_bare_grant_levels_in_the_table(self):
         authz._NEEDS["PutBucketCors"] = authz.OWNER
         authz._NEEDS["OptionsPreflight"] = authz.ANYONE
+        authz._NEEDS["ListObjectVersions"] = authz.READ
         try:
             self.assertEqual(authz.need_for("PutBucketCors"),
                              authz.Need("s3:PutBucketCORS", authz.OWNER))
+            self.assertEqual(authz.need_for("ListObjectVersions"),
+                             authz.Need("s3:ListBucketVersions", authz.READ, "READ"))
+            self.assertEqual(authz.need_for("PutObjectAcl", {"versionId": "v"}).action,
+                             "s3:PutObjectVersionAcl")
             self.assertTrue(self.world.decide("anonymous", "OptionsPreflight").allowed)
             self.assertTrue(self.world.decide("owner", "PutBucketCors").allowed)
             self.assertFalse(self.world.decide("writer", "PutBucketCors").allowed)
         finally:
-            del authz._NEEDS["PutBucketCors"], authz._NEEDS["OptionsPreflight"]
+            for operation in ("PutBucketCors", "OptionsPreflight", "ListObjectVersions"):
+                del authz._NEEDS[operation]
+
+
+class FakeRequest:
+    def __init__(self, host="192.0.2.7", secure=False):
+        self._host, self._secure = host, secure
+
+    def getClientAddress(self):
+        from twisted.internet.address import IPv4Address
+        return IPv4Address("TCP", self._host, 50000)
+
+    def isSecure(self):
+        return self._secure
+
+
+class FakeCall:
+    def __init__(self, key, operation, bucket="b", object_key=None, headers=None,
+                 query=None, credentials=None, request=None):
+        self.access_key, self.operation = key, operation
+        self.bucket, self.key = bucket, object_key
+        self.headers, self.query = headers or {}, query or {}
+        self.credentials, self.request = credentials, request or FakeRequest()
+        self.access_context = None
+
+
+class FakeApi:
+    def __init__(self, world):
+        self.system, self.clock = world.system, world.clock
+
+
+class RequestContextTests(SynchronousTestCase):
+    """What authorize() hands decide(): the condition keys of a request."""
+
+    def test_the_keys_a_request_provides(self):
+        from z4node.s3.auth import Credentials
+        world = World()
+        call = FakeCall(world.keys["alice"], "ListObjectsV2",
+                        headers={"user-agent": "tests", "x-amz-acl": "private",
+                                 "x-amz-server-side-encryption": "AES256",
+                                 "x-amz-tagging": "team=blue&x=1"},
+                        query={"prefix": "home/", "max-keys": "10", "list-type": "2"},
+                        credentials=Credentials("id", 4, "UNSIGNED-PAYLOAD", True, None),
+                        request=FakeRequest("192.0.2.7", secure=True))
+        context = authz.request_context(FakeApi(world), call)
+        self.assertEqual(context["aws:currenttime"], ["2024-06-01T12:00:00Z"])
+        self.assertEqual(context["aws:epochtime"], ["1717243200"])
+        self.assertEqual(context["aws:securetransport"], ["true"])
+        self.assertEqual(context["aws:sourceip"], ["192.0.2.7"])
+        self.assertEqual(context["aws:username"], ["alice"])
+        self.assertEqual(context["aws:userid"], [world.keys["alice"].user_id])
+        self.assertEqual(context["aws:principaltype"], ["User"])
+        self.assertEqual(context["aws:useragent"], ["tests"])
+        self.assertEqual(context["s3:prefix"], ["home/"])
+        self.assertEqual(context["s3:max-keys"], ["10"])
+        self.assertNotIn("s3:delimiter", context)
+        self.assertEqual(context["s3:x-amz-acl"], ["private"])
+        self.assertEqual(context["s3:x-amz-server-side-encryption"], ["AES256"])
+        self.assertEqual(context["s3:requestobjecttag/team"], ["blue"])
+        self.assertEqual(context["s3:requestobjecttagkeys"], ["team", "x"])
+        self.assertEqual(context["s3:signatureversion"], ["AWS4-HMAC-SHA256"])
+        self.assertEqual(context["s3:authtype"], ["REST-QUERY-STRING"])
+        anonymous = authz.request_context(FakeApi(world), FakeCall(None, "GetObject"))
+        self.assertEqual(anonymous["aws:principaltype"], ["Anonymous"])
+        self.assertNotIn("aws:username", anonymous)
+        self.assertNotIn("s3:signatureversion", anonymous)
+
+    def test_allows_answers_side_permissions_synchronously(self):
+        world = World()
+        world.set_settings(policy=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam:::user/alice"},
+             "Action": "s3:BypassGovernanceRetention", "Resource": "arn:aws:s3:::b/*",
+             "Condition": {"IpAddress": {"aws:SourceIp": "192.0.2.0/24"}}}]}))
+        authz._NEEDS["BypassGovernanceRetention"] = authz.OWNER
+        try:
+            api = FakeApi(world)
+            call = FakeCall(world.keys["alice"], "PutObjectRetention", object_key="k")
+            self.assertTrue(authz.allows(api, call, "BypassGovernanceRetention").allowed)
+            call = FakeCall(world.keys["alice"], "PutObjectRetention", object_key="k",
+                            request=FakeRequest("198.51.100.1"))
+            self.assertFalse(authz.allows(api, call, "BypassGovernanceRetention").allowed)
+            call = FakeCall(world.keys["owner"], "PutObjectRetention", object_key="k")
+            self.assertTrue(authz.allows(api, call, "BypassGovernanceRetention").allowed)
+            call = FakeCall(world.keys["writer"], "PutObjectRetention", object_key="k")
+            self.assertFalse(authz.allows(api, call, "BypassGovernanceRetention").allowed)
+        finally:
+            del authz._NEEDS["BypassGovernanceRetention"]

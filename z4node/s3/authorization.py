@@ -116,6 +116,13 @@ ACTION_NAMES = {
     "DeleteBucketEncryption": "s3:PutEncryptionConfiguration",
     "DeleteBucketTagging": "s3:PutBucketTagging",
     "PostObject": "s3:PutObject",
+    "GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration",
+    "PutObjectLockConfiguration": "s3:PutBucketObjectLockConfiguration",
+}
+# ...and the ACL permission that covers such an entry, if any.
+_ACTION_ACLS = {
+    "s3:ListBucketVersions": acls.READ,
+    "s3:PutObject": acls.WRITE,
 }
 
 # With a versionId, S3 asks for the version form of these actions.
@@ -157,7 +164,8 @@ def need_for(operation, query=None):
     action when the request names a versionId)."""
     need = _NEEDS[operation]
     if isinstance(need, str):
-        need = Need(ACTION_NAMES.get(operation, "s3:" + operation), need)
+        action = ACTION_NAMES.get(operation, "s3:" + operation)
+        need = Need(action, need, _ACTION_ACLS.get(action))
     if query and "versionId" in query:
         versioned = _VERSION_ACTIONS.get(need.action.lower())
         if versioned is not None:
@@ -432,6 +440,26 @@ async def authorize_copy_source(api, call, bucket, key, version, version_id=None
     if version is None and decision.via in ("policy", "acl") \
             and not _may_list(api, call, bucket):
         raise S3Error("AccessDenied")
+
+
+def allows(api, call, operation, bucket=None, key=None):
+    """The Decision on ``operation`` for this call's requester and
+    condition context, on ``bucket``/``key`` (the call's, unless named).
+
+    Synchronous, for permissions a request needs beside its own (such as
+    ``s3:BypassGovernanceRetention``): it looks at grants, the bucket
+    policy and the bucket ACL, but fetches no object, so object ACLs and
+    ``s3:ExistingObjectTag`` conditions do not count here."""
+    caller = call.access_key
+    if call.access_context is None and not (caller is not None and caller.is_admin):
+        call.access_context = request_context(api, call)
+    bucket = call.bucket if bucket is None else bucket
+    key = call.key if key is None else key
+    need = need_for(operation, call.query)
+    if policies.ACTIONS.get(need.action.lower()) != policies.OBJECT:
+        key = None
+    context = call.access_context if call.access_context is not None else {}
+    return decide(api.system, AccessRequest(caller, need, bucket, key, context))
 
 
 async def may_delete(api, call, key):
