@@ -554,7 +554,8 @@ class RequestContextTests(SynchronousTestCase):
         call = FakeCall(world.keys["alice"], "ListObjectsV2",
                         headers={"user-agent": "tests", "x-amz-acl": "private",
                                  "x-amz-server-side-encryption": "AES256",
-                                 "x-amz-tagging": "team=blue&x=1"},
+                                 "x-amz-tagging": "team=blue&x=1", "if-none-match": "*",
+                                 "x-amz-object-lock-mode": "GOVERNANCE"},
                         query={"prefix": "home/", "max-keys": "10", "list-type": "2"},
                         credentials=Credentials("id", 4, "UNSIGNED-PAYLOAD", True, None),
                         request=FakeRequest("192.0.2.7", secure=True))
@@ -574,6 +575,8 @@ class RequestContextTests(SynchronousTestCase):
         self.assertEqual(context["s3:x-amz-server-side-encryption"], ["AES256"])
         self.assertEqual(context["s3:requestobjecttag/team"], ["blue"])
         self.assertEqual(context["s3:requestobjecttagkeys"], ["team", "x"])
+        self.assertEqual(context["s3:if-none-match"], ["*"])
+        self.assertEqual(context["s3:object-lock-mode"], ["GOVERNANCE"])
         self.assertEqual(context["s3:signatureversion"], ["AWS4-HMAC-SHA256"])
         self.assertEqual(context["s3:authtype"], ["REST-QUERY-STRING"])
         anonymous = authz.request_context(FakeApi(world), FakeCall(None, "GetObject"))

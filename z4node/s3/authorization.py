@@ -149,6 +149,14 @@ _HEADER_KEYS = (
     "x-amz-server-side-encryption-customer-algorithm", "x-amz-copy-source",
     "x-amz-metadata-directive", "x-amz-storage-class", "x-amz-content-sha256",
     "x-amz-object-ownership", "x-amz-website-redirect-location")
+# Request headers that are condition keys of another name.
+_RENAMED_HEADER_KEYS = {
+    "if-match": "s3:if-match",
+    "if-none-match": "s3:if-none-match",
+    "x-amz-object-lock-mode": "s3:object-lock-mode",
+    "x-amz-object-lock-retain-until-date": "s3:object-lock-retain-until-date",
+    "x-amz-object-lock-legal-hold": "s3:object-lock-legal-hold",
+}
 # Query parameters of the listing operations that are condition keys.
 _LISTING_KEYS = ("prefix", "delimiter", "max-keys")
 _LISTINGS = frozenset({"ListObjects", "ListObjectsV2", "ListObjectVersions"})
@@ -306,6 +314,9 @@ def request_context(api, call):
     for header in _HEADER_KEYS:
         if header in headers:
             context["s3:" + header] = [headers[header].strip()]
+    for header, name in _RENAMED_HEADER_KEYS.items():
+        if header in headers:
+            context[name] = [headers[header].strip()]
     if call.operation in _LISTINGS:
         for name in _LISTING_KEYS:
             if name in call.query:
