@@ -629,3 +629,8 @@ class AclTests(AccessTestCase):
         self.assertEqual(self.http("GET", "/photos/public/cat.jpg"), (200, b"meow"))
         self.node.aws("s3", "cp", source, "s3://photos/shared.jpg", "--acl", "public-read")
         self.assertEqual(self.http("GET", "/photos/shared.jpg"), (200, b"meow"))
+        self.node.aws("s3api", "create-bucket", "--bucket", "shared", "--object-ownership",
+                      "ObjectWriter", "--acl", "public-read")
+        status, body = self.http("GET", "/shared")
+        self.assertEqual(status, 200)
+        self.assertIn(b"<ListBucketResult", body)

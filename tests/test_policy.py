@@ -443,3 +443,21 @@ class EvaluationTests(SynchronousTestCase):
             "StringEquals": {"s3:ExistingObjectTag/Team": "blue"}})), "b")
         self.assertTrue(parsed.mentions_existing_object_tags)
         self.assertFalse(policy.parse(document(statement()), "b").mentions_existing_object_tags)
+
+
+class DocumentationTests(SynchronousTestCase):
+    def test_the_policies_in_the_docs_parse(self):
+        import os
+        import re
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "docs", "security.md")
+        with open(path) as f:
+            text = f.read()
+        blocks = re.findall(r"```json\n(.*?)```", text, re.S)
+        blocks += re.findall(r"cat > policy.json <<'EOF'\n(.*?)EOF", text, re.S)
+        self.assertGreaterEqual(len(blocks), 3)
+        for block in blocks:
+            resource = json.loads(block)["Statement"][0]["Resource"]
+            resource = resource[0] if isinstance(resource, list) else resource
+            bucket = resource[len(policy.ARN_PREFIX):].split("/")[0]
+            policy.parse(block, bucket)
