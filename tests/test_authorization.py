@@ -336,6 +336,13 @@ class TrickyCaseTests(SynchronousTestCase):
         self.assertIn("#1", decision.reason)
         self.assertFalse(self.world.decide("reader", "GetBucketPolicy").allowed)
 
+    def test_an_unreadable_stored_policy_fails_closed(self):
+        self.world.set_settings(policy='{"Statement": "no longer valid"}')
+        self.assertFalse(self.world.decide("admin", "GetObject", "k", {}).allowed)
+        self.assertFalse(self.world.decide("reader", "ListObjects", None, {}).allowed)
+        self.assertTrue(self.world.decide("owner", "DeleteBucketPolicy", None, {}).allowed)
+        self.flushLoggedErrors()
+
     def test_a_policy_on_one_bucket_leaves_the_others_alone(self):
         self.policy({"Effect": "Deny", "Principal": "*", "Action": "s3:*",
                      "Resource": "arn:aws:s3:::b/*"})

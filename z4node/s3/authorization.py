@@ -36,6 +36,8 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from urllib.parse import parse_qsl
 
+from twisted.logger import Logger
+
 from z4node.objects.errors import ObjectError
 from z4node.s3 import acl as acls
 from z4node.s3 import policy as policies
@@ -50,6 +52,8 @@ ANYONE = "anyone"  # needs nothing (CORS preflight requests are unsigned)
 # The canonical user id S3 gives anonymous requesters; objects written
 # anonymously (into a public-read-write bucket) are owned by it.
 ANONYMOUS_USER_ID = "65a011a29cdf8ec533ec3d1ccaae921c"
+
+log = Logger()
 
 
 @dataclass(frozen=True)
@@ -181,10 +185,6 @@ def need_for(operation, query=None):
     return need
 
 
-def operations():
-    return list(_NEEDS)
-
-
 @dataclass(frozen=True)
 class AccessRequest:
     """One question for :func:`decide`.
@@ -212,9 +212,22 @@ class Decision:
     via: str
 
 
+# A stored policy that no longer parses (it was checked when stored, so
+# only a change of this code can do that) denies everything but its own
+# repair, rather than fail open.
+_DENY_ALL = ('{"Version": "2012-10-17", "Statement": [{"Sid": "UnreadableStoredPolicy",'
+             ' "Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": "*"}]}')
+
+
 @lru_cache(maxsize=512)
 def _parsed(text, bucket):
-    return policies.parse(text, bucket)
+    try:
+        return policies.parse(text, bucket)
+    except S3Error as e:
+        log.error("the stored policy of bucket {bucket} does not parse ({reason}); "
+                  "it denies every request until it is replaced", bucket=bucket,
+                  reason=e.message)
+        return policies.parse(_DENY_ALL, bucket)
 
 
 def bucket_policy(bucket):
