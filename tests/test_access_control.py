@@ -309,6 +309,17 @@ class BucketPolicyTests(AccessTestCase):
                       self.z4("key", "info", "nobody"))
         self.assertIn("everything (admin key)", self.z4("key", "info", "admin"))
 
+        # z4 bucket list says which buckets have a policy and which are public.
+        self.admin.create_bucket(Bucket="open", ObjectOwnership="ObjectWriter",
+                                 ACL="public-read")
+        listed = {b["name"]: (b["policy"], b["public"])
+                  for b in json.loads(self.z4("--json", "bucket", "list"))}
+        self.assertEqual(listed, {"granted": (False, False), "shared": (True, False),
+                                  "open": (False, True)})
+        lines = self.z4("bucket", "list").splitlines()
+        self.assertEqual(lines[0].split()[-2:], ["POLICY", "PUBLIC"])
+        self.assertTrue(lines[2].startswith("open ") and lines[2].endswith("yes"), lines)
+
 
 class EveryOperationTests(AccessTestCase):
     """Each operation of the S3 core, anonymously and by a key without a

@@ -132,7 +132,8 @@ def bucket_create(args):
 def bucket_list(args):
     result = call(args.data, "bucket.list")
     return result, table(result, [("NAME", "name"), ("OWNER", "owner"),
-                                  ("CREATED", "created"), ("GRANTS", "grants")])
+                                  ("CREATED", "created"), ("GRANTS", "grants"),
+                                  ("POLICY", "policy"), ("PUBLIC", "public")])
 
 
 def _grant_text(result, bucket, key):

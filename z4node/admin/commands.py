@@ -79,7 +79,9 @@ class AdminCommands:
     async def bucket_list(self):
         names = self._system.user_names()
         return [{"name": b.name, "owner": names.get(b.owner, b.owner), "created": b.created,
-                 "grants": len(self._system.grants_on_bucket(b.name))}
+                 "grants": len(self._system.grants_on_bucket(b.name)),
+                 "policy": "policy" in b.settings,
+                 "public": authorization.bucket_is_public(b)}
                 for b in self._system.buckets()]
 
     def _bucket(self, name):

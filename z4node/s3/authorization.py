@@ -522,6 +522,16 @@ def can_see_bucket(system, key, bucket):
 
 # -- what a key may do (z4 key info) ------------------------------------------
 
+def bucket_is_public(bucket):
+    """Whether a Bucket record's policy (by S3's PolicyStatus rule) or its
+    ACL (when ACLs count) opens it to everyone. Object ACLs are not
+    looked at."""
+    policy = bucket_policy(bucket)
+    if policy is not None and policy.is_public():
+        return True
+    return acls.acls_enabled(bucket) and acls.bucket_acl(bucket).is_public()
+
+
 def summarize(system, key):
     """What ``key`` may do on each bucket, by :func:`decide`: the actions
     it may take whatever the request, and those some requests may take
