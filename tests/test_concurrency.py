@@ -19,14 +19,14 @@ def body_for(key, writer, seq, rng):
     writes is detectable. Sizes straddle the 4 KiB inline limit and the
     4 MiB chunk size."""
     segment = f"<{key}|{writer}|{seq}>".encode()
-    size = rng.choice([10, 4000, 5000, 70_000, 4 * 1024 * 1024 + 10])
+    size = rng.choice([len(segment), 4000, 5000, 70_000, 4 * 1024 * 1024 + 10])
     return (segment * (size // len(segment) + 1))[:size]
 
 
 def well_formed(body):
-    if not body:
+    end = body.find(b">") + 1
+    if end == 0:
         return False
-    end = body.index(b">") + 1
     segment = body[:end]
     return (segment * (len(body) // len(segment) + 1))[:len(body)] == body
 
@@ -39,6 +39,16 @@ class ConcurrencyTests(TestCase):
         acknowledged = {}
         lock = threading.Lock()
 
+        def recorded(work):
+            # A client thread that dies must fail the test, not end quietly.
+            def run(*args):
+                try:
+                    work(*args)
+                except Exception as e:
+                    problems.append(f"{work.__name__}{args}: {e!r}")
+            return run
+
+        @recorded
         def mixed(writer):
             rng = random.Random(writer)
             s3 = node.client()
@@ -66,6 +76,7 @@ class ConcurrencyTests(TestCase):
                 with lock:
                     acknowledged[own] = data
 
+        @recorded
         def deleter():
             s3 = node.client()
             for i in range(30):
