@@ -176,8 +176,9 @@ def write_report(results, info, path):
         "",
         "## Runs",
         "",
-        "Requests answered and seconds taken by each wrk run (a PUT run stops when "
-        "its time is up; a DELETE run also when every key written is deleted):",
+        "Requests answered and seconds taken by each wrk run (every run stops when "
+        "its time is up; a DELETE run also when every key written before it is "
+        "deleted):",
         "",
         "| run | " + " | ".join(servers) + " |",
         "| --- | " + " | ".join("---:" for _ in servers) + " |",
@@ -204,7 +205,9 @@ def write_report(results, info, path):
         "its own rate (answers ÷ time from first request to last answer). A PUT run "
         "writes fresh keys, one per request; the GET and HEAD runs cycle through up to "
         f"{args['read_keys']:,} of those keys; a DELETE run sends each key's URL once, "
-        "so every DELETE removes a real object. PUT bodies are random bytes with a "
+        "so every DELETE removes a real object (where the PUT runs left fewer keys "
+        "than a HEAD run at the same concurrency could visit in the time, an "
+        "unmeasured fill writes more first). PUT bodies are random bytes with a "
         "per-request prefix, so no two are alike. The 256 MiB object goes up and "
         "down in one curl stream (`Expect: 100-continue` off for all servers).",
         "- **Errors**: an answer outside 2xx, a GET body of the wrong length, or any "
