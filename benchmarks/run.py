@@ -240,7 +240,12 @@ def machine():
 
     import moto
 
-    git = version(["git", "-C", ROOT, "describe", "--always", "--dirty"])
+    # The node's code, not the benchmark's: local edits to benchmarks/ do
+    # not change what was measured.
+    git = version(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    if version(["git", "-C", ROOT, "status", "--porcelain", "--", "z4node", "twisted",
+                "setup.py"], pick=lambda text: text):
+        git += ", with uncommitted changes to the node's code"
     return {
         "cpu": f"{os.cpu_count()} × {model}",
         "memory": f"{psutil.virtual_memory().total / 1024 ** 3:.0f} GiB",
