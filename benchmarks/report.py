@@ -238,6 +238,11 @@ def write_report(results, info, path):
         "new TCP connection per request: that is how moto's server behaves.",
         "- **RSS**: the kernel's peak resident set (VmHWM) of the server's "
         "processes over the whole run (for nginx, master and workers added up).",
+        "- **Profiles**: `python benchmarks/run.py --profile DIR` (add `--gil` for "
+        "the GIL holder only) runs z4node alone under py-spy during the 4 KiB PUT and "
+        "GET runs at c=32 and writes each profile and a summary of the reactor "
+        "thread's top frames to DIR; it writes no report, since the profiler slows "
+        "the node.",
         "",
     ]
     text = "\n".join(lines)

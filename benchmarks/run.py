@@ -66,6 +66,9 @@ def parse_args(argv=None):
                         help="record py-spy profiles of z4node under the 4 KiB PUT and GET "
                              "loads at concurrency 32 into DIR; writes no report (the profiler "
                              "slows the node)")
+    parser.add_argument("--gil", action="store_true",
+                        help="with --profile: sample only the thread holding the GIL "
+                             "(where Python time goes), not every thread's wall time")
     args = parser.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     return args
@@ -104,7 +107,7 @@ def measure(server, ctx):
         profiler = None
         if args.profile and server.name == "z4node" and name in ("PUT 4 KiB c=32",
                                                                  "GET 4 KiB c=32"):
-            profiler = start_profile(server, name, seconds, args.profile)
+            profiler = start_profile(server, name, seconds, args.profile, args.gil)
         try:
             r = run_wrk(server.endpoint, method, targets, ctx.workdir,
                         f"{server.name}-{name}".replace(" ", "_").replace("=", ""), **kw)
@@ -187,14 +190,16 @@ def measure(server, ctx):
     return results
 
 
-def start_profile(server, name, seconds, directory):
+def start_profile(server, name, seconds, directory, gil=False):
     setup_tools.ensure_py_spy()
     os.makedirs(directory, exist_ok=True)
-    base = os.path.join(directory, name.split()[0].lower() + "-4k-c32")
+    base = os.path.join(directory, name.split()[0].lower() + "-4k-c32" + ("-gil" if gil else ""))
     pid = server.processes()[0].pid
     py_spy = shutil.which("py-spy", path=os.path.dirname(sys.executable)) or "py-spy"
     command = [py_spy, "record", "--pid", str(pid), "--rate", "200", "--threads",
                "--format", "raw", "--output", base + ".txt", "--duration", str(int(seconds) + 1)]
+    if gil:
+        command.append("--gil")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)  # py-spy attaches
     return process, base
