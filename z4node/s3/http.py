@@ -166,16 +166,24 @@ class S3Request(server.Request):
         expect = self.requestHeaders.getRawHeaders(b"expect")
         self._expects_continue = bool(
             expect and expect[0].lower() == b"100-continue" and version == b"HTTP/1.1")
-        self.method, self.uri, self.clientproto = command, path, version
-        self.path, _, query = path.partition(b"?")
-        self.args = http.parse_qs(query, 1) if query else {}
-        self.process()
+        self._process_s3(command, path, version)
 
     def requestReceived(self, command, path, version):
         if self.streamed:
             self.body.finish()
-        else:
+        elif path.startswith(S3Channel.buffered_prefix):
             super().requestReceived(command, path, version)
+        else:
+            self._process_s3(command, path, version)
+
+    def _process_s3(self, command, path, version):
+        # The S3 pipeline parses the raw query itself (it must, for the
+        # signature); twisted.web's parse into self.args would be a second,
+        # unused parse on every request.
+        self.method, self.uri, self.clientproto = command, path, version
+        self.path = path.partition(b"?")[0]
+        self.args = {}
+        self.process()
 
     def send_continue(self):
         if self._expects_continue and not self.startedWriting and not self.gone:
