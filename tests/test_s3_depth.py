@@ -220,3 +220,28 @@ class PartCopyTests(TestCase):
                 {"PartNumber": 2, "ETag": ranged["CopyPartResult"]["ETag"]}]})
         got = s3.get_object(Bucket="copies", Key="dst")["Body"].read()
         self.assertEqual(got, source + source[100:200])
+
+
+class UploadListingTests(TestCase):
+    def test_list_uploads_pages_with_delimiter(self):
+        node = NodeProcess(self).start()
+        s3 = node.client()
+        s3.create_bucket(Bucket="uploads")
+        keys = ["a/1", "a/2", "b", "c/1", "d"]
+        ids = {k: s3.create_multipart_upload(Bucket="uploads", Key=k)["UploadId"] for k in keys}
+        seen, kwargs = [], {}
+        while True:
+            page = s3.list_multipart_uploads(Bucket="uploads", Delimiter="/", MaxUploads=2,
+                                             **kwargs)
+            seen += [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+            seen += [(u["Key"], u["UploadId"]) for u in page.get("Uploads", [])]
+            if not page["IsTruncated"]:
+                break
+            kwargs = {"KeyMarker": page["NextKeyMarker"],
+                      "UploadIdMarker": page.get("NextUploadIdMarker", "")}
+        self.assertEqual(sorted(seen, key=str),
+                         sorted(["a/", ("b", ids["b"]), "c/", ("d", ids["d"])], key=str))
+        empty = s3.list_multipart_uploads(Bucket="uploads", MaxUploads=0)
+        self.assertFalse(empty["IsTruncated"])
+        parts = s3.list_parts(Bucket="uploads", Key="b", UploadId=ids["b"], MaxParts=0)
+        self.assertFalse(parts["IsTruncated"])

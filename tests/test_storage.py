@@ -8,7 +8,7 @@ import sqlite3
 from hypothesis import given, settings, strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from z4node.hlc import HybridLogicalClock
 from z4node.objects.errors import ObjectError
@@ -18,7 +18,7 @@ from z4node.storage import chunks as chunks_module
 from z4node.storage.chunks import CHUNK_SIZE, ChunkCorrupted, ChunkStore, chunk_hash
 from z4node.storage.gc import GarbageCollector
 from z4node.storage.meta import (SCHEMA, _MISS, HeadCache, ListEntry, MetaStore, Version,
-                                 key_successor, list_heads)
+                                 key_successor, list_heads, list_uploads)
 
 
 async def body_of(*pieces):
@@ -326,6 +326,50 @@ class ListingTests(EngineTestCase):
                 break
             after = names[-1]
         self.assertEqual(seen, expected)
+
+
+class UploadListingTests(SynchronousTestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(uploads=st.lists(st.tuples(st.text(alphabet="ab/", min_size=1, max_size=4),
+                                      st.sampled_from(["u1", "u2", "u3"])),
+                            unique=True, max_size=20),
+           prefix=st.text(alphabet="ab/", max_size=1),
+           delimiter=st.sampled_from(["", "/"]),
+           limit=st.integers(1, 5))
+    def test_paging_matches_model(self, uploads, prefix, delimiter, limit):
+        """Paging with S3's NextKeyMarker/NextUploadIdMarker visits exactly
+        what one unlimited listing would: every upload or common prefix once."""
+        c = sqlite3.connect(":memory:")
+        c.executescript(SCHEMA)
+        for key, upload_id in uploads:
+            c.execute("INSERT INTO uploads VALUES (?, 'bkt', ?, 1, 'o', '{}')",
+                      (upload_id + key, key.encode()))
+        expected = []
+        for key, upload_id in sorted(((k.encode(), u + k) for k, u in uploads)):
+            key = key.decode()
+            if not key.startswith(prefix):
+                continue
+            rest = key[len(prefix):]
+            if delimiter and delimiter in rest:
+                common = prefix + rest[:rest.index(delimiter) + 1]
+                if common not in expected:
+                    expected.append(common)
+            else:
+                expected.append((key, upload_id))
+        seen = []
+        key_marker = upload_id_marker = None
+        while True:
+            items, truncated = list_uploads(c, "bkt", prefix, delimiter, key_marker,
+                                            upload_id_marker, limit)
+            self.assertLessEqual(len(items), limit)
+            seen.extend(i if isinstance(i, str) else (i.key, i.upload_id) for i in items)
+            if not truncated:
+                break
+            last = items[-1]
+            key_marker, upload_id_marker = ((last, None) if isinstance(last, str)
+                                            else (last.key, last.upload_id))
+        self.assertEqual(seen, expected)
+        self.assertEqual(list_uploads(c, "bkt", prefix, delimiter, None, None, 0), ([], False))
 
 
 class _Crash(Exception):

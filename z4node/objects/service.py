@@ -212,13 +212,12 @@ class ObjectService:
     async def list_parts(self, bucket, key, upload_id, after_part, limit):
         upload = await self.get_upload(bucket, key, upload_id)
         parts = await self._meta.list_parts(upload_id, after_part, limit)
-        return upload, parts[:limit], len(parts) > limit
+        return upload, parts[:limit], limit > 0 and len(parts) > limit
 
-    async def list_uploads(self, bucket, prefix, key_marker, upload_id_marker, limit):
+    async def list_uploads(self, bucket, prefix, delimiter, key_marker, upload_id_marker, limit):
         self.bucket(bucket)
-        uploads = await self._meta.list_uploads(
-            bucket, prefix, key_marker, upload_id_marker, limit)
-        return uploads[:limit], len(uploads) > limit
+        return await self._meta.list_uploads(
+            bucket, prefix, delimiter, key_marker, upload_id_marker, limit)
 
     async def complete_upload(self, bucket, key, upload_id, requested, *,
                               owner, precondition=None, expected_checksum=None):

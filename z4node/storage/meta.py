@@ -485,26 +485,10 @@ class MetaStore:
                 (upload_id, after_part, limit + 1))]
         return self.db.read(read)
 
-    def list_uploads(self, bucket, prefix, key_marker, upload_id_marker, limit):
-        """Open uploads in (key, upload id) order after the markers, at most limit+1."""
-        prefix_b = prefix.encode("utf-8")
-        marker_b = (key_marker or "").encode("utf-8")
-
-        def read(c):
-            if key_marker is None:
-                after, params = "", ()
-            elif upload_id_marker:
-                after = " AND (key>? OR (key=? AND upload_id>?))"
-                params = (marker_b, marker_b, upload_id_marker)
-            else:
-                after, params = " AND key>?", (marker_b,)
-            rows = c.execute(
-                "SELECT upload_id, key, hlc, owner, meta FROM uploads"
-                f" WHERE bucket=? AND key>=?{after} ORDER BY key, upload_id LIMIT ?",
-                (bucket, prefix_b, *params, limit + 1)).fetchall()
-            return [Upload(u, bucket, k.decode("utf-8"), h, o, json.loads(m))
-                    for u, k, h, o, m in rows if k.startswith(prefix_b)]
-        return self.db.read(read)
+    def list_uploads(self, bucket, prefix, delimiter, key_marker, upload_id_marker, limit):
+        """One page of open uploads; see :func:`list_uploads`."""
+        return self.db.read(list_uploads, bucket, prefix, delimiter, key_marker,
+                            upload_id_marker, limit)
 
     def complete_upload(self, upload, build, now, precondition=None):
         """Turn an upload's parts into a version of its key, atomically.
@@ -640,6 +624,71 @@ def list_heads(c, bucket, prefix, delimiter, after, limit):
                 return items, True
             items.append(ListEntry(key.decode("utf-8"), hlc, size, etag, owner))
             cursor, inclusive = key, False
+        if not jumped and len(rows) < batch:
+            return items, False
+
+
+def list_uploads(c, bucket, prefix, delimiter, key_marker, upload_id_marker, limit):
+    """One page of open uploads in (key, upload id) order (reader thread).
+
+    Returns ``(items, truncated)``: Upload records and common prefixes
+    (str), at most ``limit``, after the markers as S3 defines them (with no
+    upload-id marker, after every upload of the marker key; a marker that is
+    a common prefix skips all of it). Like :func:`list_heads`, a common
+    prefix costs one index seek, so a page costs O(page).
+    """
+    prefix_b = prefix.encode("utf-8")
+    delim_b = delimiter.encode("utf-8") if delimiter else b""
+    items = []
+    if limit == 0:
+        return items, False
+    # The cursor: ("ge", key) | ("gt", key) | ("after", key, upload id).
+    cursor = ("ge", prefix_b)
+    if key_marker is not None:
+        marker_b = key_marker.encode("utf-8")
+        if delim_b and marker_b.startswith(prefix_b) and \
+                len(marker_b) - len(delim_b) >= len(prefix_b) and \
+                marker_b.find(delim_b, len(prefix_b)) == len(marker_b) - len(delim_b):
+            successor = key_successor(marker_b)
+            if successor is None:
+                return items, False
+            cursor = ("ge", successor)
+        elif upload_id_marker:
+            cursor = ("after", marker_b, upload_id_marker)
+        else:
+            cursor = ("gt", marker_b)
+        if cursor[1] < prefix_b:
+            cursor = ("ge", prefix_b)
+    batch = max(limit + 1, 16)
+    while True:
+        if cursor[0] == "after":
+            where, params = "(key>? OR (key=? AND upload_id>?))", (cursor[1], cursor[1], cursor[2])
+        else:
+            where, params = f"key{'>=' if cursor[0] == 'ge' else '>'}?", (cursor[1],)
+        rows = c.execute(
+            f"SELECT upload_id, key, hlc, owner, meta FROM uploads WHERE bucket=? AND {where}"
+            " ORDER BY key, upload_id LIMIT ?", (bucket, *params, batch)).fetchall()
+        jumped = False
+        for upload_id, key, hlc, owner, meta in rows:
+            if not key.startswith(prefix_b):
+                return items, False
+            if delim_b:
+                cut = key.find(delim_b, len(prefix_b))
+                if cut >= 0:
+                    common = key[:cut + len(delim_b)]
+                    if len(items) == limit:
+                        return items, True
+                    items.append(common.decode("utf-8"))
+                    successor = key_successor(common)
+                    if successor is None:
+                        return items, False
+                    cursor, jumped = ("ge", successor), True
+                    break
+            if len(items) == limit:
+                return items, True
+            items.append(Upload(upload_id, bucket, key.decode("utf-8"), hlc, owner,
+                                json.loads(meta)))
+            cursor = ("after", key, upload_id)
         if not jumped and len(rows) < batch:
             return items, False
 

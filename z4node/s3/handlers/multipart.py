@@ -161,30 +161,25 @@ async def list_uploads(api, call):
     key_marker = call.query.get("key-marker") or None
     upload_id_marker = call.query.get("upload-id-marker") or None
     limit = _limit(call, "max-uploads")
-    uploads, truncated = await api.objects.list_uploads(
-        call.bucket, prefix, key_marker, upload_id_marker, limit)
+    items, truncated = await api.objects.list_uploads(
+        call.bucket, prefix, delimiter, key_marker, upload_id_marker, limit)
     children = [("Bucket", call.bucket), ("KeyMarker", key_marker or ""),
                 ("UploadIdMarker", upload_id_marker or "")]
-    if truncated and uploads:
-        children += [("NextKeyMarker", uploads[-1].key),
-                     ("NextUploadIdMarker", uploads[-1].upload_id)]
+    if truncated and items:
+        last = items[-1]
+        children += [("NextKeyMarker", last if isinstance(last, str) else last.key),
+                     ("NextUploadIdMarker", "" if isinstance(last, str) else last.upload_id)]
     children += [("Prefix", prefix), ("MaxUploads", limit), ("IsTruncated", truncated)]
     if delimiter:
         children.append(("Delimiter", delimiter))
-    prefixes = []
-    for upload in uploads:
-        if delimiter:
-            cut = upload.key.find(delimiter, len(prefix))
-            if cut >= 0:
-                common = upload.key[:cut + len(delimiter)]
-                if common not in prefixes:
-                    prefixes.append(common)
-                continue
+    for upload in items:
+        if isinstance(upload, str):
+            continue
         owner = owner_element(api, upload.owner)
         children.append(("Upload", [("Key", upload.key), ("UploadId", upload.upload_id),
                                     ("Initiator", owner), ("Owner", owner),
                                     ("StorageClass", "STANDARD"),
                                     ("Initiated", xml.iso8601(upload.initiated))]))
-    children.extend(("CommonPrefixes", [("Prefix", p)]) for p in prefixes)
+    children.extend(("CommonPrefixes", [("Prefix", p)]) for p in items if isinstance(p, str))
     return Response(headers={"content-type": "application/xml"},
                     body=xml.document("ListMultipartUploadsResult", children))
