@@ -15,6 +15,7 @@ from z4node.objects.errors import ObjectError
 from z4node.objects.service import ObjectService
 from z4node.objects.system import SystemTables
 from z4node.storage import chunks as chunks_module
+from z4node.storage.atrest import open_encryption, use_at_rest
 from z4node.storage.chunks import CHUNK_SIZE, ChunkCorrupted, ChunkStore, chunk_hash
 from z4node.storage.gc import GarbageCollector
 from z4node.storage.meta import (SCHEMA, _MISS, HeadCache, ListEntry, MetaStore, Version,
@@ -31,10 +32,12 @@ async def collect(iterator):
 
 
 class Engine:
-    """A node's storage, opened on a directory (again, to simulate a restart)."""
+    """A node's storage, opened on a directory (again, to simulate a restart);
+    ``environ`` may hold Z4_ENCRYPTION_KEY, as the node's does."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, environ=None):
         self.directory = directory
+        self.environ = environ or {}
         self.meta = MetaStore(reactor, os.path.join(directory, "meta.sqlite3"))
         self.chunks = ChunkStore(reactor, os.path.join(directory, "chunks"))
         self.hlc = HybridLogicalClock(reactor)
@@ -44,6 +47,11 @@ class Engine:
         self.chunks.start()
 
     async def open(self, bucket="bkt"):
+        first_start = await self.meta.get_setting("node_id") is None
+        self.at_rest = await open_encryption(self.meta, self.environ, self.directory,
+                                             first_start)
+        use_at_rest(self.at_rest, self.meta, self.chunks)
+        await self.meta.set_setting_if_absent("node_id", "engine")
         await self.system.load()
         self.key = self.system.key_by_name("admin") or await self.system.create_key(
             "admin", is_admin=True)
@@ -52,8 +60,10 @@ class Engine:
         return self
 
     def close(self):
-        self.chunks.stop()
-        self.meta.stop()
+        if self.chunks is not None:
+            self.chunks.stop()
+            self.meta.stop()
+            self.chunks = None
 
     async def put(self, key, data, bucket="bkt", pieces=1):
         size = max(1, len(data) // pieces)
@@ -67,10 +77,14 @@ class Engine:
 
 
 class EngineTestCase(TestCase):
+    # What the engines of a test see in their environment (a subclass sets
+    # Z4_ENCRYPTION_KEY to run the same tests encrypted).
+    environ = {}
+
     def engine(self, directory=None):
         directory = directory or self.mktemp()
         os.makedirs(directory, exist_ok=True)
-        engine = Engine(directory)
+        engine = Engine(directory, self.environ)
         self.addCleanup(engine.close)
         return ensureDeferred(engine.open())
 
@@ -385,7 +399,7 @@ class CrashTests(EngineTestCase):
     async def _crash_at(self, function, call_number):
         directory = self.mktemp()
         os.makedirs(directory)
-        engine = Engine(directory)
+        engine = Engine(directory, self.environ)
         await engine.open()
         old = os.urandom(CHUNK_SIZE + 10)
         await engine.put("k", old)
@@ -404,7 +418,7 @@ class CrashTests(EngineTestCase):
             await engine.put("k", new)
         engine.close()
         self.patch(chunks_module.os, function, original)
-        reopened = Engine(directory)
+        reopened = Engine(directory, self.environ)
         self.addCleanup(reopened.close)
         await reopened.open()
         self.assertEqual(await reopened.get("k"), old)
@@ -413,8 +427,8 @@ class CrashTests(EngineTestCase):
         await gc.collect()
         for digest, path, _ in reopened.chunks.stored_hashes():
             self.assertIsNotNone(digest, f"temp file {path} survived the sweep")
-            with open(path, "rb") as f:
-                self.assertEqual(chunk_hash(f.read()), digest)
+            # Whole and readable (opened with its key when encrypted).
+            self.assertEqual(chunk_hash(await reopened.chunks.get_chunk(digest)), digest)
         self.assertEqual(await reopened.get("k"), old)
 
     async def test_crash_at_every_step(self):
@@ -428,7 +442,7 @@ class CrashTests(EngineTestCase):
         """Chunks durable, record never committed: the old object stays."""
         directory = self.mktemp()
         os.makedirs(directory)
-        engine = Engine(directory)
+        engine = Engine(directory, self.environ)
         await engine.open()
         await engine.put("k", b"old")
 
@@ -438,7 +452,7 @@ class CrashTests(EngineTestCase):
         with self.assertRaises(_Crash):
             await engine.put("k", os.urandom(CHUNK_SIZE + 5))
         engine.close()
-        reopened = Engine(directory)
+        reopened = Engine(directory, self.environ)
         self.addCleanup(reopened.close)
         await reopened.open()
         self.assertEqual(await reopened.get("k"), b"old")

@@ -12,7 +12,7 @@ import base64
 import hashlib
 import os
 
-from z4node.objects import checksums, streams
+from z4node.objects import checksums, encryption, streams
 from z4node.objects.errors import ObjectError
 from z4node.objects.system import valid_bucket_name
 from z4node.storage.meta import Part, Upload, UploadMissing, Version
@@ -31,6 +31,17 @@ class ObjectService:
         self.system = system
         self._hlc = hlc
         self._random_bytes = random_bytes
+
+    @property
+    def encrypts_at_rest(self):
+        """Whether every object is sealed under the node key (SSE-S3)."""
+        return self._meta.at_rest.encrypted
+
+    @staticmethod
+    def sealing_for(version, customer_key):
+        """The SSE-C sealing a read of ``version`` needs (None if it is not
+        SSE-C); ObjectError if ``customer_key`` (or its absence) does not fit."""
+        return encryption.sealing_for(version.meta, customer_key)
 
     # -- buckets -------------------------------------------------------------
 
@@ -72,8 +83,9 @@ class ObjectService:
         return version
 
     async def put_object(self, bucket, key, body, *, owner, meta, hashers=(),
-                         verify=None, precondition=None):
-        """Store ``body`` as the new version of key.
+                         verify=None, precondition=None, customer_key=None):
+        """Store ``body`` as the new version of key, SSE-C encrypted with
+        ``customer_key`` if given.
 
         ``verify(stored)`` is called once the whole body is stored and
         before anything is committed; it raises to refuse the object (a
@@ -81,22 +93,36 @@ class ObjectService:
         runs inside the commit with the current version or None.
         """
         self.bucket(bucket)
-        stored = await streams.store_body(self._chunks, body, hashers)
+        meta = {k: v for k, v in meta.items() if k != encryption.META_KEY}
+        sealing = None
+        if customer_key is not None:
+            meta[encryption.META_KEY], sealing = encryption.new_record(customer_key)
+        stored = await streams.store_body(self._chunks, body, hashers, sealing=sealing)
         try:
             if verify is not None:
                 verify(stored)
+            etag = sealing.etag(stored.md5) if sealing else stored.md5.hex()
             version = Version(bucket, key, self._hlc.now(), NULL_VERSION, False,
-                              stored.size, stored.md5.hex(), owner, meta,
+                              stored.size, etag, owner, meta,
                               stored.chunks, stored.inline)
             await self._meta.put_version(version, self._clock.seconds(), precondition)
         finally:
             streams.release(self._chunks, stored.chunks)
         return version
 
-    async def copy_object(self, source, bucket, key, *, owner, meta, precondition=None):
+    async def copy_object(self, source, bucket, key, *, owner, meta, precondition=None,
+                          source_sealing=None, customer_key=None):
         """A new version of key with the bytes of ``source``: no byte is
-        copied, the new record points at the same chunks."""
+        copied, the new record points at the same chunks -- unless either
+        side is SSE-C (``source_sealing`` opens the source, ``customer_key``
+        seals the copy), which takes a copy of the bytes sealed anew."""
         self.bucket(bucket)
+        if source_sealing is not None or customer_key is not None:
+            body = self.read(source, 0, source.size - 1, source_sealing)
+            return await self.put_object(bucket, key, body, owner=owner, meta=meta,
+                                         precondition=precondition,
+                                         customer_key=customer_key)
+        meta = {k: v for k, v in meta.items() if k != encryption.META_KEY}
         streams.pin_version(self._chunks, source)
         try:
             version = Version(bucket, key, self._hlc.now(), NULL_VERSION, False,
@@ -117,9 +143,10 @@ class ObjectService:
             raise ObjectError("NoSuchKey")
         return version
 
-    def read(self, version, start, end):
-        """An async iterator over bytes start..end (inclusive) of version."""
-        return streams.read_range(self._chunks, version, start, end)
+    def read(self, version, start, end, sealing=None):
+        """An async iterator over bytes start..end (inclusive) of version;
+        an SSE-C version needs its ``sealing`` (see :meth:`sealing_for`)."""
+        return streams.read_range(self._chunks, version, start, end, sealing)
 
     async def delete_object(self, bucket, key, owner):
         """Delete key by writing a tombstone; True if something was deleted."""
@@ -134,8 +161,11 @@ class ObjectService:
 
     # -- multipart uploads ---------------------------------------------------
 
-    async def create_upload(self, bucket, key, *, owner, meta):
+    async def create_upload(self, bucket, key, *, owner, meta, customer_key=None):
         self.bucket(bucket)
+        meta = {k: v for k, v in meta.items() if k != encryption.META_KEY}
+        if customer_key is not None:
+            meta[encryption.META_KEY], _ = encryption.new_record(customer_key)
         upload_id = base64.urlsafe_b64encode(self._random_bytes(24)).decode("ascii")
         upload = Upload(upload_id, bucket, key, self._hlc.now(), owner, meta)
         await self._meta.create_upload(upload)
@@ -149,14 +179,18 @@ class ObjectService:
         return upload
 
     async def upload_part(self, bucket, key, upload_id, part_number, body, *,
-                          hashers=(), verify=None, meta=None):
-        """Store one part; ``verify(stored)`` as for put_object."""
-        await self.get_upload(bucket, key, upload_id)
-        stored = await streams.store_body(self._chunks, body, hashers, inline_limit=-1)
+                          hashers=(), verify=None, meta=None, customer_key=None):
+        """Store one part; ``verify(stored)`` as for put_object; an SSE-C
+        upload's parts need its ``customer_key``."""
+        upload = await self.get_upload(bucket, key, upload_id)
+        sealing = encryption.part_sealing(upload.meta, customer_key)
+        stored = await streams.store_body(self._chunks, body, hashers, inline_limit=-1,
+                                          sealing=sealing)
         try:
             if verify is not None:
                 verify(stored)
-            part = Part(part_number, stored.md5.hex(), stored.size, stored.chunks,
+            etag = sealing.etag(stored.md5) if sealing else stored.md5.hex()
+            part = Part(part_number, etag, stored.size, stored.chunks,
                         self._hlc.now(), meta or {})
             try:
                 await self._meta.put_part(upload_id, part, self._clock.seconds())
@@ -166,18 +200,25 @@ class ObjectService:
             streams.release(self._chunks, stored.chunks)
         return part
 
-    async def copy_part(self, bucket, key, upload_id, part_number, source, start, end):
-        """UploadPartCopy: a part made of bytes start..end of source.
+    async def copy_part(self, bucket, key, upload_id, part_number, source, start, end,
+                        source_sealing=None, customer_key=None):
+        """UploadPartCopy: a part made of bytes start..end of source
+        (opened with ``source_sealing`` if SSE-C; sealed with the upload's
+        ``customer_key`` if the upload is SSE-C).
 
         A whole object that was not itself assembled from parts is copied
         by reference, like CopyObject: its ETag is the MD5 of its bytes, so
-        none need reading. Anything else is read and stored again (its
-        chunks deduplicate where they line up).
+        none need reading. Anything else -- and anything SSE-C on either
+        side -- is read and stored again (its chunks deduplicate where they
+        line up).
         """
         upload = await self.get_upload(bucket, key, upload_id)
+        # Refuse a key that does not fit before reading a byte.
+        sealing = encryption.part_sealing(upload.meta, customer_key)
         setting = upload.meta.get("checksum")
         whole = (start, end) == (0, source.size - 1)
         by_reference = (whole and source.inline is None and "parts" not in source.meta
+                        and source_sealing is None and sealing is None
                         and (setting is None or setting["algorithm"] in source.meta.get(
                             "checksums", {})))
         if by_reference:
@@ -206,8 +247,9 @@ class ObjectService:
                 part_meta["checksums"] = {setting["algorithm"]: checksum.b64()}
 
         return await self.upload_part(bucket, key, upload_id, part_number,
-                                      self.read(source, start, end), hashers=hashers,
-                                      verify=record, meta=part_meta)
+                                      self.read(source, start, end, source_sealing),
+                                      hashers=hashers, verify=record, meta=part_meta,
+                                      customer_key=customer_key)
 
     async def list_parts(self, bucket, key, upload_id, after_part, limit):
         upload = await self.get_upload(bucket, key, upload_id)

@@ -5,7 +5,13 @@ Incoming bytes are cut into chunks of 4 MiB. Each chunk is hashed (BLAKE3
 for its name, MD5 for the ETag, and whatever checksums the S3 layer asked
 for) on the chunk I/O pool, never on the reactor thread, and stored before
 the next one is handed over, while the network keeps filling the next
-chunk. At most two chunks are in memory per upload whatever its size.
+chunk. At most two chunks are in memory per upload whatever its size (three
+for a moment while an SSE-C chunk is sealed: plaintext and ciphertext).
+
+An SSE-C object (``sealing``, see ``objects.encryption``) is sealed chunk
+by chunk on the chunk I/O pool before the chunk store sees it, and opened
+there again on the way out; at-rest encryption under the node key happens
+below, inside the chunk store and the metadata store.
 """
 
 import hashlib
@@ -34,17 +40,28 @@ def _digest(data, md5, hashers):
         hasher.update(data)
 
 
-def _digest_chunk(data, md5, hashers):
+def _digest_chunk(data, md5, hashers, sealing):
+    """(name, bytes to store) of a chunk; an SSE-C chunk is named by the
+    hash of its ciphertext, so that its name says nothing of its content."""
     _digest(data, md5, hashers)
-    return chunk_hash(data)
+    if sealing is not None:
+        data = sealing.seal(data)
+    return chunk_hash(data), data
 
 
-async def store_body(chunks, body, hashers=(), inline_limit=INLINE_LIMIT):
-    """Consume ``body`` (an async iterable of bytes) into chunks.
+def _digest_inline(data, md5, hashers, sealing):
+    _digest(data, md5, hashers)
+    return sealing.seal(data)
+
+
+async def store_body(chunks, body, hashers=(), inline_limit=INLINE_LIMIT, sealing=None):
+    """Consume ``body`` (an async iterable of bytes) into chunks, sealed
+    with ``sealing`` (a CustomerSealing) if given.
 
     Returns a StoredBody whose chunk hashes are pinned in ``chunks`` so
     garbage collection leaves them alone until :func:`release` is called,
-    after the version that uses them is committed (or abandoned).
+    after the version that uses them is committed (or abandoned). Sizes
+    and digests are those of the plaintext.
     """
     md5 = hashlib.md5()
     stored = []
@@ -53,9 +70,10 @@ async def store_body(chunks, body, hashers=(), inline_limit=INLINE_LIMIT):
     size = 0
 
     async def store(data):
-        digest = await chunks.run(_digest_chunk, data, md5, hashers)
+        size = len(data)
+        digest, data = await chunks.run(_digest_chunk, data, md5, hashers, sealing)
         chunks.pin(digest)
-        stored.append((digest, len(data)))
+        stored.append((digest, size))
         await chunks.put_chunk(digest, data)
 
     try:
@@ -80,7 +98,10 @@ async def store_body(chunks, body, hashers=(), inline_limit=INLINE_LIMIT):
         del pending
         if not stored and len(tail) <= inline_limit:
             # Inline bytes live in the record: no chunk, so no chunk name.
-            _digest(tail, md5, hashers)
+            if sealing is None:
+                _digest(tail, md5, hashers)
+            else:
+                tail = await chunks.run(_digest_inline, tail, md5, hashers, sealing)
             return StoredBody([], tail, size, md5.digest())
         if tail:
             await store(tail)
@@ -101,26 +122,31 @@ def pin_version(chunks, version):
         chunks.pin(digest)
 
 
-async def read_range(chunks, version, start, end):
+async def read_range(chunks, version, start, end, sealing=None):
     """Yield the bytes ``start..end`` (inclusive) of a version, chunk by
-    chunk, each chunk verified against its hash before any of it is yielded.
-    The next chunk is fetched while the current one is being sent."""
+    chunk, each chunk verified against its hash (and opened with
+    ``sealing`` for SSE-C) before any of it is yielded. The next chunk is
+    fetched while the current one is being sent."""
     if version.inline is not None:
         if end >= start:
-            yield version.inline[start:end + 1]
+            inline = version.inline
+            if sealing is not None:
+                inline = await chunks.run(sealing.open, inline)
+            yield inline[start:end + 1]
         return
+    then = sealing.open if sealing is not None else None
     wanted = []
     offset = 0
     for digest, size in version.chunks:
         if offset + size > start and offset <= end:
             wanted.append((digest, max(start - offset, 0), min(end - offset, size - 1)))
         offset += size
-    pending = chunks.get_chunk(wanted[0][0]) if wanted else None
+    pending = chunks.get_chunk(wanted[0][0], then) if wanted else None
     try:
         for index, (digest, first, last) in enumerate(wanted):
             data, pending = await pending, None
             if index + 1 < len(wanted):
-                pending = chunks.get_chunk(wanted[index + 1][0])
+                pending = chunks.get_chunk(wanted[index + 1][0], then)
             yield data if (first, last) == (0, len(data) - 1) else data[first:last + 1]
     finally:
         if pending is not None:

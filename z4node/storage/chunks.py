@@ -12,6 +12,17 @@ interleave: the write that comes second finds the file gone and writes it
 again. A chunk read back is verified against its name before a byte of it
 is returned; a bad copy is renamed ``.corrupted`` (kept for inspection,
 never deleted) and reported as :class:`ChunkCorrupted`.
+
+In an encrypted data dir (:meth:`ChunkStore.encrypt_with`) a chunk file
+holds the chunk sealed with AES-256-GCM under a data key of its own, and
+that data key, wrapped by the node key, is a row of the metadata store's
+``chunk_keys`` table, where a key rotation rewraps it in a transaction
+without touching the file. The name stays the hash of the plaintext, so
+identical content is still stored (and encrypted) once. Ordering keeps a
+file from ever existing without its key: a new file's key row is committed
+before the file is renamed into place, and a deleted file is unlinked
+before its key row goes. A file is sealed and opened on the chunk I/O
+pool, never on the reactor thread.
 """
 
 import os
@@ -21,6 +32,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
+
+from z4node.storage.crypto import KeyUnavailable, Tampered
 
 CHUNK_SIZE = 4 * 1024 * 1024
 HASH_SIZE = 32
@@ -52,6 +65,16 @@ class ChunkStore:
         self._pool = ThreadPool(1, self.io_threads, name="z4-chunk-io")
         self._tails = {}
         self._pins = {}
+        self._at_rest = None
+        self._keys = None
+
+    def encrypt_with(self, at_rest, keys):
+        """Seal every chunk written from now on with ``at_rest`` (an
+        :class:`z4node.storage.crypto.AtRest`), keeping wrapped data keys in
+        ``keys`` (a :class:`z4node.storage.meta.ChunkKeys`); and expect
+        every stored chunk to be sealed."""
+        self._at_rest = at_rest
+        self._keys = keys
 
     def start(self):
         self._pool.start()
@@ -115,9 +138,16 @@ class ChunkStore:
             # Touching an existing copy tells the garbage collector the
             # content is in use again (see delete_chunk).
             os.utime(path)
-            return False
+            # An encrypted copy is usable only with its key row; one
+            # without (the metadata was restored from an older backup) is
+            # replaced below, since the plaintext is at hand.
+            if self._keys is None or self._keys.load(digest) is not None:
+                return False
         except FileNotFoundError:
             pass
+        data_key = None
+        if self._at_rest is not None:
+            data, data_key = self._at_rest.seal_chunk(digest, data)
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
         temp = f"{path}.{os.getpid()}.{id(data):x}.tmp"
@@ -129,25 +159,47 @@ class ChunkStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if data_key is not None:
+            # Durable before the file is in place: a crash in between
+            # leaves a key without a file (harmless, replaced by the next
+            # write of this content), never a file without its key.
+            self._keys.save(digest, data_key)
         os.replace(temp, path)
         _fsync_directory(directory)
         return True
 
-    def get_chunk(self, digest):
-        """The verified bytes of a chunk (ChunkMissing, ChunkCorrupted)."""
-        return self._serialized(digest, self._read, digest)
+    def get_chunk(self, digest, then=None):
+        """The verified bytes of a chunk (ChunkMissing, ChunkCorrupted), or
+        ``then(bytes)`` computed on the chunk I/O pool (to decrypt them)."""
+        return self._serialized(digest, self._read, digest, then)
 
-    def _read(self, digest):
+    def _read(self, digest, then=None):
         path = self.path(digest)
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             raise ChunkMissing(digest.hex()) from None
+        if self._at_rest is not None:
+            data = self._open(digest, path, data)
         if chunk_hash(data) != digest:
             os.replace(path, path + ".corrupted")
             raise ChunkCorrupted(digest.hex())
-        return data
+        return data if then is None else then(data)
+
+    def _open(self, digest, path, stored):
+        wrapped = self._keys.load(digest)
+        if wrapped is None:
+            os.replace(path, path + ".corrupted")
+            raise ChunkCorrupted(f"{digest.hex()}: no data key is stored for it")
+        try:
+            return self._at_rest.open_chunk(digest, stored, wrapped)
+        except KeyUnavailable as e:
+            # Not the file's fault: keep it where it is.
+            raise ChunkCorrupted(f"{digest.hex()}: {e}") from None
+        except Tampered as e:
+            os.replace(path, path + ".corrupted")
+            raise ChunkCorrupted(f"{digest.hex()}: {e}") from None
 
     def delete_chunk(self, digest, untouched_since):
         """Delete a chunk file unless it was written or touched after
@@ -162,6 +214,10 @@ class ChunkStore:
             os.unlink(path)
         except FileNotFoundError:
             return False
+        if self._keys is not None:
+            # After the unlink: a crash in between leaves a key without a
+            # file, never a file without its key.
+            self._keys.drop(digest)
         return True
 
     def stored_hashes(self):

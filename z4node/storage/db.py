@@ -10,9 +10,15 @@ concurrent writes cost one fsync between them instead of one each.
 Reads run on a small bounded pool, each thread with its own connection (WAL
 lets readers proceed beside the writer). A read issued after a write's
 Deferred fired sees that write.
+
+Threads other than the reactor's (the chunk I/O pool) may also read and
+write with :meth:`read_blocking` and :meth:`write_blocking`, which wait for
+the answer on the calling thread; the writer thread never waits for them,
+so they cannot deadlock with it.
 """
 
 import queue
+from concurrent.futures import Future
 import sqlite3
 import threading
 
@@ -94,6 +100,17 @@ class Database:
         self._queue.put((fn, args, d))
         return d
 
+    def read_blocking(self, fn, *args):
+        """Run ``fn(connection, *args)`` now, on this (non-reactor) thread."""
+        return self._read(fn, args)
+
+    def write_blocking(self, fn, *args):
+        """Queue a write and wait on this (non-reactor) thread until it is
+        committed; its result, or its exception raised here."""
+        future = Future()
+        self._queue.put((fn, args, future))
+        return future.result()
+
     def _write_loop(self):
         connection = self._writer_connection
         while True:
@@ -139,7 +156,13 @@ class Database:
                 connection.execute("ROLLBACK")
             outcomes = [(d, failure) for _, _, d in batch]
         for d, outcome in outcomes:
-            self._reactor.callFromThread(_fire, d, outcome)
+            if isinstance(d, Future):
+                if isinstance(outcome, Failure):
+                    d.set_exception(outcome.value)
+                else:
+                    d.set_result(outcome)
+            else:
+                self._reactor.callFromThread(_fire, d, outcome)
 
 
 def _fire(d, outcome):

@@ -12,6 +12,14 @@ Each public method returns a Deferred; the work runs on
 :class:`z4node.storage.db.Database`'s threads. Writes that must be atomic
 with a check (conditional writes, multipart completion) take a callable run
 inside the write transaction.
+
+In an encrypted data dir (:meth:`MetaStore.use_encryption`) inline object
+bytes and access-key secrets are sealed on their way into a row and opened
+on their way out, on the database threads; callers see plaintext. Every
+seal happens inside a write transaction with the node key current at that
+moment, which is what lets a key rotation (``storage.rotation``) know that
+nothing wrapped by the old key can appear behind its cursor. The wrapped
+data keys of chunk files live in ``chunk_keys`` (see :class:`ChunkKeys`).
 """
 
 import json
@@ -19,10 +27,14 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import succeed
+from twisted.logger import Logger
 
 from z4node import hlc as hlclib
 from z4node.storage.chunks import HASH_SIZE
+from z4node.storage.crypto import PLAINTEXT, KeyUnavailable, Tampered
 from z4node.storage.db import Database
+
+log = Logger()
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS node_settings (
@@ -54,6 +66,8 @@ CREATE TABLE IF NOT EXISTS heads (
 CREATE TABLE IF NOT EXISTS chunks (
     hash BLOB PRIMARY KEY, refs INTEGER NOT NULL, zero_since REAL)
     WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chunk_keys (
+    hash BLOB PRIMARY KEY, wrapped BLOB NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS chunks_unreferenced ON chunks (zero_since)
     WHERE refs <= 0;
 CREATE TABLE IF NOT EXISTS uploads (
@@ -190,8 +204,25 @@ class UploadMissing(Exception):
     """The multipart upload does not exist (never did, or completed/aborted)."""
 
 
-def _version_from_row(bucket, key, row):
+class RecordCorrupted(Exception):
+    """A sealed value in a row failed authentication or cannot be opened."""
+
+
+def _version_from_row(bucket, key, row, at_rest):
+    """A Version from a row of ``_VERSION_COLUMNS``, its inline bytes opened
+    with ``at_rest``; with ``at_rest=None`` the inline bytes are not read
+    (``inline`` is None) -- for records whose body nobody will serve."""
     hlc, version_id, delete_marker, size, etag, owner, meta, chunks, inline = row
+    if inline is not None:
+        if at_rest is None:
+            inline = None
+        else:
+            try:
+                inline = at_rest.open_inline(inline)
+            except (Tampered, KeyUnavailable) as e:
+                raise RecordCorrupted(
+                    f"inline object {bucket}/{key.decode('utf-8', 'replace')}"
+                    f" (hlc {hlc}): {e}") from None
     return Version(bucket, key.decode("utf-8"), hlc, version_id,
                    bool(delete_marker), size, etag, owner, json.loads(meta),
                    unpack_chunks(chunks), inline)
@@ -259,6 +290,37 @@ class HeadCache:
             self._bytes -= self._size(version)
 
 
+class ChunkKeys:
+    """The wrapped data keys of encrypted chunk files, for ChunkStore.
+
+    Every method blocks: they are called on the chunk I/O pool, inside the
+    per-hash ordering of ChunkStore. A key is wrapped inside the write
+    transaction, with whichever node key is current then (see module doc).
+    """
+
+    def __init__(self, db, at_rest):
+        self._db = db
+        self._at_rest = at_rest
+
+    def load(self, digest):
+        """The wrapped data key of ``digest``, or None."""
+        row = self._db.read_blocking(lambda c: c.execute(
+            "SELECT wrapped FROM chunk_keys WHERE hash=?", (digest,)).fetchone())
+        return row[0] if row else None
+
+    def save(self, digest, data_key):
+        keyring = self._at_rest.keyring
+
+        def write(c):
+            c.execute("INSERT OR REPLACE INTO chunk_keys VALUES (?, ?)",
+                      (digest, keyring.wrap(data_key)))
+        self._db.write_blocking(write)
+
+    def drop(self, digest):
+        self._db.write_blocking(lambda c: c.execute(
+            "DELETE FROM chunk_keys WHERE hash=?", (digest,)))
+
+
 class MetaStore:
     """Typed operations on the metadata tables; every method returns a Deferred."""
 
@@ -266,6 +328,16 @@ class MetaStore:
         self._reactor = reactor
         self.db = Database(reactor, path, SCHEMA)
         self.heads = HeadCache()
+        self.at_rest = PLAINTEXT
+
+    def use_encryption(self, at_rest):
+        """Seal inline objects and secrets with ``at_rest`` from now on (and
+        expect the stored ones sealed). Call before the first read."""
+        self.at_rest = at_rest
+
+    def chunk_keys(self):
+        """Where ChunkStore keeps wrapped data keys (encrypted data dirs)."""
+        return ChunkKeys(self.db, self.at_rest)
 
     def _write_version(self, bucket, key, fn):
         """Run a write that changes key's versions; the cache forgets key
@@ -303,11 +375,21 @@ class MetaStore:
 
     def load_system_tables(self):
         """Every access key, bucket and grant, tombstones included."""
+        at_rest = self.at_rest
+
         def read(c):
-            keys = [AccessKey(a, n, s, u, bool(adm), cr, h, bool(d))
-                    for a, n, s, u, adm, cr, h, d in c.execute(
-                        "SELECT access_key_id, name, secret, user_id, is_admin,"
-                        " created, hlc, deleted FROM access_keys")]
+            keys = []
+            for a, n, s, u, adm, cr, h, d in c.execute(
+                    "SELECT access_key_id, name, secret, user_id, is_admin,"
+                    " created, hlc, deleted FROM access_keys"):
+                try:
+                    s = at_rest.open_secret(a, s)
+                except (Tampered, KeyUnavailable) as e:
+                    # One damaged row costs that key, not the node.
+                    log.error("access key {id} is unusable: its stored secret "
+                              "cannot be opened ({error})", id=a, error=str(e))
+                    continue
+                keys.append(AccessKey(a, n, s, u, bool(adm), cr, h, bool(d)))
             buckets = [Bucket(n, o, cr, h, json.loads(st), bool(d))
                        for n, o, cr, st, h, d in c.execute(
                            "SELECT name, owner, created, settings, hlc, deleted"
@@ -320,6 +402,8 @@ class MetaStore:
         return self.db.read(read)
 
     def save_key(self, key):
+        at_rest = self.at_rest
+
         def write(c):
             c.execute(
                 "INSERT INTO access_keys VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -328,7 +412,8 @@ class MetaStore:
                 " is_admin=excluded.is_admin, created=excluded.created,"
                 " hlc=excluded.hlc, deleted=excluded.deleted"
                 " WHERE excluded.hlc > access_keys.hlc",
-                (key.access_key_id, key.name, key.secret, key.user_id,
+                (key.access_key_id, key.name,
+                 at_rest.seal_secret(key.access_key_id, key.secret), key.user_id,
                  int(key.is_admin), key.created, key.hlc, int(key.deleted)))
         return self.db.write(write)
 
@@ -388,6 +473,7 @@ class MetaStore:
         if cached is not _MISS:
             return succeed(cached)
         generation = self.heads.generation
+        at_rest = self.at_rest
 
         def read(c):
             kb = key.encode("utf-8")
@@ -395,7 +481,7 @@ class MetaStore:
                 f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE bucket=? AND key=?"
                 " AND hlc=(SELECT hlc FROM heads WHERE bucket=? AND key=?"
                 " AND deleted=0)", (bucket, kb, bucket, kb)).fetchone()
-            return _version_from_row(bucket, kb, row) if row else None
+            return _version_from_row(bucket, kb, row, at_rest) if row else None
 
         def fill(version):
             self.heads.fill(cache_key, version, generation)
@@ -412,7 +498,7 @@ class MetaStore:
             current = _current_head(c, version.bucket, version.key)
             if precondition is not None:
                 precondition(current)
-            return _install_version(c, version, now)
+            return _install_version(c, version, now, self.at_rest)
         return self._write_version(version.bucket, version.key, write)
 
     def update_head_meta(self, bucket, key, update):
@@ -439,7 +525,7 @@ class MetaStore:
                 precondition(current)
             if current is None:
                 return False
-            _install_version(c, tombstone, now)
+            _install_version(c, tombstone, now, self.at_rest)
             return True
         return self._write_version(tombstone.bucket, tombstone.key, write)
 
@@ -509,7 +595,7 @@ class MetaStore:
             version = build(stored, parts)
             if precondition is not None:
                 precondition(_current_head(c, version.bucket, version.key))
-            _install_version(c, version, now)
+            _install_version(c, version, now, self.at_rest)
             self._drop_upload(c, upload_id, now)
             return version
         return self._write_version(upload.bucket, upload.key, write)
@@ -694,23 +780,27 @@ def list_uploads(c, bucket, prefix, delimiter, key_marker, upload_id_marker, lim
 
 
 def _current_head(c, bucket, key):
+    """The live head's record, for preconditions: its inline bytes are not
+    read (``inline`` is None), so a damaged body never blocks overwriting
+    or deleting it."""
     kb = key.encode("utf-8")
     row = c.execute(
         f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket=? AND key=? AND"
         " hlc=(SELECT hlc FROM heads WHERE bucket=? AND key=? AND deleted=0)",
         (bucket, kb, bucket, kb)).fetchone()
-    return _version_from_row(bucket, kb, row) if row else None
+    return _version_from_row(bucket, kb, row, None) if row else None
 
 
-def _install_version(c, version, now):
+def _install_version(c, version, now, at_rest):
     """Insert a version, replacing the one with the same version id, and move
-    the head if it is newer (last writer wins by HLC)."""
+    the head if it is newer (last writer wins by HLC). Inline bytes are
+    sealed here, inside the transaction, with the current node key."""
     kb = version.key.encode("utf-8")
     replaced = c.execute(
         f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket=? AND key=? AND"
         " version_id=?", (version.bucket, kb, version.version_id)).fetchall()
     for row in replaced:
-        old = _version_from_row(version.bucket, kb, row)
+        old = _version_from_row(version.bucket, kb, row, None)
         _add_refs(c, old.chunks, -1, now)
         c.execute("DELETE FROM versions WHERE bucket=? AND key=? AND hlc=?",
                   (version.bucket, kb, old.hlc))
@@ -719,7 +809,7 @@ def _install_version(c, version, now):
                int(version.delete_marker), version.size, version.etag,
                version.owner, json.dumps(version.meta, sort_keys=True),
                pack_chunks(version.chunks) if version.chunks else None,
-               version.inline))
+               None if version.inline is None else at_rest.seal_inline(version.inline)))
     _add_refs(c, version.chunks, +1, now)
     c.execute(
         "INSERT INTO heads VALUES (?, ?, ?, ?, ?, ?, ?)"

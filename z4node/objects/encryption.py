@@ -1,0 +1,168 @@
+"""Server-side encryption with customer-provided keys (SSE-C), per object.
+
+SSE-S3 needs nothing here: in an encrypted data dir every chunk and inline
+object is sealed under the node key by the storage layer
+(``z4node.storage.crypto``), which is exactly "encrypted with a key the
+server manages".
+
+SSE-C adds a layer only the customer's key opens. Each SSE-C object (or
+multipart upload) gets a random **object key**; the version's metadata keeps
+it wrapped (AES key wrap) under a key derived from the customer's key with
+HKDF and a random salt, plus an HMAC of the customer's key under that salt
+to tell a wrong key from a right one. The customer's key itself is never
+stored, and nothing stored opens the object without it.
+
+Every chunk (and the inline bytes) of an SSE-C object is sealed with
+AES-256-GCM under a subkey derived from the object key and a fresh random
+salt, so no key ever seals twice. The sealed bytes are what the chunk store
+receives, so an SSE-C chunk is named by the hash of its ciphertext: it
+never deduplicates with anything, and its name says nothing about its
+plaintext. In an encrypted data dir the chunk store then seals it again
+under the node key, so every file on disk has the same form.
+
+The ETag of an SSE-C object is an HMAC of its MD5 under the object key,
+not the MD5 itself (S3's ETags for SSE-C objects are not MD5s either): an
+MD5 of the plaintext would let anyone who can list the bucket confirm a
+guess of the content.
+"""
+
+import base64
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+
+from z4node.objects.errors import ObjectError
+from z4node.storage.crypto import KEY_BYTES, Tampered, open_sealed, seal
+
+# The key of version metadata that holds an SSE-C record.
+META_KEY = "sse-c"
+FORMAT_V1 = 1
+SALT_BYTES = 16
+# What sealing adds to each chunk: format, salt, nonce, tag.
+OVERHEAD = 1 + SALT_BYTES + 12 + 16
+
+_AAD = b"z4node sse-c"
+
+NEEDS_KEY = ("The object was stored using a form of Server Side Encryption. The "
+             "correct parameters must be provided to retrieve the object.")
+NOT_APPLICABLE = "The encryption parameters are not applicable to this object."
+WRONG_KEY = ("Access Denied: the customer-provided key does not match the key the "
+             "object was stored with.")
+PART_NEEDS_KEY = ("The multipart upload initiate requested encryption. Subsequent part "
+                  "requests must include the appropriate encryption parameters.")
+PART_KEY_DIFFERS = ("The provided encryption parameters did not match the ones used "
+                    "originally.")
+PART_NOT_ENCRYPTED = ("The multipart upload initiate did not request customer-provided "
+                      "encryption; its parts cannot use it.")
+
+
+@dataclass(frozen=True)
+class CustomerKey:
+    """A customer's 256-bit key as a request carried it (already checked
+    against its MD5 by the S3 layer)."""
+
+    key: bytes
+    key_md5: str  # base64 of MD5(key), as S3 reports it back
+
+    def __repr__(self):
+        return f"CustomerKey(md5={self.key_md5})"
+
+
+def _hkdf(secret, salt, info):
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt,
+                info=info).derive(secret)
+
+
+class CustomerSealing:
+    """An SSE-C object's opened object key: seals and opens its bytes."""
+
+    def __init__(self, object_key):
+        self._object_key = object_key
+
+    def seal(self, data):
+        """Chunk or inline bytes sealed under a fresh subkey (chunk I/O pool)."""
+        salt = os.urandom(SALT_BYTES)
+        subkey = _hkdf(self._object_key, salt, b"z4node sse-c data")
+        return bytes([FORMAT_V1]) + salt + seal(subkey, data, _AAD)
+
+    def open(self, blob):
+        if len(blob) < OVERHEAD or blob[0] != FORMAT_V1:
+            raise Tampered("SSE-C data has an unknown format or is truncated")
+        view = memoryview(blob)
+        subkey = _hkdf(self._object_key, bytes(view[1:1 + SALT_BYTES]), b"z4node sse-c data")
+        return open_sealed(subkey, view[1 + SALT_BYTES:], _AAD)
+
+    def etag(self, md5):
+        return hmac.new(self._object_key, b"z4node sse-c etag" + md5,
+                        hashlib.sha256).hexdigest()[:32]
+
+
+def new_record(customer_key):
+    """(record for the version's metadata, CustomerSealing) for a new object."""
+    object_key = os.urandom(KEY_BYTES)
+    salt = os.urandom(SALT_BYTES)
+    kek = _hkdf(customer_key.key, salt, b"z4node sse-c key wrap")
+    record = {
+        "algorithm": "AES256",
+        "key_md5": customer_key.key_md5,
+        "salt": _b64(salt),
+        "hmac": _b64(hmac.new(salt, customer_key.key, hashlib.sha256).digest()),
+        "wrapped": _b64(aes_key_wrap(kek, object_key)),
+    }
+    return record, CustomerSealing(object_key)
+
+
+def record_of(meta):
+    return meta.get(META_KEY)
+
+
+def open_record(record, customer_key):
+    """The CustomerSealing of a record, if ``customer_key`` is its key."""
+    salt = base64.b64decode(record["salt"])
+    check = hmac.new(salt, customer_key.key, hashlib.sha256).digest()
+    if not hmac.compare_digest(check, base64.b64decode(record["hmac"])):
+        raise ObjectError("AccessDenied", WRONG_KEY)
+    kek = _hkdf(customer_key.key, salt, b"z4node sse-c key wrap")
+    try:
+        return CustomerSealing(aes_key_unwrap(kek, base64.b64decode(record["wrapped"])))
+    except InvalidUnwrap:
+        raise ObjectError("InternalError", "The object's stored SSE-C key is damaged.") from None
+
+
+def sealing_for(meta, customer_key):
+    """The CustomerSealing to read an object (or None if it is not SSE-C),
+    or the ObjectError S3 answers when the request's key does not fit."""
+    record = record_of(meta)
+    if record is None:
+        if customer_key is not None:
+            raise ObjectError("InvalidRequest", NOT_APPLICABLE)
+        return None
+    if customer_key is None:
+        raise ObjectError("InvalidRequest", NEEDS_KEY)
+    return open_record(record, customer_key)
+
+
+def part_sealing(upload_meta, customer_key):
+    """The CustomerSealing for a part of an upload (None if not SSE-C)."""
+    record = record_of(upload_meta)
+    if record is None:
+        if customer_key is not None:
+            raise ObjectError("InvalidRequest", PART_NOT_ENCRYPTED)
+        return None
+    if customer_key is None:
+        raise ObjectError("InvalidRequest", PART_NEEDS_KEY)
+    try:
+        return open_record(record, customer_key)
+    except ObjectError as e:
+        if e.code == "AccessDenied":
+            raise ObjectError("InvalidRequest", PART_KEY_DIFFERS) from None
+        raise
+
+
+def _b64(data):
+    return base64.b64encode(data).decode("ascii")
