@@ -93,14 +93,17 @@ class ObjectService:
         runs inside the commit with the current version or None.
         """
         self.bucket(bucket)
-        meta = {k: v for k, v in meta.items() if k != encryption.META_KEY}
-        sealing = None
+        record = sealing = None
         if customer_key is not None:
-            meta[encryption.META_KEY], sealing = encryption.new_record(customer_key)
+            record, sealing = encryption.new_record(customer_key)
         stored = await streams.store_body(self._chunks, body, hashers, sealing=sealing)
         try:
             if verify is not None:
                 verify(stored)
+            # After verify, which may record checksums in ``meta``.
+            meta = {k: v for k, v in meta.items() if k != encryption.META_KEY}
+            if record is not None:
+                meta[encryption.META_KEY] = record
             etag = sealing.etag(stored.md5) if sealing else stored.md5.hex()
             version = Version(bucket, key, self._hlc.now(), NULL_VERSION, False,
                               stored.size, etag, owner, meta,
@@ -262,13 +265,17 @@ class ObjectService:
             bucket, prefix, delimiter, key_marker, upload_id_marker, limit)
 
     async def complete_upload(self, bucket, key, upload_id, requested, *,
-                              owner, precondition=None, expected_checksum=None):
+                              owner, precondition=None, expected_checksum=None,
+                              customer_key=None):
         """Assemble the parts named in ``requested`` ([(number, etag,
         {algorithm: checksum})]) in order into the new version of key;
         unnamed parts are dropped. An upload created with a checksum
         algorithm gets the object checksum S3 would compute (composite or
-        full-object); ``expected_checksum``, if given, must equal it."""
+        full-object); ``expected_checksum``, if given, must equal it. An
+        SSE-C key, optional here, must be the upload's if given."""
         upload = await self.get_upload(bucket, key, upload_id)
+        if customer_key is not None:
+            encryption.part_sealing(upload.meta, customer_key)
         hlc = self._hlc.now()
 
         def build(upload, parts):

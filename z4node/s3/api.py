@@ -64,6 +64,8 @@ class S3Call:
     # (None when no decision needed them) and the Decision taken.
     access_context: dict | None = None
     decision: object = None
+    # Came over TLS: to this node, or to a trusted proxy that said so.
+    secure: bool = False
 
     @property
     def resource(self):
@@ -127,12 +129,14 @@ class S3Api:
     max_upload_bytes = 5 * 1024 ** 3
     region = "us-east-1"
 
-    def __init__(self, clock, objects, handlers, node_id="z4", debug=False, domains=()):
+    def __init__(self, clock, objects, handlers, node_id="z4", debug=False, domains=(),
+                 trusted_proxies=frozenset()):
         self.clock = clock
         self.debug = debug
         # Virtual-host-style requests name the bucket in the Host header
         # under one of these domains; every other request is path style.
         self.domains = tuple(d.lower().strip(".") for d in domains)
+        self.trusted_proxies = frozenset(trusted_proxies)
         self.objects = objects
         self.system = objects.system
         self._handlers = handlers
@@ -195,7 +199,19 @@ class S3Api:
         call.raw_query = raw_query
         call.host_bucket = router.host_bucket(headers.get("host"), self.domains)
         call.bucket, call.key = router.decode_path(raw_path, call.host_bucket)
+        call.secure = self._is_secure(request, headers)
         return call
+
+    def _is_secure(self, request, headers):
+        """Whether the request came over TLS: straight to this node, or to a
+        reverse proxy named by --trusted-proxy that says so."""
+        if request.isSecure():
+            return True
+        if not self.trusted_proxies:
+            return False
+        peer = getattr(request.getClientAddress(), "host", None)
+        return (peer in self.trusted_proxies
+                and headers.get("x-forwarded-proto", "").strip().lower() == "https")
 
     def _authenticate(self, call):
         view = auth.RequestView(call.method, call.raw_path, call.raw_query,

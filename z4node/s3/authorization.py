@@ -109,6 +109,9 @@ _NEEDS = {
     "GetBucketOwnershipControls": Need("s3:GetBucketOwnershipControls", OWNER),
     "PutBucketOwnershipControls": Need("s3:PutBucketOwnershipControls", OWNER),
     "DeleteBucketOwnershipControls": Need("s3:PutBucketOwnershipControls", OWNER),
+    "PutBucketEncryption": OWNER,
+    "GetBucketEncryption": OWNER,
+    "DeleteBucketEncryption": OWNER,
 }
 
 # An entry of _NEEDS may also be a bare grant level (READ, WRITE, OWNER,
@@ -318,7 +321,9 @@ def request_context(api, call):
     context = {
         "aws:currenttime": [_iso(now)],
         "aws:epochtime": [str(int(now))],
-        "aws:securetransport": ["true" if _is_secure(request) else "false"],
+        # S3Call.secure also believes a --trusted-proxy's X-Forwarded-Proto.
+        "aws:securetransport": ["true" if getattr(call, "secure", False)
+                                or _is_secure(request) else "false"],
         "aws:principaltype": ["Anonymous" if key is None else "User"],
     }
     address = _client_address(request)

@@ -17,7 +17,7 @@ MAX_KEY_BYTES = 1024
 
 # Sub-resources S3 has that this server does not implement yet.
 UNIMPLEMENTED = frozenset({
-    "accelerate", "analytics", "cors", "encryption",
+    "accelerate", "analytics", "cors",
     "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging",
     "metadataTable", "metrics", "notification", "object-lock",
     "publicAccessBlock",
@@ -35,6 +35,8 @@ _BUCKET_SETTINGS = {
     "ownershipControls": {"GET": "GetBucketOwnershipControls",
                           "PUT": "PutBucketOwnershipControls",
                           "DELETE": "DeleteBucketOwnershipControls"},
+    "encryption": {"GET": "GetBucketEncryption", "PUT": "PutBucketEncryption",
+                   "DELETE": "DeleteBucketEncryption"},
 }
 
 

@@ -1,7 +1,7 @@
 """S3 operation handlers, one module per family; :data:`HANDLERS` maps each
 operation the router can name to its coroutine ``handler(api, call)``."""
 
-from z4node.s3.handlers import acl, buckets, listing, multipart, objects, policy
+from z4node.s3.handlers import acl, buckets, encryption, listing, multipart, objects, policy
 
 HANDLERS = {
     "ListBuckets": buckets.list_buckets,
@@ -10,6 +10,9 @@ HANDLERS = {
     "HeadBucket": buckets.head_bucket,
     "GetBucketLocation": buckets.get_bucket_location,
     "GetBucketVersioning": buckets.get_bucket_versioning,
+    "PutBucketEncryption": encryption.put_bucket_encryption,
+    "GetBucketEncryption": encryption.get_bucket_encryption,
+    "DeleteBucketEncryption": encryption.delete_bucket_encryption,
     "ListObjects": listing.list_objects_v1,
     "ListObjectsV2": listing.list_objects_v2,
     "GetObject": objects.get_object,

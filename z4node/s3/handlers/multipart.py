@@ -2,7 +2,7 @@
 list parts, list uploads."""
 
 from z4node.objects import checksums
-from z4node.s3 import authorization, conditions, xml
+from z4node.s3 import authorization, conditions, sse, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.buckets import owner_element
@@ -39,16 +39,20 @@ async def create_upload(api, call):
         meta["checksum"] = {"algorithm": algorithm, "type": kind}
         headers["x-amz-checksum-algorithm"] = algorithm
         headers["x-amz-checksum-type"] = kind
+    customer_key = sse.write_encryption(api, call)
     upload = await api.objects.create_upload(
-        call.bucket, call.key, owner=authorization.owner_id(call), meta=meta)
+        call.bucket, call.key, owner=authorization.owner_id(call), meta=meta,
+        customer_key=customer_key)
     body = xml.document("InitiateMultipartUploadResult", [
         ("Bucket", call.bucket), ("Key", call.key), ("UploadId", upload.upload_id)])
+    headers.update(sse.response_headers(api, upload.meta))
     return Response(headers=headers, body=body)
 
 
 async def upload_part(api, call):
     number = _part_number(call)
     upload = await api.objects.get_upload(call.bucket, call.key, call.query["uploadId"])
+    customer_key = sse.customer_key(call)
     body, hashers, verify, found = api.body_pipeline(call)
     # An upload created with a checksum algorithm needs every part's
     # checksum; compute it when the client sent none.
@@ -69,8 +73,9 @@ async def upload_part(api, call):
 
     part = await api.objects.upload_part(
         call.bucket, call.key, upload.upload_id, number, body,
-        hashers=hashers, verify=verify_and_record, meta=meta)
+        hashers=hashers, verify=verify_and_record, meta=meta, customer_key=customer_key)
     headers = {"etag": conditions.quoted(part.etag)}
+    headers.update(sse.key_response_headers(api, customer_key))
     for algorithm, value in meta["checksums"].items():
         headers[checksums.header_name(algorithm)] = value
     return Response(headers=headers)
@@ -78,17 +83,22 @@ async def upload_part(api, call):
 
 async def upload_part_copy(api, call):
     number = _part_number(call)
-    _, _, source = await read_copy_source(api, call)
+    customer_key = sse.customer_key(call)
+    _, _, source, source_sealing = await read_copy_source(api, call)
     start, end = 0, source.size - 1
     spec = call.headers.get("x-amz-copy-source-range")
     if spec is not None:
         start, end = conditions.parse_copy_range(spec, source.size)
     part = await api.objects.copy_part(call.bucket, call.key, call.query["uploadId"],
-                                       number, source, start, end)
+                                       number, source, start, end,
+                                       source_sealing=source_sealing,
+                                       customer_key=customer_key)
     body = xml.document("CopyPartResult", [
         ("LastModified", xml.iso8601(part.last_modified)),
         ("ETag", conditions.quoted(part.etag))])
-    return Response(headers={"content-type": "application/xml"}, body=body)
+    headers = {"content-type": "application/xml"}
+    headers.update(sse.key_response_headers(api, customer_key))
+    return Response(headers=headers, body=body)
 
 
 async def complete_upload(api, call):
@@ -109,16 +119,20 @@ async def complete_upload(api, call):
         value = call.headers.get(checksums.header_name(algorithm))
         if value is not None:
             expected = (algorithm, value)
+    # Optional here (S3 needs them only for checksums); checked if given.
+    customer_key = sse.customer_key(call)
     precondition = await early_write_precondition(api, call)
     version = await api.objects.complete_upload(
         call.bucket, call.key, call.query["uploadId"], requested,
         owner=authorization.owner_id(call), precondition=precondition,
-        expected_checksum=expected)
+        expected_checksum=expected, customer_key=customer_key)
     host = call.headers.get("host", "")
-    children = [("Location", f"http://{host}/{call.bucket}/{call.key}"),
+    scheme = "https" if call.secure else "http"
+    children = [("Location", f"{scheme}://{host}/{call.bucket}/{call.key}"),
                 ("Bucket", call.bucket), ("Key", call.key),
                 ("ETag", conditions.quoted(version.etag))]
     headers = {"content-type": "application/xml"}
+    headers.update(sse.response_headers(api, version.meta))
     for algorithm, value in version.meta.get("checksums", {}).items():
         children += [("Checksum" + algorithm, value),
                      ("ChecksumType", version.meta["checksum_type"])]

@@ -4,10 +4,10 @@ DeleteObject and DeleteObjects."""
 import hashlib
 from urllib.parse import parse_qsl, unquote
 
-from z4node.objects import checksums
+from z4node.objects import checksums, encryption
 from z4node.objects.errors import ObjectError
 from z4node.s3 import acl as acls
-from z4node.s3 import authorization, conditions, xml
+from z4node.s3 import authorization, conditions, sse, xml
 from z4node.s3.api import Response, header_value, http_date
 from z4node.s3.errors import S3Error
 from z4node.s3.router import MAX_KEY_BYTES
@@ -86,13 +86,16 @@ def check_version_id(call):
 
 async def get_object(api, call):
     check_version_id(call)
+    customer_key = sse.check_read(call)
     try:
         version = await api.objects.head_object(call.bucket, call.key)
     except ObjectError as e:
         if e.code == "NoSuchKey":
             raise S3Error("NoSuchKey", extra={"Key": call.key}) from None
         raise
+    sealing = api.objects.sealing_for(version, customer_key)
     headers = object_headers(version)
+    headers.update(sse.response_headers(api, version.meta))
     status = conditions.evaluate(call.headers, version)
     if status == 412:
         raise S3Error("PreconditionFailed", extra={"Condition": "If-Match"})
@@ -128,10 +131,10 @@ async def get_object(api, call):
         headers.update(checksum_headers(version, byte_range, part_number))
     if call.method == "HEAD":
         return Response(status, headers)
-    if version.inline is not None:
+    if version.inline is not None and sealing is None:
         # Up to 4 KiB already in memory: no need for the streaming writer.
         return Response(status, headers, body=version.inline[start:end + 1])
-    return Response(status, headers, stream=api.objects.read(version, start, end))
+    return Response(status, headers, stream=api.objects.read(version, start, end, sealing))
 
 
 def _count(value, name):
@@ -187,12 +190,15 @@ async def get_object_attributes(api, call):
     if not wanted or not wanted <= known:
         raise S3Error("InvalidArgument", "Invalid attribute name specified.",
                       extra={"ArgumentName": "x-amz-object-attributes"})
+    customer_key = sse.check_read(call)
     try:
         version = await api.objects.head_object(call.bucket, call.key)
     except ObjectError as e:
         if e.code == "NoSuchKey":
             raise S3Error("NoSuchKey", extra={"Key": call.key}) from None
         raise
+    # An SSE-C object's attributes need its key, as on S3.
+    api.objects.sealing_for(version, customer_key)
     children = []
     if "ETag" in wanted:
         children.append(("ETag", version.etag))
@@ -229,6 +235,7 @@ async def get_object_attributes(api, call):
 
 async def put_object(api, call):
     meta = acl_meta(api, call, metadata_from_headers(call.headers))
+    customer_key = sse.write_encryption(api, call)
     precondition = await early_write_precondition(api, call)
     body, hashers, verify, found = api.body_pipeline(call)
 
@@ -240,8 +247,10 @@ async def put_object(api, call):
 
     version = await api.objects.put_object(
         call.bucket, call.key, body, owner=authorization.owner_id(call), meta=meta,
-        hashers=hashers, verify=verify_and_record, precondition=precondition)
+        hashers=hashers, verify=verify_and_record, precondition=precondition,
+        customer_key=customer_key)
     headers = {"etag": conditions.quoted(version.etag)}
+    headers.update(sse.response_headers(api, version.meta))
     for algorithm, value in found.items():
         headers[f"x-amz-checksum-{algorithm.lower()}"] = value
     return Response(headers=headers)
@@ -276,8 +285,11 @@ def parse_copy_source(call):
 
 
 async def read_copy_source(api, call):
-    """(bucket, key, head version) of the copy source, with the caller's
-    right to read it checked first."""
+    """(bucket, key, head version, its SSE-C sealing or None) of the copy
+    source, with the caller's right to read it checked first; an SSE-C
+    source needs its key in x-amz-copy-source-server-side-encryption-
+    customer-*."""
+    source_key = sse.customer_key(call, sse.COPY_SOURCE_CUSTOMER)
     bucket, key, version_id = parse_copy_source(call)
     try:
         source = await api.objects.head_object(bucket, key)
@@ -291,13 +303,15 @@ async def read_copy_source(api, call):
     if source is None:
         api.objects.bucket(bucket)
         raise S3Error("NoSuchKey", extra={"Key": key})
+    sealing = api.objects.sealing_for(source, source_key)
     if conditions.evaluate(call.headers, source, prefix="x-amz-copy-source-") is not None:
         raise S3Error("PreconditionFailed")
-    return bucket, key, source
+    return bucket, key, source, sealing
 
 
 async def copy_object(api, call):
-    bucket, key, source = await read_copy_source(api, call)
+    bucket, key, source, source_sealing = await read_copy_source(api, call)
+    customer_key = sse.write_encryption(api, call)
     directive = call.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "Unknown metadata directive.",
@@ -306,22 +320,29 @@ async def copy_object(api, call):
     if directive == "REPLACE":
         meta = metadata_from_headers(call.headers)
     else:
-        if (bucket, key) == (call.bucket, call.key):
+        # Naming the encryption (SSE-S3 or SSE-C) changes the object's
+        # encryption attributes, which makes a copy onto itself legal.
+        if (bucket, key) == (call.bucket, call.key) and customer_key is None \
+                and sse.SSE not in call.headers:
             raise S3Error("InvalidRequest",
                           "This copy request is illegal because it is trying to copy an "
                           "object to itself without changing the object's metadata, "
                           "storage class, website redirect location or encryption "
                           "attributes.")
-        meta = {k: v for k, v in source.meta.items() if k != "parts"}
+        meta = {k: v for k, v in source.meta.items()
+                if k not in ("parts", encryption.META_KEY)}
     # An object's ACL is never copied: the copy gets the one asked for.
     acl_meta(api, call, meta)
     version = await api.objects.copy_object(
-        source, call.bucket, call.key, owner=authorization.owner_id(call), meta=meta)
+        source, call.bucket, call.key, owner=authorization.owner_id(call), meta=meta,
+        source_sealing=source_sealing, customer_key=customer_key)
     body = xml.document("CopyObjectResult", [
         ("LastModified", xml.iso8601(version.last_modified)),
         ("ETag", conditions.quoted(version.etag)),
     ])
-    return Response(headers={"content-type": "application/xml"}, body=body)
+    headers = {"content-type": "application/xml"}
+    headers.update(sse.response_headers(api, version.meta))
+    return Response(headers=headers, body=body)
 
 
 async def delete_object(api, call):

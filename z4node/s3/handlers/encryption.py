@@ -1,0 +1,88 @@
+"""Bucket default encryption: Put/Get/DeleteBucketEncryption.
+
+On a node with a node key every object is encrypted (SSE-S3) whatever the
+bucket says, as on S3 since 2023: a bucket without a configuration reports
+the default rule, AES256, and deleting the configuration brings that
+default back. The configuration is kept (and returned) for the tools that
+set and check it. A node without a node key cannot encrypt: it has no
+default rule to report and refuses to record one. SSE-KMS rules are not
+implemented; SSE-C is per request and never a bucket default (as on S3).
+"""
+
+import hashlib
+
+from z4node.s3 import sse, xml
+from z4node.s3.api import Response
+from z4node.s3.errors import S3Error
+
+SETTING = "encryption"
+_DEFAULT = {"algorithm": sse.AES256, "bucket_key": False}
+
+
+async def put_bucket_encryption(api, call):
+    api.objects.bucket(call.bucket)
+    raw = await _read_checked_body(api, call)
+    document = xml.parse(raw, "ServerSideEncryptionConfiguration")
+    rules = document.findall("Rule")
+    if len(rules) != 1:
+        raise S3Error("MalformedXML", "A server side encryption configuration has "
+                                      "exactly one Rule.")
+    default = rules[0].find("ApplyServerSideEncryptionByDefault")
+    if default is None:
+        raise S3Error("MalformedXML")
+    algorithm = (xml.text(default, "SSEAlgorithm") or "").strip()
+    if algorithm in sse.KMS:
+        raise S3Error("NotImplemented", sse.NO_KMS)
+    if algorithm != sse.AES256:
+        raise S3Error("MalformedXML", f"SSEAlgorithm {algorithm!r} is not AES256.")
+    if not api.objects.encrypts_at_rest:
+        raise S3Error("NotImplemented", sse.NO_NODE_KEY)
+    bucket_key = (xml.text(rules[0], "BucketKeyEnabled", "false") or "").strip().lower()
+    config = {"algorithm": algorithm, "bucket_key": bucket_key == "true"}
+    await api.system.update_bucket_settings(
+        call.bucket, lambda settings: settings.__setitem__(SETTING, config))
+    return Response()
+
+
+async def get_bucket_encryption(api, call):
+    bucket = api.objects.bucket(call.bucket)
+    config = bucket.settings.get(SETTING)
+    if config is None:
+        if not api.objects.encrypts_at_rest:
+            raise S3Error("ServerSideEncryptionConfigurationNotFoundError",
+                          extra={"BucketName": call.bucket})
+        config = _DEFAULT
+    body = xml.document("ServerSideEncryptionConfiguration", [
+        ("Rule", [
+            ("ApplyServerSideEncryptionByDefault", [("SSEAlgorithm", config["algorithm"])]),
+            ("BucketKeyEnabled", bool(config.get("bucket_key"))),
+        ]),
+    ])
+    return Response(headers={"content-type": "application/xml"}, body=body)
+
+
+async def delete_bucket_encryption(api, call):
+    api.objects.bucket(call.bucket)
+    await api.system.update_bucket_settings(
+        call.bucket, lambda settings: settings.pop(SETTING, None))
+    return Response(204)
+
+
+async def _read_checked_body(api, call):
+    """The (small) XML body, checked against Content-MD5 and checksums."""
+    body, hashers, verify, _ = api.body_pipeline(call)
+    raw = bytearray()
+    async for piece in body:
+        raw += piece
+        if len(raw) > api.max_xml_body:
+            raise S3Error("MalformedXML", "The XML you provided was too large.")
+    raw = bytes(raw)
+    for hasher in hashers:
+        hasher.update(raw)
+    verify(_Digests(hashlib.md5(raw).digest()))
+    return raw
+
+
+class _Digests:
+    def __init__(self, md5):
+        self.md5 = md5
