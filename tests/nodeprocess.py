@@ -3,13 +3,17 @@
 A :class:`NodeProcess` runs the node from this checkout on a free loopback
 port with its own data dir, waits until it answers ``/_z4/ping``, and is
 stopped (SIGTERM, then SIGKILL) by the test's cleanup. Clients made here
-talk only to 127.0.0.1.
+talk only to 127.0.0.1. With ``tls=True`` the node serves HTTPS with a
+fresh self-signed certificate for 127.0.0.1, which its clients trust.
 """
 
 import configparser
+import datetime
+import ipaddress
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,6 +31,36 @@ def free_port(kind=socket.SOCK_STREAM):
         return s.getsockname()[1]
 
 
+def self_signed_certificate(directory):
+    """(cert path, key path) of a new self-signed certificate for 127.0.0.1."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    os.makedirs(directory, exist_ok=True)
+    cert_path = os.path.join(directory, "tls-cert.pem")
+    key_path = os.path.join(directory, "tls-key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_path, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cert_path, key_path
+
+
 def child_environment(extra=None):
     env = dict(os.environ)
     env["PYTHONPATH"] = SOURCE_ROOT + os.pathsep + env.get("PYTHONPATH", "")
@@ -42,9 +76,13 @@ class NodeProcess:
 
     start_timeout = 30.0
 
-    def __init__(self, testcase, data_dir=None, port=None, env=None, args=()):
+    def __init__(self, testcase, data_dir=None, port=None, env=None, args=(), tls=False):
         self.data_dir = os.path.abspath(data_dir or testcase.mktemp())
         os.makedirs(self.data_dir, exist_ok=True)
+        # (cert, key) paths, kept beside the data dir, never inside it.
+        if tls is True:
+            tls = self_signed_certificate(self.data_dir + ".tls")
+        self.tls = tls or None
         self.port = port or free_port()
         # The cluster's UDP ports: never the defaults, so that nodes of
         # concurrent tests do not answer each other's gossip.
@@ -52,13 +90,15 @@ class NodeProcess:
         self.dht_port = free_port(socket.SOCK_DGRAM)
         self.env = env or {}
         self.args = list(args)
+        if self.tls:
+            self.args += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         self.process = None
         self.log_path = self.data_dir + ".log"
         testcase.addCleanup(self.stop)
 
     @property
     def endpoint(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def command(self):
         return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
@@ -80,7 +120,9 @@ class NodeProcess:
                 raise RuntimeError(f"node exited with {self.process.returncode}: "
                                    f"{self.process.stderr.read().decode()}\n{self.log()}")
             try:
-                urllib.request.urlopen(self.endpoint + "/_z4/ping", timeout=1).read()
+                context = ssl.create_default_context(cafile=self.tls[0]) if self.tls else None
+                urllib.request.urlopen(self.endpoint + "/_z4/ping", timeout=1,
+                                       context=context).read()
                 return self
             except OSError:
                 time.sleep(0.05)
@@ -125,13 +167,15 @@ class NodeProcess:
         return boto3.client(
             "s3", endpoint_url=self.endpoint, aws_access_key_id=access,
             aws_secret_access_key=secret, region_name="us-east-1",
+            verify=self.tls[0] if self.tls else None,
             config=Config(retries={"max_attempts": 1}, **config))
 
-    def z4(self, *args):
+    def z4(self, *args, env=None):
         """Run the ``z4`` admin CLI against this node; (exit code, stdout, stderr)."""
         done = subprocess.run(
             [sys.executable, "-m", "z4node.admin.cli", "--data", self.data_dir, *args],
-            env=child_environment(), capture_output=True, text=True, timeout=60)
+            env=child_environment(env), capture_output=True, text=True, timeout=120,
+            stdin=subprocess.DEVNULL)
         return done.returncode, done.stdout, done.stderr
 
     def aws(self, *args, credentials=None, check=True, input=None):
@@ -142,8 +186,9 @@ class NodeProcess:
             "AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret,
             "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull,
             "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_MAX_ATTEMPTS": "1"})
+        tls = ["--ca-bundle", self.tls[0]] if self.tls else []
         done = subprocess.run(
-            [os.path.join(BIN, "aws"), "--endpoint-url", self.endpoint, *args],
+            [os.path.join(BIN, "aws"), "--endpoint-url", self.endpoint, *tls, *args],
             env=env, capture_output=True, timeout=600,
             input=input if input is not None else b"")
         done.stdout = done.stdout.decode("utf-8", "replace")

@@ -5,6 +5,11 @@ system tables, makes sure an admin key exists, and serves the S3 API, the
 Start-up is asynchronous (the system tables load on a thread); the S3 port
 opens only when the node is ready, so a client that can connect can use it.
 A failure to start stops the process with one clear line in the log.
+
+Before anything is read, the data dir's encryption is settled
+(``storage.atrest``): with the right node key the metadata and chunk stores
+seal and open what they store, and a key rotation that a crash interrupted
+carries on. With ``--tls-cert``/``--tls-key`` the S3 port speaks HTTPS.
 """
 
 import json
@@ -13,7 +18,8 @@ import sys
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ServerEndpoint, UNIXServerEndpoint
+from twisted.internet.endpoints import (SSL4ServerEndpoint, TCP4ServerEndpoint,
+                                        UNIXServerEndpoint)
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
@@ -25,9 +31,13 @@ from z4node.objects.system import SystemTables
 from z4node.s3.api import S3Api, S3Resource
 from z4node.s3.handlers import HANDLERS
 from z4node.s3.http import S3Site
+from z4node.storage.atrest import (EncryptionKeyError, EncryptionRefused, open_encryption,
+                                   use_at_rest)
 from z4node.storage.chunks import ChunkStore
 from z4node.storage.gc import GarbageCollector
 from z4node.storage.meta import MetaStore
+from z4node.storage.rotation import KeyRotation
+from z4node.tls import TLSConfigError, server_context
 from z4node.cluster.service import ClusterService
 from z4node.web.status import make_z4_resource
 
@@ -65,7 +75,16 @@ class Node(MultiService):
         self.system = SystemTables(self.meta, self.hlc, reactor)
         self.objects = ObjectService(reactor, self.meta, self.chunks, self.system, self.hlc)
         GarbageCollector(reactor, self.meta, self.chunks).setServiceParent(self)
+        self.at_rest = None
+        self.rotation = None
+        options = options or {}
+        self.tls = (options.get("tls-cert"), options.get("tls-key"))
+        self.trusted_proxies = frozenset(options.get("trusted-proxy") or ())
         self.ready = Deferred()
+
+    @property
+    def scheme(self):
+        return "https" if self.tls[0] else "http"
 
     @classmethod
     def from_options(cls, reactor, options, environ):
@@ -79,12 +98,17 @@ class Node(MultiService):
             self.ready.callback, self._failed_to_start)
 
     def _failed_to_start(self, failure):
-        self.log.failure("z4node could not start", failure)
+        if failure.check(EncryptionRefused, EncryptionKeyError, TLSConfigError):
+            self.log.error("z4node could not start: {reason}", reason=str(failure.value))
+        else:
+            self.log.failure("z4node could not start", failure)
         self.ready.errback(failure)
         if self.reactor.running:
             self.reactor.stop()
 
     async def _start(self):
+        first_start = await self.meta.get_setting("node_id") is None
+        await self._open_encryption(first_start)
         self.node_id = await self.meta.set_setting_if_absent(
             "node_id", self.requested_id or os.urandom(8).hex())
         if self.requested_id and self.requested_id != self.node_id:
@@ -97,17 +121,39 @@ class Node(MultiService):
         super().startService()
         await self._listen()
         self._write_node_file()
-        self.log.info("z4node {id} serving S3 on http://{host}:{port}",
-                      id=self.node_id, host=self.host, port=self.s3_port)
+        if self.rotation is not None and self.rotation.state is not None:
+            self.log.info("encryption: resuming the key rotation to {id}",
+                          id=self.rotation.state["to"])
+            self.rotation.resume()
+        self.log.info("z4node {id} serving S3 on {scheme}://{host}:{port}",
+                      id=self.node_id, scheme=self.scheme, host=self.host,
+                      port=self.s3_port)
+
+    async def _open_encryption(self, first_start):
+        self.at_rest = await open_encryption(self.meta, self.environ, self.data_dir,
+                                             first_start)
+        if not self.at_rest.encrypted:
+            self.log.info("encryption at rest: off (data dir created without a node key)")
+            return
+        use_at_rest(self.at_rest, self.meta, self.chunks)
+        self.rotation = KeyRotation(self.reactor, self.meta, self.at_rest)
+        await self.rotation.load()
+        self.log.info("encryption at rest: on (node key {id})",
+                      id=self.at_rest.keyring.current_id.hex())
 
     async def _listen(self):
         domains = (self.options or {}).get("domain") or self.environ.get("Z4_DOMAIN") or ""
         api = S3Api(self.reactor, self.objects, HANDLERS, self.node_id, debug=self.debug,
-                    domains=[d for d in domains.split(",") if d.strip()])
+                    domains=[d for d in domains.split(",") if d.strip()],
+                    trusted_proxies=self.trusted_proxies)
         z4 = Resource()
         site = S3Site(S3Resource(api, z4), timeout=self.http_idle_timeout_seconds)
-        endpoint = TCP4ServerEndpoint(self.reactor, self.port, interface=self.host,
-                                      backlog=1024)
+        if self.tls[0]:
+            endpoint = SSL4ServerEndpoint(self.reactor, self.port, server_context(*self.tls),
+                                          interface=self.host, backlog=1024)
+        else:
+            endpoint = TCP4ServerEndpoint(self.reactor, self.port, interface=self.host,
+                                          backlog=1024)
         port = await endpoint.listen(site)
         self._listeners.append(port)
         self.s3_port = port.getHost().port
@@ -115,7 +161,7 @@ class Node(MultiService):
         # through it as soon as they hear of us.
         self.cluster = ClusterService.from_options(
             self.reactor, self.options, self.environ, self.node_id, self.host,
-            self.s3_port, self.data_dir)
+            self.s3_port, self.data_dir, scheme=self.scheme)
         make_z4_resource(self.reactor, {"id": self.node_id, "started": self.started_at},
                          self.cluster, root=z4)
         self.cluster.setServiceParent(self)
@@ -131,7 +177,7 @@ class Node(MultiService):
 
     def _write_node_file(self):
         info = {"id": self.node_id, "s3_host": self.host, "s3_port": self.s3_port,
-                "pid": os.getpid(), "version": __version__}
+                "s3_scheme": self.scheme, "pid": os.getpid(), "version": __version__}
         path = os.path.join(self.data_dir, NODE_FILE)
         with open(path + ".tmp", "w") as f:
             json.dump(info, f)
@@ -183,6 +229,9 @@ class Node(MultiService):
         for listener in self._listeners:
             await listener.stopListening()
         self._listeners = []
+        if self.rotation is not None:
+            # The batch in flight commits or not; the cursor says which.
+            await self.rotation.stop()
         await super().stopService()
         self.chunks.stop()
         self.meta.stop()

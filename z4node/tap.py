@@ -42,7 +42,9 @@ def install_asyncio_reactor():
 
 class Options(usage.Options):
     synopsis = "[options]"
-    longdesc = "Run one z4node: the S3 API over HTTP plus cluster membership."
+    longdesc = ("Run one z4node: the S3 API over HTTP(S) plus cluster membership. "
+                "Set Z4_ENCRYPTION_KEY (32 bytes, hex or base64) in the environment "
+                "to encrypt a new data dir at rest.")
 
     optParameters = [
         ["port", "p", DEFAULT_S3_PORT, "TCP port of the S3 API.", int],
@@ -53,6 +55,11 @@ class Options(usage.Options):
          "Domain(s) for virtual-host-style requests, comma separated: with "
          "s3.example.test, bucket.s3.example.test/key names bucket and key "
          "(default: $Z4_DOMAIN; path style always works)."],
+        ["tls-cert", None, None, "PEM certificate (chain) to serve HTTPS with."],
+        ["tls-key", None, None, "PEM private key of --tls-cert."],
+        ["trusted-proxy", None, None,
+         "ADDR[,ADDR...]: reverse proxies whose X-Forwarded-Proto: https "
+         "marks a request as having come over TLS."],
     ] + CLUSTER_OPTIONS
     optFlags = [
         ["debug", None, "Log every request and background job step."],
@@ -64,6 +71,19 @@ class Options(usage.Options):
         self["data"] = os.path.abspath(self["data"])
         # Bad cluster options are usage errors now, not a failed start later.
         check_cluster_options(self, self["host"])
+        if bool(self["tls-cert"]) != bool(self["tls-key"]):
+            raise usage.UsageError("--tls-cert and --tls-key go together")
+        if self["tls-cert"]:
+            from z4node.tls import TLSConfigError, server_context
+
+            self["tls-cert"] = os.path.abspath(self["tls-cert"])
+            self["tls-key"] = os.path.abspath(self["tls-key"])
+            try:
+                server_context(self["tls-cert"], self["tls-key"])
+            except TLSConfigError as e:
+                raise usage.UsageError(str(e))
+        self["trusted-proxy"] = [a.strip() for a in (self["trusted-proxy"] or "").split(",")
+                                 if a.strip()]
 
 
 def makeService(options):
@@ -72,5 +92,13 @@ def makeService(options):
     except ReactorError as e:
         raise SystemExit(str(e))
     from z4node.node import Node
+    from z4node.storage.atrest import KEY_ENV
+    from z4node.storage.crypto import EncryptionKeyError, parse_node_key
+
+    if os.environ.get(KEY_ENV):
+        try:
+            parse_node_key(os.environ[KEY_ENV])
+        except EncryptionKeyError as e:
+            raise SystemExit(f"z4node: {e}")
 
     return Node.from_options(reactor, options, os.environ)

@@ -13,6 +13,7 @@ anything the operator must fix.
 
 import json
 import os
+import ssl
 import urllib.error
 import urllib.request
 
@@ -51,13 +52,17 @@ def node_url(data_dir):
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{info['s3_port']}"
+    return f"{info.get('s3_scheme', 'http')}://{host}:{info['s3_port']}"
 
 
 def fetch(data_dir, path):
     url = node_url(data_dir) + path
+    # The node was found through its own data dir and these endpoints are
+    # public status: its certificate (often for a name, not 127.0.0.1)
+    # is not checked.
+    context = ssl._create_unverified_context() if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT, context=context) as response:
             return json.load(response)
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise ClusterCliError(f"{url}: {e}")

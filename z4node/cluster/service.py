@@ -39,7 +39,8 @@ class ClusterService(MultiService):
     # many nodes; after that the DHT's own lookups keep it filled.
     dht_seed_target = ProviderDirectory.ksize
 
-    def __init__(self, reactor, rng, secret, local, interface, join=(), vnodes=None):
+    def __init__(self, reactor, rng, secret, local, interface, join=(), vnodes=None,
+                 scheme="http"):
         MultiService.__init__(self)
         self._reactor = reactor
         self._interface = interface
@@ -47,7 +48,7 @@ class ClusterService(MultiService):
         self.vnodes = vnodes
         self.local = local
         self.rpc_sealer = Sealer(derive_key(secret, b"rpc"), reactor)
-        self.rpc = RpcClient(reactor, self.rpc_sealer, local.id)
+        self.rpc = RpcClient(reactor, self.rpc_sealer, local.id, scheme=scheme)
         self.membership = Membership(
             reactor, rng, Sealer(derive_key(secret, b"gossip"), reactor), local,
             self.rpc.pushpull)
@@ -63,11 +64,13 @@ class ClusterService(MultiService):
         self.membership.subscribe(self._membership_changed)
 
     @classmethod
-    def from_options(cls, reactor, options, environ, node_id, s3_host, s3_port, data_dir):
+    def from_options(cls, reactor, options, environ, node_id, s3_host, s3_port, data_dir,
+                     scheme="http"):
         """Build from ``z4node.tap.Options`` (which include CLUSTER_OPTIONS).
 
         ``s3_host``/``s3_port`` are where this node serves HTTP (peers call
-        ``/_z4/rpc/`` there); the UDP ports listen on ``s3_host`` too.
+        ``/_z4/rpc/`` there, over ``scheme``: the nodes of a cluster all
+        serve TLS or none do); the UDP ports listen on ``s3_host`` too.
         Raises ``usage.UsageError`` for unusable options or a missing secret.
         """
         advertise, join = check_cluster_options(options, s3_host)
@@ -82,7 +85,8 @@ class ClusterService(MultiService):
         # Seeded from the OS: two nodes must not pick the same probe order.
         rng = random.Random()
         interface = "" if s3_host in ("0.0.0.0", "::") else s3_host
-        return cls(reactor, rng, secret, local, interface, join, options["vnodes"])
+        return cls(reactor, rng, secret, local, interface, join, options["vnodes"],
+                   scheme=scheme)
 
     # -- what the rest of the node calls ---------------------------------------
 

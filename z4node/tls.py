@@ -1,0 +1,80 @@
+"""TLS for the S3 port: loading a certificate chain and its key.
+
+``--tls-cert`` is a PEM file with the server certificate first and any
+intermediate certificates after it (what Let's Encrypt calls
+``fullchain.pem``); ``--tls-key`` is the PEM private key. Both are read
+once at start-up (a renewed certificate takes a restart). TLS 1.2 is the
+oldest version offered; OpenSSL's default cipher list applies.
+
+Peers and the local ``z4`` command reach a TLS node over HTTPS too, but do
+not verify its certificate: what they exchange is sealed with the cluster
+secret (``cluster.sealing``) or is public status, so the certificate would
+add nothing they rely on. Clients' certificate checks are theirs.
+"""
+
+from OpenSSL import SSL
+from twisted.internet import ssl
+from twisted.internet.error import VerifyError
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+
+class TLSConfigError(Exception):
+    """The certificate or key cannot be used; the message says why."""
+
+
+def server_context(cert_path, key_path):
+    """A Twisted TLS context factory serving ``cert_path`` with ``key_path``."""
+    try:
+        with open(cert_path, "rb") as f:
+            cert_pem = f.read()
+        with open(key_path, "rb") as f:
+            key_pem = f.read()
+    except OSError as e:
+        raise TLSConfigError(f"cannot read {e.filename}: {e.strerror}") from None
+    try:
+        # The first certificate of the file is the server's.
+        certificate = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+        extra = _extra_certificates(cert_pem)
+        options = ssl.CertificateOptions(
+            privateKey=certificate.privateKey.original,
+            certificate=certificate.original,
+            extraCertChain=[c.original for c in extra],
+            raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+        # Fail now, not at the first handshake, if key and cert differ.
+        context = options.getContext()
+        context.check_privatekey()
+    except (SSL.Error, VerifyError, ValueError, TypeError) as e:
+        raise TLSConfigError(
+            f"{cert_path} and {key_path} are not a usable PEM certificate and "
+            f"matching private key: {e}") from None
+    return options
+
+
+def _extra_certificates(pem):
+    marker = b"-----BEGIN CERTIFICATE-----"
+    blocks = [marker + block for block in pem.split(marker)[1:]]
+    return [ssl.Certificate.loadPEM(block) for block in blocks[1:]]
+
+
+@implementer(IPolicyForHTTPS)
+class UnverifiedPeerTLS:
+    """HTTPS to peers without certificate checks (see module doc)."""
+
+    def __init__(self):
+        self._creator = _UnverifiedClient()
+
+    def creatorForNetloc(self, hostname, port):
+        return self._creator
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _UnverifiedClient:
+    def __init__(self):
+        self._options = ssl.CertificateOptions(verify=False)
+
+    def clientConnectionForTLS(self, tlsProtocol):
+        connection = SSL.Connection(self._options.getContext(), None)
+        connection.set_app_data(tlsProtocol)
+        return connection
