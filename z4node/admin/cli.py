@@ -2,6 +2,7 @@
 socket in the node's data dir (``--data``, default ``./data``)."""
 
 import argparse
+import getpass
 import json
 import os
 import socket
@@ -153,6 +154,97 @@ def bucket_deny(args):
     return result, _grant_text(result, args.bucket, args.key)
 
 
+NEW_KEY_ENV = "Z4_NEW_ENCRYPTION_KEY"
+# How often `z4 encryption rotate` asks the node how far it is.
+ROTATION_POLL_SECONDS = 0.2
+
+
+def encryption_status(args):
+    result = call(args.data, "encryption.status")
+    if not result["encrypted"]:
+        return result, "Encryption at rest: off (the data dir was created without a node key)."
+    if not result["rotating"]:
+        text = f"Encryption at rest: on, node key {result['key_id']}."
+        if result.get("finished"):
+            text += (f"\nA rotation finished at {_cell(result['finished'])} UTC: restart "
+                     "the node with the new key in Z4_ENCRYPTION_KEY.")
+        return result, text
+    return result, (f"Encryption at rest: on, rotating node key {result['from']} -> "
+                    f"{result['to']}\n{progress_bar(result)}"
+                    + ("" if result["running"] else "\n(paused: `z4 encryption rotate` resumes it)"))
+
+
+def progress_bar(status, width=30):
+    done, total = status["done"], max(status["total"], 1)
+    fraction = 1.0 if status.get("phase") == "finish" else min(done / total, 0.99)
+    filled = int(round(fraction * width))
+    return (f"[{'#' * filled}{'-' * (width - filled)}] {fraction * 100:3.0f}%  "
+            f"{min(done, total):,}/{total:,} data keys rewrapped")
+
+
+def _new_key(args):
+    """The new node key's text: --new-key-file, $Z4_NEW_ENCRYPTION_KEY, or
+    typed at a prompt; never a command-line argument (ps shows those)."""
+    if args.new_key_file:
+        try:
+            with (sys.stdin if args.new_key_file == "-" else open(args.new_key_file)) as f:
+                return f.readline().strip()
+        except OSError as e:
+            raise CliError(f"cannot read {args.new_key_file}: {e.strerror}") from None
+    if os.environ.get(NEW_KEY_ENV):
+        return os.environ[NEW_KEY_ENV].strip()
+    if sys.stdin.isatty():
+        key = getpass.getpass("New node key (64 hex digits or base64): ").strip()
+        if key and getpass.getpass("Again: ").strip() == key:
+            return key
+        raise CliError("the two keys typed differ")
+    raise CliError(f"give the new node key: --new-key-file PATH (or -) or ${NEW_KEY_ENV}")
+
+
+def encryption_rotate(args):
+    status = call(args.data, "encryption.status")
+    if not status["encrypted"]:
+        raise CliError("this node's data dir is not encrypted: there is no node key to rotate")
+    if status["rotating"]:
+        # Resume (after a crash or a stop); a key, if given, must be the target.
+        new_key = _new_key(args) if (args.new_key_file or os.environ.get(NEW_KEY_ENV)) else None
+        status = call(args.data, "encryption.rotate", new_key=new_key)
+    else:
+        status = call(args.data, "encryption.rotate", new_key=_new_key(args),
+                      max_rate=args.max_rate)
+    target = status.get("to", status.get("key_id"))
+    if args.no_wait:
+        return status, f"Rotating to node key {target}; `z4 encryption status` shows progress."
+    terminal = sys.stdout.isatty() and not args.json
+    shown = -1
+    total = status.get("total", 0)
+    while status.get("rotating"):
+        total = status["total"]
+        line = progress_bar(status)
+        if terminal:
+            print("\r" + line, end="", flush=True)
+        elif not args.json:
+            tenth = int(10 * status["done"] / max(status["total"], 1))
+            if tenth != shown:
+                print(line, flush=True)
+                shown = tenth
+        time.sleep(ROTATION_POLL_SECONDS)
+        try:
+            status = call(args.data, "encryption.status")
+        except CliError as e:
+            raise CliError(f"{e}\nThe rotation is recorded in the data dir: it carries "
+                           "on when the node starts again (with the old or the new "
+                           "key); run `z4 encryption rotate` to watch it.") from None
+    done_line = progress_bar({"done": total, "total": total, "phase": "finish"})
+    if terminal:
+        print("\r" + done_line)
+    elif not args.json:
+        print(done_line)
+    return status, (f"Rotation finished: the data dir's node key is now {status['key_id']}.\n"
+                    "Set Z4_ENCRYPTION_KEY to the new key before the node's next start: "
+                    "the old key no longer opens this data dir.")
+
+
 def parser():
     top = argparse.ArgumentParser(prog="z4", description="Administer a z4node.")
     top.add_argument("--data", default=os.environ.get("Z4_DATA", "./data"),
@@ -198,6 +290,23 @@ def parser():
         p.add_argument("--write", action="store_true", help="PUT, DELETE, multipart")
         p.add_argument("--owner", action="store_true", help="everything, bucket settings too")
         p.set_defaults(run=run)
+    encryption = families.add_parser(
+        "encryption", help="encryption at rest").add_subparsers(dest="action", required=True)
+    encryption.add_parser("status", help="whether the data dir is encrypted, and "
+                                         "any rotation's progress") \
+        .set_defaults(run=encryption_status)
+    p = encryption.add_parser(
+        "rotate", help="rewrap every data key under a new node key (resumes an "
+                       "interrupted rotation)")
+    p.add_argument("--new-key-file", metavar="PATH",
+                   help=f"file holding the new key (- for stdin; default ${NEW_KEY_ENV}, "
+                        "else a prompt)")
+    p.add_argument("--no-wait", action="store_true",
+                   help="start it and return; the node carries on")
+    p.add_argument("--max-rate", type=float, metavar="KEYS_PER_SECOND",
+                   help="rewrap at most this many data keys a second (default: "
+                        "as fast as the node's metadata writer allows)")
+    p.set_defaults(run=encryption_rotate)
     add_cluster_commands(families)
     return top
 

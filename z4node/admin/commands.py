@@ -1,9 +1,12 @@
-"""What the admin socket can be asked: key and bucket management. Each
-command takes and returns plain JSON-able values; the CLI formats them."""
+"""What the admin socket can be asked: key and bucket management, and the
+node key's rotation. Each command takes and returns plain JSON-able values;
+the CLI formats them."""
 
 from z4node.objects.errors import ObjectError
 from z4node.objects.system import AdminError
 from z4node.s3 import authorization
+from z4node.storage.crypto import EncryptionKeyError, parse_node_key
+from z4node.storage.rotation import RotationError
 
 
 def _key_summary(key):
@@ -28,6 +31,8 @@ class AdminCommands:
             "key.info": self.key_info, "key.delete": self.key_delete,
             "bucket.create": self.bucket_create, "bucket.list": self.bucket_list,
             "bucket.allow": self.bucket_allow, "bucket.deny": self.bucket_deny,
+            "encryption.status": self.encryption_status,
+            "encryption.rotate": self.encryption_rotate,
         }
 
     async def run(self, command, args):
@@ -111,3 +116,36 @@ class AdminCommands:
             bool(old and old.can_write) and not (remove_all or write),
             bool(old and old.can_own) and not (remove_all or owner))
         return _grant_summary(grant)
+
+    # -- encryption ----------------------------------------------------------
+
+    async def encryption_status(self):
+        rotation = self._node.rotation
+        if rotation is None:
+            return {"encrypted": False}
+        return dict(rotation.status(), encrypted=True)
+
+    async def encryption_rotate(self, new_key=None, max_rate=None):
+        """Start a rotation to ``new_key`` (hex or base64), rewrapping at
+        most ``max_rate`` data keys a second if given, or resume the
+        recorded one; fires at once, the walk goes on in the node."""
+        rotation = self._node.rotation
+        if rotation is None:
+            raise AdminError("this node's data dir is not encrypted: there is no node "
+                             "key to rotate (docs/security.md)")
+        if new_key is None:
+            if rotation.state is None:
+                raise AdminError("no rotation is in progress: give the new key")
+            rotation.resume()
+            return await self.encryption_status()
+        try:
+            key = parse_node_key(new_key, name="the new key")
+        except EncryptionKeyError as e:
+            raise AdminError(str(e)) from None
+        if max_rate is not None and not (isinstance(max_rate, (int, float)) and max_rate > 0):
+            raise AdminError("max_rate is a number of data keys a second, above 0")
+        try:
+            await rotation.start(key, max_rate=max_rate)
+        except RotationError as e:
+            raise AdminError(str(e)) from None
+        return await self.encryption_status()

@@ -50,6 +50,8 @@ class KeyRotation:
     batch_rows = 1000
     # Pause between transactions so the walk never takes the writer whole.
     pause_seconds = 0.01
+    # Transactions per second at most when an operator sets a rate.
+    rated_steps_per_second = 10
 
     def __init__(self, clock, meta, at_rest):
         self._clock = clock
@@ -74,11 +76,21 @@ class KeyRotation:
         return {"rotating": True, "running": self._running is not None,
                 "from": state["from"], "to": state["to"], "phase": state["phase"],
                 "done": state["done"], "total": state["total"],
-                "started": state["started"]}
+                "started": state["started"], "max_rate": state.get("max_rate")}
 
-    async def start(self, new_key):
-        """Record a rotation to ``new_key`` and start the walk; resumes a
-        recorded rotation to the same key."""
+    def _pace(self):
+        """(rows per transaction, pause after it) for the recorded rate."""
+        rate = (self.state or {}).get("max_rate")
+        if not rate:
+            return self.batch_rows, self.pause_seconds
+        batch = max(1, min(self.batch_rows, int(rate / self.rated_steps_per_second)))
+        return batch, batch / rate
+
+    async def start(self, new_key, max_rate=None):
+        """Record a rotation to ``new_key`` and start the walk, rewrapping
+        at most ``max_rate`` data keys a second if given (the rate is kept
+        with the rotation, so a restart goes on at it); resumes a recorded
+        rotation to the same key."""
         keyring = self._at_rest.keyring
         new_id = key_id(new_key).hex()
         if self.state is not None:
@@ -105,7 +117,7 @@ class KeyRotation:
                      "new_key": aes_key_wrap(old_key, new_key).hex(),
                      "old_key": aes_key_wrap(new_key, old_key).hex(),
                      "phase": "chunks", "after": None, "done": 0, "total": total,
-                     "started": now}
+                     "started": now, "max_rate": max_rate}
             _save_state(c, state)
             return state
 
@@ -137,16 +149,17 @@ class KeyRotation:
     async def _walk(self):
         try:
             while self.state is not None and not self._stopping:
+                batch, pause = self._pace()
                 self.state = await self._meta.db.write(
-                    _step, self._at_rest, self.batch_rows, self._clock.seconds())
+                    _step, self._at_rest, batch, self._clock.seconds())
                 if self.state is None:
                     self._at_rest.keyring.forget_others()
                     self.last_finished = self._clock.seconds()
                     log.info("encryption: rotation finished; node key is now {id}",
                              id=self._at_rest.keyring.current_id.hex())
                     break
-                if self.pause_seconds:
-                    await deferLater(self._clock, self.pause_seconds, lambda: None)
+                if pause:
+                    await deferLater(self._clock, pause, lambda: None)
         finally:
             self._running = None
 
