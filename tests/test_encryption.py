@@ -334,7 +334,7 @@ class CustomerKeyTests(EncryptedEngineTestCase):
         p2 = await objects.upload_part("bkt", "mp", upload.upload_id, 2, body_of(b"end"),
                                        customer_key=ck)
         version = await objects.complete_upload("bkt", "mp", upload.upload_id,
-                                                [(1, p1.etag), (2, p2.etag)], owner="u")
+                                                [(1, p1.etag, {}), (2, p2.etag, {})], owner="u")
         self.assertTrue(version.etag.endswith("-2"))
         head = await objects.head_object("bkt", "mp")
         self.assertEqual(await collect(objects.read(head, 0, head.size - 1,
