@@ -145,9 +145,12 @@ class ChunkStore:
                 return False
         except FileNotFoundError:
             pass
-        data_key = None
+        key_saved = None
         if self._at_rest is not None:
             data, data_key = self._at_rest.seal_chunk(digest, data)
+            # The key's commit (one WAL fsync) overlaps the file's write
+            # and fsync; it is waited for before the rename below.
+            key_saved = self._keys.save(digest, data_key)
         directory = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
         temp = f"{path}.{os.getpid()}.{id(data):x}.tmp"
@@ -159,11 +162,11 @@ class ChunkStore:
             os.fsync(fd)
         finally:
             os.close(fd)
-        if data_key is not None:
+        if key_saved is not None:
             # Durable before the file is in place: a crash in between
             # leaves a key without a file (harmless, replaced by the next
             # write of this content), never a file without its key.
-            self._keys.save(digest, data_key)
+            key_saved.result()
         os.replace(temp, path)
         _fsync_directory(directory)
         return True

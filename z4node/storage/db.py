@@ -104,12 +104,17 @@ class Database:
         """Run ``fn(connection, *args)`` now, on this (non-reactor) thread."""
         return self._read(fn, args)
 
+    def write_future(self, fn, *args):
+        """Queue a write from any thread; a ``concurrent.futures.Future``
+        that completes (on the writer thread) when it is committed."""
+        future = Future()
+        self._queue.put((fn, args, future))
+        return future
+
     def write_blocking(self, fn, *args):
         """Queue a write and wait on this (non-reactor) thread until it is
         committed; its result, or its exception raised here."""
-        future = Future()
-        self._queue.put((fn, args, future))
-        return future.result()
+        return self.write_future(fn, *args).result()
 
     def _write_loop(self):
         connection = self._writer_connection

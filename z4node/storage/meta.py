@@ -309,12 +309,14 @@ class ChunkKeys:
         return row[0] if row else None
 
     def save(self, digest, data_key):
+        """Queue the key's row; a Future that completes when it is durable
+        (so the caller can write the chunk file meanwhile)."""
         keyring = self._at_rest.keyring
 
         def write(c):
             c.execute("INSERT OR REPLACE INTO chunk_keys VALUES (?, ?)",
                       (digest, keyring.wrap(data_key)))
-        self._db.write_blocking(write)
+        return self._db.write_future(write)
 
     def drop(self, digest):
         self._db.write_blocking(lambda c: c.execute(
