@@ -19,6 +19,7 @@ from z4node.objects.errors import ObjectError
 from z4node.storage.atrest import (ENCRYPTION_SETTING, KEY_ENV, ROTATION_SETTING,
                                    EncryptionRefused)
 from z4node.storage.chunks import CHUNK_SIZE, ChunkCorrupted
+from z4node.storage.gc import GarbageCollector
 from z4node.storage.crypto import (AtRest, EncryptionKeyError, KeyRing, KeyUnavailable,
                                    Tampered, key_id, parse_node_key)
 from z4node.storage.meta import RecordCorrupted
@@ -185,6 +186,24 @@ class AtRestTests(EncryptedEngineTestCase):
         for key in ("a", "b"):
             with self.assertRaises(ChunkCorrupted):
                 await engine.get(key)
+
+    async def test_gc_drops_key_rows_whose_file_never_landed(self):
+        engine = await self.open(self.new_dir())
+        data = os.urandom(CHUNK_SIZE)
+        version = await engine.put("k", data)
+        digest = version.chunks[0][0]
+        # A crash between a key's commit and its file's rename leaves this:
+        stray = os.urandom(32)
+        await engine.meta.db.write(lambda c: c.execute(
+            "INSERT INTO chunk_keys VALUES (?, ?)",
+            (stray, engine.at_rest.keyring.wrap(os.urandom(32)))))
+        gc = GarbageCollector(reactor, engine.meta, engine.chunks)
+        gc.chunk_grace_seconds = -60
+        await gc.collect()
+        keys = await engine.meta.db.read(lambda c: [h for (h,) in c.execute(
+            "SELECT hash FROM chunk_keys")])
+        self.assertEqual(keys, [digest])
+        self.assertEqual(await engine.get("k"), data)
 
     async def test_damaged_key_row_is_detected(self):
         engine = await self.open(self.new_dir())

@@ -223,6 +223,22 @@ class ChunkStore:
             self._keys.drop(digest)
         return True
 
+    @property
+    def encrypted(self):
+        return self._keys is not None
+
+    def drop_key_without_file(self, digest):
+        """Drop the key row of a chunk that has no file (left by a crash
+        between the key's commit and the file's rename); fires with
+        whether it did. Ordered after any write of the same chunk."""
+        return self._serialized(digest, self._drop_key_without_file, digest)
+
+    def _drop_key_without_file(self, digest):
+        if os.path.exists(self.path(digest)):
+            return False
+        self._keys.drop(digest)
+        return True
+
     def stored_hashes(self):
         """Every chunk file name on disk, with its mtime (blocking; for GC sweeps)."""
         for top in _listdir(self.root):

@@ -6,7 +6,9 @@ same content touches it), and never while an upload in progress has it
 pinned. Files with no row at all (left by a crash between writing a chunk
 and committing its version) and stray temp files are swept after the same
 grace period. Delete markers are dropped after their own, longer grace, so
-an old replica has time to learn of the delete before it is forgotten.
+an old replica has time to learn of the delete before it is forgotten. In
+an encrypted data dir the same sweep drops the key rows of chunk files that
+were never renamed into place (a crash between the two), a batch a sweep.
 """
 
 import os
@@ -38,6 +40,7 @@ class GarbageCollector(Service):
         self._loop = LoopingCall(self.collect)
         self._loop.clock = clock
         self._sweep_due = 0.0
+        self._key_cursor = b""
 
     def startService(self):
         super().startService()
@@ -94,7 +97,18 @@ class GarbageCollector(Service):
                 if digest not in known and not self._chunks.is_pinned(digest):
                     if await self._chunks.delete_chunk(digest, untouched_since=cutoff):
                         deleted += 1
+        if self._chunks.encrypted:
+            await self._sweep_stale_keys()
         return deleted
+
+    async def _sweep_stale_keys(self):
+        """One batch of key rows without a chunk row or a file; a cursor
+        walks the table across sweeps and wraps around at its end."""
+        candidates = await self._meta.keys_without_chunk_rows(self._key_cursor, self.batch)
+        self._key_cursor = candidates[-1] if len(candidates) == self.batch else b""
+        for digest in candidates:
+            if not self._chunks.is_pinned(digest):
+                await self._chunks.drop_key_without_file(digest)
 
 
 def _unlink_all(paths):

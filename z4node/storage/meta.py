@@ -638,6 +638,16 @@ class MetaStore:
             return gone
         return self.db.write(write)
 
+    def keys_without_chunk_rows(self, after, limit):
+        """Hashes in ``chunk_keys`` after ``after`` with no ``chunks`` row
+        (candidates for GarbageCollector's key sweep), in hash order."""
+        def read(c):
+            return [h for (h,) in c.execute(
+                "SELECT hash FROM chunk_keys k WHERE hash>? AND NOT EXISTS"
+                " (SELECT 1 FROM chunks c WHERE c.hash=k.hash) ORDER BY hash LIMIT ?",
+                (after, limit))]
+        return self.db.read(read)
+
     def known_chunks(self, hashes):
         """The subset of hashes that have a row (referenced or in grace)."""
         def read(c):
