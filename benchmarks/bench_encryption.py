@@ -5,7 +5,8 @@
 For each configuration -- plain HTTP, encryption at rest (SSE-S3), TLS,
 TLS with encryption at rest, and SSE-C over TLS on an encrypted node --
 starts a real ``twistd z4node`` on loopback and measures a 256 MiB PUT and
-GET with curl (median of ``--runs``), and for the first two also 4 KiB
+GET with curl (median of ``--runs``, taken round robin across the
+configurations so that other load on the machine falls on all alike), and for the first two also 4 KiB
 PUT/GET rates with wrk at concurrency 32 (inline objects: the small-object
 path where encryption is a larger share of the work). Prints a Markdown
 table; docs/security.md quotes it.
@@ -41,7 +42,8 @@ def ssec_headers():
                 base64.b64encode(hashlib.md5(CUSTOMER_KEY).digest()).decode()}
 
 
-def transfer(node, client, path, size, runs, ssec):
+def transfer(node, client, path, size, ssec):
+    """(PUT MiB/s, GET MiB/s) of one round trip of fresh content."""
     params = {"Bucket": "bench", "Key": "big"}
     curl = ["curl", "-sf", "-o", "/dev/null"]
     if node.tls:
@@ -50,20 +52,17 @@ def transfer(node, client, path, size, runs, ssec):
         params.update(SSECustomerAlgorithm="AES256", SSECustomerKey=CUSTOMER_KEY)
         for name, value in ssec_headers().items():
             curl += ["-H", f"{name}: {value}"]
-    puts, gets = [], []
-    for _ in range(runs):
-        # Fresh content each run: a second PUT of the same bytes would find
-        # every chunk stored already (deduplication) and write nothing.
-        write_file(path, size)
-        put_url = client.generate_presigned_url("put_object", Params=params)
-        get_url = client.generate_presigned_url("get_object", Params=params)
-        start = time.monotonic()
-        subprocess.run(curl + ["-T", path, put_url], check=True)
-        puts.append(size / MiB / (time.monotonic() - start))
-        start = time.monotonic()
-        subprocess.run(curl + [get_url], check=True)
-        gets.append(size / MiB / (time.monotonic() - start))
-    return statistics.median(puts), statistics.median(gets)
+    # Fresh content each time: a second PUT of the same bytes would find
+    # every chunk stored already (deduplication) and write nothing.
+    write_file(path, size)
+    put_url = client.generate_presigned_url("put_object", Params=params)
+    get_url = client.generate_presigned_url("get_object", Params=params)
+    start = time.monotonic()
+    subprocess.run(curl + ["-T", path, put_url], check=True)
+    put = size / MiB / (time.monotonic() - start)
+    start = time.monotonic()
+    subprocess.run(curl + [get_url], check=True)
+    return put, size / MiB / (time.monotonic() - start)
 
 
 def small_rates(node, client, workdir, seconds):
@@ -88,24 +87,35 @@ CONFIGURATIONS = [
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3, help="256 MiB round trips per config")
+    parser.add_argument("--runs", type=int, default=5, help="256 MiB round trips per config")
     parser.add_argument("--seconds", type=int, default=5, help="duration of each wrk run")
     args = parser.parse_args()
     ensure_tools()
     workdir = tempfile.mkdtemp(prefix="z4bench-", dir=os.environ.get("TMPDIR", "/var/tmp"))
     case = _Case(workdir)
-    rows = []
+    nodes = []
     try:
         big = os.path.join(workdir, "big.bin")
         for name, env, tls, ssec, small in CONFIGURATIONS:
             node = NodeProcess(case, env=env, tls=tls).start()
             client = node.client(signature_version="s3v4")
             client.create_bucket(Bucket="bench")
-            put, get = transfer(node, client, big, 256 * MiB, args.runs, ssec)
+            nodes.append((node, client))
+        # Round robin, so that load from other work on the machine falls on
+        # every configuration alike; the median of the rounds is reported.
+        samples = [[] for _ in CONFIGURATIONS]
+        for _ in range(args.runs):
+            for (node, client), config, out in zip(nodes, CONFIGURATIONS, samples):
+                out.append(transfer(node, client, big, 256 * MiB, config[3]))
+        rows = []
+        for (node, client), config, out in zip(nodes, CONFIGURATIONS, samples):
+            name, small = config[0], config[4]
             rates = small_rates(node, client, workdir, args.seconds) if small else None
+            put = statistics.median(p for p, _ in out)
+            get = statistics.median(g for _, g in out)
             rows.append((name, put, get, rates))
-            node.stop()
-            print(f"{name}: PUT {put:.0f} MB/s, GET {get:.0f} MB/s"
+            print(f"{name}: PUT {[round(p) for p, _ in out]} MiB/s, "
+                  f"GET {[round(g) for _, g in out]} MiB/s"
                   + (f", 4 KiB PUT {rates[0]:.0f}/s GET {rates[1]:.0f}/s" if rates else ""),
                   file=sys.stderr)
     finally:
@@ -116,7 +126,7 @@ def main():
     for name, put, get, rates in rows:
         small = (f"{rates[0]:,.0f}/s | {rates[1]:,.0f}/s" if rates else "- | -")
         print(f"| {name} | {put:.0f} MiB/s | {get:.0f} MiB/s | {small} |")
-    print(f"\n{os.cpu_count()} cores; median of {args.runs} runs; curl and wrk on loopback.")
+    print(f"\n{os.cpu_count()} cores; median of {args.runs} round-robin runs; curl and wrk on loopback.")
 
 
 if __name__ == "__main__":
