@@ -176,11 +176,15 @@ class AtRest:
         chunk is not copied again to prepend its header)."""
         data_key = new_key()
         nonce = os.urandom(NONCE_BYTES)
+        cipher = AESGCM(data_key)
+        if not hasattr(cipher, "encrypt_into"):  # cryptography before encrypt_into
+            return bytes([FORMAT_V1]) + nonce + cipher.encrypt(
+                nonce, data, _CHUNK_AAD + digest), data_key
         out = bytearray(CHUNK_OVERHEAD + len(data))
         out[0] = FORMAT_V1
         out[1:1 + NONCE_BYTES] = nonce
-        AESGCM(data_key).encrypt_into(nonce, data, _CHUNK_AAD + digest,
-                                      memoryview(out)[1 + NONCE_BYTES:])
+        cipher.encrypt_into(nonce, data, _CHUNK_AAD + digest,
+                            memoryview(out)[1 + NONCE_BYTES:])
         return out, data_key
 
     def open_chunk(self, digest, stored, wrapped_key):
