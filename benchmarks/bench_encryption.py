@@ -16,6 +16,7 @@ import argparse
 import base64
 import hashlib
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -25,13 +26,76 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.bench_node import (_Case, ensure_tools, presigned_paths,  # noqa: E402
-                                   run_wrk, write_file)
 from tests.nodeprocess import NodeProcess  # noqa: E402
 
 MiB = 1024 * 1024
 NODE_KEY = {"Z4_ENCRYPTION_KEY": "5e" * 32}
 CUSTOMER_KEY = hashlib.sha256(b"bench").digest()
+
+
+WRK_SCRIPT = """
+local paths = {}
+for line in io.lines("%(paths)s") do paths[#paths + 1] = line end
+local body = string.rep("z", %(size)d)
+local i = 0
+request = function()
+  i = i %% #paths + 1
+  return wrk.format("%(method)s", paths[i], nil, %(body)s)
+end
+"""
+
+
+class _Case:
+    """Stands in for a trial TestCase: temp dirs and cleanups for NodeProcess."""
+
+    def __init__(self, root):
+        self.root = root
+        self.cleanups = []
+        self.count = 0
+
+    def mktemp(self):
+        self.count += 1
+        return os.path.join(self.root, f"node{self.count}")
+
+    def addCleanup(self, fn, *args):
+        self.cleanups.append((fn, args))
+
+    def cleanup(self):
+        for fn, args in reversed(self.cleanups):
+            fn(*args)
+
+
+def write_file(path, size):
+    block = os.urandom(MiB)
+    with open(path, "wb") as f:
+        for _ in range(size // MiB):
+            f.write(block[:-1] + os.urandom(1))
+
+
+def presigned_paths(client, method, bucket, keys):
+    operation = {"PUT": "put_object", "GET": "get_object"}[method]
+    prefix = client.meta.endpoint_url
+    return [client.generate_presigned_url(operation, Params={"Bucket": bucket, "Key": k},
+                                          ExpiresIn=3600)[len(prefix):] for k in keys]
+
+
+def run_wrk(endpoint, method, paths, size, connections, seconds, workdir):
+    """Requests a second of wrk replaying ``paths``; every answer must be 2xx."""
+    paths_file = os.path.join(workdir, f"paths-{method}-{connections}.txt")
+    with open(paths_file, "w") as f:
+        f.write("\n".join(paths) + "\n")
+    script = os.path.join(workdir, f"{method}-{connections}.lua")
+    with open(script, "w") as f:
+        f.write(WRK_SCRIPT % {"paths": paths_file, "size": size, "method": method,
+                              "body": "body" if method == "PUT" else "nil"})
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", script, endpoint],
+        capture_output=True, text=True, check=True).stdout
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{method} at c={connections}: {errors.group(1)} failed requests")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
 
 
 def ssec_headers():
@@ -69,9 +133,9 @@ def small_rates(node, client, workdir, seconds):
     keys = [f"small/{i:05d}" for i in range(2000)]
     put_paths = presigned_paths(client, "PUT", "bench", keys)
     get_paths = presigned_paths(client, "GET", "bench", keys)
-    put, _ = run_wrk(node.endpoint, "PUT", put_paths, 4096, 32, seconds, workdir)
+    put = run_wrk(node.endpoint, "PUT", put_paths, 4096, 32, seconds, workdir)
     # Every key is there: a 5 s PUT run at c=32 covers 2,000 keys many times.
-    get, _ = run_wrk(node.endpoint, "GET", get_paths, 0, 32, seconds, workdir)
+    get = run_wrk(node.endpoint, "GET", get_paths, 0, 32, seconds, workdir)
     return put, get
 
 
@@ -90,7 +154,9 @@ def main():
     parser.add_argument("--runs", type=int, default=5, help="256 MiB round trips per config")
     parser.add_argument("--seconds", type=int, default=5, help="duration of each wrk run")
     args = parser.parse_args()
-    ensure_tools()
+    missing = [tool for tool in ("wrk", "curl") if shutil.which(tool) is None]
+    if missing:
+        sys.exit(f"install {' '.join(missing)} first (Debian packages of those names)")
     workdir = tempfile.mkdtemp(prefix="z4bench-", dir=os.environ.get("TMPDIR", "/var/tmp"))
     case = _Case(workdir)
     nodes = []
