@@ -8,7 +8,6 @@ A write is acknowledged (its coroutine returns) only after its chunks and
 its record are durable.
 """
 
-import base64
 import hashlib
 import os
 
@@ -169,7 +168,9 @@ class ObjectService:
         meta = {k: v for k, v in meta.items() if k != encryption.META_KEY}
         if customer_key is not None:
             meta[encryption.META_KEY], _ = encryption.new_record(customer_key)
-        upload_id = base64.urlsafe_b64encode(self._random_bytes(24)).decode("ascii")
+        # Hex: an id starting with "-" (possible in base64) is taken for an
+        # option by command-line tools such as the aws CLI.
+        upload_id = self._random_bytes(24).hex()
         upload = Upload(upload_id, bucket, key, self._hlc.now(), owner, meta)
         await self._meta.create_upload(upload)
         return upload
