@@ -236,8 +236,9 @@ _MISS = object()
 
 
 class HeadCache:
-    """The newest version of recently read keys (or None for absent keys),
-    so that a hot object's GET or HEAD skips the reader thread.
+    """The newest version of recently read keys (a delete marker included;
+    None for keys with no version), so that a hot object's GET or HEAD
+    skips the reader thread.
 
     Lives on the reactor thread. It is exact because every write of a
     version goes through this process's MetaStore, which drops the key when
@@ -364,6 +365,16 @@ class MetaStore:
             return row[0] if row else None
         return self.db.read(read)
 
+    def set_setting(self, name, value):
+        """Store value (None removes the setting)."""
+        def write(c):
+            if value is None:
+                c.execute("DELETE FROM node_settings WHERE name=?", (name,))
+            else:
+                c.execute("INSERT OR REPLACE INTO node_settings VALUES (?, ?)",
+                          (name, value))
+        return self.db.write(write)
+
     def set_setting_if_absent(self, name, value):
         """Store value unless one exists; fires with the value that is stored."""
         def write(c):
@@ -454,6 +465,14 @@ class MetaStore:
         return c.execute("SELECT 1 FROM heads WHERE bucket=? AND deleted=0"
                          " LIMIT 1", (bucket,)).fetchone() is not None
 
+    @staticmethod
+    def bucket_has_versions(c, bucket):
+        """True while any version or delete marker is in the bucket (in a
+        transaction): a bucket that has had versioning must lose every
+        version before it can be deleted, as in S3."""
+        return c.execute("SELECT 1 FROM versions WHERE bucket=? LIMIT 1",
+                         (bucket,)).fetchone() is not None
+
     def purge_bucket_contents(self, c, bucket, now):
         """Drop an emptied bucket's tombstones and open uploads (in a transaction)."""
         for (upload_id,) in c.execute(
@@ -468,8 +487,8 @@ class MetaStore:
 
     # -- object versions -----------------------------------------------------
 
-    def get_head(self, bucket, key):
-        """The newest live version of key, or None (absent or deleted)."""
+    def get_latest(self, bucket, key):
+        """The newest version of key, a delete marker included, or None."""
         cache_key = (bucket, key)
         cached = self.heads.get(cache_key)
         if cached is not _MISS:
@@ -478,29 +497,39 @@ class MetaStore:
         at_rest = self.at_rest
 
         def read(c):
-            kb = key.encode("utf-8")
-            row = c.execute(
-                f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE bucket=? AND key=?"
-                " AND hlc=(SELECT hlc FROM heads WHERE bucket=? AND key=?"
-                " AND deleted=0)", (bucket, kb, bucket, kb)).fetchone()
-            return _version_from_row(bucket, kb, row, at_rest) if row else None
+            return _latest(c, bucket, key, at_rest)
 
         def fill(version):
             self.heads.fill(cache_key, version, generation)
             return version
         return self.db.read(read).addCallback(fill)
 
-    def put_version(self, version, now, precondition=None):
+    def get_head(self, bucket, key):
+        """The newest live version of key, or None (absent or deleted)."""
+        return self.get_latest(bucket, key).addCallback(
+            lambda v: None if v is None or v.delete_marker else v)
+
+    def get_version(self, bucket, key, version_id, hlc=None):
+        """One version of key by its id (``hlc``, when the id tells it,
+        makes the lookup one index seek), delete markers included; or None."""
+        at_rest = self.at_rest
+
+        def read(c):
+            return _version_by_id(c, bucket, key, version_id, hlc, at_rest)
+        return self.db.read(read)
+
+    def put_version(self, version, now, precondition=None, replacing=None):
         """Make ``version`` the object's newest version, replacing the stored
         version with the same version id (unversioned buckets keep one,
         ``null``). ``precondition(current_head_or_None)`` runs inside the
-        transaction and may raise to cancel the write. Fires with the
-        replaced Version or None."""
+        transaction and may raise to cancel the write; so may
+        ``replacing(old_version)``, called with the version about to be
+        replaced. Fires with the replaced Version or None."""
         def write(c):
             current = _current_head(c, version.bucket, version.key)
             if precondition is not None:
                 precondition(current)
-            return _install_version(c, version, now, self.at_rest)
+            return _install_version(c, version, now, self.at_rest, replacing)
         return self._write_version(version.bucket, version.key, write)
 
     def update_head_meta(self, bucket, key, update):
@@ -518,18 +547,73 @@ class MetaStore:
             return current
         return self._write_version(bucket, key, write)
 
-    def delete_object(self, tombstone, now, precondition=None):
+    def delete_object(self, tombstone, now, precondition=None, always=False,
+                      replacing=None):
         """Write a delete marker as the newest version; fires with whether a
-        live object was there."""
+        live object was there. Without ``always`` (unversioned buckets) the
+        marker is written only over a live object; with it (versioned and
+        suspended buckets) it is written whatever is there, as S3 does."""
         def write(c):
             current = _current_head(c, tombstone.bucket, tombstone.key)
             if precondition is not None:
                 precondition(current)
-            if current is None:
+            if current is None and not always:
                 return False
-            _install_version(c, tombstone, now, self.at_rest)
-            return True
+            _install_version(c, tombstone, now, self.at_rest, replacing)
+            return current is not None
         return self._write_version(tombstone.bucket, tombstone.key, write)
+
+    def delete_version(self, bucket, key, version_id, now, hlc=None, check=None):
+        """Remove one version for good (its chunks lose a reference) and
+        make the next newest version the head. ``check(version)`` runs in
+        the transaction first and may raise (a retention that forbids it).
+        Fires with the removed Version, or None if there was none."""
+        def write(c):
+            version = _version_by_id(c, bucket, key, version_id, hlc)
+            if version is None:
+                return None
+            if check is not None:
+                check(version)
+            _remove_version(c, version, now)
+            return version
+        return self._write_version(bucket, key, write)
+
+    def update_version_meta(self, bucket, key, version_id, change, hlc=None):
+        """Rewrite one version's metadata (tags, retention, legal hold) in
+        place: ``change(version)`` returns the new meta dict or raises.
+        Fires with the updated Version, or None if there is no such version."""
+        def write(c):
+            version = _version_by_id(c, bucket, key, version_id, hlc)
+            if version is None:
+                return None
+            version.meta = change(version)
+            c.execute("UPDATE versions SET meta=? WHERE bucket=? AND key=? AND hlc=?",
+                      (json.dumps(version.meta, sort_keys=True), bucket,
+                       key.encode("utf-8"), version.hlc))
+            return version
+        return self._write_version(bucket, key, write)
+
+    def list_versions(self, bucket, prefix, delimiter, key_marker,
+                      version_id_marker, marker_hlc, limit):
+        """One page of versions and delete markers; see :func:`list_versions`."""
+        return self.db.read(list_versions, bucket, prefix, delimiter, key_marker,
+                            version_id_marker, marker_hlc, limit)
+
+    def versions_of_keys(self, bucket, after_key, limit):
+        """Every version of the next ``limit`` keys after ``after_key`` (None:
+        from the first), newest first: ``[(key, [Version, ...]), ...]``. The
+        lifecycle worker walks a bucket with it, a batch at a time."""
+        def read(c):
+            after = after_key.encode("utf-8") if after_key is not None else b""
+            op = ">" if after_key is not None else ">="
+            keys = [k for (k,) in c.execute(
+                f"SELECT key FROM heads WHERE bucket=? AND key {op} ? ORDER BY key"
+                " LIMIT ?", (bucket, after, limit))]
+            return [(k.decode("utf-8"), [
+                _version_from_row(bucket, k, row, None) for row in c.execute(
+                    f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket=? AND key=?"
+                    " ORDER BY hlc DESC", (bucket, k))]) for k in keys]
+        return self.db.read(read)
 
     def list_heads(self, bucket, prefix, delimiter, after, limit):
         """One page of live keys; see :func:`list_heads`."""
@@ -578,7 +662,7 @@ class MetaStore:
         return self.db.read(list_uploads, bucket, prefix, delimiter, key_marker,
                             upload_id_marker, limit)
 
-    def complete_upload(self, upload, build, now, precondition=None):
+    def complete_upload(self, upload, build, now, precondition=None, replacing=None):
         """Turn an upload's parts into a version of its key, atomically.
 
         ``build(upload, parts)`` runs in the transaction with every stored
@@ -597,7 +681,7 @@ class MetaStore:
             version = build(stored, parts)
             if precondition is not None:
                 precondition(_current_head(c, version.bucket, version.key))
-            _install_version(c, version, now, self.at_rest)
+            _install_version(c, version, now, self.at_rest, replacing)
             self._drop_upload(c, upload_id, now)
             return version
         return self._write_version(upload.bucket, upload.key, write)
@@ -656,19 +740,34 @@ class MetaStore:
         return self.db.read(read)
 
     def collect_tombstones(self, older_than_hlc, limit):
-        """Remove delete markers older than the grace period; fires with a count."""
+        """Remove delete markers older than the grace period; fires with a count.
+
+        Only in buckets that never had versioning: there a marker is the
+        key's only version and nobody can list it. In a versioned bucket a
+        marker is a version like any other (listed, and hiding older
+        versions); it goes when a client or a lifecycle rule removes it.
+        """
+        collected = []
+
         def write(c):
             rows = c.execute(
                 "SELECT bucket, key, hlc FROM heads WHERE deleted=1 AND hlc<?"
+                " AND bucket NOT IN (SELECT name FROM buckets WHERE"
+                " json_extract(settings, '$.versioning') IS NOT NULL)"
                 " LIMIT ?", (older_than_hlc, limit)).fetchall()
             for bucket, key, hlc in rows:
                 c.execute("DELETE FROM versions WHERE bucket=? AND key=? AND hlc<=?"
                           " AND delete_marker=1", (bucket, key, hlc))
                 c.execute("DELETE FROM heads WHERE bucket=? AND key=? AND hlc=?",
                           (bucket, key, hlc))
+                collected.append((bucket, key.decode("utf-8")))
             return len(rows)
-        return self.db.write(write)
 
+        def forget(result):
+            for cache_key in collected:
+                self.heads.forget(cache_key)
+            return result
+        return self.db.write(write).addBoth(forget)
 
 def list_heads(c, bucket, prefix, delimiter, after, limit):
     """One page of live keys in byte order (runs on a reader thread).
@@ -791,6 +890,99 @@ def list_uploads(c, bucket, prefix, delimiter, key_marker, upload_id_marker, lim
             return items, False
 
 
+# Versions listed without their bytes or chunk lists.
+_LISTED_COLUMNS = "hlc, version_id, delete_marker, size, etag, owner, meta, NULL, NULL"
+
+
+def list_versions(c, bucket, prefix, delimiter, key_marker, version_id_marker,
+                  marker_hlc, limit):
+    """One page of ListObjectVersions (runs on a reader thread).
+
+    Versions come in S3's order: keys byte-wise ascending, each key's
+    versions newest first. Returns ``(items, truncated)``: items are
+    ``(Version, is_latest)`` (delete markers are Versions too, without
+    bytes) or str (a common prefix), at most ``limit``. The page starts
+    after ``key_marker``; with ``version_id_marker`` (and ``marker_hlc``
+    when the id tells its timestamp) it starts with the versions of
+    ``key_marker`` older than that one. Common prefixes are skipped with one
+    index seek each, as in :func:`list_heads`.
+    """
+    prefix_b = prefix.encode("utf-8")
+    delim_b = delimiter.encode("utf-8") if delimiter else b""
+    items = []
+
+    def grouped(key):
+        if not delim_b:
+            return None
+        cut = key.find(delim_b, len(prefix_b))
+        return key[:cut + len(delim_b)] if cut >= 0 else None
+
+    def add_versions(key, head_hlc, below_hlc):
+        """Append key's versions older than below_hlc; False when the page is full."""
+        query = f"SELECT {_LISTED_COLUMNS} FROM versions WHERE bucket=? AND key=?"
+        params = [bucket, key]
+        if below_hlc is not None:
+            query += " AND hlc<?"
+            params.append(below_hlc)
+        query += " ORDER BY hlc DESC LIMIT ?"
+        params.append(limit - len(items) + 1)
+        for row in c.execute(query, params).fetchall():
+            if len(items) == limit:
+                return False
+            version = _version_from_row(bucket, key, row, None)
+            items.append((version, version.hlc == head_hlc))
+        return True
+
+    cursor, inclusive = prefix_b, True
+    if key_marker is not None:
+        marker_b = key_marker.encode("utf-8")
+        if marker_b >= prefix_b:
+            cursor, inclusive = marker_b, False
+        if version_id_marker is not None and marker_b.startswith(prefix_b) \
+                and grouped(marker_b) is None:
+            if marker_hlc is None:
+                found = _version_by_id(c, bucket, key_marker, version_id_marker)
+                marker_hlc = found.hlc if found is not None else None
+            if marker_hlc is not None:
+                head = c.execute("SELECT hlc FROM heads WHERE bucket=? AND key=?",
+                                 (bucket, marker_b)).fetchone()
+                if head is not None and not add_versions(marker_b, head[0], marker_hlc):
+                    return items, True
+        elif version_id_marker is None and grouped(marker_b) == marker_b:
+            # A common prefix given as the marker means "past all of it".
+            successor = key_successor(marker_b)
+            if successor is None:
+                return items, False
+            cursor, inclusive = successor, True
+    batch = max(limit + 1, 16)
+    while True:
+        op = ">=" if inclusive else ">"
+        rows = c.execute(
+            f"SELECT key, hlc FROM heads WHERE bucket=? AND key {op} ?"
+            " ORDER BY key LIMIT ?", (bucket, cursor, batch)).fetchall()
+        if not rows:
+            return items, False
+        jumped = False
+        for key, head_hlc in rows:
+            if not key.startswith(prefix_b):
+                return items, False
+            common = grouped(key)
+            if common is not None:
+                if len(items) == limit:
+                    return items, True
+                items.append(common.decode("utf-8"))
+                successor = key_successor(common)
+                if successor is None:
+                    return items, False
+                cursor, inclusive, jumped = successor, True, True
+                break
+            if not add_versions(key, head_hlc, None):
+                return items, True
+            cursor, inclusive = key, False
+        if not jumped and len(rows) < batch:
+            return items, False
+
+
 def _current_head(c, bucket, key):
     """The live head's record, for preconditions: its inline bytes are not
     read (``inline`` is None), so a damaged body never blocks overwriting
@@ -803,16 +995,42 @@ def _current_head(c, bucket, key):
     return _version_from_row(bucket, kb, row, None) if row else None
 
 
-def _install_version(c, version, now, at_rest):
+def _latest(c, bucket, key, at_rest):
+    kb = key.encode("utf-8")
+    row = c.execute(
+        f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket=? AND key=? AND"
+        " hlc=(SELECT hlc FROM heads WHERE bucket=? AND key=?)",
+        (bucket, kb, bucket, kb)).fetchone()
+    return _version_from_row(bucket, kb, row, at_rest) if row else None
+
+
+def _version_by_id(c, bucket, key, version_id, hlc=None, at_rest=None):
+    """One version by id; its inline bytes are opened only with ``at_rest``
+    (None: not read, for records whose body nobody will serve)."""
+    kb = key.encode("utf-8")
+    if hlc is not None:
+        row = c.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket=? AND key=?"
+            " AND hlc=? AND version_id=?", (bucket, kb, hlc, version_id)).fetchone()
+    else:
+        row = c.execute(
+            f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket=? AND key=?"
+            " AND version_id=? ORDER BY hlc DESC LIMIT 1",
+            (bucket, kb, version_id)).fetchone()
+    return _version_from_row(bucket, kb, row, at_rest) if row else None
+
+
+def _install_version(c, version, now, at_rest, replacing=None):
     """Insert a version, replacing the one with the same version id, and move
     the head if it is newer (last writer wins by HLC). Inline bytes are
     sealed here, inside the transaction, with the current node key."""
     kb = version.key.encode("utf-8")
-    replaced = c.execute(
+    replaced = [_version_from_row(version.bucket, kb, row, None) for row in c.execute(
         f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket=? AND key=? AND"
-        " version_id=?", (version.bucket, kb, version.version_id)).fetchall()
-    for row in replaced:
-        old = _version_from_row(version.bucket, kb, row, None)
+        " version_id=?", (version.bucket, kb, version.version_id)).fetchall()]
+    for old in replaced:
+        if replacing is not None:
+            replacing(old)
         _add_refs(c, old.chunks, -1, now)
         c.execute("DELETE FROM versions WHERE bucket=? AND key=? AND hlc=?",
                   (version.bucket, kb, old.hlc))
@@ -830,6 +1048,32 @@ def _install_version(c, version, now, at_rest):
         " owner=excluded.owner WHERE excluded.hlc > heads.hlc",
         (version.bucket, kb, version.hlc, int(version.delete_marker),
          version.size, version.etag, version.owner))
+    if any(old.hlc > version.hlc for old in replaced):
+        # The replaced version was newer than its replacement (a replica's
+        # late write): the head may have pointed at it; point it at
+        # whatever is newest now.
+        _refresh_head(c, version.bucket, kb)
+    return replaced[0] if replaced else None
+
+
+def _remove_version(c, version, now):
+    kb = version.key.encode("utf-8")
+    c.execute("DELETE FROM versions WHERE bucket=? AND key=? AND hlc=?",
+              (version.bucket, kb, version.hlc))
+    _add_refs(c, version.chunks, -1, now)
+    _refresh_head(c, version.bucket, kb)
+
+
+def _refresh_head(c, bucket, kb):
+    """Point the key's head at its newest remaining version (none: no head)."""
+    row = c.execute(
+        "SELECT hlc, delete_marker, size, etag, owner FROM versions WHERE bucket=?"
+        " AND key=? ORDER BY hlc DESC LIMIT 1", (bucket, kb)).fetchone()
+    if row is None:
+        c.execute("DELETE FROM heads WHERE bucket=? AND key=?", (bucket, kb))
+    else:
+        c.execute("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?, ?, ?)",
+                  (bucket, kb, *row))
 
 
 def _add_refs(c, chunks, delta, now):
