@@ -4,9 +4,16 @@ in one place (``z4node.s3.errors``)."""
 
 
 class ObjectError(Exception):
-    """An object operation refused for a reason the client can be told."""
+    """An object operation refused for a reason the client can be told.
 
-    def __init__(self, code, message=None):
+    ``version`` is the version the refusal is about when that matters to
+    the client (a delete marker: S3 names it in the response headers);
+    ``argument`` is ``(name, value)`` for InvalidArgument.
+    """
+
+    def __init__(self, code, message=None, *, version=None, argument=None):
         self.code = code
         self.message = message
+        self.version = version
+        self.argument = argument
         super().__init__(f"{code}: {message}" if message else code)

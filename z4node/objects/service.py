@@ -1,6 +1,6 @@
 """ObjectService: the S3 object model over the metadata store and the chunk
-store: buckets, object versions (with tombstones), copies, listings and
-multipart uploads.
+store: buckets and their settings, object versions (versioning, delete
+markers, object lock, tags), copies, listings and multipart uploads.
 
 It never parses HTTP and never touches a file: bytes arrive and leave as
 async iterables, records go to ``MetaStore``, chunks to ``ChunkStore``.
@@ -11,18 +11,33 @@ its record are durable.
 import hashlib
 import os
 
-from z4node.objects import checksums, encryption, streams
+from dataclasses import dataclass
+
+from z4node.objects import checksums, encryption, lock, streams, versioning
 from z4node.objects.errors import ObjectError
 from z4node.objects.system import valid_bucket_name
+from z4node.objects.versioning import NULL_VERSION
 from z4node.storage.meta import Part, Upload, UploadMissing, Version
-
-NULL_VERSION = "null"
 # S3's minimum size for every part of a multipart upload but the last.
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PARTS = 10000
 
 
+@dataclass
+class Deletion:
+    """What a DeleteObject did: the version id it removed or the delete
+    marker it wrote (None in a never-versioned bucket), and whether that
+    version is a delete marker."""
+
+    version_id: str | None
+    delete_marker: bool
+
+
 class ObjectService:
+    # The length of a lifecycle "day" (x-amz-expiration is computed with
+    # it); only the test-only lifecycle setting changes it.
+    lifecycle_day_seconds = 24 * 3600
+
     def __init__(self, clock, meta, chunks, system, hlc, random_bytes=os.urandom):
         self._clock = clock
         self._meta = meta
@@ -50,7 +65,9 @@ class ObjectService:
             raise ObjectError("NoSuchBucket")
         return bucket
 
-    async def create_bucket(self, name, owner_key, settings=None):
+    async def create_bucket(self, name, owner_key, settings=None, object_lock=False):
+        """A new bucket with ``settings``; with ``object_lock`` it has
+        Object Lock enabled, and so versioning, for good."""
         if not valid_bucket_name(name):
             raise ObjectError("InvalidBucketName")
         existing = self.system.bucket(name)
@@ -58,15 +75,46 @@ class ObjectService:
             if existing.owner == owner_key.user_id:
                 raise ObjectError("BucketAlreadyOwnedByYou")
             raise ObjectError("BucketAlreadyExists")
+        settings = dict(settings or {})
+        if object_lock:
+            settings.update({"versioning": versioning.ENABLED,
+                             "object_lock": {"enabled": True}})
         return await self.system.create_bucket(name, owner_key, settings)
 
-    async def delete_bucket(self, name):
+    async def update_bucket_settings(self, name, update):
+        """Change a bucket's settings: ``update(settings)`` changes them in
+        place (see SystemTables.update_bucket_settings)."""
         self.bucket(name)
+        return await self.system.update_bucket_settings(name, update)
+
+    async def set_bucket_setting(self, name, setting, value):
+        """Set one bucket setting (None removes it)."""
+        def update(settings):
+            if value is None:
+                settings.pop(setting, None)
+            else:
+                settings[setting] = value
+        return await self.update_bucket_settings(name, update)
+
+    async def set_versioning(self, name, status):
+        """PutBucketVersioning: ``Enabled`` or ``Suspended``."""
+        def update(settings):
+            if status != versioning.ENABLED and settings.get("object_lock", {}).get("enabled"):
+                raise ObjectError("InvalidBucketState", "An Object Lock configuration is "
+                                  "present on this bucket, so the versioning state cannot "
+                                  "be changed.")
+            settings["versioning"] = status
+        return await self.update_bucket_settings(name, update)
+
+    async def delete_bucket(self, name):
+        bucket = self.bucket(name)
         now = self._clock.seconds()
         meta = self._meta
+        versioned = versioning.status(bucket) is not None
 
         def must_be_empty(c):
-            if meta.bucket_has_objects(c, name):
+            if meta.bucket_has_objects(c, name) or (
+                    versioned and meta.bucket_has_versions(c, name)):
                 raise ObjectError("BucketNotEmpty")
             meta.purge_bucket_contents(c, name, now)
 
@@ -74,12 +122,62 @@ class ObjectService:
 
     # -- objects -------------------------------------------------------------
 
-    async def head_object(self, bucket, key):
+    async def head_object(self, bucket, key, version_id=None):
+        """The latest version of key, or the one named by ``version_id``.
+
+        The latest being a delete marker is NoSuchKey; a version id naming a
+        delete marker is MethodNotAllowed, as in S3; either error carries
+        the marker (its id goes back to the client).
+        """
         self.bucket(bucket)
-        version = await self._meta.get_head(bucket, key)
-        if version is None:
-            raise ObjectError("NoSuchKey")
+        if version_id is None:
+            version = await self._meta.get_latest(bucket, key)
+            if version is None:
+                raise ObjectError("NoSuchKey")
+            if version.delete_marker:
+                raise ObjectError("NoSuchKey", version=version)
+            return version
+        version = await self.get_version(bucket, key, version_id)
+        if version.delete_marker:
+            raise ObjectError("MethodNotAllowed", "The specified method is not allowed "
+                              "against this resource.", version=version)
         return version
+
+    async def get_version(self, bucket, key, version_id):
+        """The version named by ``version_id`` (delete markers included);
+        NoSuchVersion if there is none."""
+        hlc = versioning.version_hlc(version_id)
+        version = await self._meta.get_version(bucket, key, version_id, hlc)
+        if version is None:
+            raise ObjectError("NoSuchVersion")
+        return version
+
+    def _new_version(self, bucket, key, hlc=None, **fields):
+        """A Version of key with the id the bucket's versioning state gives
+        (on the reactor thread: the HLC is not thread-safe)."""
+        hlc = self._hlc.now() if hlc is None else hlc
+        if versioning.status(bucket) == versioning.ENABLED:
+            version_id = versioning.new_version_id(hlc, self._random_bytes)
+        else:
+            version_id = NULL_VERSION
+        return Version(bucket.name, key, hlc, version_id, **fields)
+
+    def _version_meta(self, bucket, meta, now=None):
+        """The stored metadata of a new version: lock settings checked
+        against the bucket and its default retention applied."""
+        if not lock.enabled(bucket):
+            if meta.get("retention") or "legal_hold" in meta:
+                raise ObjectError("InvalidRequest",
+                                  "Bucket is missing Object Lock Configuration")
+            return meta
+        return lock.with_default_retention(
+            bucket, meta, self._clock.seconds() if now is None else now)
+
+    def _overwrite_guard(self):
+        """``replacing`` for a write: a version overwritten in place (the
+        ``null`` version) must not be protected by Object Lock."""
+        now = self._clock.seconds()
+        return lambda old: lock.check_removable(old, now)
 
     async def put_object(self, bucket, key, body, *, owner, meta, hashers=(),
                          verify=None, precondition=None, customer_key=None):
@@ -91,7 +189,10 @@ class ObjectService:
         checksum or signature that did not match). ``precondition(current)``
         runs inside the commit with the current version or None.
         """
-        self.bucket(bucket)
+        target = self.bucket(bucket)
+        # Refused before a byte is stored (lock settings on a bucket without
+        # Object Lock); applied after verify, which may add to ``meta``.
+        self._version_meta(target, meta)
         record = sealing = None
         if customer_key is not None:
             record, sealing = encryption.new_record(customer_key)
@@ -103,11 +204,14 @@ class ObjectService:
             meta = {k: v for k, v in meta.items() if k != encryption.META_KEY}
             if record is not None:
                 meta[encryption.META_KEY] = record
+            target = self.bucket(bucket)
+            meta = self._version_meta(target, meta)
             etag = sealing.etag(stored.md5) if sealing else stored.md5.hex()
-            version = Version(bucket, key, self._hlc.now(), NULL_VERSION, False,
-                              stored.size, etag, owner, meta,
-                              stored.chunks, stored.inline)
-            await self._meta.put_version(version, self._clock.seconds(), precondition)
+            version = self._new_version(
+                target, key, delete_marker=False, size=stored.size, etag=etag,
+                owner=owner, meta=meta, chunks=stored.chunks, inline=stored.inline)
+            await self._meta.put_version(version, self._clock.seconds(), precondition,
+                                         self._overwrite_guard())
         finally:
             streams.release(self._chunks, stored.chunks)
         return version
@@ -118,19 +222,21 @@ class ObjectService:
         copied, the new record points at the same chunks -- unless either
         side is SSE-C (``source_sealing`` opens the source, ``customer_key``
         seals the copy), which takes a copy of the bytes sealed anew."""
-        self.bucket(bucket)
+        target = self.bucket(bucket)
         if source_sealing is not None or customer_key is not None:
             body = self.read(source, 0, source.size - 1, source_sealing)
             return await self.put_object(bucket, key, body, owner=owner, meta=meta,
                                          precondition=precondition,
                                          customer_key=customer_key)
         meta = {k: v for k, v in meta.items() if k != encryption.META_KEY}
+        meta = self._version_meta(target, meta)
         streams.pin_version(self._chunks, source)
         try:
-            version = Version(bucket, key, self._hlc.now(), NULL_VERSION, False,
-                              source.size, source.etag, owner, meta,
-                              list(source.chunks), source.inline)
-            await self._meta.put_version(version, self._clock.seconds(), precondition)
+            version = self._new_version(
+                target, key, delete_marker=False, size=source.size, etag=source.etag,
+                owner=owner, meta=meta, chunks=list(source.chunks), inline=source.inline)
+            await self._meta.put_version(version, self._clock.seconds(), precondition,
+                                         self._overwrite_guard())
         finally:
             streams.release(self._chunks, source.chunks)
         return version
@@ -150,21 +256,138 @@ class ObjectService:
         an SSE-C version needs its ``sealing`` (see :meth:`sealing_for`)."""
         return streams.read_range(self._chunks, version, start, end, sealing)
 
-    async def delete_object(self, bucket, key, owner):
-        """Delete key by writing a tombstone; True if something was deleted."""
-        self.bucket(bucket)
-        tombstone = Version(bucket, key, self._hlc.now(), NULL_VERSION, True, 0,
-                            "", owner, {}, [], None)
-        return await self._meta.delete_object(tombstone, self._clock.seconds())
+    async def delete_object(self, bucket, key, owner, version_id=None,
+                            bypass_governance=False, precondition=None):
+        """DeleteObject. Without a version id: a delete marker (in a
+        never-versioned bucket, a tombstone only over a live object). With
+        one: that version is removed for good, unless Object Lock protects
+        it. Returns a :class:`Deletion`."""
+        target = self.bucket(bucket)
+        now = self._clock.seconds()
+        if version_id is not None:
+            hlc = versioning.version_hlc(version_id)
+            removed = await self._meta.delete_version(
+                bucket, key, version_id, now, hlc,
+                check=lambda v: self._check_removal(v, now, bypass_governance, precondition))
+            return Deletion(version_id, bool(removed and removed.delete_marker))
+        state = versioning.status(target)
+        marker = self._new_version(target, key, delete_marker=True, size=0, etag="",
+                                   owner=owner, meta={}, chunks=[], inline=None)
+        await self._meta.delete_object(marker, now, precondition, always=state is not None,
+                                       replacing=self._overwrite_guard())
+        if state is None:
+            return Deletion(None, False)
+        return Deletion(marker.version_id, True)
+
+    @staticmethod
+    def _check_removal(version, now, bypass_governance, precondition):
+        lock.check_removable(version, now, bypass_governance)
+        if precondition is not None:
+            precondition(version)
 
     async def list_objects(self, bucket, prefix, delimiter, after, limit):
         self.bucket(bucket)
         return await self._meta.list_heads(bucket, prefix, delimiter, after, limit)
 
+    async def list_versions(self, bucket, prefix, delimiter, key_marker,
+                            version_id_marker, limit):
+        """One page of ListObjectVersions: ``(items, truncated)``, items
+        ``(Version, is_latest)`` or a common prefix (str)."""
+        self.bucket(bucket)
+        marker_hlc = None
+        if version_id_marker is not None:
+            if key_marker is None:
+                raise ObjectError("InvalidArgument", "A version-id marker cannot be "
+                                  "specified without a key marker.",
+                                  argument=("version-id-marker", version_id_marker))
+            marker_hlc = versioning.version_hlc(version_id_marker)
+        return await self._meta.list_versions(bucket, prefix, delimiter, key_marker,
+                                              version_id_marker, marker_hlc, limit)
+
+    # -- per-version metadata: tags, retention, legal hold ---------------------
+
+    async def _update_version_meta(self, bucket, key, version_id, change):
+        """Rewrite the metadata of key's latest version (or the named one)."""
+        self.bucket(bucket)
+        named = version_id is not None
+        if not named:
+            latest = await self._meta.get_latest(bucket, key)
+            if latest is None or latest.delete_marker:
+                raise ObjectError("NoSuchKey", version=latest)
+            version_id, hlc = latest.version_id, latest.hlc
+        else:
+            hlc = versioning.version_hlc(version_id)
+
+        def checked(version):
+            if version.delete_marker:
+                raise ObjectError("MethodNotAllowed", "The specified method is not "
+                                  "allowed against this resource.", version=version)
+            return change(version)
+
+        version = await self._meta.update_version_meta(bucket, key, version_id,
+                                                       checked, hlc)
+        if version is None:
+            raise ObjectError("NoSuchVersion" if named else "NoSuchKey")
+        return version
+
+    async def set_tags(self, bucket, key, version_id, tags):
+        """Replace a version's tag set (an empty dict removes every tag)."""
+        def change(version):
+            meta = dict(version.meta)
+            if tags:
+                meta["tags"] = dict(tags)
+            else:
+                meta.pop("tags", None)
+            return meta
+        return await self._update_version_meta(bucket, key, version_id, change)
+
+    def _require_lock(self, bucket):
+        target = self.bucket(bucket)
+        if not lock.enabled(target):
+            raise ObjectError("InvalidRequest", "Bucket is missing Object Lock Configuration")
+        return target
+
+    async def set_retention(self, bucket, key, version_id, retention,
+                            bypass_governance=False):
+        """PutObjectRetention: ``retention`` is ``(mode, until)`` or None."""
+        self._require_lock(bucket)
+        now = self._clock.seconds()
+
+        def change(version):
+            lock.check_retention_change(version, retention, now, bypass_governance)
+            meta = dict(version.meta)
+            if retention is None:
+                meta.pop("retention", None)
+            else:
+                meta["retention"] = {"mode": retention[0], "until": retention[1]}
+            return meta
+        return await self._update_version_meta(bucket, key, version_id, change)
+
+    async def set_legal_hold(self, bucket, key, version_id, on):
+        self._require_lock(bucket)
+
+        def change(version):
+            # OFF is kept (not dropped): GetObjectLegalHold then answers OFF
+            # rather than "no legal hold was ever set".
+            meta = dict(version.meta)
+            meta["legal_hold"] = bool(on)
+            return meta
+        return await self._update_version_meta(bucket, key, version_id, change)
+
+    async def lock_protected_version(self, bucket, key, version_id):
+        """The version whose retention or legal hold is asked for; the
+        bucket must have Object Lock."""
+        self._require_lock(bucket)
+        if version_id is None:
+            return await self.head_object(bucket, key)
+        return await self.head_object(bucket, key, version_id)
+
     # -- multipart uploads ---------------------------------------------------
 
     async def create_upload(self, bucket, key, *, owner, meta, customer_key=None):
-        self.bucket(bucket)
+        target = self.bucket(bucket)
+        if not lock.enabled(target) and (meta.get("retention") or "legal_hold" in meta):
+            raise ObjectError("InvalidRequest", "Bucket is missing Object Lock Configuration")
         meta = {k: v for k, v in meta.items() if k != encryption.META_KEY}
         if customer_key is not None:
             meta[encryption.META_KEY], _ = encryption.new_record(customer_key)
@@ -277,7 +500,12 @@ class ObjectService:
         upload = await self.get_upload(bucket, key, upload_id)
         if customer_key is not None:
             encryption.part_sealing(upload.meta, customer_key)
-        hlc = self._hlc.now()
+        target = self.bucket(bucket)
+        # The version's timestamp and id are made here: build() runs on the
+        # database's writer thread.
+        template = self._new_version(target, key, delete_marker=False, size=0, etag="",
+                                     owner=owner, meta={}, chunks=[], inline=None)
+        now = self._clock.seconds()
 
         def build(upload, parts):
             by_number = {p.part_number: p for p in parts}
@@ -300,7 +528,7 @@ class ObjectService:
                 if part.size < MIN_PART_SIZE:
                     raise ObjectError("EntityTooSmall")
             digest = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in chosen))
-            meta = dict(upload.meta)
+            meta = self._version_meta(target, dict(upload.meta), now)
             meta["parts"] = [p.size for p in chosen]
             setting = upload.meta.get("checksum")
             if setting is not None:
@@ -316,14 +544,16 @@ class ObjectService:
                 meta["checksums"] = {algorithm: value}
                 meta["checksum_type"] = kind
                 meta["part_checksums"] = values
-            return Version(bucket, key, hlc, NULL_VERSION, False,
-                           sum(p.size for p in chosen),
-                           f"{digest.hexdigest()}-{len(chosen)}", owner, meta,
-                           [c for p in chosen for c in p.chunks], None)
+            template.size = sum(p.size for p in chosen)
+            template.etag = f"{digest.hexdigest()}-{len(chosen)}"
+            template.meta = meta
+            template.chunks = [c for p in chosen for c in p.chunks]
+            return template
 
         try:
             return await self._meta.complete_upload(
-                upload, build, self._clock.seconds(), precondition)
+                upload, build, self._clock.seconds(), precondition,
+                self._overwrite_guard())
         except UploadMissing:
             raise ObjectError("NoSuchUpload") from None
 

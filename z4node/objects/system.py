@@ -14,6 +14,8 @@ import json
 import os
 import re
 
+from twisted.internet.defer import DeferredLock
+
 from z4node.objects.errors import ObjectError
 from z4node.storage.meta import AccessKey, Bucket, Grant
 
@@ -53,6 +55,7 @@ class SystemTables:
         self._keys = {}
         self._buckets = {}
         self._grants = {}
+        self._settings_lock = DeferredLock()
 
     async def load(self):
         keys, buckets, grants = await self._meta.load_system_tables()
@@ -157,17 +160,24 @@ class SystemTables:
 
     async def update_bucket_settings(self, name, update):
         """Change a bucket's settings: ``update(settings)`` changes the dict
-        it is given (a copy) in place. The new settings get a new HLC
-        timestamp, so they replicate as one last-writer-wins value."""
-        bucket = self.bucket(name)
-        if bucket is None:
-            raise ObjectError("NoSuchBucket")
-        settings = json.loads(json.dumps(bucket.settings))
-        update(settings)
-        updated = Bucket(name, bucket.owner, bucket.created, self._hlc.now(), settings)
-        await self._meta.save_bucket(updated)
-        self._buckets[name] = updated
-        return updated
+        it is given (a copy) in place, and may raise to refuse. The new
+        settings get a new HLC timestamp, so they replicate as one
+        last-writer-wins value; they are durable before they are visible."""
+        # One change at a time: two concurrent ones would each start from
+        # the settings before the other, and one would be lost.
+        await self._settings_lock.acquire()
+        try:
+            bucket = self.bucket(name)
+            if bucket is None:
+                raise ObjectError("NoSuchBucket")
+            settings = json.loads(json.dumps(bucket.settings))
+            update(settings)
+            updated = Bucket(name, bucket.owner, bucket.created, self._hlc.now(), settings)
+            await self._meta.save_bucket(updated)
+            self._buckets[name] = updated
+            return updated
+        finally:
+            self._settings_lock.release()
 
     async def delete_bucket(self, name, precondition):
         """Tombstone a bucket; ``precondition(c)`` runs in the transaction
