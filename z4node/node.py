@@ -26,6 +26,7 @@ from twisted.web.resource import Resource
 from z4node import __version__
 from z4node.admin.server import AdminFactory, SocketPath
 from z4node.hlc import HybridLogicalClock
+from z4node.objects.lifecycle import DAY_SECONDS, LifecycleWorker
 from z4node.objects.service import ObjectService
 from z4node.objects.system import SystemTables
 from z4node.s3.api import S3Api, S3Resource
@@ -80,6 +81,13 @@ class Node(MultiService):
         options = options or {}
         self.tls = (options.get("tls-cert"), options.get("tls-key"))
         self.trusted_proxies = frozenset(options.get("trusted-proxy") or ())
+        interval, day, dry_run = lifecycle_settings(options, environ)
+        if day is not None:
+            self.objects.lifecycle_day_seconds = day
+        self.lifecycle = LifecycleWorker(
+            reactor, self.objects, self.meta, interval_seconds=interval,
+            dry_run=dry_run, **({"day_seconds": day} if day is not None else {}))
+        self.lifecycle.setServiceParent(self)
         self.ready = Deferred()
 
     @property
@@ -92,6 +100,9 @@ class Node(MultiService):
                    options["id"], environ, debug=bool(options["debug"]), options=options)
 
     def startService(self):
+        if self.lifecycle.day_seconds != DAY_SECONDS:
+            self.log.warn("lifecycle days last {s} s: a test-only setting, never for "
+                          "production data", s=self.lifecycle.day_seconds)
         self.meta.start()
         self.chunks.start()
         Deferred.fromCoroutine(self._start()).addCallbacks(
@@ -235,3 +246,27 @@ class Node(MultiService):
         await super().stopService()
         self.chunks.stop()
         self.meta.stop()
+
+
+def lifecycle_settings(options, environ):
+    """(interval seconds or None, test day seconds or None, dry run) from
+    the options, else the environment (Z4_LIFECYCLE_INTERVAL,
+    Z4_LIFECYCLE_TEST_DAY_SECONDS, Z4_LIFECYCLE_DRY_RUN)."""
+    def seconds(option, variable):
+        value = options.get(option)
+        if value is None and environ.get(variable):
+            try:
+                value = float(environ[variable])
+            except ValueError:
+                value = -1
+            if not value > 0:
+                raise RuntimeError(f"{variable} must be a positive number of seconds")
+        return value
+    interval = seconds("lifecycle-interval", "Z4_LIFECYCLE_INTERVAL")
+    day = seconds("lifecycle-test-day-seconds", "Z4_LIFECYCLE_TEST_DAY_SECONDS")
+    if day is not None and interval is None:
+        # Like Ceph's rgw_lc_debug_interval: with short days, a pass a day.
+        interval = day
+    dry_run = bool(options.get("lifecycle-dry-run")) or \
+        environ.get("Z4_LIFECYCLE_DRY_RUN", "").lower() in ("1", "true", "yes")
+    return interval, day, dry_run

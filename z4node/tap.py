@@ -60,15 +60,27 @@ class Options(usage.Options):
         ["trusted-proxy", None, None,
          "ADDR[,ADDR...]: reverse proxies whose X-Forwarded-Proto: https "
          "marks a request as having come over TLS."],
+        ["lifecycle-interval", None, None,
+         "Seconds between lifecycle passes (default 3600, or $Z4_LIFECYCLE_INTERVAL).",
+         float],
+        ["lifecycle-test-day-seconds", None, None,
+         "TESTS ONLY, never in production: a lifecycle 'day' lasts this many seconds "
+         "and the lifecycle worker runs that often (or $Z4_LIFECYCLE_TEST_DAY_SECONDS).",
+         float],
     ] + CLUSTER_OPTIONS
     optFlags = [
         ["debug", None, "Log every request and background job step."],
+        ["lifecycle-dry-run", None,
+         "Log what lifecycle rules would delete, delete nothing (or $Z4_LIFECYCLE_DRY_RUN=1)."],
     ]
 
     def postOptions(self):
         if not 0 <= self["port"] <= 65535:
             raise usage.UsageError("--port must be 0..65535")
         self["data"] = os.path.abspath(self["data"])
+        for name in ("lifecycle-interval", "lifecycle-test-day-seconds"):
+            if self[name] is not None and not self[name] > 0:
+                raise usage.UsageError(f"--{name} must be a positive number of seconds")
         # Bad cluster options are usage errors now, not a failed start later.
         check_cluster_options(self, self["host"])
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
