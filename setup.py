@@ -25,6 +25,10 @@ setup(
         # x-amz-checksum-* values recent SDKs send; hand-written tables would
         # be slower and another thing to get wrong.
         "awscrt>=0.20",
+        # multipart: a push parser for multipart/form-data, so a browser's
+        # POST upload streams into the object layer instead of being held
+        # whole (the stdlib has no streaming form parser). treq needs it too.
+        "multipart>=1.1",
     ],
     entry_points={"console_scripts": ["z4=z4node.admin.cli:main"]},
 )

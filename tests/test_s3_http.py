@@ -306,8 +306,38 @@ class RouterTests(SynchronousTestCase):
                 route(method, bucket, key, {query: ""}, {})
             self.assertEqual(raised.exception.code, code)
 
+    def test_data_management_operations(self):
+        route = router.route
+        cases = [
+            ("GET", None, {"versions": ""}, "ListObjectVersions"),
+            ("PUT", None, {"versioning": ""}, "PutBucketVersioning"),
+            ("GET", None, {"versioning": ""}, "GetBucketVersioning"),
+            ("PUT", None, {"tagging": ""}, "PutBucketTagging"),
+            ("DELETE", None, {"tagging": ""}, "DeleteBucketTagging"),
+            ("PUT", None, {"lifecycle": ""}, "PutBucketLifecycleConfiguration"),
+            ("DELETE", None, {"lifecycle": ""}, "DeleteBucketLifecycle"),
+            ("GET", None, {"cors": ""}, "GetBucketCors"),
+            ("PUT", None, {"object-lock": ""}, "PutObjectLockConfiguration"),
+            ("POST", None, {}, "PostObject"),
+            ("OPTIONS", None, {}, "PreflightCors"),
+            ("OPTIONS", "k", {}, "PreflightCors"),
+            ("GET", "k", {"tagging": ""}, "GetObjectTagging"),
+            ("PUT", "k", {"tagging": "", "versionId": "v"}, "PutObjectTagging"),
+            ("DELETE", "k", {"tagging": ""}, "DeleteObjectTagging"),
+            ("PUT", "k", {"retention": ""}, "PutObjectRetention"),
+            ("GET", "k", {"legal-hold": ""}, "GetObjectLegalHold"),
+            ("GET", "k", {"attributes": ""}, "GetObjectAttributes"),
+        ]
+        for method, key, query, operation in cases:
+            self.assertEqual(route(method, "b", key, query, {}).operation, operation,
+                             (method, key, query))
+        with self.assertRaises(S3Error) as raised:
+            route("DELETE", "b", None, {"versioning": ""}, {})
+        self.assertEqual(raised.exception.code, "MethodNotAllowed")
+
     def test_unimplemented_subresources_are_refused(self):
-        for query in ({"lifecycle": ""}, {"website": ""}, {"tagging": ""}, {"versions": ""}):
+        for query in ({"logging": ""}, {"website": ""}, {"replication": ""},
+                      {"inventory": ""}):
             with self.assertRaises(S3Error) as raised:
                 router.route("GET", "b", None, query, {})
             self.assertEqual(raised.exception.code, "NotImplemented")

@@ -241,16 +241,6 @@ class ObjectService:
             streams.release(self._chunks, source.chunks)
         return version
 
-    async def update_object_meta(self, bucket, key, update):
-        """Change the metadata of key's current version in place (its
-        bytes, ETag and Last-Modified stay): ``update(meta)`` changes the
-        dict it is given. NoSuchKey if there is no current version."""
-        self.bucket(bucket)
-        version = await self._meta.update_head_meta(bucket, key, update)
-        if version is None:
-            raise ObjectError("NoSuchKey")
-        return version
-
     def read(self, version, start, end, sealing=None):
         """An async iterator over bytes start..end (inclusive) of version;
         an SSE-C version needs its ``sealing`` (see :meth:`sealing_for`)."""
@@ -306,8 +296,10 @@ class ObjectService:
 
     # -- per-version metadata: tags, retention, legal hold ---------------------
 
-    async def _update_version_meta(self, bucket, key, version_id, change):
-        """Rewrite the metadata of key's latest version (or the named one)."""
+    async def update_version_meta(self, bucket, key, version_id, change):
+        """Rewrite the metadata of key's latest version (or the one
+        ``version_id`` names) in place: ``change(version)`` returns the new
+        meta dict, inside the write. Its bytes, ETag and Last-Modified stay."""
         self.bucket(bucket)
         named = version_id is not None
         if not named:
@@ -339,7 +331,7 @@ class ObjectService:
             else:
                 meta.pop("tags", None)
             return meta
-        return await self._update_version_meta(bucket, key, version_id, change)
+        return await self.update_version_meta(bucket, key, version_id, change)
 
     def _require_lock(self, bucket):
         target = self.bucket(bucket)
@@ -361,7 +353,7 @@ class ObjectService:
             else:
                 meta["retention"] = {"mode": retention[0], "until": retention[1]}
             return meta
-        return await self._update_version_meta(bucket, key, version_id, change)
+        return await self.update_version_meta(bucket, key, version_id, change)
 
     async def set_legal_hold(self, bucket, key, version_id, on):
         self._require_lock(bucket)
@@ -372,7 +364,7 @@ class ObjectService:
             meta = dict(version.meta)
             meta["legal_hold"] = bool(on)
             return meta
-        return await self._update_version_meta(bucket, key, version_id, change)
+        return await self.update_version_meta(bucket, key, version_id, change)
 
     async def lock_protected_version(self, bucket, key, version_id):
         """The version whose retention or legal hold is asked for; the

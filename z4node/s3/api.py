@@ -21,12 +21,17 @@ from twisted.web.server import NOT_DONE_YET
 
 from z4node.objects import checksums
 from z4node.objects.errors import ObjectError
-from z4node.s3 import auth, authorization, router, sigv4, xml
+from z4node.s3 import auth, authorization, cors, router, sigv4, xml
 from z4node.s3.chunked import AwsChunkedDecoder, is_aws_chunked
 from z4node.s3.errors import S3Error
 from z4node.s3.http import BodyIncomplete, ResponseWriter
 
 log = Logger()
+
+# Operations authorized inside their handler: a POST upload is signed by its
+# form fields, which only its handler reads; it then asks
+# ``authorization.authorize`` like every other request.
+SELF_AUTHORIZING = frozenset({"PostObject"})
 
 
 @dataclass
@@ -93,6 +98,24 @@ def http_date(seconds):
     return formatdate(seconds, usegmt=True)
 
 
+def object_error(e):
+    """The S3 error for an object-layer refusal. A refusal about a delete
+    marker names it, as S3 does: ``x-amz-delete-marker`` and its version id
+    (and, for a version id naming a marker, the method that would work)."""
+    headers = {}
+    extra = {}
+    version = e.version
+    if version is not None and version.delete_marker:
+        headers["x-amz-delete-marker"] = "true"
+        headers["x-amz-version-id"] = version.version_id
+        if e.code == "MethodNotAllowed":
+            headers["allow"] = "DELETE"
+            headers["last-modified"] = http_date(version.last_modified)
+    if e.argument is not None:
+        extra = {"ArgumentName": e.argument[0], "ArgumentValue": e.argument[1]}
+    return S3Error(e.code, e.message, extra=extra, headers=headers)
+
+
 def error_response(error, call_resource, request_id, method):
     status = error.status
     headers = dict(error.headers)
@@ -155,17 +178,19 @@ class S3Api:
         try:
             call = self._parse(request, request_id, method)
             resource = call.resource
-            self._authenticate(call)
+            if method != "OPTIONS":
+                # A CORS preflight is unsigned: browsers send no credentials.
+                self._authenticate(call)
             endpoint = router.route(method, call.bucket, call.key, call.query,
                                     call.headers)
             call.operation = endpoint.operation
-            await authorization.authorize(self, call)
+            if call.operation not in SELF_AUTHORIZING:
+                await authorization.authorize(self, call)
             response = await self._handlers[call.operation](self, call)
         except S3Error as e:
             response = error_response(e, resource, request_id, method)
         except ObjectError as e:
-            response = error_response(S3Error(e.code, e.message), resource,
-                                      request_id, method)
+            response = error_response(object_error(e), resource, request_id, method)
         except BodyIncomplete:
             if request.gone:
                 return
@@ -176,6 +201,8 @@ class S3Api:
                         method=method, resource=resource, rid=request_id)
             response = error_response(S3Error("InternalError"), resource,
                                       request_id, method)
+        if call is not None and call.operation != "PreflightCors":
+            cors.decorate(self.system, call, response)
         await self._send(request, request_id, response)
         if self.debug:
             # Path and status only: query strings can carry signatures.

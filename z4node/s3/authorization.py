@@ -112,6 +112,33 @@ _NEEDS = {
     "PutBucketEncryption": OWNER,
     "GetBucketEncryption": OWNER,
     "DeleteBucketEncryption": OWNER,
+    # Versioning, tagging, lifecycle, CORS, Object Lock and POST uploads.
+    "ListObjectVersions": READ,
+    "PutBucketVersioning": OWNER,
+    "GetObjectTagging": READ,
+    "PutObjectTagging": WRITE,
+    "DeleteObjectTagging": WRITE,
+    "GetBucketTagging": OWNER,
+    "PutBucketTagging": OWNER,
+    "DeleteBucketTagging": OWNER,
+    "GetBucketLifecycleConfiguration": OWNER,
+    "PutBucketLifecycleConfiguration": OWNER,
+    "DeleteBucketLifecycle": OWNER,
+    "GetBucketCors": OWNER,
+    "PutBucketCors": OWNER,
+    "DeleteBucketCors": OWNER,
+    "PreflightCors": ANYONE,
+    "GetObjectLockConfiguration": OWNER,
+    "PutObjectLockConfiguration": OWNER,
+    "GetObjectRetention": READ,
+    "PutObjectRetention": WRITE,
+    "GetObjectLegalHold": READ,
+    "PutObjectLegalHold": WRITE,
+    # A presigned POST: authorized once its form's signature names the key.
+    "PostObject": WRITE,
+    # Not a request of its own: what x-amz-bypass-governance-retention
+    # needs beside the operation it comes with (asked through allows()).
+    "BypassGovernanceRetention": OWNER,
 }
 
 # An entry of _NEEDS may also be a bare grant level (READ, WRITE, OWNER,

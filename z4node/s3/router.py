@@ -17,12 +17,12 @@ MAX_KEY_BYTES = 1024
 
 # Sub-resources S3 has that this server does not implement yet.
 UNIMPLEMENTED = frozenset({
-    "accelerate", "analytics", "cors",
-    "intelligent-tiering", "inventory", "legal-hold", "lifecycle", "logging",
-    "metadataTable", "metrics", "notification", "object-lock",
+    "accelerate", "analytics",
+    "intelligent-tiering", "inventory", "logging",
+    "metadataTable", "metrics", "notification",
     "publicAccessBlock",
-    "replication", "requestPayment", "restore", "retention", "select",
-    "tagging", "torrent", "versions", "website", "renameObject", "session",
+    "replication", "requestPayment", "restore", "select",
+    "torrent", "website", "renameObject", "session",
 })
 # Sub-resources of buckets only: on an object they name nothing.
 BUCKET_ONLY = frozenset({"policy", "policyStatus", "ownershipControls"})
@@ -38,6 +38,24 @@ _BUCKET_SETTINGS = {
     "encryption": {"GET": "GetBucketEncryption", "PUT": "PutBucketEncryption",
                    "DELETE": "DeleteBucketEncryption"},
 }
+
+# Bucket sub-resources with a configuration document: query name ->
+# the operation's name after Get/Put/Delete (None: that verb does not exist).
+_BUCKET_CONFIGURATIONS = {
+    "tagging": ("GetBucketTagging", "PutBucketTagging", "DeleteBucketTagging"),
+    "lifecycle": ("GetBucketLifecycleConfiguration", "PutBucketLifecycleConfiguration",
+                  "DeleteBucketLifecycle"),
+    "cors": ("GetBucketCors", "PutBucketCors", "DeleteBucketCors"),
+    "object-lock": ("GetObjectLockConfiguration", "PutObjectLockConfiguration", None),
+    "versioning": ("GetBucketVersioning", "PutBucketVersioning", None),
+}
+# Object sub-resources likewise.
+_OBJECT_CONFIGURATIONS = {
+    "tagging": ("GetObjectTagging", "PutObjectTagging", "DeleteObjectTagging"),
+    "retention": ("GetObjectRetention", "PutObjectRetention", None),
+    "legal-hold": ("GetObjectLegalHold", "PutObjectLegalHold", None),
+}
+_VERBS = {"GET": 0, "PUT": 1, "DELETE": 2}
 
 
 @dataclass
@@ -105,6 +123,17 @@ def route(method, bucket, key, query, headers):
         if method in ("GET", "HEAD"):
             return Endpoint("ListBuckets", None, None)
         raise S3Error("MethodNotAllowed")
+    if method == "OPTIONS":
+        # A CORS preflight: answered from the bucket's CORS rules, before
+        # (and without) authentication, as browsers send it unsigned.
+        return Endpoint("PreflightCors", bucket, key)
+    configurations = _BUCKET_CONFIGURATIONS if key is None else _OBJECT_CONFIGURATIONS
+    for name, operations in configurations.items():
+        if name in query and method in _VERBS:
+            operation = operations[_VERBS[method]]
+            if operation is None:
+                raise S3Error("MethodNotAllowed")
+            return Endpoint(operation, bucket, key)
     if key is None:
         operation = _bucket_operation(method, query)
     else:
@@ -121,8 +150,8 @@ def _bucket_operation(method, query):
     if method == "GET":
         if "location" in query:
             return "GetBucketLocation"
-        if "versioning" in query:
-            return "GetBucketVersioning"
+        if "versions" in query:
+            return "ListObjectVersions"
         if "uploads" in query:
             return "ListMultipartUploads"
         if query.get("list-type") == "2":
@@ -131,15 +160,14 @@ def _bucket_operation(method, query):
     if method == "HEAD":
         return "HeadBucket"
     if method == "PUT":
-        if "versioning" in query:
-            raise S3Error("NotImplemented", "Bucket versioning is not implemented yet.")
         return "CreateBucket"
     if method == "DELETE":
         return "DeleteBucket"
     if method == "POST":
         if "delete" in query:
             return "DeleteObjects"
-        raise S3Error("NotImplemented", "POST object uploads are not implemented yet.")
+        # A browser's form upload (presigned POST): signed by its form fields.
+        return "PostObject"
     raise S3Error("MethodNotAllowed")
 
 

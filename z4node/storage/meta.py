@@ -532,21 +532,6 @@ class MetaStore:
             return _install_version(c, version, now, self.at_rest, replacing)
         return self._write_version(version.bucket, version.key, write)
 
-    def update_head_meta(self, bucket, key, update):
-        """Rewrite the meta of key's current version: ``update(meta)``
-        changes the dict in place inside the transaction. Fires with the
-        updated Version, or None if the key has no current version."""
-        def write(c):
-            current = _current_head(c, bucket, key)
-            if current is None:
-                return None
-            update(current.meta)
-            c.execute("UPDATE versions SET meta=? WHERE bucket=? AND key=? AND hlc=?",
-                      (json.dumps(current.meta, sort_keys=True), bucket,
-                       key.encode("utf-8"), current.hlc))
-            return current
-        return self._write_version(bucket, key, write)
-
     def delete_object(self, tombstone, now, precondition=None, always=False,
                       replacing=None):
         """Write a delete marker as the newest version; fires with whether a

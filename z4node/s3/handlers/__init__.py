@@ -1,7 +1,9 @@
 """S3 operation handlers, one module per family; :data:`HANDLERS` maps each
 operation the router can name to its coroutine ``handler(api, call)``."""
 
-from z4node.s3.handlers import acl, buckets, encryption, listing, multipart, objects, policy
+from z4node.s3.handlers import (acl, buckets, cors, encryption, lifecycle, listing,
+                                multipart, object_lock, objects, policy, post_object,
+                                tagging, versioning)
 
 HANDLERS = {
     "ListBuckets": buckets.list_buckets,
@@ -9,7 +11,9 @@ HANDLERS = {
     "DeleteBucket": buckets.delete_bucket,
     "HeadBucket": buckets.head_bucket,
     "GetBucketLocation": buckets.get_bucket_location,
-    "GetBucketVersioning": buckets.get_bucket_versioning,
+    "GetBucketVersioning": versioning.get_bucket_versioning,
+    "PutBucketVersioning": versioning.put_bucket_versioning,
+    "ListObjectVersions": versioning.list_object_versions,
     "PutBucketEncryption": encryption.put_bucket_encryption,
     "GetBucketEncryption": encryption.get_bucket_encryption,
     "DeleteBucketEncryption": encryption.delete_bucket_encryption,
@@ -22,6 +26,7 @@ HANDLERS = {
     "CopyObject": objects.copy_object,
     "DeleteObject": objects.delete_object,
     "DeleteObjects": objects.delete_objects,
+    "PostObject": post_object.post_object,
     "CreateMultipartUpload": multipart.create_upload,
     "UploadPart": multipart.upload_part,
     "UploadPartCopy": multipart.upload_part_copy,
@@ -40,4 +45,23 @@ HANDLERS = {
     "GetBucketOwnershipControls": acl.get_bucket_ownership_controls,
     "PutBucketOwnershipControls": acl.put_bucket_ownership_controls,
     "DeleteBucketOwnershipControls": acl.delete_bucket_ownership_controls,
+    "GetObjectTagging": tagging.get_object_tagging,
+    "PutObjectTagging": tagging.put_object_tagging,
+    "DeleteObjectTagging": tagging.delete_object_tagging,
+    "GetBucketTagging": tagging.get_bucket_tagging,
+    "PutBucketTagging": tagging.put_bucket_tagging,
+    "DeleteBucketTagging": tagging.delete_bucket_tagging,
+    "GetBucketLifecycleConfiguration": lifecycle.get_bucket_lifecycle,
+    "PutBucketLifecycleConfiguration": lifecycle.put_bucket_lifecycle,
+    "DeleteBucketLifecycle": lifecycle.delete_bucket_lifecycle,
+    "GetBucketCors": cors.get_bucket_cors,
+    "PutBucketCors": cors.put_bucket_cors,
+    "DeleteBucketCors": cors.delete_bucket_cors,
+    "PreflightCors": cors.preflight,
+    "GetObjectLockConfiguration": object_lock.get_object_lock_configuration,
+    "PutObjectLockConfiguration": object_lock.put_object_lock_configuration,
+    "GetObjectRetention": object_lock.get_object_retention,
+    "PutObjectRetention": object_lock.put_object_retention,
+    "GetObjectLegalHold": object_lock.get_object_legal_hold,
+    "PutObjectLegalHold": object_lock.put_object_legal_hold,
 }

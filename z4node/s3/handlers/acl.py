@@ -2,12 +2,12 @@
 Get/Put/DeleteBucketOwnershipControls. The ACL forms themselves (canned,
 grant headers, XML) are resolved in ``z4node.s3.acl``."""
 
-from z4node.objects.errors import ObjectError
 from z4node.s3 import acl as acls
 from z4node.s3 import xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
-from z4node.s3.handlers.objects import check_version_id
+from z4node.s3.handlers.objects import find_version
+from z4node.s3.handlers.versioning import requested_version
 from z4node.s3.handlers.policy import read_verified_body
 
 # An AccessControlPolicy of 100 grants is a few KB; S3 allows 100 grants.
@@ -62,13 +62,8 @@ async def put_bucket_acl(api, call):
 
 
 async def _head(api, call):
-    check_version_id(call)
-    try:
-        return await api.objects.head_object(call.bucket, call.key)
-    except ObjectError as e:
-        if e.code == "NoSuchKey":
-            raise S3Error("NoSuchKey", extra={"Key": call.key}) from None
-        raise
+    """The version whose ACL is asked for: the latest, or ``versionId``'s."""
+    return await find_version(api, call.bucket, call.key, requested_version(call))
 
 
 async def get_object_acl(api, call):
@@ -88,14 +83,12 @@ async def put_object_acl(api, call):
         return Response()
     stored = acl.to_json()
 
-    def store(meta):
+    def store(version):
+        meta = dict(version.meta)
         meta["acl"] = stored
-    try:
-        await api.objects.update_object_meta(call.bucket, call.key, store)
-    except ObjectError as e:
-        if e.code == "NoSuchKey":
-            raise S3Error("NoSuchKey", extra={"Key": call.key}) from None
-        raise
+        return meta
+    await api.objects.update_version_meta(call.bucket, call.key, requested_version(call),
+                                          store)
     return Response()
 
 

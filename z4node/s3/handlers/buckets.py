@@ -1,4 +1,4 @@
-"""Bucket operations: list, create, delete, head, location, versioning."""
+"""Bucket operations: list, create, delete, head, location."""
 
 from z4node.s3 import acl as acls
 from z4node.s3 import xml
@@ -28,7 +28,8 @@ async def create_bucket(api, call):
     key = call.access_key
     settings = acls.new_bucket_settings(
         call.headers, key.user_id, lambda user_id: api.system.key_by_user_id(user_id) is not None)
-    await api.objects.create_bucket(call.bucket, key, settings)
+    lock = call.headers.get("x-amz-bucket-object-lock-enabled", "").strip().lower()
+    await api.objects.create_bucket(call.bucket, key, settings, object_lock=lock == "true")
     return Response(headers={"location": f"/{call.bucket}"})
 
 
@@ -48,10 +49,3 @@ async def get_bucket_location(api, call):
     return Response(headers={"content-type": "application/xml"},
                     body=xml.document("LocationConstraint", []))
 
-
-async def get_bucket_versioning(api, call):
-    api.objects.bucket(call.bucket)
-    # Versioning has never been enabled on any bucket: S3 answers an empty
-    # configuration (no Status) for such a bucket.
-    return Response(headers={"content-type": "application/xml"},
-                    body=xml.document("VersioningConfiguration", []))

@@ -6,8 +6,11 @@ from z4node.s3 import authorization, conditions, sse, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.buckets import owner_element
+from z4node.s3.handlers.lifecycle import abort_headers, expiration_headers
+from z4node.s3.handlers.object_lock import require_digest_for_lock
 from z4node.s3.handlers.objects import (acl_meta, early_write_precondition,
-                                        metadata_from_headers, read_copy_source)
+                                        new_version_meta, read_copy_source)
+from z4node.s3.handlers.versioning import version_headers
 from z4node.objects.service import MAX_PARTS
 
 MAX_LISTED = 1000
@@ -30,7 +33,7 @@ def _limit(call, name):
 
 
 async def create_upload(api, call):
-    meta = acl_meta(api, call, metadata_from_headers(call.headers))
+    meta = acl_meta(api, call, new_version_meta(api, call))
     headers = {"content-type": "application/xml"}
     algorithm = call.headers.get("x-amz-checksum-algorithm")
     if algorithm is not None:
@@ -46,6 +49,7 @@ async def create_upload(api, call):
     body = xml.document("InitiateMultipartUploadResult", [
         ("Bucket", call.bucket), ("Key", call.key), ("UploadId", upload.upload_id)])
     headers.update(sse.response_headers(api, upload.meta))
+    headers.update(abort_headers(api, call.bucket, upload))
     return Response(headers=headers, body=body)
 
 
@@ -53,6 +57,7 @@ async def upload_part(api, call):
     number = _part_number(call)
     upload = await api.objects.get_upload(call.bucket, call.key, call.query["uploadId"])
     customer_key = sse.customer_key(call)
+    require_digest_for_lock(api, call, upload.meta, what="Put Part")
     body, hashers, verify, found = api.body_pipeline(call)
     # An upload created with a checksum algorithm needs every part's
     # checksum; compute it when the client sent none.
@@ -84,7 +89,7 @@ async def upload_part(api, call):
 async def upload_part_copy(api, call):
     number = _part_number(call)
     customer_key = sse.customer_key(call)
-    _, _, source, source_sealing = await read_copy_source(api, call)
+    _, _, source, _, source_sealing = await read_copy_source(api, call)
     start, end = 0, source.size - 1
     spec = call.headers.get("x-amz-copy-source-range")
     if spec is not None:
@@ -138,6 +143,8 @@ async def complete_upload(api, call):
                      ("ChecksumType", version.meta["checksum_type"])]
         headers[checksums.header_name(algorithm)] = value
         headers["x-amz-checksum-type"] = version.meta["checksum_type"]
+    headers.update(version_headers(api, call.bucket, version))
+    headers.update(expiration_headers(api, call.bucket, version))
     return Response(headers=headers, body=xml.document("CompleteMultipartUploadResult", children))
 
 

@@ -1,15 +1,21 @@
 """Object operations: GetObject/HeadObject, PutObject, CopyObject,
-DeleteObject and DeleteObjects."""
+DeleteObject and DeleteObjects, each on any version of a key."""
 
-import hashlib
 from urllib.parse import parse_qsl, unquote
 
 from z4node.objects import checksums, encryption
 from z4node.objects.errors import ObjectError
 from z4node.s3 import acl as acls
 from z4node.s3 import authorization, conditions, sse, xml
-from z4node.s3.api import Response, header_value, http_date
+from z4node.s3.api import Response, header_value, http_date, object_error
 from z4node.s3.errors import S3Error
+from z4node.s3.handlers.documents import read_body
+from z4node.s3.handlers.lifecycle import expiration_headers
+from z4node.s3.handlers.object_lock import (bypass_governance, lock_headers,
+                                            lock_meta_from_headers,
+                                            require_digest_for_lock)
+from z4node.s3.handlers.tagging import tagging_count_header, tags_from_header
+from z4node.s3.handlers.versioning import requested_version, version_headers
 from z4node.s3.router import MAX_KEY_BYTES
 
 # Headers S3 stores with an object and returns on GET/HEAD.
@@ -78,24 +84,40 @@ def object_headers(version):
     return headers
 
 
-def check_version_id(call):
-    version_id = call.query.get("versionId")
-    if version_id is not None and version_id != "null":
-        raise S3Error("NoSuchVersion", extra={"Key": call.key, "VersionId": version_id})
+def version_response_headers(api, bucket, version, current):
+    """What S3 says about a version beside its content headers: its id,
+    tag count, Object Lock state and (for the current version) when a
+    lifecycle rule will expire it."""
+    headers = version_headers(api, bucket, version)
+    headers.update(tagging_count_header(version))
+    headers.update(lock_headers(version))
+    if current:
+        headers.update(expiration_headers(api, bucket, version))
+    return headers
+
+
+async def find_version(api, bucket, key, version_id):
+    """head_object, with NoSuchKey and NoSuchVersion naming what was asked."""
+    try:
+        return await api.objects.head_object(bucket, key, version_id)
+    except ObjectError as e:
+        if e.code not in ("NoSuchKey", "NoSuchVersion"):
+            raise
+        error = object_error(e)
+        error.extra["Key"] = key
+        if version_id is not None:
+            error.extra["VersionId"] = version_id
+        raise error from None
 
 
 async def get_object(api, call):
-    check_version_id(call)
+    version_id = requested_version(call)
     customer_key = sse.check_read(call)
-    try:
-        version = await api.objects.head_object(call.bucket, call.key)
-    except ObjectError as e:
-        if e.code == "NoSuchKey":
-            raise S3Error("NoSuchKey", extra={"Key": call.key}) from None
-        raise
+    version = await find_version(api, call.bucket, call.key, version_id)
     sealing = api.objects.sealing_for(version, customer_key)
     headers = object_headers(version)
     headers.update(sse.response_headers(api, version.meta))
+    headers.update(version_response_headers(api, call.bucket, version, version_id is None))
     status = conditions.evaluate(call.headers, version)
     if status == 412:
         raise S3Error("PreconditionFailed", extra={"Condition": "If-Match"})
@@ -183,7 +205,7 @@ def checksum_headers(version, byte_range, part_number):
 
 
 async def get_object_attributes(api, call):
-    check_version_id(call)
+    version_id = requested_version(call)
     wanted = {a.strip() for a in call.headers.get("x-amz-object-attributes", "").split(",")
               if a.strip()}
     known = {"ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize"}
@@ -191,12 +213,7 @@ async def get_object_attributes(api, call):
         raise S3Error("InvalidArgument", "Invalid attribute name specified.",
                       extra={"ArgumentName": "x-amz-object-attributes"})
     customer_key = sse.check_read(call)
-    try:
-        version = await api.objects.head_object(call.bucket, call.key)
-    except ObjectError as e:
-        if e.code == "NoSuchKey":
-            raise S3Error("NoSuchKey", extra={"Key": call.key}) from None
-        raise
+    version = await find_version(api, call.bucket, call.key, version_id)
     # An SSE-C object's attributes need its key, as on S3.
     api.objects.sealing_for(version, customer_key)
     children = []
@@ -228,13 +245,16 @@ async def get_object_attributes(api, call):
         children.append(("StorageClass", "STANDARD"))
     if "ObjectSize" in wanted:
         children.append(("ObjectSize", version.size))
-    return Response(headers={"content-type": "application/xml",
-                             "last-modified": http_date(version.last_modified)},
+    headers = {"content-type": "application/xml",
+               "last-modified": http_date(version.last_modified)}
+    headers.update(version_headers(api, call.bucket, version))
+    return Response(headers=headers,
                     body=xml.document("GetObjectAttributesResponse", children))
 
 
 async def put_object(api, call):
-    meta = acl_meta(api, call, metadata_from_headers(call.headers))
+    meta = acl_meta(api, call, new_version_meta(api, call))
+    require_digest_for_lock(api, call, meta)
     customer_key = sse.write_encryption(api, call)
     precondition = await early_write_precondition(api, call)
     body, hashers, verify, found = api.body_pipeline(call)
@@ -253,6 +273,8 @@ async def put_object(api, call):
     headers.update(sse.response_headers(api, version.meta))
     for algorithm, value in found.items():
         headers[f"x-amz-checksum-{algorithm.lower()}"] = value
+    headers.update(version_headers(api, call.bucket, version))
+    headers.update(expiration_headers(api, call.bucket, version))
     return Response(headers=headers)
 
 
@@ -271,6 +293,17 @@ async def early_write_precondition(api, call):
     return check
 
 
+def new_version_meta(api, call):
+    """The metadata a PUT or CreateMultipartUpload asks for: content
+    headers, user metadata, tags and Object Lock settings."""
+    meta = metadata_from_headers(call.headers)
+    tags = tags_from_header(call.headers)
+    if tags:
+        meta["tags"] = tags
+    meta.update(lock_meta_from_headers(api, call.headers))
+    return meta
+
+
 def parse_copy_source(call):
     """(bucket, key, version id or None) named by x-amz-copy-source."""
     source = call.headers["x-amz-copy-source"]
@@ -280,59 +313,88 @@ def parse_copy_source(call):
     if not bucket or not slash or not key or len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
                       extra={"ArgumentName": "x-amz-copy-source", "ArgumentValue": source})
-    version_id = dict(parse_qsl(query)).get("versionId")
+    version_id = dict(parse_qsl(query, keep_blank_values=True)).get("versionId")
+    if version_id == "":
+        raise S3Error("InvalidArgument", "Version id cannot be the empty string",
+                      extra={"ArgumentName": "versionId", "ArgumentValue": ""})
     return bucket, key, version_id
 
 
 async def read_copy_source(api, call):
-    """(bucket, key, head version, its SSE-C sealing or None) of the copy
-    source, with the caller's right to read it checked first; an SSE-C
-    source needs its key in x-amz-copy-source-server-side-encryption-
-    customer-*."""
+    """(bucket, key, source Version, version id asked for or None, its SSE-C
+    sealing or None) of the copy source, with the caller's right to read it
+    checked before anything about it is told; an SSE-C source needs its key
+    in x-amz-copy-source-server-side-encryption-customer-*."""
     source_key = sse.customer_key(call, sse.COPY_SOURCE_CUSTOMER)
     bucket, key, version_id = parse_copy_source(call)
+    failure = None
     try:
-        source = await api.objects.head_object(bucket, key)
+        source = await api.objects.head_object(bucket, key, version_id)
     except ObjectError as e:
-        if e.code not in ("NoSuchKey", "NoSuchBucket"):
+        if e.code not in ("NoSuchKey", "NoSuchBucket", "NoSuchVersion", "MethodNotAllowed",
+                          "InvalidArgument"):
             raise
-        source = None
+        source, failure = None, e
     await authorization.authorize_copy_source(api, call, bucket, key, source, version_id)
-    if version_id is not None and version_id != "null":
-        raise S3Error("NoSuchVersion", extra={"Key": key, "VersionId": version_id})
-    if source is None:
-        api.objects.bucket(bucket)
-        raise S3Error("NoSuchKey", extra={"Key": key})
+    if failure is not None:
+        if failure.code == "MethodNotAllowed":
+            raise S3Error("InvalidRequest", "The source of a copy request may not "
+                          "specifically refer to a delete marker by version id.")
+        error = object_error(failure)
+        if failure.code in ("NoSuchKey", "NoSuchVersion"):
+            error.extra["Key"] = key
+            if version_id is not None:
+                error.extra["VersionId"] = version_id
+        raise error
     sealing = api.objects.sealing_for(source, source_key)
     if conditions.evaluate(call.headers, source, prefix="x-amz-copy-source-") is not None:
         raise S3Error("PreconditionFailed")
-    return bucket, key, source, sealing
+    return bucket, key, source, version_id, sealing
+
+
+# Version metadata a copy never takes from its source: its multipart layout,
+# its encryption (the copy is sealed anew), and its Object Lock state (a
+# copy's lock comes from the request or the bucket's default, as in S3).
+_NOT_COPIED = ("parts", encryption.META_KEY, "retention", "legal_hold")
+
+
+def _directive(call, header):
+    directive = call.headers.get(header, "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", f"Unknown {header[6:].replace('-', ' ')}.",
+                      extra={"ArgumentName": header, "ArgumentValue": directive})
+    return directive
 
 
 async def copy_object(api, call):
-    bucket, key, source, source_sealing = await read_copy_source(api, call)
+    bucket, key, source, source_version_id, source_sealing = await read_copy_source(api, call)
     customer_key = sse.write_encryption(api, call)
-    directive = call.headers.get("x-amz-metadata-directive", "COPY").upper()
-    if directive not in ("COPY", "REPLACE"):
-        raise S3Error("InvalidArgument", "Unknown metadata directive.",
-                      extra={"ArgumentName": "x-amz-metadata-directive",
-                             "ArgumentValue": directive})
+    directive = _directive(call, "x-amz-metadata-directive")
+    tagging = _directive(call, "x-amz-tagging-directive")
     if directive == "REPLACE":
         meta = metadata_from_headers(call.headers)
     else:
-        # Naming the encryption (SSE-S3 or SSE-C) changes the object's
-        # encryption attributes, which makes a copy onto itself legal.
+        # Naming the encryption (SSE-S3 or SSE-C), a source version or new
+        # tags changes what the copy is, which makes a copy onto itself legal.
         if (bucket, key) == (call.bucket, call.key) and customer_key is None \
-                and sse.SSE not in call.headers:
+                and sse.SSE not in call.headers and source_version_id is None \
+                and tagging == "COPY":
             raise S3Error("InvalidRequest",
                           "This copy request is illegal because it is trying to copy an "
                           "object to itself without changing the object's metadata, "
                           "storage class, website redirect location or encryption "
                           "attributes.")
-        meta = {k: v for k, v in source.meta.items()
-                if k not in ("parts", encryption.META_KEY)}
+        meta = {k: v for k, v in source.meta.items() if k not in _NOT_COPIED + ("tags",)}
     # An object's ACL is never copied: the copy gets the one asked for.
     acl_meta(api, call, meta)
+    if tagging == "COPY":
+        if source.meta.get("tags"):
+            meta["tags"] = dict(source.meta["tags"])
+    else:
+        tags = tags_from_header(call.headers)
+        if tags:
+            meta["tags"] = tags
+    meta.update(lock_meta_from_headers(api, call.headers))
     version = await api.objects.copy_object(
         source, call.bucket, call.key, owner=authorization.owner_id(call), meta=meta,
         source_sealing=source_sealing, customer_key=customer_key)
@@ -342,66 +404,68 @@ async def copy_object(api, call):
     ])
     headers = {"content-type": "application/xml"}
     headers.update(sse.response_headers(api, version.meta))
+    headers.update(version_headers(api, call.bucket, version))
+    source_id = version_headers(api, bucket, source).get("x-amz-version-id")
+    if source_id is not None:
+        headers["x-amz-copy-source-version-id"] = source_id
     return Response(headers=headers, body=body)
 
 
+def deletion_headers(deletion):
+    headers = {}
+    if deletion.version_id is not None:
+        headers["x-amz-version-id"] = deletion.version_id
+    if deletion.delete_marker:
+        headers["x-amz-delete-marker"] = "true"
+    return headers
+
+
 async def delete_object(api, call):
-    check_version_id(call)
-    await api.objects.delete_object(call.bucket, call.key, authorization.owner_id(call))
-    return Response(204)
+    version_id = requested_version(call)
+    deletion = await api.objects.delete_object(
+        call.bucket, call.key, authorization.owner_id(call), version_id,
+        bypass_governance=version_id is not None and bypass_governance(api, call))
+    return Response(204, deletion_headers(deletion))
 
 
 async def delete_objects(api, call):
-    if "content-md5" not in call.headers and not any(
-            h.startswith("x-amz-checksum-") for h in call.headers):
-        raise S3Error("InvalidRequest",
-                      "Missing required header for this request: Content-MD5")
-    body, hashers, verify, _ = api.body_pipeline(call)
-    raw = bytearray()
-    async for piece in body:
-        raw += piece
-        if len(raw) > api.max_xml_body:
-            raise S3Error("MalformedXML", "The XML you provided was too large.")
-    raw = bytes(raw)
-    _verify_small_body(raw, hashers, verify)
+    raw = await read_body(api, call, require_digest=True)
     document = xml.parse(raw, "Delete")
     quiet = (xml.text(document, "Quiet", "false") or "").strip().lower() == "true"
     objects = document.findall("Object")
     if not objects or len(objects) > MAX_DELETE_KEYS:
         raise S3Error("MalformedXML")
+    api.objects.bucket(call.bucket)
+    bypass = bypass_governance(api, call)
     results = []
     for element in objects:
         key = xml.text(element, "Key")
         if key is None:
             raise S3Error("MalformedXML")
         version_id = xml.text(element, "VersionId")
-        if version_id is not None and version_id not in ("null", ""):
-            results.append(("Error", [("Key", key), ("VersionId", version_id),
-                                      ("Code", "NoSuchVersion"),
-                                      ("Message", "The specified version does not exist.")]))
-            continue
+        named = [("Key", key)] + ([("VersionId", version_id)] if version_id else [])
         if len(key.encode("utf-8")) > MAX_KEY_BYTES:
-            results.append(("Error", [("Key", key), ("Code", "KeyTooLongError"),
-                                      ("Message", "Your key is too long.")]))
+            results.append(("Error", named + [("Code", "KeyTooLongError"),
+                                              ("Message", "Your key is too long.")]))
             continue
         if not await authorization.may_delete(api, call, key):
-            results.append(("Error", [("Key", key), ("Code", "AccessDenied"),
-                                      ("Message", "Access Denied")]))
+            results.append(("Error", named + [("Code", "AccessDenied"),
+                                              ("Message", "Access Denied")]))
             continue
-        await api.objects.delete_object(call.bucket, key, authorization.owner_id(call))
+        try:
+            deletion = await api.objects.delete_object(
+                call.bucket, key, authorization.owner_id(call), version_id or None,
+                bypass_governance=bypass)
+        except ObjectError as e:
+            error = object_error(e)
+            results.append(("Error", named + [("Code", error.code),
+                                              ("Message", error.message)]))
+            continue
         if not quiet:
-            results.append(("Deleted", [("Key", key)]))
+            marker = []
+            if deletion.delete_marker:
+                marker = [("DeleteMarker", True),
+                          ("DeleteMarkerVersionId", deletion.version_id)]
+            results.append(("Deleted", named + marker))
     return Response(headers={"content-type": "application/xml"},
                     body=xml.document("DeleteResult", results))
-
-
-class _Digests:
-    def __init__(self, md5):
-        self.md5 = md5
-
-
-def _verify_small_body(raw, hashers, verify):
-    """Run an in-memory body through the same digest checks as an upload."""
-    for hasher in hashers:
-        hasher.update(raw)
-    verify(_Digests(hashlib.md5(raw).digest()))

@@ -1,0 +1,62 @@
+"""Reading the small XML documents that configure buckets and objects
+(versioning, tagging, lifecycle, CORS, Object Lock): whole, capped, and
+checked against the digests the client sent, as uploads are."""
+
+import hashlib
+
+from z4node.s3 import xml
+from z4node.s3.errors import S3Error
+
+
+class _Digests:
+    def __init__(self, md5):
+        self.md5 = md5
+
+
+def has_digest(headers):
+    return "content-md5" in headers or any(
+        name.startswith("x-amz-checksum-") or name == "x-amz-trailer" for name in headers)
+
+
+async def read_body(api, call, require_digest=False):
+    """The request body as bytes, with Content-MD5, x-amz-checksum-* and the
+    SigV4 payload hash verified. S3 refuses some requests without a digest
+    (``require_digest``): DeleteObjects and the configuration PUTs."""
+    if require_digest and not has_digest(call.headers):
+        raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5")
+    body, hashers, verify, _ = api.body_pipeline(call)
+    raw = bytearray()
+    async for piece in body:
+        raw += piece
+        if len(raw) > api.max_xml_body:
+            raise S3Error("MalformedXML", "The XML you provided was too large.")
+    raw = bytes(raw)
+    for hasher in hashers:
+        hasher.update(raw)
+    verify(_Digests(hashlib.md5(raw).digest()))
+    return raw
+
+
+async def read_document(api, call, root, require_digest=False):
+    """The body parsed as an XML document whose root must be ``root``."""
+    return xml.parse(await read_body(api, call, require_digest), root)
+
+
+def children(element, name):
+    return element.findall(name)
+
+
+def only(element, name):
+    """The text of a child that may appear at most once (None if absent)."""
+    found = element.findall(name)
+    if len(found) > 1:
+        raise S3Error("MalformedXML")
+    return (found[0].text or "") if found else None
+
+
+def integer(text):
+    """An XML integer, or MalformedXML."""
+    try:
+        return int(text.strip())
+    except (AttributeError, ValueError):
+        raise S3Error("MalformedXML") from None
