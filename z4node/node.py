@@ -1,6 +1,7 @@
 """The node: one service tree that opens the data directory, loads the
 system tables, makes sure an admin key exists, and serves the S3 API, the
-``/_z4/`` endpoints, the local admin socket and garbage collection.
+``/_z4/`` endpoints, the local admin socket, garbage collection and the
+lifecycle worker.
 
 Start-up is asynchronous (the system tables load on a thread); the S3 port
 opens only when the node is ready, so a client that can connect can use it.
