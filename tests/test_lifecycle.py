@@ -179,6 +179,25 @@ class WorkerTests(TestCase):
         done = await worker.run_pass()
         self.assertEqual([(a.kind, a.rule_id) for a in done], [("remove", "current")])
 
+    async def test_a_version_that_became_current_is_not_removed_as_noncurrent(self):
+        node = await self.node()
+        await node.bucket("bkt", [rule(noncurrent_days=1)], status=versioning.ENABLED)
+        old = await node.put("bkt", "k", b"old")
+        new = await node.put("bkt", "k", b"new")
+        self.at(JAN[10])
+        worker = node.worker()
+        rules = lifecycle.rules_of(node.system.bucket("bkt"))
+        batch = await node.meta.versions_of_keys("bkt", None, 10)
+        actions = lifecycle.plan_key(rules, "bkt", "k", batch[0][1], self.clock.seconds(),
+                                     DAY_SECONDS)
+        self.assertEqual([(a.kind, a.version.version_id) for a in actions],
+                         [("remove", old.version_id)])
+        # Meanwhile a client removes the newest version: the old one is current.
+        await node.objects.delete_object("bkt", "k", "o", version_id=new.version_id)
+        done = []
+        await worker._apply(actions[0], done)
+        self.assertEqual([v[1] for v in await node.versions("bkt")], [old.version_id])
+
     async def test_newer_noncurrent_versions_are_kept(self):
         node = await self.node()
         await node.bucket("bkt", [rule(noncurrent_days=1, newer_noncurrent_versions=2)],

@@ -139,6 +139,8 @@ class Action:
     key: str
     version: object
     rule_id: str
+    # A "remove" of a noncurrent version (not of a lone delete marker).
+    noncurrent: bool = False
 
 
 def plan_key(rules, bucket, key, versions, now, day_seconds):
@@ -173,7 +175,8 @@ def plan_key(rules, bucket, key, versions, now, day_seconds):
                 continue
             if due_after(became_noncurrent, rule.noncurrent_days, day_seconds) <= now:
                 if not lock.is_protected(version, now):
-                    actions.append(Action("remove", bucket, key, version, rule.id))
+                    actions.append(Action("remove", bucket, key, version, rule.id,
+                                          noncurrent=True))
                 break
     return actions
 
@@ -366,7 +369,8 @@ class LifecycleWorker(Service):
             elif action.kind == "remove":
                 await self._objects.delete_object(
                     action.bucket, action.key, None, version_id=action.version.version_id,
-                    precondition=_unchanged(action.version))
+                    precondition=_unchanged(action.version),
+                    only_noncurrent=action.noncurrent)
             else:
                 await self._objects.abort_upload(action.bucket, action.key,
                                                  action.version.upload_id)

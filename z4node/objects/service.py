@@ -247,18 +247,21 @@ class ObjectService:
         return streams.read_range(self._chunks, version, start, end, sealing)
 
     async def delete_object(self, bucket, key, owner, version_id=None,
-                            bypass_governance=False, precondition=None):
+                            bypass_governance=False, precondition=None,
+                            only_noncurrent=False):
         """DeleteObject. Without a version id: a delete marker (in a
         never-versioned bucket, a tombstone only over a live object). With
         one: that version is removed for good, unless Object Lock protects
-        it. Returns a :class:`Deletion`."""
+        it (or, with ``only_noncurrent``, it is the newest). Returns a
+        :class:`Deletion`."""
         target = self.bucket(bucket)
         now = self._clock.seconds()
         if version_id is not None:
             hlc = versioning.version_hlc(version_id)
             removed = await self._meta.delete_version(
                 bucket, key, version_id, now, hlc,
-                check=lambda v: self._check_removal(v, now, bypass_governance, precondition))
+                check=lambda v: self._check_removal(v, now, bypass_governance, precondition),
+                only_noncurrent=only_noncurrent)
             return Deletion(version_id, bool(removed and removed.delete_marker))
         state = versioning.status(target)
         marker = self._new_version(target, key, delete_marker=True, size=0, etag="",

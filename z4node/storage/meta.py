@@ -548,14 +548,22 @@ class MetaStore:
             return current is not None
         return self._write_version(tombstone.bucket, tombstone.key, write)
 
-    def delete_version(self, bucket, key, version_id, now, hlc=None, check=None):
+    def delete_version(self, bucket, key, version_id, now, hlc=None, check=None,
+                       only_noncurrent=False):
         """Remove one version for good (its chunks lose a reference) and
         make the next newest version the head. ``check(version)`` runs in
         the transaction first and may raise (a retention that forbids it).
-        Fires with the removed Version, or None if there was none."""
+        With ``only_noncurrent`` the newest version is left alone (a
+        lifecycle rule for noncurrent versions judged it noncurrent, and it
+        may have become current since). Fires with the removed Version, or
+        None if there was none."""
         def write(c):
             version = _version_by_id(c, bucket, key, version_id, hlc)
             if version is None:
+                return None
+            if only_noncurrent and c.execute(
+                    "SELECT 1 FROM heads WHERE bucket=? AND key=? AND hlc=?",
+                    (bucket, key.encode("utf-8"), version.hlc)).fetchone():
                 return None
             if check is not None:
                 check(version)
