@@ -250,11 +250,20 @@ async def _file_bytes(form, size_range, max_bytes):
                                                "MinSizeAllowed": str(low)})
 
 
+# What may follow the file (ignored fields, the closing boundary) is read so
+# the connection can be reused; past this much it is left unread and the
+# connection closes after the answer.
+MAX_TRAILING_BYTES = 64 * 1024
+
+
 async def _drain(form):
-    """Read (and ignore) what follows the file, so the connection stays usable."""
+    """Read (and ignore) what follows the file, up to MAX_TRAILING_BYTES."""
+    seen = 0
     try:
-        while True:
-            await form.next()
+        while seen <= MAX_TRAILING_BYTES:
+            event = await form.next()
+            if isinstance(event, bytes):
+                seen += len(event)
     except (EOFError, S3Error):
         pass
 
