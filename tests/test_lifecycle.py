@@ -343,6 +343,30 @@ class WorkerTests(TestCase):
         await again._running
         self.assertEqual(again.passes, 1)
 
+    async def test_a_failed_pass_does_not_stop_the_timer(self):
+        node = await self.node()
+        await node.bucket("bkt", [rule(expiration_days=1)])
+        await node.put("bkt", "k")
+        worker = node.worker(interval_seconds=600)
+        failures = []
+
+        async def broken(*args):
+            failures.append(args)
+            raise RuntimeError("disk on fire")
+        real = worker._bucket
+        worker._bucket = broken
+        worker.startService()
+        self.addCleanup(worker.stopService)
+        self.at(JAN[3])
+        self.clock.advance(600)
+        await worker._running
+        self.assertEqual(len(failures), 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        worker._bucket = real
+        self.clock.advance(600)
+        await worker._running
+        self.assertEqual(await node.keys("bkt"), [])
+
     async def test_worker_sleeps_between_batches_in_proportion(self):
         node = await self.node()
         await node.bucket("bkt", [rule(expiration_days=1)])

@@ -229,7 +229,7 @@ class LifecycleWorker(Service):
         # Measures how long a batch took, to sleep in proportion; the
         # injected clock stays the one source of "now" for the rules.
         self._timer = timer
-        self._loop = LoopingCall(self.run_pass)
+        self._loop = LoopingCall(self._scheduled_pass)
         self._loop.clock = clock
         self._running = None
         self._resume_call = None
@@ -248,7 +248,7 @@ class LifecycleWorker(Service):
     def _resume_if_interrupted(self, cursor):
         if cursor is not None and self.running:
             self._resume_call = self._clock.callLater(self.resume_delay_seconds,
-                                                      self.run_pass)
+                                                      self._scheduled_pass)
 
     def stopService(self):
         super().stopService()
@@ -261,6 +261,12 @@ class LifecycleWorker(Service):
         return {"dry_run": self.dry_run, "interval_seconds": self.interval_seconds,
                 "day_seconds": self.day_seconds, "passes": self.passes,
                 "last_pass": self.last_pass, "totals": dict(self.totals)}
+
+    def _scheduled_pass(self):
+        """A pass from the timer: a failure is logged, and the next pass
+        (which resumes from the saved cursor) still comes on time."""
+        return self.run_pass().addErrback(
+            lambda f: self.log.failure("lifecycle pass failed; resuming next time", f))
 
     def run_pass(self):
         """One pass over every bucket with rules (resuming a saved one);
