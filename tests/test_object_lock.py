@@ -316,3 +316,28 @@ class ObjectLockTests(TestCase):
         result = s3.delete_objects(Bucket=bucket, Delete={
             "Objects": [{"Key": "Veeam/tmp", "VersionId": short}]})
         self.assertEqual([d["VersionId"] for d in result["Deleted"]], [short])
+
+    def test_aws_cli(self):
+        node = self.node
+        node.aws("s3api", "create-bucket", "--bucket", "cli-lock",
+                 "--object-lock-enabled-for-bucket")
+        node.aws("s3api", "put-object-lock-configuration", "--bucket", "cli-lock",
+                 "--object-lock-configuration",
+                 '{"ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": '
+                 '{"Mode": "GOVERNANCE", "Days": 1}}}')
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"backup")
+        put = json.loads(node.aws(
+            "s3api", "put-object", "--bucket", "cli-lock", "--key", "b", "--body", path,
+            "--object-lock-mode", "COMPLIANCE",
+            "--object-lock-retain-until-date", "2099-01-01T00:00:00Z").stdout)
+        retention = json.loads(node.aws("s3api", "get-object-retention", "--bucket",
+                                        "cli-lock", "--key", "b").stdout)["Retention"]
+        self.assertEqual(retention["Mode"], "COMPLIANCE")
+        self.assertTrue(retention["RetainUntilDate"].startswith("2099-01-01T00:00:00"))
+        refused = node.aws("s3api", "delete-object", "--bucket", "cli-lock", "--key", "b",
+                           "--version-id", put["VersionId"], "--bypass-governance-retention",
+                           check=False)
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("AccessDenied", refused.stderr)
