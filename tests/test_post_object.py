@@ -140,6 +140,10 @@ class PostObjectTests(TestCase):
         unsigned = requests.post(form["url"], files={"key": (None, "k"),
                                                      "file": ("a", b"x")}, timeout=60)
         self.assertEqual((unsigned.status_code, self.code(unsigned)), (403, "AccessDenied"))
+        cut = requests.post(form["url"], timeout=60, data=(
+            b"--xyz\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nabc"),
+            headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+        self.assertEqual((cut.status_code, self.code(cut)), (400, "MalformedPOSTRequest"))
         not_a_form = requests.post(form["url"], data=b"key=k", timeout=60, headers={
             "Content-Type": "application/x-www-form-urlencoded"})
         self.assertEqual((not_a_form.status_code, self.code(not_a_form)),

@@ -84,7 +84,10 @@ async def _read_fields(form):
             return fields, event
         value = bytearray()
         while True:
-            piece = await form.next()
+            try:
+                piece = await form.next()
+            except EOFError:
+                raise S3Error("MalformedPOSTRequest") from None
             if piece is None:
                 break
             value += piece
