@@ -123,6 +123,31 @@ OPERATIONS = {
     "CompleteMultipartUpload": ("s3:PutObject", "write", "WRITE", False, True),
     "AbortMultipartUpload": ("s3:AbortMultipartUpload", "write", "WRITE", False, True),
     "ListParts": ("s3:ListMultipartUploadParts", "write", "WRITE", False, True),
+    "ListObjectVersions": ("s3:ListBucketVersions", "read", "READ", False, False),
+    "PutBucketVersioning": ("s3:PutBucketVersioning", "owner", None, False, False),
+    "GetBucketTagging": ("s3:GetBucketTagging", "owner", None, False, False),
+    "PutBucketTagging": ("s3:PutBucketTagging", "owner", None, False, False),
+    "DeleteBucketTagging": ("s3:PutBucketTagging", "owner", None, False, False),
+    "GetBucketLifecycleConfiguration": ("s3:GetLifecycleConfiguration", "owner", None,
+                                        False, False),
+    "PutBucketLifecycleConfiguration": ("s3:PutLifecycleConfiguration", "owner", None,
+                                        False, False),
+    "DeleteBucketLifecycle": ("s3:PutLifecycleConfiguration", "owner", None, False, False),
+    "GetBucketCors": ("s3:GetBucketCORS", "owner", None, False, False),
+    "PutBucketCors": ("s3:PutBucketCORS", "owner", None, False, False),
+    "DeleteBucketCors": ("s3:PutBucketCORS", "owner", None, False, False),
+    "GetObjectLockConfiguration": ("s3:GetBucketObjectLockConfiguration", "owner", None,
+                                   False, False),
+    "PutObjectLockConfiguration": ("s3:PutBucketObjectLockConfiguration", "owner", None,
+                                   False, False),
+    "GetObjectTagging": ("s3:GetObjectTagging", "read", None, False, True),
+    "PutObjectTagging": ("s3:PutObjectTagging", "write", None, False, True),
+    "DeleteObjectTagging": ("s3:DeleteObjectTagging", "write", None, False, True),
+    "GetObjectRetention": ("s3:GetObjectRetention", "read", None, False, True),
+    "PutObjectRetention": ("s3:PutObjectRetention", "write", None, False, True),
+    "GetObjectLegalHold": ("s3:GetObjectLegalHold", "read", None, False, True),
+    "PutObjectLegalHold": ("s3:PutObjectLegalHold", "write", None, False, True),
+    "PostObject": ("s3:PutObject", "write", "WRITE", False, True),
 }
 GRANTS = {"owner": {"read", "write", "owner"}, "reader": {"read"}, "writer": {"write"}}
 POLICY_OPERATIONS = {"s3:GetBucketPolicy", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy"}
@@ -195,7 +220,7 @@ def build_rules(world):
             "Resource": "arn:aws:s3:::b",
             "Condition": {"StringNotEquals": {"aws:username": "alice"}}},
             lambda who, action, key, ctx: key is None and who != "alice"
-            and action == "s3:ListBucketMultipartUploads"),
+            and action in ("s3:ListBucketMultipartUploads", "s3:ListBucketVersions")),
         Rule("AliceReadsAclsByKeyId", {
             "Effect": "Allow", "Principal": {"AWS": alice_id},
             "Action": ["s3:GetBucketAcl", "s3:GetObjectAcl"],
@@ -506,10 +531,14 @@ class TrickyCaseTests(SynchronousTestCase):
         for operation in HANDLERS:
             need = authz.need_for(operation)
             self.assertTrue(need.action.startswith("s3:"), operation)
-        self.assertEqual(set(OPERATIONS) | {"ListBuckets", "CreateBucket", "DeleteObjects"},
+        self.assertEqual(set(OPERATIONS) | {"ListBuckets", "CreateBucket", "DeleteObjects",
+                                            "PreflightCors"},
                          set(HANDLERS))
+        self.assertEqual(authz.need_for("PreflightCors").grant, authz.ANYONE)
 
     def test_bare_grant_levels_in_the_table(self):
+        saved = {name: authz._NEEDS.get(name) for name in
+                 ("PutBucketCors", "OptionsPreflight", "ListObjectVersions")}
         authz._NEEDS["PutBucketCors"] = authz.OWNER
         authz._NEEDS["OptionsPreflight"] = authz.ANYONE
         authz._NEEDS["ListObjectVersions"] = authz.READ
@@ -524,8 +553,12 @@ class TrickyCaseTests(SynchronousTestCase):
             self.assertTrue(self.world.decide("owner", "PutBucketCors").allowed)
             self.assertFalse(self.world.decide("writer", "PutBucketCors").allowed)
         finally:
-            for operation in ("PutBucketCors", "OptionsPreflight", "ListObjectVersions"):
-                del authz._NEEDS[operation]
+            # Put the table back as it was: the real entries stay.
+            for operation, need in saved.items():
+                if need is None:
+                    del authz._NEEDS[operation]
+                else:
+                    authz._NEEDS[operation] = need
 
 
 class FakeRequest:
