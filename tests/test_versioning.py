@@ -376,3 +376,20 @@ class VersioningProcessTests(TestCase):
                  out)
         with open(out, "rb") as f:
             self.assertEqual(f.read(), b"v1")
+
+    def test_object_acls_are_per_version(self):
+        s3 = self.s3
+        bucket = self.versioned_bucket("acls")
+        s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls={
+            "Rules": [{"ObjectOwnership": "BucketOwnerPreferred"}]})
+        old = s3.put_object(Bucket=bucket, Key="k", Body=b"1", ACL="public-read")["VersionId"]
+        s3.put_object(Bucket=bucket, Key="k", Body=b"2")
+
+        def grantees(**kwargs):
+            return {g["Grantee"].get("URI", g["Grantee"].get("ID")) for g in
+                    s3.get_object_acl(Bucket=bucket, Key="k", **kwargs)["Grants"]}
+        public = "http://acs.amazonaws.com/groups/global/AllUsers"
+        self.assertIn(public, grantees(VersionId=old))
+        self.assertNotIn(public, grantees())
+        s3.put_object_acl(Bucket=bucket, Key="k", VersionId=old, ACL="private")
+        self.assertNotIn(public, grantees(VersionId=old))
