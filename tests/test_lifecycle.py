@@ -535,4 +535,3 @@ class LifecycleProcessTests(TestCase):
             time.sleep(0.5)
         self.assertIn("would expire dry/k", node.log())
         self.assertEqual(s3.get_object(Bucket="dry", Key="k")["Body"].read(), b"x")
-

@@ -179,5 +179,3 @@ class PostObjectTests(TestCase):
         self.assertEqual(response.status_code, 204, response.text)
         tags = self.s3.get_object_tagging(Bucket="forms", Key="user/photo.jpg")["TagSet"]
         self.assertEqual(tags, [{"Key": "kind", "Value": "photo"}])
-
-

@@ -362,9 +362,9 @@ class LifecycleWorker(Service):
                 break
 
     async def _apply(self, action, done):
-        what = (f"{action.kind} {action.bucket}/{action.key}"
-                f" {getattr(action.version, 'version_id', None) or getattr(action.version, 'upload_id', '')}"
-                f" (rule {action.rule_id!r})")
+        # The version id, or for an upload its upload id.
+        name = getattr(action.version, "version_id", None) or action.version.upload_id
+        what = f"{action.kind} {action.bucket}/{action.key} {name} (rule {action.rule_id!r})"
         if self.dry_run:
             self.log.info("lifecycle (dry run): would {what}", what=what)
             done.append(action)

@@ -48,4 +48,3 @@ async def get_bucket_location(api, call):
     # us-east-1 is reported as an empty LocationConstraint, as S3 does.
     return Response(headers={"content-type": "application/xml"},
                     body=xml.document("LocationConstraint", []))
-

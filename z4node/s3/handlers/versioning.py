@@ -121,4 +121,3 @@ async def list_object_versions(api, call):
                     for p in items if isinstance(p, str))
     return Response(headers={"content-type": "application/xml"},
                     body=xml.document("ListVersionsResult", children))
-
