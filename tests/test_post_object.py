@@ -179,3 +179,21 @@ class PostObjectTests(TestCase):
         self.assertEqual(response.status_code, 204, response.text)
         tags = self.s3.get_object_tagging(Bucket="forms", Key="user/photo.jpg")["TagSet"]
         self.assertEqual(tags, [{"Key": "kind", "Value": "photo"}])
+
+    def test_sse_field_asks_for_sse_s3(self):
+        node = NodeProcess(self, env={"Z4_ENCRYPTION_KEY": os.urandom(32).hex()}).start()
+        s3 = node.client()
+        s3.create_bucket(Bucket="sealed")
+        form = s3.generate_presigned_post(
+            "sealed", "doc.txt", Fields={"x-amz-server-side-encryption": "AES256"},
+            Conditions=[{"x-amz-server-side-encryption": "AES256"}])
+        response = self.post(form, b"kept sealed")
+        self.assertEqual(response.status_code, 204, response.text)
+        self.assertEqual(response.headers["x-amz-server-side-encryption"], "AES256")
+        got = s3.get_object(Bucket="sealed", Key="doc.txt")
+        self.assertEqual((got["Body"].read(), got["ServerSideEncryption"]),
+                         (b"kept sealed", "AES256"))
+        bad = s3.generate_presigned_post(
+            "sealed", "bad.txt", Fields={"x-amz-server-side-encryption": "aws:kms"},
+            Conditions=[{"x-amz-server-side-encryption": "aws:kms"}])
+        self.assertEqual(self.post(bad).status_code, 501)

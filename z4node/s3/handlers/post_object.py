@@ -6,8 +6,9 @@ The form is parsed as it streams in: the fields before the file are read
 (at most ``MAX_FIELDS_BYTES`` of them), then the signature, the policy's
 expiration and every one of its conditions are checked, and only then is
 the file part streamed into the object layer, chunk by chunk, never held
-whole; ``content-length-range`` is enforced while it streams. Fields after
-the file are ignored, as S3 ignores them.
+whole (encrypted as the form's ``x-amz-server-side-encryption*`` fields
+ask, as PutObject's headers would); ``content-length-range`` is enforced
+while it streams. Fields after the file are ignored, as S3 ignores them.
 """
 
 import base64
@@ -20,7 +21,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from multipart import MultipartSegment, ParserError, PushMultipartParser, parse_options_header
 
-from z4node.s3 import authorization, conditions, sigv4, xml
+from z4node.s3 import authorization, conditions, sigv4, sse, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.object_lock import lock_meta_from_headers
@@ -301,27 +302,29 @@ async def post_object(api, call):
     call.key = key
     if "acl" in fields:
         call.headers["x-amz-acl"] = fields["acl"]
+    for name, value in fields.items():
+        if name.startswith("x-amz-server-side-encryption"):
+            call.headers[name] = value
     await authorization.authorize(api, call)
     size_range = (0, None)
     if "policy" in fields:
         size_range = check_policy(_policy(fields), fields, call.bucket, api.clock.seconds())
     if file_segment is None:
         raise S3Error("IncorrectNumberOfFilesInPostRequest")
-    for name in fields:
-        if name.startswith("x-amz-server-side-encryption") \
-                or name == "x-amz-website-redirect-location":
-            raise S3Error("NotImplemented", f"The {name} field is not implemented for "
-                          "POST uploads.")
+    if "x-amz-website-redirect-location" in fields:
+        raise S3Error("NotImplemented", "The x-amz-website-redirect-location field is not "
+                      "implemented for POST uploads.")
+    customer_key = sse.write_encryption(api, call)
     meta = acl_meta(api, call, _metadata(fields))
     meta.update(lock_meta_from_headers(api, fields))
     version = await api.objects.put_object(
         call.bucket, key, _file_bytes(form, size_range, api.max_upload_bytes),
-        owner=authorization.owner_id(call),
-        meta=meta)
+        owner=authorization.owner_id(call), meta=meta, customer_key=customer_key)
     await _drain(form)
     etag = conditions.quoted(version.etag)
     location = f"http://{call.headers.get('host', '')}/{call.bucket}/{quote(key)}"
     headers = {"etag": etag, "location": location}
+    headers.update(sse.response_headers(api, version.meta))
     headers.update(version_headers(api, call.bucket, version))
     redirect = fields.get("success_action_redirect") or fields.get("redirect")
     if redirect:
