@@ -187,7 +187,7 @@ def main():
     finally:
         case.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"| configuration | 256 MiB PUT | 256 MiB GET | 4 KiB PUT c=32 | 4 KiB GET c=32 |")
+    print("| configuration | 256 MiB PUT | 256 MiB GET | 4 KiB PUT c=32 | 4 KiB GET c=32 |")
     print("| --- | --- | --- | --- | --- |")
     for name, put, get, rates in rows:
         small = (f"{rates[0]:,.0f}/s | {rates[1]:,.0f}/s" if rates else "- | -")

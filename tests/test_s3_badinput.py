@@ -166,7 +166,7 @@ class BadInputTests(S3Assertions, TestCase):
         # While one upload is stalled half way, others go on.
         body = os.urandom(2 * MiB)
         headers = s3http.sign(self.node, "PUT", "/bad/stalled", body=body)
-        head = [f"PUT /bad/stalled HTTP/1.1", f"Host: 127.0.0.1:{self.node.port}",
+        head = ["PUT /bad/stalled HTTP/1.1", f"Host: 127.0.0.1:{self.node.port}",
                 f"Content-Length: {len(body)}"]
         head += [f"{name}: {value}" for name, value in headers.items()]
         with socket.create_connection(("127.0.0.1", self.node.port), timeout=10) as s:

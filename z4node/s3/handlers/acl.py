@@ -8,7 +8,7 @@ from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.objects import find_version
 from z4node.s3.handlers.versioning import requested_version
-from z4node.s3.handlers.policy import read_verified_body
+from z4node.s3.handlers.documents import read_body
 
 # An AccessControlPolicy of 100 grants is a few KB; S3 allows 100 grants.
 MAX_ACL_BODY = 64 * 1024
@@ -21,7 +21,8 @@ def user_exists(api):
 async def _requested_acl(api, call, owner, bucket_owner, for_bucket):
     """The ACL a PutBucketAcl / PutObjectAcl asks for, from its headers or
     its body (not both)."""
-    body = await read_verified_body(api, call, MAX_ACL_BODY, S3Error("MalformedACLError"))
+    body = await read_body(api, call, limit=MAX_ACL_BODY,
+                           too_large=S3Error("MalformedACLError"))
     from_headers = acls.from_headers(call.headers, owner, bucket_owner, for_bucket,
                                      user_exists(api))
     if from_headers is not None:
@@ -104,8 +105,7 @@ async def get_bucket_ownership_controls(api, call):
 
 async def put_bucket_ownership_controls(api, call):
     bucket = api.objects.bucket(call.bucket)
-    body = await read_verified_body(api, call, api.max_xml_body,
-                                    S3Error("MalformedXML", "The XML you provided was too large."))
+    body = await read_body(api, call)
     document = xml.parse(body, "OwnershipControls")
     rules = document.findall("Rule")
     if len(rules) != 1 or len(list(document)) != 1:

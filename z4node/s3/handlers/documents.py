@@ -18,18 +18,22 @@ def has_digest(headers):
         name.startswith("x-amz-checksum-") or name == "x-amz-trailer" for name in headers)
 
 
-async def read_body(api, call, require_digest=False):
-    """The request body as bytes, with Content-MD5, x-amz-checksum-* and the
-    SigV4 payload hash verified. S3 refuses some requests without a digest
-    (``require_digest``): DeleteObjects and the configuration PUTs."""
+async def read_body(api, call, require_digest=False, limit=None, too_large=None):
+    """The (small) request body as bytes, with Content-MD5, x-amz-checksum-*
+    and the SigV4 payload hash verified. S3 refuses some requests without a
+    digest (``require_digest``): DeleteObjects and the configuration PUTs.
+    Past ``limit`` bytes (default: the XML limit) ``too_large`` is raised
+    (default: MalformedXML)."""
     if require_digest and not has_digest(call.headers):
         raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5")
+    if limit is None:
+        limit = api.max_xml_body
     body, hashers, verify, _ = api.body_pipeline(call)
     raw = bytearray()
     async for piece in body:
         raw += piece
-        if len(raw) > api.max_xml_body:
-            raise S3Error("MalformedXML", "The XML you provided was too large.")
+        if len(raw) > limit:
+            raise too_large or S3Error("MalformedXML", "The XML you provided was too large.")
     raw = bytes(raw)
     for hasher in hashers:
         hasher.update(raw)

@@ -9,11 +9,10 @@ default rule to report and refuses to record one. SSE-KMS rules are not
 implemented; SSE-C is per request and never a bucket default (as on S3).
 """
 
-import hashlib
-
 from z4node.s3 import sse, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
+from z4node.s3.handlers.documents import read_body
 
 SETTING = "encryption"
 _DEFAULT = {"algorithm": sse.AES256, "bucket_key": False}
@@ -21,7 +20,7 @@ _DEFAULT = {"algorithm": sse.AES256, "bucket_key": False}
 
 async def put_bucket_encryption(api, call):
     api.objects.bucket(call.bucket)
-    raw = await _read_checked_body(api, call)
+    raw = await read_body(api, call)
     document = xml.parse(raw, "ServerSideEncryptionConfiguration")
     rules = document.findall("Rule")
     if len(rules) != 1:
@@ -68,21 +67,3 @@ async def delete_bucket_encryption(api, call):
     return Response(204)
 
 
-async def _read_checked_body(api, call):
-    """The (small) XML body, checked against Content-MD5 and checksums."""
-    body, hashers, verify, _ = api.body_pipeline(call)
-    raw = bytearray()
-    async for piece in body:
-        raw += piece
-        if len(raw) > api.max_xml_body:
-            raise S3Error("MalformedXML", "The XML you provided was too large.")
-    raw = bytes(raw)
-    for hasher in hashers:
-        hasher.update(raw)
-    verify(_Digests(hashlib.md5(raw).digest()))
-    return raw
-
-
-class _Digests:
-    def __init__(self, md5):
-        self.md5 = md5

@@ -8,13 +8,12 @@ from urllib.parse import quote
 from z4node.s3 import conditions, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
-from z4node.s3.handlers.buckets import owner_element
 from z4node.storage.meta import ListEntry
 
 MAX_KEYS = 1000
 
 
-def _max_keys(call):
+def max_keys(call):
     value = call.query.get("max-keys", str(MAX_KEYS))
     try:
         number = int(value)
@@ -75,7 +74,7 @@ async def list_objects_v1(api, call):
     prefix = call.query.get("prefix", "")
     delimiter = call.query.get("delimiter", "")
     marker = call.query.get("marker", "")
-    limit = _max_keys(call)
+    limit = max_keys(call)
     encoding, encode = _encoder(call)
     items, truncated = await _page(api, call.bucket, prefix, delimiter, marker or None, limit)
     children = [("Name", call.bucket), ("Prefix", encode(prefix)),
@@ -109,7 +108,7 @@ async def list_objects_v2(api, call):
     delimiter = call.query.get("delimiter", "")
     token = call.query.get("continuation-token")
     start_after = call.query.get("start-after", "")
-    limit = _max_keys(call)
+    limit = max_keys(call)
     encoding, encode = _encoder(call)
     fetch_owner = call.query.get("fetch-owner", "false").lower() == "true"
     after = _untoken(token) if token is not None else (start_after or None)

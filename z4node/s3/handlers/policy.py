@@ -5,33 +5,10 @@ it as it came) in ``Bucket.settings["policy"]``; it is parsed and checked
 before it is stored, so a stored policy always parses.
 """
 
-import hashlib
-
 from z4node.s3 import policy, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
-
-
-class _Digests:
-    def __init__(self, md5):
-        self.md5 = md5
-
-
-async def read_verified_body(api, call, limit, too_large):
-    """A small request body, whole, with Content-MD5, x-amz-checksum-* and
-    the SigV4 payload hash checked; ``too_large`` is raised past ``limit``
-    bytes."""
-    body, hashers, verify, _ = api.body_pipeline(call)
-    raw = bytearray()
-    async for piece in body:
-        raw += piece
-        if len(raw) > limit:
-            raise too_large
-    raw = bytes(raw)
-    for hasher in hashers:
-        hasher.update(raw)
-    verify(_Digests(hashlib.md5(raw).digest()))
-    return raw
+from z4node.s3.handlers.documents import read_body
 
 
 def principal_exists(system, spec):
@@ -47,9 +24,9 @@ def principal_exists(system, spec):
 
 async def put_bucket_policy(api, call):
     api.objects.bucket(call.bucket)
-    body = await read_verified_body(
-        api, call, policy.MAX_POLICY_BYTES,
-        S3Error("MalformedPolicy", "Policy exceeds the maximum allowed document size."))
+    body = await read_body(
+        api, call, limit=policy.MAX_POLICY_BYTES,
+        too_large=S3Error("MalformedPolicy", "Policy exceeds the maximum allowed document size."))
     if not body.strip():
         raise S3Error("MalformedPolicy", "Missing policy")
     policy.parse(body, call.bucket, lambda spec: principal_exists(api.system, spec))

@@ -8,8 +8,7 @@ from z4node.s3 import conditions, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.documents import only, read_document
-
-MAX_KEYS = 1000
+from z4node.s3.handlers.listing import max_keys
 
 
 def version_headers(api, bucket_name, version):
@@ -58,24 +57,12 @@ async def get_bucket_versioning(api, call):
                     body=xml.document("VersioningConfiguration", children))
 
 
-def _max_keys(call):
-    value = call.query.get("max-keys", str(MAX_KEYS))
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise S3Error("InvalidArgument", "Provided max-keys not an integer or within integer range",
-                      extra={"ArgumentName": "max-keys", "ArgumentValue": value})
-    return min(number, MAX_KEYS)
-
-
 async def list_object_versions(api, call):
     prefix = call.query.get("prefix", "")
     delimiter = call.query.get("delimiter", "")
     key_marker = call.query.get("key-marker") or None
     version_id_marker = call.query.get("version-id-marker") or None
-    limit = _max_keys(call)
+    limit = max_keys(call)
     encoding = call.query.get("encoding-type")
     if encoding is not None and encoding.lower() != "url":
         raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
