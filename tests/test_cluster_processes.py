@@ -15,6 +15,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from tests.nodeprocess import NodeProcess
+from z4node.cluster.membership import Membership
 
 SECRET = "process-test-cluster-secret"
 NODES = 5
@@ -152,9 +153,15 @@ class ClusterProcessTests(TestCase):
         self.assertEqual(after["state"], "alive")
         self.assertGreater(after["incarnation"], before["incarnation"])
 
-        # Restart the killed one: alive again everywhere.
+        # Restart the killed one: alive again everywhere. Gossip usually
+        # spreads its rejoin in seconds, but each rumor is retransmitted only
+        # 4 x ceil(log10(n+1)) = 4 times at n=5 (memberlist's setting), so a
+        # peer can miss it (a few percent of runs) and learn it from the next
+        # push/pull instead, which comes every pushpull_interval (30 s): wait
+        # two of those.
         victim.start()
-        yield self.wait_until(nodes, self.all_see(victim.id, "alive"), 30,
+        yield self.wait_until(nodes, self.all_see(victim.id, "alive"),
+                              2 * Membership.pushpull_interval + 15,
                               "restarted node alive everywhere")
 
         # A node with a wrong secret is never admitted.

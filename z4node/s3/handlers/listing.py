@@ -8,7 +8,6 @@ from urllib.parse import quote
 from z4node.s3 import conditions, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
-from z4node.storage.meta import ListEntry
 
 MAX_KEYS = 1000
 
@@ -39,7 +38,7 @@ def _contents(api, items, encode, with_owner):
     names = api.system.user_names() if with_owner else None
     out = []
     for item in items:
-        if isinstance(item, ListEntry):
+        if not isinstance(item, str):
             children = [("Key", encode(item.key)),
                         ("LastModified", xml.iso8601(item.last_modified)),
                         ("ETag", conditions.quoted(item.etag)),
