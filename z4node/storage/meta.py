@@ -762,6 +762,22 @@ class MetaStore:
             return result
         return self.db.write(write).addBoth(forget)
 
+def common_prefix(key, prefix, delimiter):
+    """The common prefix (bytes) that groups ``key`` in a listing with
+    ``prefix`` and ``delimiter``, or None if the key is listed itself."""
+    if not delimiter:
+        return None
+    cut = key.find(delimiter, len(prefix))
+    return key[:cut + len(delimiter)] if cut >= 0 else None
+
+
+def is_common_prefix(marker, prefix, delimiter):
+    """Whether a listing marker is a common prefix (so "after" it means past
+    every key under it)."""
+    return (bool(delimiter) and marker.startswith(prefix)
+            and common_prefix(marker, prefix, delimiter) == marker)
+
+
 def list_heads(c, bucket, prefix, delimiter, after, limit):
     """One page of live keys in byte order (runs on a reader thread).
 
@@ -778,9 +794,7 @@ def list_heads(c, bucket, prefix, delimiter, after, limit):
     if after_b is not None and after_b < prefix_b:
         cursor, inclusive = prefix_b, True
     # A common prefix given as ``after`` means "past all of it".
-    if after_b is not None and delim_b and after_b.startswith(prefix_b) \
-            and len(after_b) - len(delim_b) >= len(prefix_b) \
-            and after_b.find(delim_b, len(prefix_b)) == len(after_b) - len(delim_b):
+    if after_b is not None and is_common_prefix(after_b, prefix_b, delim_b):
         successor = key_successor(after_b)
         if successor is None:
             return items, False
@@ -798,18 +812,16 @@ def list_heads(c, bucket, prefix, delimiter, after, limit):
         for key, hlc, size, etag, owner in rows:
             if not key.startswith(prefix_b):
                 return items, False
-            if delim_b:
-                cut = key.find(delim_b, len(prefix_b))
-                if cut >= 0:
-                    common = key[:cut + len(delim_b)]
-                    if len(items) == limit:
-                        return items, True
-                    items.append(common.decode("utf-8"))
-                    successor = key_successor(common)
-                    if successor is None:
-                        return items, False
-                    cursor, inclusive, jumped = successor, True, True
-                    break
+            common = common_prefix(key, prefix_b, delim_b)
+            if common is not None:
+                if len(items) == limit:
+                    return items, True
+                items.append(common.decode("utf-8"))
+                successor = key_successor(common)
+                if successor is None:
+                    return items, False
+                cursor, inclusive, jumped = successor, True, True
+                break
             if len(items) == limit:
                 return items, True
             items.append(ListEntry(key.decode("utf-8"), hlc, size, etag, owner))
@@ -836,9 +848,7 @@ def list_uploads(c, bucket, prefix, delimiter, key_marker, upload_id_marker, lim
     cursor = ("ge", prefix_b)
     if key_marker is not None:
         marker_b = key_marker.encode("utf-8")
-        if delim_b and marker_b.startswith(prefix_b) and \
-                len(marker_b) - len(delim_b) >= len(prefix_b) and \
-                marker_b.find(delim_b, len(prefix_b)) == len(marker_b) - len(delim_b):
+        if is_common_prefix(marker_b, prefix_b, delim_b):
             successor = key_successor(marker_b)
             if successor is None:
                 return items, False
@@ -862,18 +872,16 @@ def list_uploads(c, bucket, prefix, delimiter, key_marker, upload_id_marker, lim
         for upload_id, key, hlc, owner, meta in rows:
             if not key.startswith(prefix_b):
                 return items, False
-            if delim_b:
-                cut = key.find(delim_b, len(prefix_b))
-                if cut >= 0:
-                    common = key[:cut + len(delim_b)]
-                    if len(items) == limit:
-                        return items, True
-                    items.append(common.decode("utf-8"))
-                    successor = key_successor(common)
-                    if successor is None:
-                        return items, False
-                    cursor, jumped = ("ge", successor), True
-                    break
+            common = common_prefix(key, prefix_b, delim_b)
+            if common is not None:
+                if len(items) == limit:
+                    return items, True
+                items.append(common.decode("utf-8"))
+                successor = key_successor(common)
+                if successor is None:
+                    return items, False
+                cursor, jumped = ("ge", successor), True
+                break
             if len(items) == limit:
                 return items, True
             items.append(Upload(upload_id, bucket, key.decode("utf-8"), hlc, owner,
@@ -905,10 +913,7 @@ def list_versions(c, bucket, prefix, delimiter, key_marker, version_id_marker,
     items = []
 
     def grouped(key):
-        if not delim_b:
-            return None
-        cut = key.find(delim_b, len(prefix_b))
-        return key[:cut + len(delim_b)] if cut >= 0 else None
+        return common_prefix(key, prefix_b, delim_b)
 
     def add_versions(key, head_hlc, below_hlc):
         """Append key's versions older than below_hlc; False when the page is full."""
