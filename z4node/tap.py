@@ -5,6 +5,7 @@ is asyncio based; :func:`makeService` installs that reactor itself when
 twistd has not installed one yet, and refuses to start on any other.
 """
 
+import gc
 import os
 import sys
 
@@ -113,4 +114,17 @@ def makeService(options):
         except EncryptionKeyError as e:
             raise SystemExit(f"z4node: {e}")
 
-    return Node.from_options(reactor, options, os.environ)
+    node = Node.from_options(reactor, options, os.environ)
+    node.ready.addCallback(_freeze_startup_heap)
+    return node
+
+
+def _freeze_startup_heap(result):
+    """Move everything alive once the node serves (modules, classes, the
+    system tables: some 80,000 objects) out of the cyclic collector's
+    reach. Requests promote short-lived objects into the oldest
+    generation all the time, and each full collection then walked the
+    whole startup heap with the reactor stopped: 50-120 ms pauses, the
+    4 KiB p99 at concurrency 32 (docs/performance.md)."""
+    gc.freeze()
+    return result
