@@ -4,6 +4,8 @@ write."""
 
 import os
 import sqlite3
+import threading
+import time
 
 from hypothesis import given, settings, strategies as st
 from twisted.internet import reactor
@@ -16,6 +18,7 @@ from z4node.objects.service import ObjectService
 from z4node.objects.system import SystemTables
 from z4node.storage import chunks as chunks_module
 from z4node.storage.atrest import open_encryption, use_at_rest
+from z4node.storage.db import Database
 from z4node.storage.chunks import CHUNK_SIZE, ChunkCorrupted, ChunkStore, chunk_hash
 from z4node.storage.gc import GarbageCollector
 from z4node.storage.meta import (SCHEMA, _MISS, HeadCache, ListEntry, MetaStore, Version,
@@ -485,3 +488,54 @@ class GroupCommitTests(EngineTestCase):
 async def _gather(coroutines):
     return await gatherResults([Deferred.fromCoroutine(c) for c in coroutines])
 
+
+
+class ReadBatchTests(TestCase):
+    """Reads queued together come back to the reactor together, each with
+    its own outcome; a long read holds back only the answers before it."""
+
+    def database(self, flush_seconds):
+        calls = []
+
+        class CountingReactor:
+            def callFromThread(self, f, *args):
+                calls.append(f)
+                reactor.callFromThread(f, *args)
+        class OneReader(Database):
+            read_threads = 1
+            read_flush_seconds = flush_seconds
+        db = OneReader(CountingReactor(), self.mktemp() + ".sqlite3",
+                       "CREATE TABLE t (n INTEGER)")
+        db.start()
+        self.addCleanup(db.stop)
+        return db, calls
+
+    async def test_reads_queued_together_are_answered_in_one_wakeup(self):
+        db, calls = self.database(flush_seconds=60)
+        gate = threading.Event()
+        first = db.read(lambda c: gate.wait(10))
+        rest = [db.read(lambda c, i=i: c.execute("SELECT ?", (i,)).fetchone()[0])
+                for i in range(100)]
+        failing = db.read(lambda c: c.execute("SELECT nonsense FROM nowhere"))
+        gate.set()
+        self.assertTrue(await first)
+        self.assertEqual(await gatherResults(rest), list(range(100)))
+        with self.assertRaises(sqlite3.OperationalError):
+            await failing
+        # All 102 were queued while the reader waited in the first: one
+        # batch, one wake-up of the reactor.
+        self.assertEqual(len(calls), 1)
+
+    async def test_a_long_read_does_not_hold_back_earlier_answers(self):
+        db, calls = self.database(flush_seconds=0.05)
+        gate = threading.Event()
+        release = threading.Event()
+        first = db.read(lambda c: gate.wait(10))
+        quick = db.read(lambda c: time.sleep(0.1) or "quick")
+        slow = db.read(lambda c: release.wait(10) and "slow")
+        gate.set()
+        self.assertEqual(await quick, "quick")
+        self.assertFalse(slow.called)
+        release.set()
+        self.assertEqual(await slow, "slow")
+        self.assertTrue(await first)
