@@ -3,6 +3,7 @@ dispatch, 100-continue, backpressure and early answers (StringTransport);
 range and condition parsing; untrusted XML; routing."""
 
 import time
+from urllib.parse import parse_qsl
 
 from hypothesis import given, strategies as st
 from twisted.internet.defer import Deferred
@@ -262,6 +263,13 @@ class UploadLimitTests(SynchronousTestCase):
 
 
 class RouterTests(SynchronousTestCase):
+    @given(st.text(alphabet="ab=&+%2F0é ", max_size=30))
+    def test_query_parameters_read_as_parse_qsl(self, text):
+        expected = {}
+        for name, value in parse_qsl(text, keep_blank_values=True):
+            expected.setdefault(name, value)
+        self.assertEqual(router.query_parameters(text), expected)
+
     def test_paths(self):
         self.assertEqual(router.decode_path(b"/"), (None, None))
         self.assertEqual(router.decode_path(b"/b"), ("b", None))

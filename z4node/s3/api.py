@@ -216,9 +216,7 @@ class S3Api:
             query_text = raw_query.decode("utf-8")
         except UnicodeDecodeError:
             raise S3Error("InvalidURI") from None
-        query = {}
-        for name, value in parse_qsl(query_text, keep_blank_values=True):
-            query.setdefault(name, value)
+        query = router.query_parameters(query_text)
         headers = {}
         for name, values in request.requestHeaders.getAllRawHeaders():
             headers[name.decode("latin-1").lower()] = b",".join(values).decode("latin-1")

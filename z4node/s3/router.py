@@ -8,7 +8,7 @@ escapes, and the signature covers the raw bytes.
 """
 
 from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote, unquote_to_bytes
 
 from z4node.s3.errors import S3Error
 
@@ -63,6 +63,25 @@ class Endpoint:
     operation: str
     bucket: str | None
     key: str | None
+
+
+def query_parameters(query_text):
+    """The query as operations read it: ``{name: value}``, the first of a
+    repeated name winning, ``+`` read as a space and escapes decoded (as
+    ``urllib.parse.parse_qsl`` with blank values kept, which cost a tenth
+    of a small GET where most parameters need neither)."""
+    query = {}
+    for part in query_text.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            query.setdefault(_form_decode(name), _form_decode(value))
+    return query
+
+
+def _form_decode(text):
+    if "+" in text:
+        text = text.replace("+", " ")
+    return unquote(text) if "%" in text else text
 
 
 def _path_text(raw_path):

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from urllib.parse import quote_from_bytes, unquote_to_bytes
+from urllib.parse import quote_from_bytes, unquote, unquote_to_bytes
 
 from z4node.s3.errors import S3Error
 
@@ -44,6 +44,7 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _AMZ_DATE = re.compile(r"(\d{4})(\d\d)(\d\d)T(\d\d)(\d\d)(\d\d)Z")
 _DATE8 = re.compile(r"\d{8}")
 _BLANK_RUNS = re.compile(r"[ \t]+")
+_RESERVED = re.compile(r"[^A-Za-z0-9_.~-]")
 
 _QUERY_REQUIRED = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature",
                    "X-Amz-Date", "X-Amz-SignedHeaders", "X-Amz-Expires")
@@ -61,19 +62,28 @@ def parse_query(raw_query):
     stays a ``+``: S3 URLs are not form-encoded.
     """
     params = []
-    for part in raw_query.split(b"&"):
+    for part in raw_query.decode("latin-1").split("&"):
         if not part:
             continue
-        name, equals, value = part.partition(b"=")
-        params.append((unquote_to_bytes(name).decode("latin-1"),
-                       unquote_to_bytes(value).decode("latin-1") if equals else None))
+        name, equals, value = part.partition("=")
+        params.append((_percent_decode(name), _percent_decode(value) if equals else None))
     return params
 
 
-def uri_encode(value, safe=""):
+def _percent_decode(text):
+    # One char per byte both ways (ISO-8859-1), so this is the bytes'
+    # percent-decoding; the test spares the call where there is no escape.
+    return unquote(text, encoding="latin-1") if "%" in text else text
+
+
+def uri_encode(value):
     """AWS's UriEncode of a byte-string-as-str: A-Z a-z 0-9 - _ . ~ kept,
-    the characters in ``safe`` kept, every other byte as uppercase %XX."""
-    return quote_from_bytes(value.encode("latin-1"), safe=safe)
+    every other byte as uppercase %XX."""
+    return _RESERVED.sub(_percent_encode, value)
+
+
+def _percent_encode(match):
+    return "%%%02X" % ord(match.group())
 
 
 def canonical_uri(raw_path):
