@@ -9,10 +9,12 @@ import time
 
 from hypothesis import given, settings, strategies as st
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from z4node.hlc import HybridLogicalClock
+from z4node.objects import streams
 from z4node.objects.errors import ObjectError
 from z4node.objects.service import ObjectService
 from z4node.objects.system import SystemTables
@@ -539,3 +541,70 @@ class ReadBatchTests(TestCase):
         release.set()
         self.assertEqual(await slow, "slow")
         self.assertTrue(await first)
+
+
+class PipelinedWriteTests(SynchronousTestCase):
+    """store_body overlaps chunk writes with receiving and hashing the
+    next chunks, at most WRITES_IN_FLIGHT at a time, and keeps order."""
+
+    class Chunks:
+        def __init__(self):
+            self.writes = []       # (digest, Deferred) not yet fired
+            self.most_in_flight = 0
+            self.pinned = set()
+
+        def run(self, fn, *args):
+            return succeed(fn(*args))
+
+        def put_chunk(self, digest, data):
+            d = Deferred()
+            self.writes.append((digest, d))
+            self.most_in_flight = max(self.most_in_flight, len(self.writes))
+            return d
+
+        def land_oldest(self, failure=None):
+            digest, d = self.writes.pop(0)
+            if failure is None:
+                d.callback(True)
+            else:
+                d.errback(failure)
+
+        def pin(self, digest):
+            self.pinned.add(digest)
+
+        def unpin(self, digest):
+            self.pinned.discard(digest)
+
+    def body(self, chunks, count):
+        data = [bytes([i]) * CHUNK_SIZE for i in range(count)]
+
+        async def pieces():
+            for piece in data:
+                yield piece
+        return data, pieces()
+
+    def test_writes_overlap_bounded_and_in_order(self):
+        chunks = self.Chunks()
+        data, body = self.body(chunks, 6)
+        result = Deferred.fromCoroutine(streams.store_body(chunks, body))
+        # Hashing ran ahead of the writes up to the bound, then waited.
+        self.assertEqual(len(chunks.writes), streams.WRITES_IN_FLIGHT + 1)
+        while chunks.writes:
+            self.assertNoResult(result)
+            chunks.land_oldest()
+        stored = self.successResultOf(result)
+        self.assertEqual([d for d, _ in stored.chunks], [chunk_hash(c) for c in data])
+        self.assertEqual(chunks.most_in_flight, streams.WRITES_IN_FLIGHT + 1)
+        self.assertGreater(streams.WRITES_IN_FLIGHT, 1)
+
+    def test_a_failed_write_unpins_only_after_every_write_settles(self):
+        chunks = self.Chunks()
+        data, body = self.body(chunks, 6)
+        result = Deferred.fromCoroutine(streams.store_body(chunks, body))
+        chunks.land_oldest(Failure(OSError("disk gone")))
+        self.assertNoResult(result)
+        self.assertTrue(chunks.pinned)
+        while chunks.writes:
+            chunks.land_oldest()
+        self.failureResultOf(result, OSError)
+        self.assertEqual(chunks.pinned, set())
