@@ -121,6 +121,9 @@ def write_report(results, info, path):
         "in turn on 127.0.0.1, and rewrites this page. A full run takes about "
         f"{info['seconds'] / 60:.0f} minutes.",
         "",
+        "What profiling found, what was changed for it and what limits z4node "
+        "now: [performance-notes.md](performance-notes.md).",
+        "",
         "## Machine",
         "",
         f"- {m['cpu']}, {m['memory']} RAM, {m['kernel']}; data on {info['filesystem']}",
