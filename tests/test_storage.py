@@ -248,6 +248,34 @@ class ObjectStorageTests(EngineTestCase):
         for digest, _ in version.chunks:
             self.assertTrue(os.path.exists(engine.chunks.path(digest)))
 
+    async def test_orphan_sweep_walks_a_directory_at_a_time_across_passes(self):
+        engine = await self.engine()
+        kept = {}
+        for i in range(3):
+            kept[f"k{i}"] = os.urandom(5000)
+            await engine.put(f"k{i}", kept[f"k{i}"])
+        orphans = []
+        for _ in range(6):
+            data = os.urandom(100)
+            orphans.append(chunk_hash(data))
+            await engine.chunks.put_chunk(orphans[-1], data)
+        directories = list(engine.chunks.leaf_directories())
+        self.assertGreater(len(directories), 2)
+        gc = GarbageCollector(reactor, engine.meta, engine.chunks)
+        gc.chunk_grace_seconds = -60
+        gc.sweep_files_per_pass = 1
+        left = []
+        for _ in directories:
+            await gc.collect()
+            left.append(sum(os.path.exists(engine.chunks.path(d)) for d in orphans))
+        # One directory per pass (each holds at least the one file of the
+        # budget), so the orphans went a few at a time, and all of them.
+        self.assertEqual(left[-1], 0)
+        self.assertGreater(left[0], 0)
+        self.assertEqual(left, sorted(left, reverse=True))
+        for key, data in kept.items():
+            self.assertEqual(await engine.get(key), data)
+
 
 def version_record(inline):
     return Version("b", "k", 1, "null", False, len(inline), "", "o", {}, [], inline)

@@ -239,21 +239,34 @@ class ChunkStore:
         self._keys.drop(digest)
         return True
 
-    def stored_hashes(self):
-        """Every chunk file name on disk, with its mtime (blocking; for GC sweeps)."""
+    def leaf_directories(self, after=""):
+        """The directories chunk files live in (``"ab/cd"``), in order,
+        those after ``after`` only (blocking)."""
         for top in _listdir(self.root):
+            if top < after[:2]:
+                continue
             for mid in _listdir(os.path.join(self.root, top)):
-                directory = os.path.join(self.root, top, mid)
-                for name in _listdir(directory):
-                    path = os.path.join(directory, name)
-                    if name.endswith(".tmp"):
-                        yield None, path, _mtime(path)
-                    elif len(name) == 2 * HASH_SIZE:
-                        try:
-                            digest = bytes.fromhex(name)
-                        except ValueError:
-                            continue
-                        yield digest, path, _mtime(path)
+                name = f"{top}/{mid}"
+                if name > after:
+                    yield name
+
+    def stored_hashes(self, directory=None):
+        """Chunk files on disk, in one leaf ``directory`` or in all, each as
+        ``(digest, path, mtime)`` with a None digest for a temp file
+        (blocking; for GC sweeps and checks)."""
+        directories = self.leaf_directories() if directory is None else [directory]
+        for name in directories:
+            directory_path = os.path.join(self.root, name)
+            for entry in _listdir(directory_path):
+                path = os.path.join(directory_path, entry)
+                if entry.endswith(".tmp"):
+                    yield None, path, _mtime(path)
+                elif len(entry) == 2 * HASH_SIZE:
+                    try:
+                        digest = bytes.fromhex(entry)
+                    except ValueError:
+                        continue
+                    yield digest, path, _mtime(path)
 
 
 def _listdir(path):

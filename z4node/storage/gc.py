@@ -5,7 +5,9 @@ period, and only if its file was not touched meanwhile (every write of the
 same content touches it), and never while an upload in progress has it
 pinned. Files with no row at all (left by a crash between writing a chunk
 and committing its version) and stray temp files are swept after the same
-grace period. Delete markers are dropped after their own, longer grace, so
+grace period: a sweep walks the chunk directories one at a time, a bounded
+number of files per pass, so its memory stays flat however many chunks
+there are. Delete markers are dropped after their own, longer grace, so
 an old replica has time to learn of the delete before it is forgotten. In
 an encrypted data dir the same sweep drops the key rows of chunk files that
 were never renamed into place (a crash between the two), a batch a sweep.
@@ -30,6 +32,9 @@ class GarbageCollector(Service):
     interval_seconds = 60
     # Rows handled per step: keeps each step's transaction short.
     batch = 500
+    # Chunk files the orphan sweep looks at per pass (one pass a minute);
+    # a sweep that does not finish carries on at the next pass.
+    sweep_files_per_pass = 20_000
 
     log = Logger()
 
@@ -40,6 +45,9 @@ class GarbageCollector(Service):
         self._loop = LoopingCall(self.collect)
         self._loop.clock = clock
         self._sweep_due = 0.0
+        # The last chunk directory the running sweep finished; None when no
+        # sweep is running.
+        self._sweep_cursor = None
         self._key_cursor = b""
 
     def startService(self):
@@ -67,8 +75,10 @@ class GarbageCollector(Service):
                         deleted += 1
             if len(candidates) < self.batch:
                 break
-        if now >= self._sweep_due:
+        if self._sweep_cursor is None and now >= self._sweep_due:
             self._sweep_due = now + self.chunk_grace_seconds
+            self._sweep_cursor = ""
+        if self._sweep_cursor is not None:
             deleted += await self._sweep_orphans(cutoff)
         older = hlclib.from_seconds(now - self.tombstone_grace_seconds)
         tombstones = await self._meta.collect_tombstones(older, self.batch)
@@ -81,10 +91,28 @@ class GarbageCollector(Service):
         return Deferred.fromCoroutine(self._collect())
 
     async def _sweep_orphans(self, cutoff):
-        """Delete chunk files without a row and temp files, older than cutoff."""
-        stale = await self._chunks.run(
-            lambda: [(d, p) for d, p, mtime in self._chunks.stored_hashes()
-                     if mtime < cutoff])
+        """Carry the sweep on through the chunk directories, for up to
+        sweep_files_per_pass files: delete chunk files without a row, and
+        temp files, older than cutoff."""
+        deleted = 0
+        budget = self.sweep_files_per_pass
+        while budget > 0:
+            directory = await self._chunks.run(
+                lambda: next(self._chunks.leaf_directories(self._sweep_cursor), None))
+            if directory is None:
+                self._sweep_cursor = None
+                if self._chunks.encrypted:
+                    await self._sweep_stale_keys()
+                break
+            files = await self._chunks.run(
+                lambda: list(self._chunks.stored_hashes(directory)))
+            budget -= len(files)
+            deleted += await self._sweep_directory(files, cutoff)
+            self._sweep_cursor = directory
+        return deleted
+
+    async def _sweep_directory(self, files, cutoff):
+        stale = [(d, p) for d, p, mtime in files if mtime < cutoff]
         temps = [p for d, p in stale if d is None]
         if temps:
             await self._chunks.run(_unlink_all, temps)
@@ -97,8 +125,6 @@ class GarbageCollector(Service):
                 if digest not in known and not self._chunks.is_pinned(digest):
                     if await self._chunks.delete_chunk(digest, untouched_since=cutoff):
                         deleted += 1
-        if self._chunks.encrypted:
-            await self._sweep_stale_keys()
         return deleted
 
     async def _sweep_stale_keys(self):
