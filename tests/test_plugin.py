@@ -2,6 +2,7 @@
 --debug logs requests without their query strings."""
 
 import gc
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -39,6 +40,7 @@ class PluginTests(TestCase):
         class FakeNode:
             ready = Deferred()
         self.patch(Node, "from_options", classmethod(lambda cls, *args: FakeNode))
+        self.addCleanup(signal.signal, signal.SIGHUP, signal.getsignal(signal.SIGHUP))
         self.addCleanup(gc.unfreeze)
         gc.unfreeze()
         options = Options()

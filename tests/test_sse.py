@@ -19,7 +19,7 @@ import botocore.exceptions
 from twisted.trial.unittest import TestCase
 
 from tests import test_durability
-from tests.nodeprocess import NodeProcess, child_environment
+from tests.nodeprocess import NodeProcess, child_environment, self_signed_certificate
 
 MiB = 1024 * 1024
 KEY = "a1" * 32
@@ -346,6 +346,42 @@ class TLSTests(TestCase):
         self.assertEqual(code, 0, err)
         code, _, err = node.z4("--json", "cluster", "members")
         self.assertEqual(code, 0, err)
+
+    def test_sighup_reloads_the_certificate_and_keeps_it_if_unusable(self):
+        node = NodeProcess(self, tls=True).start()
+
+        def served():
+            return ssl.DER_cert_to_PEM_cert(ssl.PEM_cert_to_DER_cert(
+                ssl.get_server_certificate(("127.0.0.1", node.port), timeout=5)))
+
+        def on_disk():
+            with open(node.tls[0]) as f:
+                return ssl.DER_cert_to_PEM_cert(ssl.PEM_cert_to_DER_cert(f.read()))
+
+        def wait_for(condition):
+            deadline = time.monotonic() + 20
+            while not condition():
+                self.assertLess(time.monotonic(), deadline, node.log()[-2000:])
+                time.sleep(0.1)
+
+        first = on_disk()
+        self.assertEqual(served(), first)
+        renewed = self_signed_certificate(self.mktemp())
+        for new, current in zip(renewed, node.tls):
+            os.replace(new, current)
+        node.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: served() == on_disk())
+        self.assertNotEqual(served(), first)
+        node.client().create_bucket(Bucket="after-reload")
+
+        # A key that does not match: refused, the renewed pair stays.
+        serving = served()
+        os.replace(self_signed_certificate(self.mktemp())[1], node.tls[1])
+        node.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "TLS certificate not reloaded" in node.log())
+        self.assertEqual(served(), serving)
+        self.assertIn("after-reload",
+                      [b["Name"] for b in node.client().list_buckets()["Buckets"]])
 
     def test_unusable_certificate_is_a_usage_error(self):
         good = NodeProcess(self, tls=True)

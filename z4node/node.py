@@ -10,7 +10,8 @@ A failure to start stops the process with one clear line in the log.
 Before anything is read, the data dir's encryption is settled
 (``storage.atrest``): with the right node key the metadata and chunk stores
 seal and open what they store, and a key rotation that a crash interrupted
-carries on. With ``--tls-cert``/``--tls-key`` the S3 port speaks HTTPS.
+carries on. With ``--tls-cert``/``--tls-key`` the S3 port speaks HTTPS;
+:meth:`Node.reload_tls` (SIGHUP) reads the certificate files again.
 """
 
 import json
@@ -39,7 +40,7 @@ from z4node.storage.chunks import ChunkStore
 from z4node.storage.gc import GarbageCollector
 from z4node.storage.meta import MetaStore
 from z4node.storage.rotation import KeyRotation
-from z4node.tls import TLSConfigError, server_context
+from z4node.tls import ReloadableServerTLS, TLSConfigError
 from z4node.cluster.service import ClusterService
 from z4node.web.status import make_z4_resource
 
@@ -70,6 +71,7 @@ class Node(MultiService):
         self.started_at = None
         self.s3_port = None
         self._listeners = []
+        self._tls_context = None
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         self.meta = MetaStore(reactor, os.path.join(data_dir, "meta.sqlite3"))
         self.chunks = ChunkStore(reactor, os.path.join(data_dir, "chunks"))
@@ -161,7 +163,8 @@ class Node(MultiService):
         z4 = Resource()
         site = S3Site(S3Resource(api, z4), timeout=self.http_idle_timeout_seconds)
         if self.tls[0]:
-            endpoint = SSL4ServerEndpoint(self.reactor, self.port, server_context(*self.tls),
+            self._tls_context = ReloadableServerTLS(*self.tls)
+            endpoint = SSL4ServerEndpoint(self.reactor, self.port, self._tls_context,
                                           interface=self.host, backlog=1024)
         else:
             endpoint = TCP4ServerEndpoint(self.reactor, self.port, interface=self.host,
@@ -186,6 +189,20 @@ class Node(MultiService):
         finally:
             socket_path.close()
         self._listeners.append(admin)
+
+    def reload_tls(self):
+        """Read --tls-cert and --tls-key again (SIGHUP): new connections get
+        the new certificate; an unusable pair is logged and the old one kept."""
+        if self._tls_context is None:
+            self.log.info("reload: no --tls-cert to read again")
+            return
+        try:
+            self._tls_context.reload()
+        except TLSConfigError as e:
+            self.log.error("TLS certificate not reloaded, still serving the old one: "
+                           "{reason}", reason=str(e))
+        else:
+            self.log.info("TLS certificate reloaded from {cert}", cert=self.tls[0])
 
     def _write_node_file(self):
         info = {"id": self.node_id, "s3_host": self.host, "s3_port": self.s3_port,

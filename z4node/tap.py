@@ -7,6 +7,7 @@ twistd has not installed one yet, and refuses to start on any other.
 
 import gc
 import os
+import signal
 import sys
 
 from twisted.python import usage
@@ -116,6 +117,8 @@ def makeService(options):
 
     node = Node.from_options(reactor, options, os.environ)
     node.ready.addCallback(_freeze_startup_heap)
+    # SIGHUP (systemctl reload) reads the TLS certificate files again.
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(node.reload_tls))
     return node
 
 

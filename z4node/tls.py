@@ -2,9 +2,12 @@
 
 ``--tls-cert`` is a PEM file with the server certificate first and any
 intermediate certificates after it (what Let's Encrypt calls
-``fullchain.pem``); ``--tls-key`` is the PEM private key. Both are read
-once at start-up (a renewed certificate takes a restart). TLS 1.2 is the
-oldest version offered; OpenSSL's default cipher list applies.
+``fullchain.pem``); ``--tls-key`` is the PEM private key. Both are read at
+start-up and again on SIGHUP (``systemctl reload``), so a renewed
+certificate needs no restart: connections opened after the reload get the
+new one, and a pair that cannot be used is refused with the old one kept.
+TLS 1.2 is the oldest version offered; OpenSSL's default cipher list
+applies.
 
 Peers and the local ``z4`` command reach a TLS node over HTTPS too, but do
 not verify its certificate: what they exchange is sealed with the cluster
@@ -50,6 +53,25 @@ def server_context(cert_path, key_path):
             f"{cert_path} and {key_path} are not a usable PEM certificate and "
             f"matching private key: {e}") from None
     return options
+
+
+class ReloadableServerTLS:
+    """The S3 port's TLS context factory: the certificate of ``cert_path``
+    and ``key_path``, read again by :meth:`reload`. Twisted asks it for a
+    context per connection, so a reload reaches every connection after it."""
+
+    def __init__(self, cert_path, key_path):
+        self.cert_path = cert_path
+        self.key_path = key_path
+        self._options = server_context(cert_path, key_path)
+
+    def getContext(self):
+        return self._options.getContext()
+
+    def reload(self):
+        """Read both files again; raises TLSConfigError (and keeps serving
+        the certificate it had) if they are not a usable pair."""
+        self._options = server_context(self.cert_path, self.key_path)
 
 
 def _extra_certificates(pem):
