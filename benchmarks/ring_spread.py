@@ -8,11 +8,15 @@ For 3, 10 and 100 equal members prints:
 - join: share of keys whose primary owner changes, and whose owner set
   changes, when one member joins (ideal primary share: 1/(n+1));
 - leave: the same when one member leaves (ideal: 1/n).
+
+Then the time to rebuild the ring of 50, 100 and 500 members after one more
+joined (what a membership change costs the reactor thread).
 """
 
 import argparse
 import collections
 import statistics
+import time
 
 from z4node.cluster.ring import Ring, RingMember
 
@@ -66,7 +70,7 @@ def main():
     parser.add_argument("--keys", type=int, default=100_000)
     parser.add_argument("--vnodes", type=int, default=Ring.default_vnodes)
     args = parser.parse_args()
-    keys = [f"key-{i}" for i in range(args.keys)]
+    keys = [f"key-{i}".encode() for i in range(args.keys)]
     print(f"{args.keys} keys, {args.vnodes} vnodes per member, 3 owners per key")
     print(
         "nodes  spread(3 owners)  spread(primary)  "
@@ -79,6 +83,13 @@ def main():
             f"{r['join_primary']:6.1%} {r['join_set']:6.1%} {r['join_ideal']:6.1%}    "
             f"{r['leave_primary']:6.1%} {r['leave_set']:6.1%} {r['leave_ideal']:6.1%}"
         )
+    for count in (50, 100, 500):
+        base = members(count)
+        Ring(base, args.vnodes)
+        started = time.perf_counter()
+        Ring(base + [RingMember("newcomer")], args.vnodes)
+        print(f"rebuild of {count} members after one joined: "
+              f"{(time.perf_counter() - started) * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

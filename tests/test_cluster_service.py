@@ -81,7 +81,7 @@ class ClusterServiceTests(TestCase):
 
         # Every node computes the same ring.
         self.assertEqual(len({n.ring.fingerprint() for n in nodes}), 1)
-        self.assertEqual(second.owners("bucket-a"), third.owners("bucket-a"))
+        self.assertEqual(second.owners(b"bucket-a"), third.owners(b"bucket-a"))
         # The joiners pulled the table over sealed HTTP.
         self.assertGreater(second.rpc.counters["calls"], 0)
         self.assertEqual(second.rpc.counters["failures"], 0)

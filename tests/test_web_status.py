@@ -68,15 +68,18 @@ class Z4ResourceTests(SynchronousTestCase):
         self.assertEqual(summary["fingerprint"], self.cluster.ring.fingerprint())
         view = self.get("ring?key=photos/cat.jpg&n=2")
         self.assertEqual([o["id"] for o in view["owners"]],
-                         self.cluster.owners("photos/cat.jpg", 2))
+                         self.cluster.owners(b"photos/cat.jpg", 2))
         self.assertEqual(len({o["zone"] for o in view["owners"]}), 2)
 
     def test_ring_rejects_bad_n(self):
         self.assertIn("error", self.get("ring?key=a&n=99", code=400))
         self.assertIn("error", self.get("ring?key=a&n=x", code=400))
 
-    def test_ring_follows_membership(self):
+    def test_ring_follows_the_layout(self):
+        # A death keeps the member's ranges; leaving gives them up.
         self.cluster.membership._dead({"id": "node-4", "inc": 100, "from": "node-2"})
+        self.assertEqual(self.get("ring")["members"], 4)
+        self.cluster.membership._dead({"id": "node-3", "inc": 100, "from": "node-3"})
         self.assertEqual(self.get("ring")["members"], 3)
 
     def test_providers(self):

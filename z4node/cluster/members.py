@@ -16,9 +16,15 @@ class State(enum.Enum):
     LEFT = "left"
 
 
-# States of members that are part of the cluster: probed, and on the ring.
-# A suspect stays on the ring: suspicion is not yet a verdict.
+# States of members that are part of the cluster: probed, and believed up.
+# A suspect stays: suspicion is not yet a verdict.
 IN_CLUSTER = (State.ALIVE, State.SUSPECT)
+
+# States of members that own data: the layout the ring is built from. The
+# ring is not liveness (DESIGN.md): a dead member keeps its ranges until it
+# is forgotten (``Membership.dead_retention``) or leaves, so a restart does
+# not move 1/n of the store; liveness only decides where writes go meanwhile.
+IN_LAYOUT = (State.ALIVE, State.SUSPECT, State.DEAD)
 
 
 class Member:
@@ -100,14 +106,17 @@ class MemberEvent:
     - ``updated``: an alive member's addresses, zone or capacity changed;
     - ``suspect``: a member is suspected (still in the cluster);
     - ``alive``: a suspect refuted and is alive again;
-    - ``dead``: a member was declared dead (left the cluster);
-    - ``left``: a member left gracefully (left the cluster).
+    - ``dead``: a member was declared dead: no longer alive, but it keeps
+      its place in the layout (see :data:`IN_LAYOUT`);
+    - ``left``: a member left gracefully (left the cluster and the layout);
+    - ``forgotten``: a dead or left member was forgotten after the
+      retention period (a dead one leaves the layout only now).
 
     ``member`` is a snapshot (a copy) taken when the event happened.
     ``changes_ring`` says whether the set placement depends on changed.
     """
 
-    RING_KINDS = frozenset({"joined", "updated", "dead", "left"})
+    RING_KINDS = frozenset({"joined", "updated", "left", "forgotten"})
 
     __slots__ = ("kind", "member")
 

@@ -769,6 +769,7 @@ class Membership(DatagramProtocol):
         if member is not None and member.state in (State.DEAD, State.LEFT) \
                 and member.state_since == since:
             del self._members[member_id]
+            self._emit("forgotten", member)
 
     _GOSSIP = {"alive": _alive, "suspect": _suspect, "dead": _dead}
 

@@ -3,12 +3,16 @@ this node, started and stopped together.
 
 Owns: wiring — the cluster secret and its per-purpose sealers, the UDP
 listeners, keeping :attr:`ClusterService.ring` equal to the ring of the
-current members, seeding the DHT from members as they join, and graceful
-leave on stop. This is the object the rest of the node talks to:
+current layout (members alive, suspect or dead, until a dead one is
+forgotten: the ring is not liveness), seeding the DHT from members as they
+join, and graceful leave on stop. This is the object the rest of the node
+talks to:
 
 - ``cluster.membership.members()`` — who is in the cluster (alive or
   suspect), as :class:`~z4node.cluster.membership.Member` snapshots;
-- ``cluster.owners(key, n)`` — the ``n`` member ids that own ``key``;
+- ``cluster.owners(key, n)`` — the ``n`` member ids that own ``key``
+  (bytes: a chunk's raw hash, or ``ring.bucket_key(name)``), alive or not;
+- ``cluster.is_alive(member_id)`` — whether a write can go there now;
 - ``cluster.dht.provide(hash)`` / ``cluster.dht.providers(hash)``;
 - ``cluster.subscribe(callback)`` — :class:`MemberEvent`\\ s, delivered
   after the ring has been rebuilt for them, so a subscriber that calls
@@ -22,7 +26,7 @@ from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 
 from z4node.cluster.dht import ProviderDirectory, RecordSigner
-from z4node.cluster.members import Member
+from z4node.cluster.members import IN_CLUSTER, IN_LAYOUT, Member
 from z4node.cluster.membership import Membership
 from z4node.cluster.options import check_cluster_options, load_secret
 from z4node.cluster.ring import Ring
@@ -55,7 +59,7 @@ class ClusterService(MultiService):
         self.dht = ProviderDirectory(
             reactor, local.id, Sealer(derive_key(secret, b"dht"), reactor),
             RecordSigner(derive_key(secret, b"dht-record")))
-        self.ring = Ring(self.membership.members(), vnodes)
+        self.ring = Ring(self.membership.members(IN_LAYOUT), vnodes)
         self._subscribers = []
         self._gossip_port = None
         self._dht_listening = False
@@ -91,8 +95,14 @@ class ClusterService(MultiService):
     # -- what the rest of the node calls ---------------------------------------
 
     def owners(self, key, n=3):
-        """The ids of the ``n`` members owning ``key``, in preference order."""
+        """The ids of the ``n`` members owning ``key`` (bytes), in preference
+        order, whether or not they are alive now."""
         return self.ring.owners(key, n)
+
+    def is_alive(self, member_id):
+        """Whether ``member_id`` is alive or suspect (worth sending to)."""
+        member = self.membership.get(member_id)
+        return member is not None and member.state in IN_CLUSTER
 
     def subscribe(self, callback):
         """Call ``callback(MemberEvent)`` on every membership change, after
@@ -104,7 +114,7 @@ class ClusterService(MultiService):
 
     def _membership_changed(self, event):
         if event.changes_ring:
-            self.ring = Ring(self.membership.members(), self.vnodes)
+            self.ring = Ring(self.membership.members(IN_LAYOUT), self.vnodes)
         if event.kind == "joined":
             self._seed_dht(event.member)
         for callback in list(self._subscribers):
