@@ -31,6 +31,19 @@ def free_port(kind=socket.SOCK_STREAM):
         return s.getsockname()[1]
 
 
+def free_gossip_port():
+    """A port number free on 127.0.0.1 for both UDP (SWIM) and TCP (the
+    peer channel, which listens at the gossip port number)."""
+    while True:
+        port = free_port(socket.SOCK_DGRAM)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
 def self_signed_certificate(directory):
     """(cert path, key path) of a new self-signed certificate for 127.0.0.1."""
     from cryptography import x509
@@ -86,7 +99,7 @@ class NodeProcess:
         self.port = port or free_port()
         # The cluster's UDP ports: never the defaults, so that nodes of
         # concurrent tests do not answer each other's gossip.
-        self.gossip_port = free_port(socket.SOCK_DGRAM)
+        self.gossip_port = free_gossip_port()
         self.dht_port = free_port(socket.SOCK_DGRAM)
         self.env = env or {}
         self.args = list(args)

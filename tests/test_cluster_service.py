@@ -12,20 +12,17 @@ from twisted.python import usage
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 
+from z4node.cluster.channel import RemoteError, Reply
 from z4node.cluster.members import State
 from z4node.cluster.options import CLUSTER_OPTIONS
 from z4node.cluster.service import ClusterService
 from z4node.s3.http import S3Site
 from z4node.web.status import make_z4_resource
 
+from tests.nodeprocess import free_gossip_port, free_port
+
 SECRET = "service-test-cluster-secret"
 CHUNK = "12" * 32
-
-
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Options(usage.Options):
@@ -51,7 +48,7 @@ class ClusterServiceTests(TestCase):
         # buffering them, which the RPC resource must cope with.
         site_port = reactor.listenTCP(0, S3Site(root), interface="127.0.0.1")
         self.addCleanup(site_port.stopListening)
-        argv = ["--gossip-port", str(free_udp_port()), "--dht-port", str(free_udp_port()),
+        argv = ["--gossip-port", str(free_gossip_port()), "--dht-port", str(free_port(socket.SOCK_DGRAM)),
                 "--zone", f"z{index % 2}"]
         if join:
             argv += ["--join", join]
@@ -85,6 +82,18 @@ class ClusterServiceTests(TestCase):
         # The joiners pulled the table over sealed HTTP.
         self.assertGreater(second.rpc.counters["calls"], 0)
         self.assertEqual(second.rpc.counters["failures"], 0)
+
+        # The peer channel: a call from one node is served by another,
+        # which knows who called.
+        async def whoami(peer_id, args, body):
+            return Reply({"caller": peer_id, "served_by": "node-2", "args": args})
+        third.serve("whoami", whoami)
+        response = yield defer.Deferred.fromCoroutine(
+            first.call("node-2", "whoami", {"x": 1}))
+        self.assertEqual(response.result, {"caller": "node-0", "served_by": "node-2",
+                                           "args": {"x": 1}})
+        yield self.assertFailure(defer.Deferred.fromCoroutine(
+            second.call("node-2", "no-such-op", {})), RemoteError)
 
         # The status endpoints answer over HTTP.
         response = yield treq.get(f"http://127.0.0.1:{third.local.s3[1]}/_z4/peers",

@@ -14,6 +14,9 @@ talks to:
   (bytes: a chunk's raw hash, or ``ring.bucket_key(name)``), alive or not;
 - ``cluster.is_alive(member_id)`` — whether a write can go there now;
 - ``cluster.dht.provide(hash)`` / ``cluster.dht.providers(hash)``;
+- ``cluster.serve(op, handler)`` and ``cluster.call(member_id, op, args,
+  body)`` — the peer channel (:mod:`z4node.cluster.channel`), which listens
+  on TCP at the gossip port number;
 - ``cluster.subscribe(callback)`` — :class:`MemberEvent`\\ s, delivered
   after the ring has been rebuilt for them, so a subscriber that calls
   ``owners()`` sees the new placement.
@@ -25,12 +28,15 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+from z4node.cluster.channel import ChannelFactory, PeerChannel
 from z4node.cluster.dht import ProviderDirectory, RecordSigner
 from z4node.cluster.members import IN_CLUSTER, IN_LAYOUT, Member
 from z4node.cluster.membership import Membership
 from z4node.cluster.options import check_cluster_options, load_secret
 from z4node.cluster.ring import Ring
-from z4node.cluster.rpc import RpcClient
+from z4node.cluster.rpc import RpcClient, RpcError
 from z4node.cluster.sealing import Sealer, derive_key
 
 
@@ -60,8 +66,16 @@ class ClusterService(MultiService):
             reactor, local.id, Sealer(derive_key(secret, b"dht"), reactor),
             RecordSigner(derive_key(secret, b"dht-record")))
         self.ring = Ring(self.membership.members(IN_LAYOUT), vnodes)
+        channel_key = derive_key(secret, b"channel")
+        channel_sealer = Sealer(channel_key, reactor)
+        self.handlers = {}
+        self._channel_factory = ChannelFactory(reactor, channel_sealer, channel_key, local.id,
+                                               self.handlers)
+        self.channel = PeerChannel(reactor, channel_sealer, channel_key, local.id,
+                                   self._connect_channel)
         self._subscribers = []
         self._gossip_port = None
+        self._channel_port = None
         self._dht_listening = False
         self._dht_seeding = False
         self._dht_known = 0  # DHT nodes known after the last bootstrap
@@ -103,6 +117,24 @@ class ClusterService(MultiService):
         """Whether ``member_id`` is alive or suspect (worth sending to)."""
         member = self.membership.get(member_id)
         return member is not None and member.state in IN_CLUSTER
+
+    def serve(self, op, handler):
+        """Answer peers' calls of ``op`` with ``async handler(peer_id, args,
+        body)``, which returns a :class:`~z4node.cluster.channel.Reply`."""
+        self.handlers[op] = handler
+
+    def call(self, member_id, op, args, body=None):
+        """Call ``op`` on a member over the peer channel: a coroutine of its
+        :class:`~z4node.cluster.channel.Response`; RpcError if it fails."""
+        member = self.membership.get(member_id)
+        if member is None:
+            raise RpcError(f"{op}: no member {member_id}")
+        return self.channel.call(member, op, args, body)
+
+    def _connect_channel(self, member, protocol):
+        endpoint = TCP4ClientEndpoint(self._reactor, member.gossip[0], member.gossip[1],
+                                      timeout=self.channel.connect_timeout)
+        return connectProtocol(endpoint, protocol)
 
     def subscribe(self, callback):
         """Call ``callback(MemberEvent)`` on every membership change, after
@@ -148,8 +180,11 @@ class ClusterService(MultiService):
         MultiService.startService(self)
         self._gossip_port = self._reactor.listenUDP(
             self.local.gossip[1], self.membership, interface=self._interface)
+        self._channel_port = self._reactor.listenTCP(
+            self.local.gossip[1], self._channel_factory, interface=self._interface)
         self.membership.start()
-        self.log.info("cluster: node {id} gossip on {gh}:{gp}, DHT on UDP {dp}",
+        self.log.info("cluster: node {id} gossip on {gh}:{gp} (UDP; peer channel on TCP), "
+                      "DHT on UDP {dp}",
                       id=self.local.id, gh=self.local.gossip[0], gp=self.local.gossip[1],
                       dp=self.local.dht_port)
         d = self.dht.listen(self.local.dht_port, self._interface or "0.0.0.0")
@@ -169,6 +204,8 @@ class ClusterService(MultiService):
         self.membership.leave()
         self.dht.stop()
         d = maybeDeferred(self._gossip_port.stopListening)
+        d.addCallback(lambda _: self._channel_port.stopListening())
+        d.addCallback(lambda _: self.channel.close())
         d.addCallback(lambda _: self.rpc.close())
         d.addCallback(lambda _: MultiService.stopService(self))
         return d
@@ -181,4 +218,5 @@ class ClusterService(MultiService):
                      "vnodes_per_capacity": self.ring.vnodes},
             "dht": self.dht.status(),
             "rpc": dict(self.rpc.counters, packets=self.rpc_sealer.counters()),
+            "channel": dict(self.channel.counters),
         }

@@ -1,0 +1,193 @@
+"""What one peer call costs: sealed JSON over HTTP (treq, ``cluster.rpc``)
+beside the peer channel (``cluster.channel``), in CPU per call on each side.
+
+    python -m benchmarks.peer_call [--calls 4000] [--concurrency 16]
+
+Starts a server in a child process serving both (the HTTP side through the
+node's own S3Site and ``/_z4/rpc/``, the channel on a TCP port), then, from
+this process, makes ``--calls`` small calls (a ~200-byte argument, like a
+table entry) at ``--concurrency``, and 64 calls with a 4 MiB body each way
+on the channel (a chunk; HTTP RPC cannot carry one). Prints calls/s and
+µs of CPU per call in the caller and in the server (user + system, from
+the processes' own counters), as a Markdown table.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SECRET = "benchmark-cluster-secret-0123456789"
+ENTRY = {"bucket": "photos", "key": "2026/holiday/IMG_0001.jpg", "hlc": 1 << 60,
+         "etag": "9b2cf535f27731c974343645a3985328", "size": 1234567,
+         "chunks": ["ab" * 32, "cd" * 32]}
+CHUNK = 4 * 1024 * 1024
+
+
+def serve(http_port, channel_port):
+    """The server: /_z4/rpc/pushpull over HTTP and an echo/chunk channel."""
+    from twisted.internet import asyncioreactor
+    asyncioreactor.install()
+    from twisted.internet import reactor
+    from twisted.web.resource import Resource
+
+    from z4node.cluster.channel import ChannelFactory, Reply
+    from z4node.cluster.members import Member
+    from z4node.cluster.sealing import Sealer, derive_key
+    from z4node.s3.http import S3Site
+    from z4node.web.rpc import RpcResource
+
+    class Membership:
+        def merge_state(self, state):
+            pass
+
+        def local_state(self):
+            return ENTRY
+
+    class Cluster:
+        rpc_sealer = Sealer(derive_key(SECRET, b"rpc"), reactor)
+        local = Member("server", ("127.0.0.1", 1), 2, ("127.0.0.1", http_port))
+        membership = Membership()
+
+    root = Resource()
+    z4 = Resource()
+    root.putChild(b"_z4", z4)
+    z4.putChild(b"rpc", RpcResource(Cluster()))
+    reactor.listenTCP(http_port, S3Site(root), interface="127.0.0.1")
+
+    async def echo(peer, args, body):
+        return Reply(args)
+
+    async def take(peer, args, body):
+        size = 0
+        async for piece in body:
+            size += len(piece)
+        return Reply({"size": size})
+
+    async def give(peer, args, body):
+        async def chunk():
+            for _ in range(CHUNK // (1 << 20)):
+                yield b"c" * (1 << 20)
+        return Reply({}, chunk())
+
+    key = derive_key(SECRET, b"channel")
+    reactor.listenTCP(channel_port, ChannelFactory(
+        reactor, Sealer(key, reactor), key, "server",
+        {"echo": echo, "take": take, "give": give}), interface="127.0.0.1")
+    print("ready", flush=True)
+    reactor.run()
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu(process):
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=4000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--serve", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        return serve(*args.serve)
+
+    http_port, channel_port = free_port(), free_port()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.peer_call", "--serve", str(http_port),
+         str(channel_port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        results = run_client(http_port, channel_port, args.calls, args.concurrency,
+                             psutil.Process(child.pid))
+    finally:
+        child.terminate()
+        child.wait()
+    print(f"{args.calls} small calls at concurrency {args.concurrency}; "
+          f"64 chunk calls of {CHUNK >> 20} MiB\n")
+    print("| transport | calls/s | caller CPU µs/call | server CPU µs/call |")
+    print("|---|---:|---:|---:|")
+    for name, rate, mine, theirs in results:
+        print(f"| {name} | {rate:,.0f} | {mine:,.0f} | {theirs:,.0f} |")
+
+
+def run_client(http_port, channel_port, calls, concurrency, server):
+    from twisted.internet import asyncioreactor
+    asyncioreactor.install()
+    from twisted.internet import defer, reactor
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    from z4node.cluster.channel import PeerChannel
+    from z4node.cluster.members import Member
+    from z4node.cluster.rpc import RpcClient
+    from z4node.cluster.sealing import Sealer, derive_key
+
+    me = psutil.Process()
+    target = Member("server", ("127.0.0.1", channel_port), 2, ("127.0.0.1", http_port))
+    rpc = RpcClient(reactor, Sealer(derive_key(SECRET, b"rpc"), reactor), "client")
+    rpc.pool_size_per_peer = concurrency
+    key = derive_key(SECRET, b"channel")
+
+    def connect(member, protocol):
+        return connectProtocol(TCP4ClientEndpoint(reactor, *member.gossip), protocol)
+
+    channel = PeerChannel(reactor, Sealer(key, reactor), key, "client", connect)
+    results = []
+
+    async def measure(name, count, one):
+        async def worker(n):
+            for _ in range(n):
+                await one()
+        await one()  # connect and warm up outside the measurement
+        started, mine, theirs = time.perf_counter(), cpu(me), cpu(server)
+        await defer.gatherResults([defer.Deferred.fromCoroutine(worker(count // concurrency))
+                                   for _ in range(concurrency)])
+        elapsed = time.perf_counter() - started
+        done = count // concurrency * concurrency
+        results.append((name, done / elapsed, (cpu(me) - mine) / done * 1e6,
+                        (cpu(server) - theirs) / done * 1e6))
+
+    async def body():
+        for _ in range(CHUNK // (1 << 20)):
+            yield b"b" * (1 << 20)
+
+    async def take():
+        await channel.call(target, "take", {}, body())
+
+    async def give():
+        response = await channel.call(target, "give", {})
+        await response.body.read_all(CHUNK)
+
+    async def run():
+        try:
+            await measure("HTTP RPC (treq), small", calls,
+                          lambda: rpc.call(target, "pushpull", {"state": ENTRY}))
+            await measure("channel, small", calls,
+                          lambda: channel.call(target, "echo", ENTRY))
+            await measure("channel, 4 MiB to the peer", 64, take)
+            await measure("channel, 4 MiB from the peer", 64, give)
+        finally:
+            channel.close()
+            await rpc.close()
+            reactor.stop()
+
+    reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(run()).addErrback(
+        lambda f: (f.printTraceback(), reactor.stop())))
+    reactor.run()
+    return results
+
+
+if __name__ == "__main__":
+    main()
