@@ -16,6 +16,7 @@ carries on. With ``--tls-cert``/``--tls-key`` the S3 port speaks HTTPS;
 
 import json
 import os
+import random
 import sys
 
 from twisted.application.service import MultiService
@@ -31,6 +32,7 @@ from z4node.hlc import HybridLogicalClock
 from z4node.objects.lifecycle import DAY_SECONDS, LifecycleWorker
 from z4node.objects.service import ObjectService
 from z4node.objects.system import SystemTables
+from z4node.replication.everywhere import EverywhereTables
 from z4node.s3.api import S3Api, S3Resource
 from z4node.s3.handlers import HANDLERS
 from z4node.s3.http import S3Site
@@ -180,6 +182,10 @@ class Node(MultiService):
         make_z4_resource(self.reactor, {"id": self.node_id, "started": self.started_at},
                          self.cluster, root=z4)
         self.cluster.setServiceParent(self)
+        # Keys, buckets and grants are kept whole on every node.
+        self.everywhere = EverywhereTables(self.reactor, self.cluster, random.Random())
+        self.system.replicate_with(self.everywhere)
+        self.everywhere.setServiceParent(self)
         socket_path = SocketPath(self.data_dir)
         try:
             if os.path.exists(socket_path.real):

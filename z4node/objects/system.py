@@ -3,12 +3,16 @@
 They are small and every request consults them, so they live in memory,
 loaded once at start and written through to the metadata store (each change
 durable before it is visible). Every row carries an HLC timestamp and a
-delete is a tombstone, so the tables can be replicated to every node and
-merged last-writer-wins later. Who may do what with them is decided in
+delete is a tombstone, so they are replicated to every node and merged
+last-writer-wins (:meth:`SystemTables.replicate_with`, over
+``z4node.replication.everywhere``): a change made here is acknowledged once
+a majority of the cluster holds it, and one made elsewhere is merged here
+as it arrives. Who may do what with them is decided in
 ``z4node.s3.authorization``, not here.
 """
 
 import base64
+import dataclasses
 import hashlib
 import json
 import os
@@ -17,6 +21,7 @@ import re
 from twisted.internet.defer import DeferredLock
 
 from z4node.objects.errors import ObjectError
+from z4node.replication.everywhere import QuorumNotReached
 from z4node.storage.meta import AccessKey, Bucket, Grant
 
 # S3's rules for new bucket names: 3-63 characters of lower-case letters,
@@ -56,6 +61,60 @@ class SystemTables:
         self._buckets = {}
         self._grants = {}
         self._settings_lock = DeferredLock()
+        self._replication = None
+
+    # -- replication -----------------------------------------------------------
+
+    def replicate_with(self, everywhere):
+        """Keep these tables on every node through ``everywhere`` (an
+        :class:`~z4node.replication.everywhere.EverywhereTables`)."""
+        self._replication = everywhere
+        everywhere.register("keys", lambda: self._entries(self._keys),
+                            lambda entry: self._merge(AccessKey, self._keys, entry))
+        everywhere.register("buckets", lambda: self._entries(self._buckets),
+                            lambda entry: self._merge(Bucket, self._buckets, entry))
+        everywhere.register("grants", lambda: self._entries(self._grants),
+                            lambda entry: self._merge(Grant, self._grants, entry))
+
+    @staticmethod
+    def _entries(table):
+        return [(_entry_id(record), record.hlc, dataclasses.asdict(record))
+                for record in table.values()]
+
+    async def _merge(self, cls, table, entry):
+        """Apply an entry that arrived from a peer, if it is newer than ours."""
+        try:
+            record = cls(**entry)
+        except TypeError:
+            raise ValueError(f"not a {cls.__name__} entry") from None
+        if not isinstance(record.hlc, int):
+            raise ValueError("an entry's hlc must be an integer")
+        self._hlc.observe(record.hlc)
+        current = table.get(_entry_key(record))
+        if current is not None and current.hlc >= record.hlc:
+            return
+        await _SAVE[cls](self._meta, record)
+        # Another, newer entry may have landed while this one was saved.
+        current = table.get(_entry_key(record))
+        if current is None or current.hlc < record.hlc:
+            table[_entry_key(record)] = record
+
+    async def _store(self, table, record):
+        """Save a local change, make it visible, and spread it; ObjectError
+        ServiceUnavailable if a majority of the cluster does not hold it."""
+        await _SAVE[type(record)](self._meta, record)
+        await self._spread(table, record)
+
+    async def _spread(self, table, record):
+        """Make a saved local change visible and send it to the cluster."""
+        table[_entry_key(record)] = record
+        if self._replication is None:
+            return
+        try:
+            await self._replication.publish(_TABLE_NAME[type(record)],
+                                            dataclasses.asdict(record))
+        except QuorumNotReached as e:
+            raise ObjectError("ServiceUnavailable", f"Too few nodes answered: {e}") from None
 
     async def load(self):
         keys, buckets, grants = await self._meta.load_system_tables()
@@ -76,10 +135,10 @@ class SystemTables:
         return None if key is None or key.deleted else key
 
     def key_by_name(self, name):
-        for key in self._keys.values():
-            if key.name == name and not key.deleted:
-                return key
-        return None
+        # Two nodes that each made a key of the same name before they met
+        # both keep theirs; the oldest answers to the name, on every node.
+        named = [k for k in self._keys.values() if k.name == name and not k.deleted]
+        return min(named, key=lambda k: (k.created, k.access_key_id), default=None)
 
     def keys(self):
         return sorted((k for k in self._keys.values() if not k.deleted),
@@ -117,8 +176,7 @@ class SystemTables:
         user_id = hashlib.sha256(b"z4node-user:" + access_key_id.encode()).hexdigest()
         key = AccessKey(access_key_id, name, secret, user_id, is_admin,
                         self._clock.seconds(), self._hlc.now())
-        await self._meta.save_key(key)
-        self._keys[access_key_id] = key
+        await self._store(self._keys, key)
         return key
 
     async def delete_key(self, name):
@@ -128,8 +186,7 @@ class SystemTables:
         tombstone = AccessKey(key.access_key_id, key.name, key.secret,
                               key.user_id, key.is_admin, key.created,
                               self._hlc.now(), deleted=True)
-        await self._meta.save_key(tombstone)
-        self._keys[key.access_key_id] = tombstone
+        await self._store(self._keys, tombstone)
         for (bucket, akid) in list(self._grants):
             if akid == key.access_key_id:
                 await self.set_grant(bucket, akid, False, False, False)
@@ -153,8 +210,7 @@ class SystemTables:
         """Create a bucket owned by ``owner_key``; the key gets an owner grant."""
         bucket = Bucket(name, owner_key.user_id, self._clock.seconds(),
                         self._hlc.now(), dict(settings or {}))
-        await self._meta.save_bucket(bucket)
-        self._buckets[name] = bucket
+        await self._store(self._buckets, bucket)
         await self.set_grant(name, owner_key.access_key_id, True, True, True)
         return bucket
 
@@ -173,8 +229,7 @@ class SystemTables:
             settings = json.loads(json.dumps(bucket.settings))
             update(settings)
             updated = Bucket(name, bucket.owner, bucket.created, self._hlc.now(), settings)
-            await self._meta.save_bucket(updated)
-            self._buckets[name] = updated
+            await self._store(self._buckets, updated)
             return updated
         finally:
             self._settings_lock.release()
@@ -186,7 +241,7 @@ class SystemTables:
         tombstone = Bucket(name, bucket.owner, bucket.created, self._hlc.now(),
                            bucket.settings, deleted=True)
         await self._meta.save_bucket(tombstone, precondition)
-        self._buckets[name] = tombstone
+        await self._spread(self._buckets, tombstone)
         for (b, akid) in list(self._grants):
             if b == name:
                 await self.set_grant(b, akid, False, False, False)
@@ -209,6 +264,26 @@ class SystemTables:
     async def set_grant(self, bucket, access_key_id, can_read, can_write, can_own):
         grant = Grant(bucket, access_key_id, can_read, can_write, can_own,
                       self._hlc.now())
-        await self._meta.save_grant(grant)
-        self._grants[(bucket, access_key_id)] = grant
+        await self._store(self._grants, grant)
         return grant
+
+
+def _entry_key(record):
+    """The key a record has in its in-memory table."""
+    if isinstance(record, AccessKey):
+        return record.access_key_id
+    if isinstance(record, Bucket):
+        return record.name
+    return (record.bucket, record.access_key_id)
+
+
+def _entry_id(record):
+    """The same key as one string, for digests."""
+    key = _entry_key(record)
+    return "\0".join(key) if isinstance(key, tuple) else key
+
+
+_TABLE_NAME = {AccessKey: "keys", Bucket: "buckets", Grant: "grants"}
+_SAVE = {AccessKey: lambda meta, r: meta.save_key(r),
+         Bucket: lambda meta, r: meta.save_bucket(r),
+         Grant: lambda meta, r: meta.save_grant(r)}

@@ -1,0 +1,116 @@
+"""Three real ``twistd z4node`` processes: access keys, buckets and grants
+made through one node work on every node, and a node that was down (SIGKILL)
+catches up on what it missed when it comes back.
+
+Every process this test starts, it stops (addCleanup). Nothing listens on
+anything but 127.0.0.1.
+"""
+
+import json
+import os
+import signal
+import urllib.request
+
+from botocore.exceptions import ClientError
+from twisted.internet import defer, reactor, task, threads
+from twisted.trial.unittest import TestCase
+
+from tests.test_cluster_processes import ClusterNode
+
+NODES = 3
+
+
+def sleep(seconds):
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+class SystemReplicationTests(TestCase):
+    timeout = 300
+
+    def setUp(self):
+        self.base = os.path.abspath(self.mktemp())
+        first = ClusterNode(self, self.base, 0)
+        self.nodes = [first] + [ClusterNode(self, self.base, i, join=first.gossip)
+                                for i in range(1, NODES)]
+        for node in self.nodes:
+            node.start()
+
+    @defer.inlineCallbacks
+    def eventually(self, check, what, limit=60):
+        """Call ``check()`` (blocking; run on a thread) until it returns
+        without an exception; fail after ``limit`` seconds."""
+        start = reactor.seconds()
+        while True:
+            try:
+                result = yield threads.deferToThread(check)
+                return result
+            except Exception as e:
+                if reactor.seconds() - start > limit:
+                    logs = "\n".join(f"--- {n.id}\n{n.log()[-3000:]}" for n in self.nodes)
+                    self.fail(f"{what}: not within {limit} s ({e!r})\n{logs}")
+            yield sleep(0.2)
+
+    @staticmethod
+    def all_alive(nodes):
+        def check():
+            for node in nodes:
+                view = json.loads(urllib.request.urlopen(
+                    node.endpoint + "/_z4/peers", timeout=2).read())
+                states = {m["id"]: m["state"] for m in view["members"]}
+                assert all(states.get(n.id) == "alive" for n in nodes), states
+        return check
+
+    def create_key(self, node, name):
+        code, out, err = node.z4("key", "create", name, "--json")
+        self.assertEqual(code, 0, err)
+        key = json.loads(out)
+        return key["access_key_id"], key["secret_access_key"]
+
+    @defer.inlineCallbacks
+    def test_keys_and_buckets_on_every_node(self):
+        yield self.eventually(self.all_alive(self.nodes), "three nodes converge")
+
+        # A key made through node 0 signs requests on node 2.
+        alice = self.create_key(self.nodes[0], "alice")
+        yield self.eventually(lambda: self.nodes[2].client(alice).list_buckets(),
+                              "node 2 knows alice's key")
+
+        # A bucket made through node 1 is listed by node 0, and alice's
+        # grant on it (made through node 1) lets her in through node 2.
+        admin1 = self.nodes[1].client()
+        admin1.create_bucket(Bucket="shared")
+        code, _, err = self.nodes[1].z4("bucket", "allow", "shared", "--key", "alice",
+                                        "--read")
+        self.assertEqual(code, 0, err)
+
+        def listed():
+            names = [b["Name"] for b in self.nodes[0].client().list_buckets()["Buckets"]]
+            assert "shared" in names, names
+        yield self.eventually(listed, "node 0 lists the bucket")
+        yield self.eventually(
+            lambda: self.nodes[2].client(alice).list_objects_v2(Bucket="shared"),
+            "alice reads the bucket through node 2")
+
+        # Node 2 is killed. A key made meanwhile (2 of 3 hold it: a
+        # majority) and a key deleted meanwhile reach it when it is back.
+        victim = self.nodes[2]
+        victim.kill(signal.SIGKILL)
+        bob = self.create_key(self.nodes[0], "bob")
+        code, _, err = self.nodes[1].z4("key", "delete", "alice")
+        self.assertEqual(code, 0, err)
+        yield self.eventually(lambda: self._refused(self.nodes[0].client(alice)),
+                              "node 0 refuses alice's deleted key")
+        victim.start()
+        yield self.eventually(lambda: victim.client(bob).list_buckets(),
+                              "the restarted node knows bob's key")
+        yield self.eventually(lambda: self._refused(victim.client(alice)),
+                              "the restarted node refuses alice's deleted key")
+
+    @staticmethod
+    def _refused(client):
+        try:
+            client.list_buckets()
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "InvalidAccessKeyId", e.response
+            return
+        raise AssertionError("the deleted key still works")
