@@ -113,7 +113,7 @@ class PipelineTests(TestCase):
 
     def test_large_xml_is_parsed_on_the_blocking_pool(self):
         small = b"<Delete><Object><Key>k</Key></Object></Delete>"
-        large = (b"<Delete>" + b"<Object><Key>k</Key></Object>" * 1000 + b"</Delete>")
+        large = b"<Delete>" + b"<Object><Key>k</Key></Object>" * 1000 + b"</Delete>"
         self.assertGreater(len(large), self.api.inline_xml_bytes)
         for body, expected_calls in ((small, 0), (large, 1)):
             parsed = self.successResultOf(Deferred.fromCoroutine(
