@@ -93,8 +93,11 @@ def request(node, method, target, headers=None, body=b"", signed=True,
     path (and query), sent exactly as given. Header values go out as
     ISO-8859-1 (http.client's way), or with ``utf8_headers`` as UTF-8, the
     bytes botocore's signer signs for a non-ASCII value (and what Go and
-    most other clients send)."""
+    most other clients send). A header value given as a tuple is sent as
+    that many header lines, signed as SigV4 reads them: joined by ","."""
     headers = dict(headers or {})
+    repeated = {name: value for name, value in headers.items() if isinstance(value, tuple)}
+    headers.update({name: ",".join(value) for name, value in repeated.items()})
     if signed:
         headers = sign(node, method, target, headers, body, credentials, payload_hash)
     connection = http.client.HTTPConnection("127.0.0.1", node.port, timeout=timeout)
@@ -107,9 +110,10 @@ def request(node, method, target, headers=None, body=b"", signed=True,
                 body or method in ("PUT", "POST")):
             connection.putheader("Content-Length", str(len(body)))
         for name, value in headers.items():
-            if utf8_headers and isinstance(value, str):
-                value = value.encode("utf-8")
-            connection.putheader(name, value)
+            for value in repeated.get(name, (value,)):
+                if utf8_headers and isinstance(value, str):
+                    value = value.encode("utf-8")
+                connection.putheader(name, value)
         try:
             connection.endheaders(body if body else None)
         except (BrokenPipeError, ConnectionResetError):

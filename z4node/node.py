@@ -159,7 +159,8 @@ class Node(MultiService):
 
     async def _listen(self):
         domains = (self.options or {}).get("domain") or self.environ.get("Z4_DOMAIN") or ""
-        api = S3Api(self.reactor, self.objects, HANDLERS, self.node_id, debug=self.debug,
+        api = S3Api(self.reactor, self.objects, HANDLERS, self.chunks.run, self.node_id,
+                    debug=self.debug,
                     domains=[d for d in domains.split(",") if d.strip()],
                     trusted_proxies=self.trusted_proxies)
         z4 = Resource()

@@ -23,6 +23,9 @@ ENABLED = "Enabled"
 SUSPENDED = "Suspended"
 
 _MAX_HLC = (1 << 64) - 1
+# HLCs are stored as SQLite's signed 64-bit integers: no id we issued
+# carries a larger one.
+_LARGEST_STORED_HLC = (1 << 63) - 1
 _ID_LENGTH = 26
 
 
@@ -47,7 +50,10 @@ def version_hlc(version_id):
         raw = base64.b32hexdecode(version_id + "======")
     except (binascii.Error, ValueError):
         raise invalid_version_id(version_id) from None
-    return _MAX_HLC - int.from_bytes(raw[:8], "big")
+    hlc = _MAX_HLC - int.from_bytes(raw[:8], "big")
+    if hlc > _LARGEST_STORED_HLC:
+        raise invalid_version_id(version_id)
+    return hlc
 
 
 def invalid_version_id(version_id):

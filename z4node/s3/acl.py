@@ -214,13 +214,9 @@ def _grant(kind, value, permission, user_exists):
                   extra={"ArgumentName": "x-amz-grant", "ArgumentValue": kind})
 
 
-def from_xml(body, owner, user_exists):
-    """The ACL of an AccessControlPolicy document (the resource's owner
-    stays ``owner``: an ACL never changes who owns a thing)."""
-    try:
-        document = xml.parse(body, "AccessControlPolicy")
-    except S3Error:
-        raise S3Error("MalformedACLError") from None
+def from_xml(document, owner, user_exists):
+    """The ACL of a parsed AccessControlPolicy document (the resource's
+    owner stays ``owner``: an ACL never changes who owns a thing)."""
     listing = document.find("AccessControlList")
     if listing is None:
         raise S3Error("MalformedACLError")

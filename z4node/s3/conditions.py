@@ -10,6 +10,7 @@ failure is 412.
 import re
 from email.utils import parsedate_to_datetime
 
+from z4node.s3 import integers
 from z4node.s3.errors import S3Error
 
 
@@ -98,24 +99,25 @@ def parse_range(header, size):
         return None
     first, dash, last = spec.strip().partition("-")
     first, last = first.strip(), last.strip()
-    if not dash or not (first or last) or not (first.isdigit() or first == "") \
-            or not (last.isdigit() or last == ""):
+    start = integers.non_negative(first, integers.INT64_MAX)
+    end = integers.non_negative(last, integers.INT64_MAX)
+    # Each end is absent or a number, and one of them is there.
+    if not dash or not (first or last) or (first and start is None) \
+            or (last and end is None):
         return None
-    if first == "":
-        length = int(last)
-        if length == 0 or size == 0:
+    if start is None:
+        if end == 0 or size == 0:
             raise _unsatisfiable(header, size)
-        return max(size - length, 0), size - 1
-    start = int(first)
-    end = int(last) if last else size - 1
-    if last and end < start:
+        return max(size - end, 0), size - 1
+    if end is not None and end < start:
         return None
     if start >= size:
         raise _unsatisfiable(header, size)
-    return start, min(end, size - 1)
+    return start, size - 1 if end is None else min(end, size - 1)
 
 
-_COPY_RANGE = re.compile(r"bytes=(\d+)-(\d+)")
+# ASCII digits only (``\d`` would take any script's digits).
+_COPY_RANGE = re.compile(r"bytes=([0-9]+)-([0-9]+)")
 
 
 def parse_copy_range(spec, size):
@@ -130,8 +132,9 @@ def parse_copy_range(spec, size):
                       "where first and last are the zero-based offsets of the first and last "
                       "bytes to copy",
                       extra={"ArgumentName": "x-amz-copy-source-range", "ArgumentValue": spec})
-    start, end = int(match.group(1)), int(match.group(2))
-    if start > end or end >= size:
+    start = integers.non_negative(match.group(1), integers.INT64_MAX)
+    end = integers.non_negative(match.group(2), integers.INT64_MAX)
+    if start is None or end is None or start > end or end >= size:
         raise S3Error("InvalidArgument",
                       f"Range specified is not valid for source object of size: {size}",
                       extra={"ArgumentName": "x-amz-copy-source-range", "ArgumentValue": spec})

@@ -33,6 +33,7 @@ import base64
 import hashlib
 import hmac
 
+from z4node.s3 import integers
 from z4node.s3.errors import S3Error
 from z4node.s3.sigv4 import canonical_uri, check_skew, iso8601, parse_http_date, same_signature
 
@@ -153,12 +154,13 @@ def verify_query(view, params, lookup_secret, now):
         raise S3Error("AccessDenied", "Query-string authentication requires the Signature, "
                                       "Expires and AWSAccessKeyId parameters")
     expires = auth["Expires"]
-    if not expires.isdigit() or not expires.isascii():
+    seconds = integers.non_negative(expires, integers.INT64_MAX)
+    if seconds is None:
         raise S3Error("AccessDenied", f"Invalid date (should be seconds since epoch): {expires}")
     secret = _lookup(lookup_secret, auth["AWSAccessKeyId"])
-    if now > int(expires):
+    if now > seconds:
         raise S3Error("AccessDenied", "Request has expired", extra={
-            "Expires": iso8601(int(expires)), "ServerTime": iso8601(now)})
+            "Expires": iso8601(seconds), "ServerTime": iso8601(now)})
     headers = view.headers
     amz = {name: value for name, value in in_query.items() if name.startswith("x-amz-")}
     amz.update(_amz_headers(headers))

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote_from_bytes, unquote, unquote_to_bytes
 
+from z4node.s3 import integers
 from z4node.s3.errors import S3Error
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -156,7 +157,10 @@ def check_skew(request_time, now):
 # -- signing ----------------------------------------------------------------
 
 def same_signature(expected, provided):
-    """Constant-time comparison of our signature with the client's."""
+    """Constant-time comparison of a signature or digest we computed (ASCII
+    text) with the one the client sent, which may hold any character:
+    ``hmac.compare_digest`` raises TypeError on non-ASCII ``str``, so both
+    are compared as bytes."""
     # "replace": a provided string is a decoding of wire bytes and always
     # encodes; should a caller break that, it must mismatch, not crash.
     return hmac.compare_digest(expected.encode("ascii"),
@@ -417,10 +421,9 @@ def verify_query(view, params, lookup_secret, now):
     request_time = parse_amz_date(timestamp)
     if request_time is None:
         raise S3Error(code, "X-Amz-Date must be in the ISO8601 Long Format \"yyyyMMdd'T'HHmmss'Z'\".")
-    expires = auth["X-Amz-Expires"]
-    if not expires.isdigit() or not expires.isascii():
+    expires = integers.non_negative(auth["X-Amz-Expires"], integers.INT64_MAX)
+    if expires is None:
         raise S3Error(code, "X-Amz-Expires should be a non-negative number of seconds.")
-    expires = int(expires)
     if expires > MAX_PRESIGN_EXPIRES:
         raise S3Error(code, "X-Amz-Expires must be less than a week (in seconds) that is; "
                             f"the maximum expires is {MAX_PRESIGN_EXPIRES} seconds.")

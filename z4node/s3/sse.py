@@ -17,10 +17,10 @@ into a :class:`CustomerKey` or an S3 error, with AWS's codes and messages:
 import base64
 import binascii
 import hashlib
-import hmac
 
 from z4node.objects import encryption
 from z4node.objects.encryption import CustomerKey
+from z4node.s3 import sigv4
 from z4node.s3.errors import S3Error
 
 SSE = "x-amz-server-side-encryption"
@@ -90,7 +90,7 @@ def customer_key(call, prefix=CUSTOMER):
                       "Requests specifying Server Side Encryption with Customer "
                       "provided keys must provide the client calculated MD5 of the "
                       "secret key.", extra={"ArgumentName": prefix + "key-MD5"})
-    if not hmac.compare_digest(key_md5.strip(), expected):
+    if not sigv4.same_signature(expected, key_md5.strip()):
         raise S3Error("InvalidArgument",
                       "The calculated MD5 hash of the key did not match the hash "
                       "that was provided.", extra={"ArgumentName": prefix + "key-MD5"})

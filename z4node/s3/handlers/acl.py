@@ -8,7 +8,7 @@ from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.objects import find_version
 from z4node.s3.handlers.versioning import requested_version
-from z4node.s3.handlers.documents import read_body
+from z4node.s3.handlers.documents import read_body, read_document
 
 # An AccessControlPolicy of 100 grants is a few KB; S3 allows 100 grants.
 MAX_ACL_BODY = 64 * 1024
@@ -32,7 +32,11 @@ async def _requested_acl(api, call, owner, bucket_owner, for_bucket):
     if not body.strip():
         raise S3Error("MissingSecurityHeader", "Your request was missing a required header",
                       extra={"MissingHeaderName": "x-amz-acl"})
-    return acls.from_xml(body, owner, user_exists(api))
+    try:
+        document = await api.parse_xml(body, "AccessControlPolicy")
+    except S3Error:
+        raise S3Error("MalformedACLError") from None
+    return acls.from_xml(document, owner, user_exists(api))
 
 
 def _acl_response(api, acl):
@@ -105,8 +109,7 @@ async def get_bucket_ownership_controls(api, call):
 
 async def put_bucket_ownership_controls(api, call):
     bucket = api.objects.bucket(call.bucket)
-    body = await read_body(api, call)
-    document = xml.parse(body, "OwnershipControls")
+    document = await read_document(api, call, "OwnershipControls")
     rules = document.findall("Rule")
     if len(rules) != 1 or len(list(document)) != 1:
         raise S3Error("MalformedXML")

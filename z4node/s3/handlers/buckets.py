@@ -4,6 +4,7 @@ from z4node.s3 import acl as acls
 from z4node.s3 import xml
 from z4node.s3.api import Response
 from z4node.s3.authorization import can_see_bucket
+from z4node.s3.handlers.documents import read_document
 
 
 def owner_element(api, user_id):
@@ -22,9 +23,7 @@ async def list_buckets(api, call):
 
 
 async def create_bucket(api, call):
-    body = await call.request.body.read_all(api.max_xml_body)
-    if body and body.strip():
-        xml.parse(body, "CreateBucketConfiguration")
+    await read_document(api, call, "CreateBucketConfiguration", optional=True)
     key = call.access_key
     settings = acls.new_bucket_settings(
         call.headers, key.user_id, lambda user_id: api.system.key_by_user_id(user_id) is not None)

@@ -12,7 +12,7 @@ implemented; SSE-C is per request and never a bucket default (as on S3).
 from z4node.s3 import sse, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
-from z4node.s3.handlers.documents import read_body
+from z4node.s3.handlers.documents import read_document
 
 SETTING = "encryption"
 _DEFAULT = {"algorithm": sse.AES256, "bucket_key": False}
@@ -20,8 +20,7 @@ _DEFAULT = {"algorithm": sse.AES256, "bucket_key": False}
 
 async def put_bucket_encryption(api, call):
     api.objects.bucket(call.bucket)
-    raw = await read_body(api, call)
-    document = xml.parse(raw, "ServerSideEncryptionConfiguration")
+    document = await read_document(api, call, "ServerSideEncryptionConfiguration")
     rules = document.findall("Rule")
     if len(rules) != 1:
         raise S3Error("MalformedXML", "A server side encryption configuration has "

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 
 from z4node.objects import lifecycle
-from z4node.s3 import xml
+from z4node.s3 import integers, xml
 from z4node.s3.api import Response, http_date
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.documents import integer, only, read_document
@@ -20,10 +20,14 @@ from z4node.s3.handlers.tagging import MAX_OBJECT_TAGS, validate
 MAX_RULES = 1000
 MAX_ID_LENGTH = 255
 MAX_NEWER_NONCURRENT = 100
+# Our own bound on a rule's days (2,700 years): more would put expiry
+# dates past the year 9999, which no HTTP date or XML timestamp can carry,
+# and every GET in the bucket would fail to say when its object expires.
+MAX_DAYS = 1_000_000
 
 
 def _positive(text, message, name):
-    value = integer(text)
+    value = integer(text, MAX_DAYS)
     if value <= 0:
         raise S3Error("InvalidArgument", message,
                       extra={"ArgumentName": name, "ArgumentValue": str(value)})
@@ -73,9 +77,9 @@ def _parse_filter(rule_element, rule):
         elif element.tag == "Tag":
             tags.append(_tag(element))
         elif element.tag == "ObjectSizeGreaterThan":
-            rule.size_greater_than = integer(element.text)
+            rule.size_greater_than = integer(element.text, integers.INT64_MAX)
         elif element.tag == "ObjectSizeLessThan":
-            rule.size_less_than = integer(element.text)
+            rule.size_less_than = integer(element.text, integers.INT64_MAX)
         else:
             raise S3Error("MalformedXML")
     if len({k for k, _ in tags}) != len(tags):
@@ -90,11 +94,12 @@ def _parse_filter(rule_element, rule):
 def _parse_date(text):
     try:
         moment = datetime.fromisoformat((text or "").strip())
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        # OverflowError: a zone that puts the UTC date past the year 9999.
         raise S3Error("InvalidArgument", "'Date' must be at midnight GMT") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    moment = moment.astimezone(timezone.utc)
     if (moment.hour, moment.minute, moment.second, moment.microsecond) != (0, 0, 0, 0):
         raise S3Error("InvalidArgument", "'Date' must be at midnight GMT")
     return moment.timestamp()

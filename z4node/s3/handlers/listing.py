@@ -5,7 +5,7 @@ import base64
 import binascii
 from urllib.parse import quote
 
-from z4node.s3 import conditions, xml
+from z4node.s3 import conditions, integers, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
 
@@ -13,15 +13,8 @@ MAX_KEYS = 1000
 
 
 def max_keys(call):
-    value = call.query.get("max-keys", str(MAX_KEYS))
-    try:
-        number = int(value)
-    except ValueError:
-        number = -1
-    if number < 0:
-        raise S3Error("InvalidArgument", "Provided max-keys not an integer or within integer range",
-                      extra={"ArgumentName": "max-keys", "ArgumentValue": value})
-    return min(number, MAX_KEYS)
+    return min(integers.parameter(call.query.get("max-keys", str(MAX_KEYS)), "max-keys"),
+               MAX_KEYS)
 
 
 def _encoder(call):

@@ -2,10 +2,11 @@
 list parts, list uploads."""
 
 from z4node.objects import checksums
-from z4node.s3 import authorization, conditions, sse, xml
+from z4node.s3 import authorization, conditions, integers, sse, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.buckets import owner_element
+from z4node.s3.handlers.documents import read_document
 from z4node.s3.handlers.lifecycle import abort_headers, expiration_headers
 from z4node.s3.handlers.object_lock import require_digest_for_lock
 from z4node.s3.handlers.objects import (acl_meta, early_write_precondition,
@@ -17,19 +18,13 @@ MAX_LISTED = 1000
 
 
 def _part_number(call):
-    value = call.query.get("partNumber", "")
-    if not value.isdigit() or not 1 <= int(value) <= MAX_PARTS:
-        raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive",
-                      extra={"ArgumentName": "partNumber", "ArgumentValue": value})
-    return int(value)
+    return integers.parameter(
+        call.query.get("partNumber", ""), "partNumber", minimum=1, maximum=MAX_PARTS,
+        message="Part number must be an integer between 1 and 10000, inclusive")
 
 
 def _limit(call, name):
-    value = call.query.get(name, str(MAX_LISTED))
-    if not value.isdigit():
-        raise S3Error("InvalidArgument", f"Provided {name} not an integer or within integer range",
-                      extra={"ArgumentName": name, "ArgumentValue": value})
-    return min(int(value), MAX_LISTED)
+    return min(integers.parameter(call.query.get(name, str(MAX_LISTED)), name), MAX_LISTED)
 
 
 async def create_upload(api, call):
@@ -107,16 +102,20 @@ async def upload_part_copy(api, call):
 
 
 async def complete_upload(api, call):
-    document, _ = await api.read_xml(call, "CompleteMultipartUpload")
+    # Its x-amz-checksum-* headers are the whole object's checksum.
+    document = await read_document(api, call, "CompleteMultipartUpload",
+                                   checksum_headers=False)
     requested = []
     for element in document.findall("Part"):
         number, etag = xml.text(element, "PartNumber"), xml.text(element, "ETag")
-        if number is None or etag is None or not number.strip().isdigit():
+        if number is not None:
+            number = integers.non_negative(number.strip(), integers.INT32_MAX)
+        if number is None or etag is None:
             raise S3Error("MalformedXML")
         claimed = {algorithm: xml.text(element, "Checksum" + algorithm).strip()
                    for algorithm in checksums.ALGORITHMS
                    if xml.text(element, "Checksum" + algorithm) is not None}
-        requested.append((int(number), etag.strip(), claimed))
+        requested.append((number, etag.strip(), claimed))
     if not requested:
         raise S3Error("MalformedXML")
     expected = None
@@ -154,18 +153,16 @@ async def abort_upload(api, call):
 
 
 async def list_parts(api, call):
-    marker = call.query.get("part-number-marker", "0") or "0"
-    if not marker.isdigit():
-        raise S3Error("InvalidArgument", "Invalid part-number-marker",
-                      extra={"ArgumentName": "part-number-marker", "ArgumentValue": marker})
+    marker = integers.parameter(call.query.get("part-number-marker", "0") or "0",
+                                "part-number-marker", message="Invalid part-number-marker")
     limit = _limit(call, "max-parts")
     upload, parts, truncated = await api.objects.list_parts(
-        call.bucket, call.key, call.query["uploadId"], int(marker), limit)
+        call.bucket, call.key, call.query["uploadId"], marker, limit)
     owner = owner_element(api, upload.owner)
     children = [("Bucket", call.bucket), ("Key", call.key),
                 ("UploadId", upload.upload_id), ("Initiator", owner), ("Owner", owner),
-                ("StorageClass", "STANDARD"), ("PartNumberMarker", int(marker)),
-                ("NextPartNumberMarker", parts[-1].part_number if parts else int(marker)),
+                ("StorageClass", "STANDARD"), ("PartNumberMarker", marker),
+                ("NextPartNumberMarker", parts[-1].part_number if parts else marker),
                 ("MaxParts", limit), ("IsTruncated", truncated)]
     for part in parts:
         children.append(("Part", [("PartNumber", part.part_number),

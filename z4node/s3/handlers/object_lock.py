@@ -19,14 +19,17 @@ MAX_DEFAULT_YEARS = 100
 
 
 def parse_date(text):
-    """An ISO 8601 time as unix seconds, or None."""
+    """An ISO 8601 time as unix seconds, or None; None too for a time whose
+    UTC date is past the year 9999 (``9999-12-31T23:59:59-14:00``): it
+    could never be written back in a header or a document, and every GET
+    of the object would fail."""
     try:
         moment = datetime.fromisoformat(text.strip())
-    except (AttributeError, ValueError):
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.astimezone(timezone.utc).timestamp()
+    except (AttributeError, ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
 
 
 def bypass_governance(api, call):

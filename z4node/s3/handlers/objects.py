@@ -1,15 +1,28 @@
 """Object operations: GetObject/HeadObject, PutObject, CopyObject,
-DeleteObject and DeleteObjects, each on any version of a key."""
+DeleteObject and DeleteObjects, each on any version of a key.
 
+User metadata (``x-amz-meta-*``) is handled as S3 documents it: values
+sent as RFC 2047 encoded-words (``=?UTF-8?B?...?=``, what SDKs that refuse
+raw non-ASCII headers send) are decoded before they are stored, and a
+value that is not printable ASCII goes back out as one encoded-word,
+``=?UTF-8?B?`` + base64 of its UTF-8 bytes + ``?=``, never as raw bytes.
+(S3 itself reads raw non-ASCII header bytes as ISO-8859-1 and so returns
+them UTF-8-encoded twice; we return the bytes that were sent.)
+"""
+
+import base64
+import re
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from urllib.parse import parse_qsl, unquote
 
 from z4node.objects import checksums, encryption
 from z4node.objects.errors import ObjectError
 from z4node.s3 import acl as acls
-from z4node.s3 import authorization, conditions, sse, xml
-from z4node.s3.api import Response, header_value, http_date, object_error
+from z4node.s3 import authorization, conditions, integers, sse, xml
+from z4node.s3.api import Response, header_value, http_date, object_error, wire_bytes
 from z4node.s3.errors import S3Error
-from z4node.s3.handlers.documents import read_body
+from z4node.s3.handlers.documents import read_document
 from z4node.s3.handlers.lifecycle import expiration_headers
 from z4node.s3.handlers.object_lock import (bypass_governance, lock_headers,
                                             lock_meta_from_headers,
@@ -33,6 +46,39 @@ OVERRIDES = {
     "response-content-encoding": "content-encoding",
 }
 MAX_DELETE_KEYS = 1000
+# A header value that goes out as it is stored.
+_PRINTABLE_ASCII = re.compile("[\t\x20-\x7e]*")
+
+
+def stored_metadata_value(value):
+    """A user metadata value (a wire string) as stored: RFC 2047
+    encoded-words decoded, still a wire string (its UTF-8 bytes)."""
+    if "=?" not in value:
+        return value
+    try:
+        text = str(make_header(decode_header(value)))
+    except (HeaderParseError, LookupError, UnicodeError, ValueError):
+        # Not encoded-words after all (or an unknown charset): kept as sent.
+        return value
+    return header_value(text)
+
+
+def metadata_header_value(value):
+    """A stored user metadata value as its response header: as it is when
+    printable ASCII, else one RFC 2047 encoded-word of its UTF-8 bytes."""
+    if _PRINTABLE_ASCII.fullmatch(value):
+        return value
+    return "=?UTF-8?B?" + base64.b64encode(wire_bytes(value)).decode("ascii") + "?="
+
+
+def user_metadata(fields):
+    """The ``x-amz-meta-*`` entries of request headers or form fields (wire
+    strings), as stored; MetadataTooLarge past S3's limit."""
+    user = {name[len("x-amz-meta-"):]: stored_metadata_value(value)
+            for name, value in fields.items() if name.startswith("x-amz-meta-")}
+    if sum(len(k) + len(v) for k, v in user.items()) > MAX_USER_METADATA:
+        raise S3Error("MetadataTooLarge")
+    return user
 
 
 def metadata_from_headers(headers):
@@ -50,12 +96,8 @@ def metadata_from_headers(headers):
             stored["content-encoding"] = ",".join(kept)
         else:
             del stored["content-encoding"]
-    user = {name[len("x-amz-meta-"):]: value for name, value in headers.items()
-            if name.startswith("x-amz-meta-")}
-    if sum(len(k) + len(v) for k, v in user.items()) > MAX_USER_METADATA:
-        raise S3Error("MetadataTooLarge")
     return {"content-type": headers.get("content-type") or "binary/octet-stream",
-            "headers": stored, "user": user}
+            "headers": stored, "user": user_metadata(headers)}
 
 
 def acl_meta(api, call, meta):
@@ -80,7 +122,7 @@ def object_headers(version):
     }
     headers.update(meta.get("headers", {}))
     for name, value in meta.get("user", {}).items():
-        headers["x-amz-meta-" + name] = value
+        headers["x-amz-meta-" + name] = metadata_header_value(value)
     return headers
 
 
@@ -134,8 +176,9 @@ async def get_object(api, call):
         if "range" in call.headers:
             raise S3Error("InvalidRequest",
                           "Cannot specify both Range header and partNumber query parameter")
-        number = _positive_int(part_number, "partNumber")
-        byte_range = part_range(version, number)
+        part_number = integers.parameter(part_number, "partNumber", minimum=1,
+                                         message="partNumber must be a positive integer")
+        byte_range = part_range(version, part_number)
         if version.size == 0:
             # An empty object's only part: no byte range can name it
             # ("bytes 0--1/0" is no header), so it goes out whole, as a 200.
@@ -159,21 +202,6 @@ async def get_object(api, call):
     return Response(status, headers, stream=api.objects.read(version, start, end, sealing))
 
 
-def _count(value, name):
-    if not value.isdigit():
-        raise S3Error("InvalidArgument", f"{name} must be a non-negative integer",
-                      extra={"ArgumentName": name, "ArgumentValue": value})
-    return int(value)
-
-
-def _positive_int(value, name):
-    number = _count(value, name)
-    if number < 1:
-        raise S3Error("InvalidArgument", f"{name} must be a positive integer",
-                      extra={"ArgumentName": name, "ArgumentValue": value})
-    return number
-
-
 def part_range(version, number):
     """Bytes (start, end) of part ``number``; an object not made by a
     multipart upload is its own part 1."""
@@ -195,7 +223,7 @@ def checksum_headers(version, byte_range, part_number):
         return {}
     if part_number is not None and version.meta.get("part_checksums"):
         ((algorithm, _),) = stored.items()
-        value = version.meta["part_checksums"][int(part_number) - 1]
+        value = version.meta["part_checksums"][part_number - 1]
         return {checksums.header_name(algorithm): value, "x-amz-checksum-type": "COMPOSITE"}
     if byte_range is not None and byte_range != (0, version.size - 1):
         return {}
@@ -225,9 +253,10 @@ async def get_object_attributes(api, call):
             ("ChecksumType", version.meta.get("checksum_type", "FULL_OBJECT"))]))
     sizes = version.meta.get("parts")
     if "ObjectParts" in wanted and sizes:
-        marker = _count(call.headers.get("x-amz-part-number-marker", "0"),
-                        "x-amz-part-number-marker")
-        limit = min(_count(call.headers.get("x-amz-max-parts", "1000"), "x-amz-max-parts"), 1000)
+        marker = integers.parameter(call.headers.get("x-amz-part-number-marker", "0"),
+                                    "x-amz-part-number-marker")
+        limit = min(integers.parameter(call.headers.get("x-amz-max-parts", "1000"),
+                                       "x-amz-max-parts"), 1000)
         numbers = list(range(marker + 1, min(marker + limit, len(sizes)) + 1))
         part_checksums = version.meta.get("part_checksums")
         parts = []
@@ -429,8 +458,7 @@ async def delete_object(api, call):
 
 
 async def delete_objects(api, call):
-    raw = await read_body(api, call, require_digest=True)
-    document = xml.parse(raw, "Delete")
+    document = await read_document(api, call, "Delete", require_digest=True)
     quiet = (xml.text(document, "Quiet", "false") or "").strip().lower() == "true"
     objects = document.findall("Object")
     if not objects or len(objects) > MAX_DELETE_KEYS:

@@ -19,13 +19,14 @@ import json
 from datetime import datetime, timezone
 from urllib.parse import quote, urlencode, urlsplit
 
-from multipart import MultipartSegment, ParserError, PushMultipartParser, parse_options_header
+from multipart import (MultipartError, MultipartSegment, PushMultipartParser,
+                       parse_options_header)
 
 from z4node.s3 import authorization, conditions, sigv4, sse, xml
-from z4node.s3.api import Response
+from z4node.s3.api import Response, header_value
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.object_lock import lock_meta_from_headers
-from z4node.s3.handlers.objects import MAX_USER_METADATA, STORED_HEADERS, acl_meta
+from z4node.s3.handlers.objects import STORED_HEADERS, acl_meta, user_metadata
 from z4node.s3.handlers.tagging import MAX_OBJECT_TAGS, validate
 from z4node.s3.handlers.versioning import version_headers
 
@@ -59,7 +60,9 @@ class _Form:
                 chunk = b""
             try:
                 self._events = list(self._parser.parse(chunk))
-            except ParserError:
+            except MultipartError:
+                # ParserError, and ParserLimitReached: a part with more or
+                # longer headers than the limits above.
                 raise S3Error("MalformedPOSTRequest") from None
             self._at = 0
             if not chunk and not self._events:
@@ -217,10 +220,8 @@ def check_policy(document, fields, bucket, now):
 def _metadata(fields):
     """The stored metadata the form's fields ask for (as PutObject's headers)."""
     stored = {name: fields[name] for name in STORED_HEADERS if name in fields}
-    user = {name[len("x-amz-meta-"):]: value for name, value in fields.items()
-            if name.startswith("x-amz-meta-")}
-    if sum(len(k) + len(v) for k, v in user.items()) > MAX_USER_METADATA:
-        raise S3Error("MetadataTooLarge")
+    # Form fields are text; metadata is stored as wire strings, as PUT's.
+    user = user_metadata({name: header_value(value) for name, value in fields.items()})
     meta = {"content-type": fields.get("content-type") or "binary/octet-stream",
             "headers": stored, "user": user}
     if "tagging" in fields:
