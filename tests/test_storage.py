@@ -148,6 +148,41 @@ class ObjectStorageTests(EngineTestCase):
             await engine.get("k")
         self.assertTrue(os.path.exists(path + ".corrupted"))
 
+    async def test_a_write_of_rotted_content_replaces_the_rotted_file(self):
+        """Dedup trusts a stored copy only once it reads back as its hash:
+        a PUT of the same content brings the good bytes, and both objects
+        read back."""
+        engine = await self.engine()
+        data = os.urandom(CHUNK_SIZE + 1)
+        version = await engine.put("first", data)
+        path = engine.chunks.path(version.chunks[0][0])
+        with open(path, "r+b") as f:
+            f.seek(100)
+            flipped = f.read(1)[0] ^ 0xFF
+            f.seek(100)
+            f.write(bytes([flipped]))
+        await engine.put("second", data)
+        self.assertEqual(await engine.get("second"), data)
+        self.assertEqual(await engine.get("first"), data)
+        self.assertTrue(os.path.exists(path + ".corrupted"), "the rotted copy is kept aside")
+
+    async def test_new_chunk_directories_are_fsynced_into_their_parents(self):
+        engine = await self.engine()
+        synced = []
+        original = chunks_module._fsync_directory
+
+        def spy(directory):
+            synced.append(directory)
+            original(directory)
+        self.patch(chunks_module, "_fsync_directory", spy)
+        version = await engine.put("k", os.urandom(100_000))
+        path = engine.chunks.path(version.chunks[0][0])
+        leaf = os.path.dirname(path)
+        middle = os.path.dirname(leaf)
+        # The new file into its directory, the two new directories into
+        # theirs (the store's root and the first level).
+        self.assertEqual(synced, [engine.chunks.root, middle, leaf])
+
     async def test_bucket_not_empty(self):
         engine = await self.engine()
         await engine.put("k", b"x")
