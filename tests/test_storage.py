@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succ
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from z4node import durable
 from z4node.hlc import HybridLogicalClock
 from z4node.objects import streams
 from z4node.objects.errors import ObjectError
@@ -169,12 +170,12 @@ class ObjectStorageTests(EngineTestCase):
     async def test_new_chunk_directories_are_fsynced_into_their_parents(self):
         engine = await self.engine()
         synced = []
-        original = chunks_module._fsync_directory
+        original = durable.fsync_directory
 
         def spy(directory):
             synced.append(directory)
             original(directory)
-        self.patch(chunks_module, "_fsync_directory", spy)
+        self.patch(durable, "fsync_directory", spy)
         version = await engine.put("k", os.urandom(100_000))
         path = engine.chunks.path(version.chunks[0][0])
         leaf = os.path.dirname(path)

@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from z4node import durable
 from z4node.storage.crypto import KeyUnavailable, Tampered
 
 CHUNK_SIZE = 4 * 1024 * 1024
@@ -64,7 +65,7 @@ class ChunkStore:
     def __init__(self, reactor, root):
         self._reactor = reactor
         self.root = root
-        _make_directories(root)
+        durable.make_directories(root)
         self._pool = ThreadPool(1, self.io_threads, name="z4-chunk-io")
         self._tails = {}
         self._pins = {}
@@ -150,7 +151,7 @@ class ChunkStore:
             # and fsync; it is waited for before the rename below.
             key_saved = self._keys.save(digest, data_key)
         directory = os.path.dirname(path)
-        _make_directories(directory)
+        durable.make_directories(directory)
         temp = f"{path}.{os.getpid()}.{id(data):x}.tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -166,7 +167,7 @@ class ChunkStore:
             # write of this content), never a file without its key.
             key_saved.result()
         os.replace(temp, path)
-        _fsync_directory(directory)
+        durable.fsync_directory(directory)
         return True
 
     def _intact(self, digest):
@@ -297,26 +298,3 @@ def _mtime(path):
         return os.stat(path).st_mtime
     except FileNotFoundError:
         return 0.0
-
-
-def _make_directories(path):
-    """``os.makedirs(path)``, with every directory it creates fsynced into
-    its parent: a chunk file fsynced into a directory that a crash then
-    loses is lost with it."""
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    _make_directories(parent)
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        return
-    _fsync_directory(parent)
-
-
-def _fsync_directory(directory):
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
