@@ -110,7 +110,8 @@ class Node(MultiService):
         self.hlc = HybridLogicalClock(reactor)
         self.system = SystemTables(self.meta, self.hlc, reactor)
         self.objects = ObjectService(reactor, self.meta, self.chunks, self.system, self.hlc)
-        GarbageCollector(reactor, self.meta, self.chunks).setServiceParent(self)
+        self.gc = GarbageCollector(reactor, self.meta, self.chunks)
+        self.gc.setServiceParent(self)
         self.at_rest = None
         self.rotation = None
         options = options or {}
@@ -209,7 +210,8 @@ class Node(MultiService):
         self.cluster = ClusterService.from_options(
             self.reactor, self.options, self.environ, self.node_id, self.host,
             self.s3_port, self.data_dir, scheme=self.scheme)
-        make_z4_resource(self.reactor, {"id": self.node_id, "started": self.started_at},
+        make_z4_resource(self.reactor, {"id": self.node_id, "started": self.started_at,
+                                        "jobs": self.jobs_status},
                          self.cluster, root=z4)
         self.cluster.setServiceParent(self)
         socket_path = SocketPath(self.data_dir)
@@ -221,6 +223,10 @@ class Node(MultiService):
         finally:
             socket_path.close()
         self._listeners.append(admin)
+
+    def jobs_status(self):
+        """The local background jobs' counters, for ``/_z4/status``."""
+        return {"gc": self.gc.status(), "lifecycle": self.lifecycle.status()}
 
     def reload_tls(self):
         """Read --tls-cert and --tls-key again (SIGHUP): new connections get
