@@ -58,15 +58,18 @@ class SystemTables:
         self._settings_lock = DeferredLock()
 
     async def load(self):
+        """Load the tables, and seed the clock past every timestamp the node
+        has stored (in any table, object versions included) or promised,
+        so that a restart with the wall clock set back cannot issue an
+        older timestamp; from then on the clock keeps its high-water mark."""
+        self._hlc.seed(await self._meta.newest_hlc())
+        self._hlc.persist_with(self._meta.save_hlc_mark)
         keys, buckets, grants = await self._meta.load_system_tables()
         for key in keys:
-            self._hlc.observe(key.hlc)
             self._keys[key.access_key_id] = key
         for bucket in buckets:
-            self._hlc.observe(bucket.hlc)
             self._buckets[bucket.name] = bucket
         for grant in grants:
-            self._hlc.observe(grant.hlc)
             self._grants[(grant.bucket, grant.access_key_id)] = grant
 
     # -- access keys ---------------------------------------------------------
