@@ -25,6 +25,7 @@ from z4node.storage.atrest import open_encryption, use_at_rest
 from z4node.storage.db import Database
 from z4node.storage.chunks import CHUNK_SIZE, ChunkCorrupted, ChunkStore, chunk_hash
 from z4node.storage.gc import GarbageCollector
+from z4node.storage import meta as meta_module
 from z4node.storage.meta import (SCHEMA, _MISS, HeadCache, ListEntry, MetaStore, Version,
                                  key_successor, list_heads, list_uploads)
 
@@ -88,12 +89,12 @@ class EngineTestCase(TestCase):
     # Z4_ENCRYPTION_KEY to run the same tests encrypted).
     environ = {}
 
-    def engine(self, directory=None):
+    def engine(self, directory=None, bucket="bkt"):
         directory = directory or self.mktemp()
         os.makedirs(directory, exist_ok=True)
         engine = Engine(directory, self.environ)
         self.addCleanup(engine.close)
-        return ensureDeferred(engine.open())
+        return ensureDeferred(engine.open(bucket))
 
 
 class ObjectStorageTests(EngineTestCase):
@@ -346,6 +347,111 @@ async def until(condition, deadline=30.0):
     give_up = time.monotonic() + deadline
     while not condition() and time.monotonic() < give_up:
         await deferLater(reactor, 0.01, lambda: None)
+
+
+class BucketDeletionRaceTests(EngineTestCase):
+    """A write that began before a DeleteBucket and commits after it: the
+    delete's transaction is held at its end until the write has queued its
+    commit (the interleaving that let a PUT land in a deleted bucket)."""
+
+    async def race(self, engine, write):
+        """Run DeleteBucket on "bkt" and ``write()`` (a coroutine) so that
+        the write's commit is queued while the delete's is in flight;
+        (the delete's outcome, the write's)."""
+        queued = threading.Event()
+        purge = engine.meta.purge_bucket_contents
+
+        def held_purge(c, bucket, now):
+            # On the writer thread, inside the delete's transaction.
+            queued.wait(30)
+            purge(c, bucket, now)
+        self.patch(engine.meta, "purge_bucket_contents", held_purge)
+        write_version = engine.meta._write_version
+        create_upload = engine.meta.create_upload
+
+        def announce(original):
+            def queue(*args, **kwargs):
+                d = original(*args, **kwargs)
+                queued.set()
+                return d
+            return queue
+        self.patch(engine.meta, "_write_version", announce(write_version))
+        self.patch(engine.meta, "create_upload", announce(create_upload))
+        deleting = Deferred.fromCoroutine(engine.objects.delete_bucket("bkt"))
+        writing = Deferred.fromCoroutine(write())
+        outcomes = []
+        for d in (deleting, writing):
+            try:
+                outcomes.append(await d)
+            except Exception as e:
+                outcomes.append(e)
+        return outcomes
+
+    async def assert_gone_for_good(self, engine):
+        """The name, created again, is empty, and no chunk kept a reference."""
+        await engine.objects.create_bucket("bkt", engine.key)
+        self.assertEqual(await engine.objects.list_objects("bkt", "", "", None, 10),
+                         ([], False))
+        self.assertEqual(await engine.objects.list_versions("bkt", "", "", None, None, 10),
+                         ([], False))
+        self.assertEqual(await engine.objects.list_uploads("bkt", "", "", None, None, 10),
+                         ([], False))
+        refs = await engine.meta.db.read(lambda c: c.execute(
+            "SELECT count(*) FROM chunks WHERE refs > 0").fetchone()[0])
+        self.assertEqual(refs, 0)
+
+    def assert_refused(self, outcome):
+        self.assertIsInstance(outcome, ObjectError)
+        self.assertEqual(outcome.code, "NoSuchBucket")
+
+    async def test_a_put_racing_delete_bucket_does_not_land(self):
+        engine = await self.engine()
+        deleted, put = await self.race(
+            engine, lambda: engine.put("k", os.urandom(CHUNK_SIZE + 10)))
+        self.assertIsNone(deleted)
+        self.assert_refused(put)
+        await self.assert_gone_for_good(engine)
+
+    async def test_a_delete_marker_racing_delete_bucket_does_not_land(self):
+        engine = await self.engine()
+        await engine.objects.set_versioning("bkt", "Enabled")
+        deleted, marker = await self.race(
+            engine, lambda: engine.objects.delete_object("bkt", "k", engine.key.user_id))
+        self.assertIsNone(deleted)
+        self.assert_refused(marker)
+        await self.assert_gone_for_good(engine)
+
+    async def test_an_upload_racing_delete_bucket_is_not_created(self):
+        engine = await self.engine()
+        deleted, upload = await self.race(
+            engine, lambda: engine.objects.create_upload("bkt", "k", owner="u", meta={}))
+        self.assertIsNone(deleted)
+        self.assert_refused(upload)
+        await self.assert_gone_for_good(engine)
+
+    async def test_a_name_created_again_starts_empty(self):
+        """Whatever a bucket's last incarnation left (here: rows a racing
+        PUT committed before this fix) is purged when the name is reused."""
+        engine = await self.engine()
+        version = await engine.put("k", os.urandom(CHUNK_SIZE + 10))
+        await engine.objects.delete_object("bkt", "k", engine.key.user_id)
+        await engine.objects.delete_bucket("bkt")
+        stale = Version("bkt", "stale", version.hlc + 1, "null", False, version.size,
+                        version.etag, version.owner, {}, version.chunks, None)
+        await engine.meta.db.write(lambda c: meta_module._install_version(
+            c, stale, 0.0, engine.meta.at_rest))
+        await self.assert_gone_for_good(engine)
+
+    async def test_a_live_bucket_created_meanwhile_is_not_taken_over(self):
+        engine = await self.engine(bucket=None)
+        other = await engine.system.create_key("other")
+        first = Deferred.fromCoroutine(engine.objects.create_bucket("new", engine.key))
+        second = Deferred.fromCoroutine(engine.objects.create_bucket("new", other))
+        await first
+        with self.assertRaises(ObjectError) as raised:
+            await second
+        self.assertEqual(raised.exception.code, "BucketAlreadyExists")
+        self.assertEqual(engine.system.bucket("new").owner, engine.key.user_id)
 
 
 def version_record(inline):

@@ -17,7 +17,7 @@ import re
 from twisted.internet.defer import DeferredLock
 
 from z4node.objects.errors import ObjectError
-from z4node.storage.meta import AccessKey, Bucket, Grant
+from z4node.storage.meta import AccessKey, Bucket, Grant, live_bucket_owner
 
 # S3's rules for new bucket names: 3-63 characters of lower-case letters,
 # digits, dots and hyphens, starting and ending with a letter or digit, not
@@ -153,10 +153,23 @@ class SystemTables:
                       key=lambda b: b.name)
 
     async def create_bucket(self, name, owner_key, settings=None):
-        """Create a bucket owned by ``owner_key``; the key gets an owner grant."""
-        bucket = Bucket(name, owner_key.user_id, self._clock.seconds(),
-                        self._hlc.now(), dict(settings or {}))
-        await self._meta.save_bucket(bucket)
+        """Create a bucket owned by ``owner_key``; the key gets an owner grant.
+
+        Checked and done in one transaction: a live bucket of that name
+        (created meanwhile) is refused, and a name used before starts
+        empty, whatever its last incarnation left behind."""
+        now = self._clock.seconds()
+        bucket = Bucket(name, owner_key.user_id, now, self._hlc.now(), dict(settings or {}))
+        meta = self._meta
+
+        def fresh(c):
+            owner = live_bucket_owner(c, name)
+            if owner is not None:
+                raise ObjectError("BucketAlreadyOwnedByYou" if owner == owner_key.user_id
+                                  else "BucketAlreadyExists")
+            meta.purge_bucket_contents(c, name, now)
+
+        await self._meta.save_bucket(bucket, fresh)
         self._buckets[name] = bucket
         await self.set_grant(name, owner_key.access_key_id, True, True, True)
         return bucket

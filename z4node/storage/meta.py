@@ -209,6 +209,11 @@ class UploadMissing(Exception):
     """The multipart upload does not exist (never did, or completed/aborted)."""
 
 
+class BucketMissing(Exception):
+    """The bucket a write adds to is gone (deleted while the write was
+    under way): checked inside the write's transaction."""
+
+
 class RecordCorrupted(Exception):
     """A sealed value in a row failed authentication or cannot be opened."""
 
@@ -558,6 +563,7 @@ class MetaStore:
         ``replacing(old_version)``, called with the version about to be
         replaced. Fires with the replaced Version or None."""
         def write(c):
+            _require_bucket(c, version.bucket)
             current = _current_head(c, version.bucket, version.key)
             if precondition is not None:
                 precondition(current)
@@ -571,6 +577,7 @@ class MetaStore:
         marker is written only over a live object; with it (versioned and
         suspended buckets) it is written whatever is there, as S3 does."""
         def write(c):
+            _require_bucket(c, tombstone.bucket)
             current = _current_head(c, tombstone.bucket, tombstone.key)
             if precondition is not None:
                 precondition(current)
@@ -648,6 +655,7 @@ class MetaStore:
 
     def create_upload(self, upload):
         def write(c):
+            _require_bucket(c, upload.bucket)
             c.execute("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
                       (upload.upload_id, upload.bucket, upload.key.encode("utf-8"),
                        upload.hlc, upload.owner, json.dumps(upload.meta)))
@@ -704,6 +712,7 @@ class MetaStore:
                 "SELECT part_number, etag, size, chunks, hlc, meta FROM parts"
                 " WHERE upload_id=? ORDER BY part_number", (upload_id,))]
             version = build(stored, parts)
+            _require_bucket(c, version.bucket)
             if precondition is not None:
                 precondition(_current_head(c, version.bucket, version.key))
             _install_version(c, version, now, self.at_rest, replacing)
@@ -1011,6 +1020,22 @@ def list_versions(c, bucket, prefix, delimiter, key_marker, version_id_marker,
             cursor, inclusive = key, False
         if not jumped and len(rows) < batch:
             return items, False
+
+
+def _require_bucket(c, bucket):
+    """BucketMissing unless ``bucket`` is live, checked in the write's own
+    transaction: a write that began before a DeleteBucket and commits
+    after it must not land in the deleted bucket (it would leak its chunk
+    references, and reappear when the name is created again)."""
+    if live_bucket_owner(c, bucket) is None:
+        raise BucketMissing(bucket)
+
+
+def live_bucket_owner(c, bucket):
+    """The owner of ``bucket`` if it is live (not deleted), else None (in a
+    transaction)."""
+    row = c.execute("SELECT owner, deleted FROM buckets WHERE name=?", (bucket,)).fetchone()
+    return row[0] if row is not None and not row[1] else None
 
 
 def _current_head(c, bucket, key):
