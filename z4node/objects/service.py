@@ -259,6 +259,12 @@ class ObjectService:
         an SSE-C version needs its ``sealing`` (see :meth:`sealing_for`)."""
         return streams.read_range(self._chunks, version, start, end, sealing)
 
+    async def open_read(self, version, start, end, sealing=None):
+        """:meth:`read`, its first chunk read and verified before it returns:
+        unreadable data at the start is ObjectError("InternalError") here,
+        while an answer can still say so."""
+        return await streams.open_range(self._chunks, version, start, end, sealing)
+
     async def delete_object(self, bucket, key, owner, version_id=None,
                             bypass_governance=False, precondition=None,
                             only_noncurrent=False):
