@@ -642,8 +642,9 @@ class CrashTests(EngineTestCase):
         self.assertEqual(await reopened.get("k"), old)
 
     async def test_crash_at_every_step(self):
-        # Each chunk write does two fsyncs (file, directory) and one rename:
-        # crash before each of them for each of the new object's 3 chunks.
+        # Each chunk write does at least two fsyncs (file, directory; one
+        # more per directory it creates) and one rename: crash before the
+        # first six fsyncs and each of the new object's 3 renames.
         for function, count in [("fsync", 6), ("replace", 3)]:
             for call_number in range(1, count + 1):
                 await self._crash_at(function, call_number)
