@@ -6,6 +6,7 @@ import stat
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
+from z4node import durable
 from z4node.cluster.options import (
     CLUSTER_OPTIONS,
     GENERATED_KEY_FILE,
@@ -82,6 +83,23 @@ class SecretTests(SynchronousTestCase):
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
         # Restarted without a key, it finds the same one.
         self.assertEqual(load_secret({}, None, self.data, False), secret)
+
+    def test_generated_secret_is_durable_before_it_is_used(self):
+        """The file's bytes and its name in the data dir are fsynced."""
+        synced_files, synced_directories = [], []
+        original_fsync = os.fsync
+
+        def fsync(fd):
+            synced_files.append(os.readlink(f"/proc/self/fd/{fd}"))
+            original_fsync(fd)
+        self.patch(os, "fsync", fsync)
+        self.patch(durable, "fsync_directory", synced_directories.append)
+        load_secret({}, None, self.data, False)
+        path = os.path.join(os.path.realpath(self.data), GENERATED_KEY_FILE)
+        self.assertTrue(any(f.startswith(path + ".") for f in synced_files), synced_files)
+        self.assertIn(self.data, synced_directories)
+        with open(os.path.join(self.data, GENERATED_KEY_FILE)) as f:
+            self.assertEqual(load_secret({}, None, self.data, False), f.read().strip())
 
     def test_generated_secret_is_not_logged(self):
         logged = []

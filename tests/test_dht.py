@@ -261,3 +261,26 @@ class LoopbackDirectoryTests(DirectoryContract, TestCase):
         found = yield intruder.providers(CHUNK)
         self.assertEqual(found, set())
         self.assertGreater(nodes[0].server._sealer.dropped["forged"], 0)
+
+
+class MaintenanceTests(SynchronousTestCase):
+    def test_a_failed_refresh_is_counted_and_the_next_one_runs(self):
+        clock = Clock()
+        calls = []
+
+        def refresh(directory):
+            calls.append(clock.seconds())
+            if len(calls) == 1:
+                raise OSError(101, "Network is unreachable")
+            return defer.succeed(None)
+        self.patch(ProviderDirectory, "_maintain", refresh)
+        directory = ProviderDirectory(clock, "member-a",
+                                      Sealer(derive_key(SECRET, b"dht"), clock), signer())
+        directory._maintenance.start(directory.refresh_interval)
+        self.addCleanup(directory._maintenance.stop)
+        clock.advance(directory.refresh_interval)
+        self.assertEqual(directory.status()["maintenance"]["failures"], 1)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        clock.advance(directory.refresh_interval)
+        self.assertEqual(len(calls), 2, "the next refresh ran")
+        self.assertEqual(directory.status()["maintenance"]["runs"], 2)

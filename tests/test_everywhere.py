@@ -229,3 +229,20 @@ class EverywhereTests(SynchronousTestCase):
             everywhere.stopService()
 
 
+
+
+class RefusalTests(SynchronousTestCase):
+    def test_an_entry_from_too_far_in_the_future_is_refused_and_counted(self):
+        from z4node.hlc import from_seconds
+        net = FakeNet(1)
+        everywhere = net.nodes["n0"][1]
+        ahead = from_seconds(net.clock.seconds() + 3600)
+        entry = {"access_key_id": "Z4FUTURE", "name": "future", "secret": "s",
+                 "user_id": "u", "is_admin": True, "created": 0.0, "hlc": ahead,
+                 "deleted": False}
+        failure = self.failureResultOf(run(everywhere._serve_apply(
+            "n9", {"table": "keys", "entries": [entry]}, None)), CallError)
+        self.assertEqual(failure.value.code, "BadEntry")
+        self.assertIsNone(net.system("n0").key_by_id("Z4FUTURE"))
+        self.assertEqual(everywhere.counters["refused"], 1)
+        everywhere.stopService()

@@ -465,3 +465,45 @@ class PushPullTests(SynchronousTestCase):
         self.c.run(Membership.pushpull_interval * 2)
         self.assertGreater(sum(n.counters["pushpulls"] for n in self.c.nodes.values()), 0)
         self.assertEqual(sum(n.counters["pushpull_failures"] for n in self.c.nodes.values()), 0)
+
+
+class TimerFailureTests(SynchronousTestCase):
+    """A round that raises is logged and counted, and the next round comes:
+    no periodic timer of membership stops for good on one error."""
+
+    def setUp(self):
+        self.c = SimCluster(seed=27)
+        self.a, self.b, self.x = self.c.seed_all(3)
+
+    def fail_once(self, name):
+        original = getattr(self.a, name)
+        calls = []
+
+        def failing(*args):
+            calls.append(args)
+            if len(calls) == 1:
+                raise RuntimeError(f"{name} broke")
+            return original(*args)
+        self.patch(self.a, name, failing)
+        return calls
+
+    def test_probing_goes_on_after_a_send_raises(self):
+        calls = self.fail_once("_send")
+        self.c.run(Membership.probe_interval * 5)
+        self.assertGreater(len(calls), 3, "probes went on after the failed one")
+        self.assertEqual(self.a.counters["internal_errors"], 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_pushpull_goes_on_after_a_round_raises(self):
+        calls = self.fail_once("_exchange_state")
+        self.c.run(Membership.pushpull_interval * 6)
+        self.assertGreater(len(calls), 1, "push/pull went on after the failed round")
+        self.assertEqual(self.a.counters["internal_errors"], 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_a_merge_that_raises_is_counted_not_unhandled(self):
+        self.fail_once("merge_state")
+        self.a._exchange_state(self.b.get("n001"))
+        self.c.run(5)
+        self.assertEqual(self.a.counters["internal_errors"], 1)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)

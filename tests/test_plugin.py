@@ -2,6 +2,7 @@
 --debug logs requests without their query strings."""
 
 import gc
+import os
 import signal
 import subprocess
 import sys
@@ -69,3 +70,18 @@ class PluginTests(TestCase):
         self.assertIn("GET /logged ListObjects -> 200", log)
         self.assertNotIn("Signature=", log)
         self.assertNotIn(node.credentials()[1], log)
+
+    def test_a_second_process_on_the_same_data_dir_is_refused_with_one_line(self):
+        node = NodeProcess(self).start()
+        second = NodeProcess(self, data_dir=node.data_dir)
+        done = subprocess.run(second.command(), env=child_environment(), capture_output=True,
+                              text=True, timeout=60, cwd=os.path.dirname(node.data_dir))
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn(f"data dir {node.data_dir} is in use by another z4node process "
+                      f"(pid {node.process.pid})", done.stdout + done.stderr)
+        self.assertNotIn("Traceback", done.stdout + done.stderr + second.log())
+        # The first node never noticed.
+        node.client().create_bucket(Bucket="still-mine")
+        node.stop()
+        # Once it has stopped, the data dir can be served again.
+        NodeProcess(self, data_dir=node.data_dir).start()

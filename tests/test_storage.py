@@ -10,9 +10,11 @@ import time
 from hypothesis import given, settings, strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults, succeed
+from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from z4node import durable
 from z4node.hlc import HybridLogicalClock
 from z4node.objects import streams
 from z4node.objects.errors import ObjectError
@@ -23,6 +25,7 @@ from z4node.storage.atrest import open_encryption, use_at_rest
 from z4node.storage.db import Database
 from z4node.storage.chunks import CHUNK_SIZE, ChunkCorrupted, ChunkStore, chunk_hash
 from z4node.storage.gc import GarbageCollector
+from z4node.storage import meta as meta_module
 from z4node.storage.meta import (SCHEMA, _MISS, HeadCache, ListEntry, MetaStore, Version,
                                  key_successor, list_heads, list_uploads)
 
@@ -86,12 +89,12 @@ class EngineTestCase(TestCase):
     # Z4_ENCRYPTION_KEY to run the same tests encrypted).
     environ = {}
 
-    def engine(self, directory=None):
+    def engine(self, directory=None, bucket="bkt"):
         directory = directory or self.mktemp()
         os.makedirs(directory, exist_ok=True)
         engine = Engine(directory, self.environ)
         self.addCleanup(engine.close)
-        return ensureDeferred(engine.open())
+        return ensureDeferred(engine.open(bucket))
 
 
 class ObjectStorageTests(EngineTestCase):
@@ -147,6 +150,41 @@ class ObjectStorageTests(EngineTestCase):
         with self.assertRaises(ChunkCorrupted):
             await engine.get("k")
         self.assertTrue(os.path.exists(path + ".corrupted"))
+
+    async def test_a_write_of_rotted_content_replaces_the_rotted_file(self):
+        """Dedup trusts a stored copy only once it reads back as its hash:
+        a PUT of the same content brings the good bytes, and both objects
+        read back."""
+        engine = await self.engine()
+        data = os.urandom(CHUNK_SIZE + 1)
+        version = await engine.put("first", data)
+        path = engine.chunks.path(version.chunks[0][0])
+        with open(path, "r+b") as f:
+            f.seek(100)
+            flipped = f.read(1)[0] ^ 0xFF
+            f.seek(100)
+            f.write(bytes([flipped]))
+        await engine.put("second", data)
+        self.assertEqual(await engine.get("second"), data)
+        self.assertEqual(await engine.get("first"), data)
+        self.assertTrue(os.path.exists(path + ".corrupted"), "the rotted copy is kept aside")
+
+    async def test_new_chunk_directories_are_fsynced_into_their_parents(self):
+        engine = await self.engine()
+        synced = []
+        original = durable.fsync_directory
+
+        def spy(directory):
+            synced.append(directory)
+            original(directory)
+        self.patch(durable, "fsync_directory", spy)
+        version = await engine.put("k", os.urandom(100_000))
+        path = engine.chunks.path(version.chunks[0][0])
+        leaf = os.path.dirname(path)
+        middle = os.path.dirname(leaf)
+        # The new file into its directory, the two new directories into
+        # theirs (the store's root and the first level).
+        self.assertEqual(synced, [engine.chunks.root, middle, leaf])
 
     async def test_bucket_not_empty(self):
         engine = await self.engine()
@@ -248,6 +286,31 @@ class ObjectStorageTests(EngineTestCase):
         for digest, _ in version.chunks:
             self.assertTrue(os.path.exists(engine.chunks.path(digest)))
 
+    async def test_a_failed_gc_pass_is_counted_and_the_next_one_runs(self):
+        engine = await self.engine()
+        clock = Clock()
+        gc = GarbageCollector(clock, engine.meta, engine.chunks)
+        original = engine.meta.unreferenced_chunks
+        calls = []
+
+        def flaky(*args):
+            calls.append(args)
+            if len(calls) == 1:
+                raise OSError(5, "Input/output error")
+            return original(*args)
+        self.patch(engine.meta, "unreferenced_chunks", flaky)
+        gc.startService()
+        self.addCleanup(gc.stopService)
+        clock.advance(gc.interval_seconds)
+        self.assertEqual(gc.status()["failures"], 1)
+        self.assertIn("Input/output error", gc.status()["last_failure"]["error"])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        clock.advance(gc.interval_seconds)
+        await until(lambda: gc.status()["runs"] == 2)
+        self.assertEqual(len(calls), 2, "the next pass ran")
+        self.assertEqual(gc.status()["runs"], 2)
+        self.assertEqual(gc.status()["failures"], 1)
+
     async def test_orphan_sweep_walks_a_directory_at_a_time_across_passes(self):
         engine = await self.engine()
         kept = {}
@@ -275,6 +338,120 @@ class ObjectStorageTests(EngineTestCase):
         self.assertEqual(left, sorted(left, reverse=True))
         for key, data in kept.items():
             self.assertEqual(await engine.get(key), data)
+
+
+async def until(condition, deadline=30.0):
+    """Wait on the real reactor until ``condition()`` holds (work driven by
+    a fake clock may still need the metadata store's answers, which come
+    through the real one); a generous deadline, never a timing assertion."""
+    give_up = time.monotonic() + deadline
+    while not condition() and time.monotonic() < give_up:
+        await deferLater(reactor, 0.01, lambda: None)
+
+
+class BucketDeletionRaceTests(EngineTestCase):
+    """A write that began before a DeleteBucket and commits after it: the
+    delete's transaction is held at its end until the write has queued its
+    commit (the interleaving that let a PUT land in a deleted bucket)."""
+
+    async def race(self, engine, write):
+        """Run DeleteBucket on "bkt" and ``write()`` (a coroutine) so that
+        the write's commit is queued while the delete's is in flight;
+        (the delete's outcome, the write's)."""
+        queued = threading.Event()
+        purge = engine.meta.purge_bucket_contents
+
+        def held_purge(c, bucket, now):
+            # On the writer thread, inside the delete's transaction.
+            queued.wait(30)
+            purge(c, bucket, now)
+        self.patch(engine.meta, "purge_bucket_contents", held_purge)
+        write_version = engine.meta._write_version
+        create_upload = engine.meta.create_upload
+
+        def announce(original):
+            def queue(*args, **kwargs):
+                d = original(*args, **kwargs)
+                queued.set()
+                return d
+            return queue
+        self.patch(engine.meta, "_write_version", announce(write_version))
+        self.patch(engine.meta, "create_upload", announce(create_upload))
+        deleting = Deferred.fromCoroutine(engine.objects.delete_bucket("bkt"))
+        writing = Deferred.fromCoroutine(write())
+        outcomes = []
+        for d in (deleting, writing):
+            try:
+                outcomes.append(await d)
+            except Exception as e:
+                outcomes.append(e)
+        return outcomes
+
+    async def assert_gone_for_good(self, engine):
+        """The name, created again, is empty, and no chunk kept a reference."""
+        await engine.objects.create_bucket("bkt", engine.key)
+        self.assertEqual(await engine.objects.list_objects("bkt", "", "", None, 10),
+                         ([], False))
+        self.assertEqual(await engine.objects.list_versions("bkt", "", "", None, None, 10),
+                         ([], False))
+        self.assertEqual(await engine.objects.list_uploads("bkt", "", "", None, None, 10),
+                         ([], False))
+        refs = await engine.meta.db.read(lambda c: c.execute(
+            "SELECT count(*) FROM chunks WHERE refs > 0").fetchone()[0])
+        self.assertEqual(refs, 0)
+
+    def assert_refused(self, outcome):
+        self.assertIsInstance(outcome, ObjectError)
+        self.assertEqual(outcome.code, "NoSuchBucket")
+
+    async def test_a_put_racing_delete_bucket_does_not_land(self):
+        engine = await self.engine()
+        deleted, put = await self.race(
+            engine, lambda: engine.put("k", os.urandom(CHUNK_SIZE + 10)))
+        self.assertIsNone(deleted)
+        self.assert_refused(put)
+        await self.assert_gone_for_good(engine)
+
+    async def test_a_delete_marker_racing_delete_bucket_does_not_land(self):
+        engine = await self.engine()
+        await engine.objects.set_versioning("bkt", "Enabled")
+        deleted, marker = await self.race(
+            engine, lambda: engine.objects.delete_object("bkt", "k", engine.key.user_id))
+        self.assertIsNone(deleted)
+        self.assert_refused(marker)
+        await self.assert_gone_for_good(engine)
+
+    async def test_an_upload_racing_delete_bucket_is_not_created(self):
+        engine = await self.engine()
+        deleted, upload = await self.race(
+            engine, lambda: engine.objects.create_upload("bkt", "k", owner="u", meta={}))
+        self.assertIsNone(deleted)
+        self.assert_refused(upload)
+        await self.assert_gone_for_good(engine)
+
+    async def test_a_name_created_again_starts_empty(self):
+        """Whatever a bucket's last incarnation left (here: rows a racing
+        PUT committed before this fix) is purged when the name is reused."""
+        engine = await self.engine()
+        version = await engine.put("k", os.urandom(CHUNK_SIZE + 10))
+        await engine.objects.delete_object("bkt", "k", engine.key.user_id)
+        await engine.objects.delete_bucket("bkt")
+        stale = Version("bkt", "stale", version.hlc + 1, "null", False, version.size,
+                        version.etag, version.owner, {}, version.chunks, None)
+        await engine.meta.db.write(lambda c: meta_module._install_version(
+            c, stale, 0.0, engine.meta.at_rest))
+        await self.assert_gone_for_good(engine)
+
+    async def test_a_live_bucket_created_meanwhile_is_not_taken_over(self):
+        engine = await self.engine(bucket=None)
+        other = await engine.system.create_key("other")
+        first = Deferred.fromCoroutine(engine.objects.create_bucket("new", engine.key))
+        second = Deferred.fromCoroutine(engine.objects.create_bucket("new", other))
+        await first
+        with self.assertRaises(ObjectError) as raised:
+            await second
+        self.assertEqual(raised.exception.code, "BucketAlreadyExists")
+        self.assertEqual(engine.system.bucket("new").owner, engine.key.user_id)
 
 
 def version_record(inline):
@@ -465,8 +642,9 @@ class CrashTests(EngineTestCase):
         self.assertEqual(await reopened.get("k"), old)
 
     async def test_crash_at_every_step(self):
-        # Each chunk write does two fsyncs (file, directory) and one rename:
-        # crash before each of them for each of the new object's 3 chunks.
+        # Each chunk write does at least two fsyncs (file, directory; one
+        # more per directory it creates) and one rename: crash before the
+        # first six fsyncs and each of the new object's 3 renames.
         for function, count in [("fsync", 6), ("replace", 3)]:
             for call_number in range(1, count + 1):
                 await self._crash_at(function, call_number)

@@ -35,8 +35,10 @@ class Z4ResourceTests(SynchronousTestCase):
         state = {"from": "node-2", "members": [member(i).to_json() for i in (2, 3, 4)]}
         self.cluster.membership.merge_state(state)
         self.clock.advance(42)
+        self.jobs = {"gc": {"runs": 3, "failures": 1, "last_failure": None}}
         self.http = StubTreq(make_z4_resource(
-            self.clock, {"id": "node-1", "started": 1_700_000_000}, self.cluster))
+            self.clock, {"id": "node-1", "started": 1_700_000_000,
+                         "jobs": lambda: self.jobs}, self.cluster))
 
     def get(self, path, code=200):
         response = self.successResultOf(self.http.get(f"http://node/{path}"))
@@ -97,6 +99,9 @@ class Z4ResourceTests(SynchronousTestCase):
         self.assertEqual(status["ring"]["members"], 4)
         self.assertEqual(status["dht"]["own_records"], 0)
         self.assertNotIn(SECRET, json.dumps(status))
+
+    def test_status_shows_background_jobs_failures(self):
+        self.assertEqual(self.get("status")["jobs"]["gc"]["failures"], 1)
 
     def test_post_not_allowed_on_status(self):
         response = self.successResultOf(self.http.post("http://node/status", data=b""))

@@ -14,6 +14,7 @@ carries on. With ``--tls-cert``/``--tls-key`` the S3 port speaks HTTPS;
 :meth:`Node.reload_tls` (SIGHUP) reads the certificate files again.
 """
 
+import fcntl
 import json
 import os
 import random
@@ -26,7 +27,7 @@ from twisted.internet.endpoints import (SSL4ServerEndpoint, TCP4ServerEndpoint,
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
-from z4node import __version__
+from z4node import __version__, durable
 from z4node.admin.server import AdminFactory, SocketPath
 from z4node.hlc import HybridLogicalClock
 from z4node.objects.lifecycle import DAY_SECONDS, LifecycleWorker
@@ -49,6 +50,35 @@ from z4node.web.status import make_z4_resource
 ADMIN_KEY_NAME = "admin"
 CREDENTIALS_FILE = "credentials"
 NODE_FILE = "node.json"
+# Held (flock, exclusive) by the one process serving the data dir.
+LOCK_FILE = "lock"
+
+
+class DataDirInUse(Exception):
+    """Another process holds the data dir's lock."""
+
+
+def lock_data_dir(data_dir):
+    """Take the data dir's exclusive lock; the open descriptor that holds
+    it (closing it releases the lock, as the process's exit does).
+
+    A data dir belongs to one process: the head cache, the in-memory
+    system tables and the chunk pins would each be wrong beside a second
+    writer. Raises :class:`DataDirInUse` naming the holder's pid.
+    """
+    path = os.path.join(data_dir, LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise DataDirInUse(f"data dir {data_dir} is in use by another z4node process "
+                           f"(pid {holder}); a data dir can be served by one process "
+                           f"only") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return fd
 
 
 class Node(MultiService):
@@ -75,12 +105,15 @@ class Node(MultiService):
         self._listeners = []
         self._tls_context = None
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        # Before anything in the data dir is opened.
+        self._lock_fd = lock_data_dir(data_dir)
         self.meta = MetaStore(reactor, os.path.join(data_dir, "meta.sqlite3"))
         self.chunks = ChunkStore(reactor, os.path.join(data_dir, "chunks"))
         self.hlc = HybridLogicalClock(reactor)
         self.system = SystemTables(self.meta, self.hlc, reactor)
         self.objects = ObjectService(reactor, self.meta, self.chunks, self.system, self.hlc)
-        GarbageCollector(reactor, self.meta, self.chunks).setServiceParent(self)
+        self.gc = GarbageCollector(reactor, self.meta, self.chunks)
+        self.gc.setServiceParent(self)
         self.at_rest = None
         self.rotation = None
         options = options or {}
@@ -180,7 +213,8 @@ class Node(MultiService):
         self.cluster = ClusterService.from_options(
             self.reactor, self.options, self.environ, self.node_id, self.host,
             self.s3_port, self.data_dir, scheme=self.scheme)
-        make_z4_resource(self.reactor, {"id": self.node_id, "started": self.started_at},
+        make_z4_resource(self.reactor, {"id": self.node_id, "started": self.started_at,
+                                        "jobs": self.jobs_status},
                          self.cluster, root=z4)
         self.cluster.setServiceParent(self)
         # Keys, buckets and grants are kept whole on every node.
@@ -196,6 +230,10 @@ class Node(MultiService):
         finally:
             socket_path.close()
         self._listeners.append(admin)
+
+    def jobs_status(self):
+        """The local background jobs' counters, for ``/_z4/status``."""
+        return {"gc": self.gc.status(), "lifecycle": self.lifecycle.status()}
 
     def reload_tls(self):
         """Read --tls-cert and --tls-key again (SIGHUP): new connections get
@@ -242,10 +280,10 @@ class Node(MultiService):
             return
         key = await self.system.create_key(ADMIN_KEY_NAME, is_admin=True)
         path = os.path.join(self.data_dir, CREDENTIALS_FILE)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"[default]\naws_access_key_id = {key.access_key_id}\n"
-                    f"aws_secret_access_key = {key.secret}\n")
+        # Durable: the key is committed, and this file is its only copy
+        # when no terminal saw it printed.
+        durable.write_file(path, (f"[default]\naws_access_key_id = {key.access_key_id}\n"
+                                  f"aws_secret_access_key = {key.secret}\n").encode())
         # Printed straight to the terminal, never through the log: secrets
         # do not land in logs.
         terminal = sys.__stdout__
@@ -271,6 +309,7 @@ class Node(MultiService):
         await super().stopService()
         self.chunks.stop()
         self.meta.stop()
+        os.close(self._lock_fd)
 
 
 def lifecycle_settings(options, environ):

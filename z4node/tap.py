@@ -105,7 +105,7 @@ def makeService(options):
         reactor = install_asyncio_reactor()
     except ReactorError as e:
         raise SystemExit(str(e))
-    from z4node.node import Node
+    from z4node.node import DataDirInUse, Node
     from z4node.storage.atrest import KEY_ENV
     from z4node.storage.crypto import EncryptionKeyError, parse_node_key
 
@@ -115,7 +115,10 @@ def makeService(options):
         except EncryptionKeyError as e:
             raise SystemExit(f"z4node: {e}")
 
-    node = Node.from_options(reactor, options, os.environ)
+    try:
+        node = Node.from_options(reactor, options, os.environ)
+    except DataDirInUse as e:
+        raise SystemExit(f"z4node: {e}")
     node.ready.addCallback(_freeze_startup_heap)
     # SIGHUP (systemctl reload) reads the TLS certificate files again.
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(node.reload_tls))

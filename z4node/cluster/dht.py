@@ -47,9 +47,10 @@ from kademlia.protocol import KademliaProtocol
 from kademlia.routing import RoutingTable
 from kademlia.storage import IStorage
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
+
+from z4node.periodic import PeriodicJob
 
 
 class IProviderDirectory(Interface):
@@ -393,8 +394,10 @@ class ProviderDirectory:
         self.server = ProviderServer(clock, member_id, sealer, signer, self.ksize,
                                      self.alpha, self.rpc_timeout)
         self._own = {}  # chunk hash -> when last published
-        self._loop = LoopingCall(self._maintain)
-        self._loop.clock = clock
+        # A failed refresh (a lookup that raised) is logged and counted,
+        # and the next one comes on time.
+        self._maintenance = PeriodicJob("DHT maintenance", clock, self._maintain)
+        self.republish_failures = 0
         self.port = None
 
     @staticmethod
@@ -407,14 +410,13 @@ class ProviderDirectory:
 
         def listening(_):
             self.port = self.server.transport.get_extra_info("sockname")[1]
-            self._loop.start(self.refresh_interval, now=False)
+            self._maintenance.start(self.refresh_interval)
             return self.port
 
         return d.addCallback(listening)
 
     def stop(self):
-        if self._loop.running:
-            self._loop.stop()
+        self._maintenance.stop()
         self.server.stop()
 
     def bootstrap(self, addresses):
@@ -462,13 +464,17 @@ class ProviderDirectory:
         due = [h for h, at in self._own.items() if now - at >= self.republish_interval]
         for chunk_hash in due:
             self._own[chunk_hash] = now
-            self._publish(chunk_hash).addErrback(
-                lambda f, h=chunk_hash: self.log.warn(
-                    "republishing provider record {h} failed: {why}", h=h,
-                    why=f.getErrorMessage()))
+            self._publish(chunk_hash).addErrback(self._republish_failed, chunk_hash)
         # The package's refresh crawls lonely buckets and republishes what
         # storage.iter_older_than yields: nothing, for ProviderStorage.
         return self._deferred(self.server._refresh_table())
+
+    def _republish_failed(self, failure, chunk_hash):
+        # The record is still ours: the next maintenance pass past
+        # republish_interval tries again.
+        self.republish_failures += 1
+        self.log.warn("republishing provider record {h} failed: {why}", h=chunk_hash,
+                      why=failure.getErrorMessage())
 
     def status(self):
         protocol = self.server.protocol
@@ -479,4 +485,6 @@ class ProviderDirectory:
             "stored_keys": len(self.server.storage.data),
             "refused_stores": protocol.refused_stores if protocol else 0,
             "packets": self.server._sealer.counters(),
+            "maintenance": self._maintenance.status(),
+            "republish_failures": self.republish_failures,
         }

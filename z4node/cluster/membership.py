@@ -157,6 +157,7 @@ class Membership(DatagramProtocol):
             "suspicions": 0, "refutations": 0, "deaths_declared": 0,
             "stalls_detected": 0, "pushpulls": 0, "pushpull_failures": 0,
             "packets_in": 0, "packets_out": 0, "malformed": 0,
+            "internal_errors": 0,
         }
         self._broadcast_alive(local)
 
@@ -238,9 +239,10 @@ class Membership(DatagramProtocol):
                 addrs=", ".join(f"{h}:{p}" for h, p in self._join_addrs),
                 n=self._join_attempts,
             )
+        # The retry first: a send that raises must not end the joining.
+        self._join_call = self._later(self.join_retry_interval, self._try_join)
         for address in self._join_addrs:
             self._send(address, [{"t": "join", "from": self.local.id}, self.local.alive_message()])
-        self._join_call = self._later(self.join_retry_interval, self._try_join)
 
     def leave(self):
         """Leave gracefully: tell the cluster, stop probing.
@@ -262,13 +264,24 @@ class Membership(DatagramProtocol):
         self.stop()
 
     def _later(self, delay, func, *args):
-        """``clock.callLater``, remembered so that stop() can cancel it."""
+        """``clock.callLater``, remembered so that stop() can cancel it. A
+        timer that raises is logged and counted (``internal_errors``); the
+        periodic ones (probe, push/pull, join) schedule their next round
+        whatever happened in this one, so none stops for good."""
         def run():
             self._timers.discard(call)
-            func(*args)
+            try:
+                func(*args)
+            except Exception:
+                self._internal_error(f"timer {func.__name__}")
         call = self._clock.callLater(delay, run)
         self._timers.add(call)
         return call
+
+    def _internal_error(self, what, failure=None):
+        """Log (with its traceback) and count a failure of our own code."""
+        self.counters["internal_errors"] += 1
+        self.log.failure("membership: {what} failed", failure, what=what)
 
     def stop(self):
         """Stop every timer. The table stays readable."""
@@ -469,9 +482,11 @@ class Membership(DatagramProtocol):
             # rather than when the gossip happens to reach it.
             messages.append({"t": "suspect", "id": target.id, "inc": target.incarnation,
                              "from": self.local.id})
-        self._send(target.gossip, messages)
-        self._later(self.probe_timeout, self._probe_indirect, probe)
+        # The deadline, which starts the next probe period, first: a send
+        # that raises must not end the probing.
         self._later(interval, self._probe_deadline, probe)
+        self._later(self.probe_timeout, self._probe_indirect, probe)
+        self._send(target.gossip, messages)
 
     def _probe_reply(self, probe, reply):
         if reply["t"] == "nack":
@@ -513,6 +528,14 @@ class Membership(DatagramProtocol):
         self._handlers.pop(probe.seq, None)
         if not self._running:
             return
+        try:
+            self._judge_probe(probe)
+        finally:
+            # The deadline ends this probe period, whatever the verdict
+            # did: the next one starts now.
+            self._probe_tick()
+
+    def _judge_probe(self, probe):
         if self._late(probe.deadline):
             # We were stopped: the silence we measured is ours. Count it
             # against our own health and accuse nobody.
@@ -530,8 +553,6 @@ class Membership(DatagramProtocol):
                 self.health.apply(1)
             self._suspect({"id": probe.target.id, "inc": probe.incarnation,
                            "from": self.local.id})
-        # The deadline ends this probe period: the next one starts now.
-        self._probe_tick()
 
     # -- push/pull -----------------------------------------------------------
 
@@ -553,6 +574,12 @@ class Membership(DatagramProtocol):
     def _pushpull_tick(self):
         if not self._running:
             return
+        try:
+            self._pushpull_round()
+        finally:
+            self._schedule_pushpull()
+
+    def _pushpull_round(self):
         alive = [m for m in self._members.values()
                  if m.state is State.ALIVE and m is not self.local]
         dead = [m for m in self._members.values() if m.state is State.DEAD]
@@ -565,7 +592,6 @@ class Membership(DatagramProtocol):
             self._exchange_state(self._rng.choice(dead))
         elif alive:
             self._exchange_state(self._rng.choice(alive))
-        self._schedule_pushpull()
 
     def _exchange_state(self, peer):
         self.counters["pushpulls"] += 1
@@ -581,6 +607,9 @@ class Membership(DatagramProtocol):
                            why=failure.getErrorMessage())
 
         d.addCallbacks(merged, failed)
+        # A merge that raised is our bug, not the peer's: logged, counted,
+        # never an unhandled error.
+        d.addErrback(lambda f: self._internal_error(f"merging {peer.id}'s state", f))
         return d
 
     def local_state(self):

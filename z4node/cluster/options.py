@@ -11,6 +11,7 @@ import os
 from twisted.logger import Logger
 from twisted.python import usage
 
+from z4node import durable
 from z4node.cluster.sealing import ClusterKeyError, derive_key, generate_secret
 
 DEFAULT_GOSSIP_PORT = 9671
@@ -108,10 +109,9 @@ def load_secret(environ, key_file, data_dir, joining):
                 f"--cluster-key-file to the secret of the cluster being joined "
                 f"(its first node saved it in its DATA/{GENERATED_KEY_FILE})")
         secret = generate_secret()
-        os.makedirs(data_dir, exist_ok=True)
-        fd = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secret + "\n")
+        # Durable before any node is told to join with it: a secret lost
+        # in a crash would lock this node out of its own cluster.
+        durable.write_file(saved, (secret + "\n").encode("ascii"), replace=False)
         log.info(
             "generated a new cluster secret in {path}. Start the other nodes "
             "with a copy of that file (--cluster-key-file=PATH) or with "

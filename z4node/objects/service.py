@@ -10,17 +10,28 @@ its record are durable.
 
 import hashlib
 import os
-
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from z4node.objects import checksums, encryption, lock, streams, versioning
 from z4node.objects.errors import ObjectError
 from z4node.objects.system import valid_bucket_name
 from z4node.objects.versioning import NULL_VERSION
-from z4node.storage.meta import Part, Upload, UploadMissing, Version
+from z4node.storage.meta import BucketMissing, Part, Upload, UploadMissing, Version
+
 # S3's minimum size for every part of a multipart upload but the last.
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PARTS = 10000
+
+
+@contextmanager
+def _bucket_still_there():
+    """A commit that found its bucket deleted meanwhile (checked in the
+    commit's transaction) is NoSuchBucket, as if it had come later."""
+    try:
+        yield
+    except BucketMissing:
+        raise ObjectError("NoSuchBucket") from None
 
 
 @dataclass
@@ -210,8 +221,9 @@ class ObjectService:
             version = self._new_version(
                 target, key, delete_marker=False, size=stored.size, etag=etag,
                 owner=owner, meta=meta, chunks=stored.chunks, inline=stored.inline)
-            await self._meta.put_version(version, self._clock.seconds(), precondition,
-                                         self._overwrite_guard())
+            with _bucket_still_there():
+                await self._meta.put_version(version, self._clock.seconds(), precondition,
+                                             self._overwrite_guard())
         finally:
             streams.release(self._chunks, stored.chunks)
         return version
@@ -235,8 +247,9 @@ class ObjectService:
             version = self._new_version(
                 target, key, delete_marker=False, size=source.size, etag=source.etag,
                 owner=owner, meta=meta, chunks=list(source.chunks), inline=source.inline)
-            await self._meta.put_version(version, self._clock.seconds(), precondition,
-                                         self._overwrite_guard())
+            with _bucket_still_there():
+                await self._meta.put_version(version, self._clock.seconds(), precondition,
+                                             self._overwrite_guard())
         finally:
             streams.release(self._chunks, source.chunks)
         return version
@@ -245,6 +258,12 @@ class ObjectService:
         """An async iterator over bytes start..end (inclusive) of version;
         an SSE-C version needs its ``sealing`` (see :meth:`sealing_for`)."""
         return streams.read_range(self._chunks, version, start, end, sealing)
+
+    async def open_read(self, version, start, end, sealing=None):
+        """:meth:`read`, its first chunk read and verified before it returns:
+        unreadable data at the start is ObjectError("InternalError") here,
+        while an answer can still say so."""
+        return await streams.open_range(self._chunks, version, start, end, sealing)
 
     async def delete_object(self, bucket, key, owner, version_id=None,
                             bypass_governance=False, precondition=None,
@@ -266,8 +285,10 @@ class ObjectService:
         state = versioning.status(target)
         marker = self._new_version(target, key, delete_marker=True, size=0, etag="",
                                    owner=owner, meta={}, chunks=[], inline=None)
-        await self._meta.delete_object(marker, now, precondition, always=state is not None,
-                                       replacing=self._overwrite_guard())
+        with _bucket_still_there():
+            await self._meta.delete_object(marker, now, precondition,
+                                           always=state is not None,
+                                           replacing=self._overwrite_guard())
         if state is None:
             return Deletion(None, False)
         return Deletion(marker.version_id, True)
@@ -390,7 +411,8 @@ class ObjectService:
         # option by command-line tools such as the aws CLI.
         upload_id = self._random_bytes(24).hex()
         upload = Upload(upload_id, bucket, key, self._hlc.now(), owner, meta)
-        await self._meta.create_upload(upload)
+        with _bucket_still_there():
+            await self._meta.create_upload(upload)
         return upload
 
     async def get_upload(self, bucket, key, upload_id):
@@ -546,9 +568,10 @@ class ObjectService:
             return template
 
         try:
-            return await self._meta.complete_upload(
-                upload, build, self._clock.seconds(), precondition,
-                self._overwrite_guard())
+            with _bucket_still_there():
+                return await self._meta.complete_upload(
+                    upload, build, self._clock.seconds(), precondition,
+                    self._overwrite_guard())
         except UploadMissing:
             raise ObjectError("NoSuchUpload") from None
 

@@ -22,7 +22,12 @@ below, inside the chunk store and the metadata store.
 import hashlib
 from dataclasses import dataclass
 
-from z4node.storage.chunks import CHUNK_SIZE, chunk_hash
+from twisted.logger import Logger
+
+from z4node.objects.errors import ObjectError
+from z4node.storage.chunks import CHUNK_SIZE, ChunkCorrupted, ChunkMissing, chunk_hash
+
+log = Logger()
 
 # Objects up to this size are kept inside their metadata row (DESIGN.md):
 # one SQLite write instead of a file, a rename and two fsyncs.
@@ -141,11 +146,39 @@ def pin_version(chunks, version):
         chunks.pin(digest)
 
 
+async def open_range(chunks, version, start, end, sealing=None):
+    """:func:`read_range`, with its first chunk already read and verified:
+    a chunk missing or damaged at the start fails here, as
+    ObjectError("InternalError"), before the caller has promised anything
+    (a GET's status line and length). A chunk that fails later can only
+    end the stream early."""
+    reader = read_range(chunks, version, start, end, sealing)
+    try:
+        first = await reader.__anext__()
+    except StopAsyncIteration:
+        return reader
+    except (ChunkMissing, ChunkCorrupted):
+        raise ObjectError("InternalError", "The object's data could not be read; "
+                          "the node logged which chunk failed.") from None
+    return _after(first, reader)
+
+
+async def _after(first, rest):
+    try:
+        yield first
+        async for piece in rest:
+            yield piece
+    finally:
+        await rest.aclose()
+
+
 async def read_range(chunks, version, start, end, sealing=None):
     """Yield the bytes ``start..end`` (inclusive) of a version, chunk by
     chunk, each chunk verified against its hash (and opened with
     ``sealing`` for SSE-C) before any of it is yielded. The next chunk is
-    fetched while the current one is being sent."""
+    fetched while the current one is being sent. A chunk that cannot be
+    read (ChunkMissing, ChunkCorrupted) is logged with the object, the
+    version and the chunk it hit, then raised."""
     if version.inline is not None:
         if end >= start:
             inline = version.inline
@@ -163,7 +196,15 @@ async def read_range(chunks, version, start, end, sealing=None):
     pending = chunks.get_chunk(wanted[0][0], then) if wanted else None
     try:
         for index, (digest, first, last) in enumerate(wanted):
-            data, pending = await pending, None
+            try:
+                data, pending = await pending, None
+            except (ChunkMissing, ChunkCorrupted) as e:
+                pending = None
+                log.error("unreadable chunk {hash} of {bucket}/{key} version {version}: "
+                          "{kind}: {why}", hash=digest.hex(), bucket=version.bucket,
+                          key=version.key, version=version.version_id,
+                          kind=type(e).__name__, why=str(e))
+                raise
             if index + 1 < len(wanted):
                 pending = chunks.get_chunk(wanted[index + 1][0], then)
             yield data if (first, last) == (0, len(data) - 1) else data[first:last + 1]

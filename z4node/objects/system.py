@@ -22,7 +22,7 @@ from twisted.internet.defer import DeferredLock
 
 from z4node.objects.errors import ObjectError
 from z4node.replication.everywhere import QuorumNotReached
-from z4node.storage.meta import AccessKey, Bucket, Grant
+from z4node.storage.meta import AccessKey, Bucket, Grant, live_bucket_owner
 
 # S3's rules for new bucket names: 3-63 characters of lower-case letters,
 # digits, dots and hyphens, starting and ending with a letter or digit, not
@@ -82,14 +82,16 @@ class SystemTables:
                 for record in table.values()]
 
     async def _merge(self, cls, table, entry):
-        """Apply an entry that arrived from a peer, if it is newer than ours."""
+        """Apply an entry that arrived from a peer, if it is newer than ours;
+        ValueError for one that is malformed or from too far in the future."""
         try:
             record = cls(**entry)
         except TypeError:
             raise ValueError(f"not a {cls.__name__} entry") from None
         if not isinstance(record.hlc, int):
             raise ValueError("an entry's hlc must be an integer")
-        self._hlc.observe(record.hlc)
+        if not self._hlc.observe(record.hlc):
+            raise ValueError("the entry's timestamp is too far ahead of this node's clock")
         current = table.get(_entry_key(record))
         if current is not None and current.hlc >= record.hlc:
             return
@@ -117,15 +119,18 @@ class SystemTables:
             raise ObjectError("ServiceUnavailable", f"Too few nodes answered: {e}") from None
 
     async def load(self):
+        """Load the tables, and seed the clock past every timestamp the node
+        has stored (in any table, object versions included) or promised,
+        so that a restart with the wall clock set back cannot issue an
+        older timestamp; from then on the clock keeps its high-water mark."""
+        self._hlc.seed(await self._meta.newest_hlc())
+        self._hlc.persist_with(self._meta.save_hlc_mark)
         keys, buckets, grants = await self._meta.load_system_tables()
         for key in keys:
-            self._hlc.observe(key.hlc)
             self._keys[key.access_key_id] = key
         for bucket in buckets:
-            self._hlc.observe(bucket.hlc)
             self._buckets[bucket.name] = bucket
         for grant in grants:
-            self._hlc.observe(grant.hlc)
             self._grants[(grant.bucket, grant.access_key_id)] = grant
 
     # -- access keys ---------------------------------------------------------
@@ -207,10 +212,24 @@ class SystemTables:
                       key=lambda b: b.name)
 
     async def create_bucket(self, name, owner_key, settings=None):
-        """Create a bucket owned by ``owner_key``; the key gets an owner grant."""
-        bucket = Bucket(name, owner_key.user_id, self._clock.seconds(),
-                        self._hlc.now(), dict(settings or {}))
-        await self._store(self._buckets, bucket)
+        """Create a bucket owned by ``owner_key``; the key gets an owner grant.
+
+        Checked and done in one transaction: a live bucket of that name
+        (created meanwhile) is refused, and a name used before starts
+        empty, whatever its last incarnation left behind."""
+        now = self._clock.seconds()
+        bucket = Bucket(name, owner_key.user_id, now, self._hlc.now(), dict(settings or {}))
+        meta = self._meta
+
+        def fresh(c):
+            owner = live_bucket_owner(c, name)
+            if owner is not None:
+                raise ObjectError("BucketAlreadyOwnedByYou" if owner == owner_key.user_id
+                                  else "BucketAlreadyExists")
+            meta.purge_bucket_contents(c, name, now)
+
+        await self._meta.save_bucket(bucket, fresh)
+        await self._spread(self._buckets, bucket)
         await self.set_grant(name, owner_key.access_key_id, True, True, True)
         return bucket
 

@@ -77,8 +77,8 @@ class EverywhereTables(Service):
         self._loop = LoopingCall(self._sync_tick)
         self._loop.clock = clock
         self._pending = set()  # delayed calls of rejoin syncs
-        self.counters = {"published": 0, "applied": 0, "syncs": 0, "sync_failures": 0,
-                         "quorum_failures": 0}
+        self.counters = {"published": 0, "applied": 0, "refused": 0, "syncs": 0,
+                         "sync_failures": 0, "quorum_failures": 0}
         cluster.serve("everywhere.apply", self._serve_apply)
         cluster.serve("everywhere.digest", self._serve_digest)
         cluster.serve("everywhere.pull", self._serve_pull)
@@ -134,10 +134,25 @@ class EverywhereTables(Service):
         entries = args.get("entries")
         if not isinstance(entries, list):
             raise CallError("BadRequest", "entries must be a list")
-        for entry in entries:
-            await _maybe_deferred(table.merge(entry))
-        self.counters["applied"] += len(entries)
+        refused = await self._merge_all(table, entries, peer_id)
+        if refused:
+            raise CallError("BadEntry", f"{refused} of {len(entries)} entries refused")
         return Reply({"applied": len(entries)})
+
+    async def _merge_all(self, table, entries, peer_id):
+        """Merge entries from a peer; how many were refused (malformed, or
+        too far in the future), each logged and counted."""
+        refused = 0
+        for entry in entries:
+            try:
+                await _maybe_deferred(table.merge(entry))
+            except ValueError as e:
+                refused += 1
+                self.log.warn("{table}: refused an entry from {peer}: {why}",
+                              table=table.name, peer=peer_id, why=str(e))
+        self.counters["applied"] += len(entries) - refused
+        self.counters["refused"] += refused
+        return refused
 
     def _table(self, name):
         table = self._tables.get(name)
@@ -178,9 +193,7 @@ class EverywhereTables(Service):
         response = await self._cluster.call(member_id, "everywhere.pull",
                                             {"tables": differing})
         for name, entries in (response.result.get("tables") or {}).items():
-            table = self._table(name)
-            for entry in entries:
-                await _maybe_deferred(table.merge(entry))
+            await self._merge_all(self._table(name), entries, member_id)
         for name in differing:
             await self._cluster.call(member_id, "everywhere.apply", {
                 "table": name, "entries": self._encoded(self._tables[name])})

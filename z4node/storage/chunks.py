@@ -30,13 +30,17 @@ import os
 import blake3
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from z4node import durable
 from z4node.storage.crypto import KeyUnavailable, Tampered
 
 CHUNK_SIZE = 4 * 1024 * 1024
 HASH_SIZE = 32
+
+log = Logger()
 
 
 class ChunkMissing(Exception):
@@ -61,7 +65,7 @@ class ChunkStore:
     def __init__(self, reactor, root):
         self._reactor = reactor
         self.root = root
-        os.makedirs(root, exist_ok=True)
+        durable.make_directories(root)
         self._pool = ThreadPool(1, self.io_threads, name="z4-chunk-io")
         self._tails = {}
         self._pins = {}
@@ -129,22 +133,17 @@ class ChunkStore:
         return result
 
     def put_chunk(self, digest, data):
-        """Store ``data`` under ``digest`` unless already stored; durable when it fires."""
+        """Store ``data`` under ``digest`` unless an intact copy is stored;
+        durable when it fires."""
         return self._serialized(digest, self._write, digest, data)
 
     def _write(self, digest, data):
         path = self.path(digest)
-        try:
-            # Touching an existing copy tells the garbage collector the
-            # content is in use again (see delete_chunk).
+        if self._intact(digest):
+            # Touching the copy tells the garbage collector the content is
+            # in use again (see delete_chunk).
             os.utime(path)
-            # An encrypted copy is usable only with its key row; one
-            # without (the metadata was restored from an older backup) is
-            # replaced below, since the plaintext is at hand.
-            if self._keys is None or self._keys.load(digest) is not None:
-                return False
-        except FileNotFoundError:
-            pass
+            return False
         key_saved = None
         if self._at_rest is not None:
             data, data_key = self._at_rest.seal_chunk(digest, data)
@@ -152,7 +151,7 @@ class ChunkStore:
             # and fsync; it is waited for before the rename below.
             key_saved = self._keys.save(digest, data_key)
         directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
+        durable.make_directories(directory)
         temp = f"{path}.{os.getpid()}.{id(data):x}.tmp"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -168,7 +167,25 @@ class ChunkStore:
             # write of this content), never a file without its key.
             key_saved.result()
         os.replace(temp, path)
-        _fsync_directory(directory)
+        durable.fsync_directory(directory)
+        return True
+
+    def _intact(self, digest):
+        """Whether a stored copy of ``digest`` exists and reads back as
+        ``digest`` (blocking). A write of the same content trusts only such
+        a copy: a rotted one, or an encrypted one without its key row (the
+        metadata was restored from an older backup), is replaced by the
+        bytes in hand. Reading and hashing 4 MiB costs less than writing
+        and fsyncing it again."""
+        try:
+            self._read(digest)
+        except ChunkMissing:
+            return False
+        except ChunkCorrupted as e:
+            # _read set a damaged file aside as .corrupted already.
+            log.warn("chunk {hash} on disk is unusable ({why}); a new write of "
+                     "its content replaces it", hash=digest.hex(), why=str(e))
+            return False
         return True
 
     def get_chunk(self, digest, then=None):
@@ -281,11 +298,3 @@ def _mtime(path):
         return os.stat(path).st_mtime
     except FileNotFoundError:
         return 0.0
-
-
-def _fsync_directory(directory):
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

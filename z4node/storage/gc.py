@@ -17,10 +17,10 @@ import os
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from z4node import hlc as hlclib
+from z4node.periodic import PeriodicJob
 
 
 class GarbageCollector(Service):
@@ -42,8 +42,9 @@ class GarbageCollector(Service):
         self._clock = clock
         self._meta = meta
         self._chunks = chunks
-        self._loop = LoopingCall(self.collect)
-        self._loop.clock = clock
+        # A failed pass (a transient OSError, a busy disk) is logged and
+        # counted, and the next pass comes on time.
+        self.job = PeriodicJob("garbage collection", clock, self.collect)
         self._sweep_due = 0.0
         # The last chunk directory the running sweep finished; None when no
         # sweep is running.
@@ -52,13 +53,15 @@ class GarbageCollector(Service):
 
     def startService(self):
         super().startService()
-        self._loop.start(self.interval_seconds, now=False).addErrback(
-            lambda f: self.log.failure("garbage collection stopped", f))
+        self.job.start(self.interval_seconds)
 
     def stopService(self):
         super().stopService()
-        if self._loop.running:
-            self._loop.stop()
+        self.job.stop()
+
+    def status(self):
+        """Passes run and failed, for ``/_z4/status``."""
+        return self.job.status()
 
     async def _collect(self):
         now = self._clock.seconds()

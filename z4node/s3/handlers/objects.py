@@ -199,7 +199,11 @@ async def get_object(api, call):
     if version.inline is not None and sealing is None:
         # Up to 4 KiB already in memory: no need for the streaming writer.
         return Response(status, headers, body=version.inline[start:end + 1])
-    return Response(status, headers, stream=api.objects.read(version, start, end, sealing))
+    # The first chunk is read and verified before the status line goes
+    # out: data found damaged there is a 500 InternalError, not a cut
+    # connection.
+    stream = await api.objects.open_read(version, start, end, sealing)
+    return Response(status, headers, stream=stream)
 
 
 def part_range(version, number):
