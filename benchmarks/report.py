@@ -98,6 +98,36 @@ def targets(results):
     return rows
 
 
+# Not measured by this runner: tests/test_resource_limits.py measures it,
+# and the figures are copied here so that a new report keeps them.
+MEMORY_LIMITS = [
+    '## Memory and connection limits',
+    '',
+    'A node bounds what clients can pin (`z4node/s3/http.py`):',
+    '',
+    '- **Request bodies in memory**: `--upload-memory` MiB (default 512) for',
+    '  all uploads together. An upload reserves its declared size, at most',
+    "  24 MiB (what one upload's pipeline holds: a 1 MiB socket buffer, one",
+    '  4 MiB chunk filling, one hashing, three being written); bodies up to',
+    '  64 KiB reserve nothing. Past the budget a request waits with its socket',
+    '  paused and no `100 Continue` sent, then after 10 s gets `503 SlowDown`.',
+    '- **Connections**: `--max-connections` (default 900); more are answered',
+    '  `503 SlowDown` and closed.',
+    "- **Slow clients**: a request's line and headers must all arrive within",
+    '  30 s of its first byte; a body must average 500 bytes/s over every 20 s',
+    '  window in which the node did not pause it (`400 RequestTimeout`); idle',
+    '  connections close after 300 s.',
+    '',
+    'Measured by `tests/test_resource_limits.py` (a real node, 300 concurrent',
+    'uploads each announcing 16 MiB, sending 2 MiB at once and then 1 KiB every',
+    '2 s, while another client PUTs and GETs): baseline RSS 64 MiB, peak',
+    '150 MiB (86 MiB above the baseline) with the default budget, about 180 of',
+    'the 300 told `503 SlowDown` and the other client served; with the budget',
+    'lifted (`--upload-memory 100000`) the peak was 674 MiB. The test asserts',
+    'the peak stays under 256 MiB above the baseline.',
+]
+
+
 def write_report(results, info, path):
     servers = [s for s in ("z4node", "moto", "nginx") if s in results]
     m = info["machine"]
@@ -203,6 +233,7 @@ def write_report(results, info, path):
             r = results[s].get(name)
             cells.append("—" if r is None else f"{r['requests']:,} in {r['seconds']:.1f} s")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [""] + MEMORY_LIMITS
     lines += [
         "",
         "## How it is measured",

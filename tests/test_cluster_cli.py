@@ -7,18 +7,20 @@ import argparse
 import json
 import os
 import random
+import time
 
 from twisted.internet import reactor, threads
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from z4node.admin.cluster_cli import ClusterCliError, add_cluster_commands
 from z4node.cluster.members import Member
 from z4node.cluster.service import ClusterService
+from z4node.s3.http import S3Site
 from z4node.testing.dht import MemoryDHT
 from z4node.web.status import make_z4_resource
+from tests.test_web_status import ADMIN, USER, Keys
 
 SECRET = "cli-test-cluster-secret"
 
@@ -31,7 +33,8 @@ def member(i, zone=None):
 class ClusterCLITests(TestCase):
     def setUp(self):
         clock = Clock()
-        clock.advance(1_700_000_000)
+        # The node checks the CLI's signature against its clock.
+        clock.advance(time.time())
         cluster = ClusterService(clock, random.Random(0), SECRET, member(1, "rack-1"),
                                  "127.0.0.1")
         cluster.dht = MemoryDHT(clock).directory("node-1")
@@ -39,11 +42,16 @@ class ClusterCLITests(TestCase):
             {"from": "node-2", "members": [member(2).to_json(), member(3).to_json()]})
         cluster.membership._suspect({"id": "node-3", "inc": 7, "from": "node-2"})
         root = Resource()
-        root.putChild(b"_z4", make_z4_resource(clock, {"id": "node-1", "started": 0}, cluster))
-        port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+        root.putChild(b"_z4", make_z4_resource(clock, {"id": "node-1", "started": 0}, cluster,
+                                               Keys()))
+        port = reactor.listenTCP(0, S3Site(root), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.data = self.mktemp()
         os.makedirs(self.data)
+        with open(os.path.join(self.data, "credentials"), "w") as f:
+            f.write(f"[default]\naws_access_key_id = {ADMIN[0]}\n"
+                    f"aws_secret_access_key = {ADMIN[1]}\n")
+        self.patch(os, "environ", {})
         with open(os.path.join(self.data, "node.json"), "w") as f:
             json.dump({"id": "node-1", "s3_host": "127.0.0.1",
                        "s3_port": port.getHost().port}, f)
@@ -76,6 +84,18 @@ class ClusterCLITests(TestCase):
         self.assertIn("2 alive, 1 suspect, 0 dead, 0 left", out)
         self.assertRegex(out, r"node\s+node-1")
         self.assertNotIn(SECRET, out)
+
+    async def test_signs_with_the_environment_key_first(self):
+        self.patch(os, "environ", {"Z4_ACCESS_KEY": USER[0], "Z4_SECRET_KEY": USER[1]})
+        with self.assertRaises(ClusterCliError) as e:
+            await self.run_cli("--data", self.data, "cluster", "status")
+        self.assertIn("403 this view is for admin keys only", str(e.exception))
+
+    async def test_no_admin_key(self):
+        os.unlink(os.path.join(self.data, "credentials"))
+        with self.assertRaises(ClusterCliError) as e:
+            await self.run_cli("--data", self.data, "cluster", "members")
+        self.assertIn("no admin key: set Z4_ACCESS_KEY", str(e.exception))
 
     async def test_no_node_in_data_dir(self):
         with self.assertRaises(ClusterCliError) as e:

@@ -15,6 +15,7 @@ from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
 from tests.nodeprocess import NodeProcess
+from z4node.admin.cluster_cli import signed_headers
 from z4node.cluster.membership import Membership
 
 SECRET = "process-test-cluster-secret"
@@ -45,7 +46,10 @@ class ClusterNode(NodeProcess):
 
     @defer.inlineCallbacks
     def get(self, path):
-        response = yield treq.get(self.endpoint + path, persistent=False, timeout=2)
+        url = self.endpoint + path
+        # The detailed /_z4/ views answer admin keys only; the CLI's signer.
+        headers = signed_headers(url, self.credentials(), reactor.seconds())
+        response = yield treq.get(url, headers=headers, persistent=False, timeout=2)
         body = yield response.content()
         return json.loads(body)
 

@@ -12,6 +12,8 @@ from twisted.python import usage
 from twisted.trial.unittest import TestCase
 from twisted.web.resource import Resource
 
+from tests.test_web_status import ADMIN, Keys
+from z4node.admin.cluster_cli import signed_headers
 from z4node.cluster.channel import RemoteError, Reply
 from z4node.cluster.members import State
 from z4node.cluster.options import CLUSTER_OPTIONS
@@ -58,7 +60,7 @@ class ClusterServiceTests(TestCase):
             reactor, options, {"Z4_CLUSTER_KEY": secret}, f"node-{index}",
             "127.0.0.1", site_port.getHost().port, self.mktemp())
         root.putChild(b"_z4", make_z4_resource(
-            reactor, {"id": f"node-{index}", "started": reactor.seconds()}, cluster))
+            reactor, {"id": f"node-{index}", "started": reactor.seconds()}, cluster, Keys()))
         cluster.startService()
         self.addCleanup(lambda: cluster.running and cluster.stopService())
         yield wait_for(lambda: cluster._dht_listening, 5)
@@ -96,7 +98,8 @@ class ClusterServiceTests(TestCase):
             second.call("node-2", "no-such-op", {})), RemoteError)
 
         # The status endpoints answer over HTTP.
-        response = yield treq.get(f"http://127.0.0.1:{third.local.s3[1]}/_z4/peers",
+        url = f"http://127.0.0.1:{third.local.s3[1]}/_z4/peers"
+        response = yield treq.get(url, headers=signed_headers(url, ADMIN, reactor.seconds()),
                                   persistent=False)
         peers = json.loads((yield response.content()))
         self.assertEqual({m["id"] for m in peers["members"]}, {"node-0", "node-1", "node-2"})

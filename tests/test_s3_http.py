@@ -4,10 +4,12 @@ range and condition parsing; untrusted XML; routing."""
 
 import time
 from urllib.parse import parse_qsl
+from xml.etree import ElementTree
 
 from hypothesis import given, strategies as st
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -16,7 +18,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from z4node.s3 import conditions, router, xml
 from z4node.s3.errors import S3Error
-from z4node.s3.http import BodyIncomplete, BodyStream, S3Site
+from z4node.s3.http import MiB, BodyIncomplete, BodyStream, S3Site, UploadBudget
 from z4node.storage.meta import Version
 
 
@@ -45,7 +47,7 @@ class RecordingResource(Resource):
         try:
             async for piece in request.body:
                 self.pieces.append(piece)
-        except BodyIncomplete as e:
+        except (BodyIncomplete, S3Error) as e:
             self.finished.append(e)
             return
         self.finished.append(b"".join(self.pieces))
@@ -53,12 +55,175 @@ class RecordingResource(Resource):
         request.finish()
 
 
-def connect(resource):
-    site = S3Site(resource, timeout=None)
+def connect(resource, site=None):
+    site = site or S3Site(resource, timeout=None)
     channel = site.buildProtocol(None)
     transport = StringTransport()
     channel.makeConnection(transport)
     return channel, transport
+
+
+def error_of(response):
+    """(status, S3 error code) of a raw response refused by the channel."""
+    head, _, body = response.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, ElementTree.fromstring(body).findtext("Code")
+
+
+class ChannelLimitTests(SynchronousTestCase):
+    """What the channel refuses before any handler runs: every refusal an
+    S3 error document, then the connection closed."""
+
+    def test_long_request_line_gets_an_answer(self):
+        channel, transport = connect(RecordingResource())
+        channel.dataReceived(b"GET /b/" + b"k" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(error_of(transport.value()), (400, "RequestHeaderSectionTooLarge"))
+        self.assertTrue(transport.disconnecting)
+
+    def test_request_line_arriving_in_pieces_past_the_limit(self):
+        channel, transport = connect(RecordingResource())
+        channel.dataReceived(b"GET /b/")
+        for _ in range(20):
+            channel.dataReceived(b"k" * 1000)
+        self.assertEqual(error_of(transport.value()), (400, "RequestHeaderSectionTooLarge"))
+
+    def test_headers_too_large_or_too_many(self):
+        for headers in (b"X-A: " + b"v" * 10000 + b"\r\nX-B: " + b"v" * 10000 + b"\r\n",
+                        b"".join(b"X-%d: v\r\n" % i for i in range(600))):
+            resource = RecordingResource()
+            channel, transport = connect(resource)
+            channel.dataReceived(b"GET /b/k HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+            self.assertEqual(error_of(transport.value()), (400, "RequestHeaderSectionTooLarge"))
+            self.assertTrue(transport.disconnecting)
+            self.assertEqual(resource.requests, [])
+
+    def test_unparsable_requests_get_an_s3_error(self):
+        for data in (b"NONSENSE\r\n\r\n", b"GET /b/k HTTP/1.1\r\nNo colon\r\n\r\n",
+                     b"PUT /b/k HTTP/1.1\r\nContent-Length: x1\r\n\r\n"):
+            channel, transport = connect(RecordingResource())
+            channel.dataReceived(data)
+            self.assertEqual(error_of(transport.value()), (400, "BadRequest"), data)
+            self.assertTrue(transport.disconnecting)
+
+    def test_malformed_chunked_body_fails_the_dispatched_handler(self):
+        resource = RecordingResource()
+        channel, transport = connect(resource)
+        channel.dataReceived(b"PUT /b/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"3\r\nabc\r\nzz\r\n")
+        self.assertIsInstance(resource.finished[0], S3Error)
+        self.assertEqual(resource.finished[0].code, "IncompleteBody")
+        self.assertFalse(channel.persistent)
+
+    def test_headers_have_a_deadline_however_they_trickle(self):
+        clock = Clock()
+        resource = RecordingResource()
+        site = S3Site(resource, timeout=300, reactor=clock, header_timeout_seconds=30)
+        channel, transport = connect(resource, site)
+        channel.dataReceived(b"G")
+        for byte in b"ET /b/k HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+            clock.advance(1)
+            channel.dataReceived(bytes([byte]))
+            if transport.disconnecting:
+                break
+        self.assertEqual(error_of(transport.value()), (400, "RequestTimeout"))
+        self.assertEqual(clock.seconds(), 30)
+        self.assertEqual(resource.requests, [])
+
+    def test_header_deadline_is_per_request(self):
+        clock = Clock()
+        resource = RecordingResource()
+        site = S3Site(resource, timeout=300, reactor=clock, header_timeout_seconds=30)
+        channel, transport = connect(resource, site)
+        for _ in range(3):
+            channel.dataReceived(b"GET /b/k HTTP/1.1\r\nHost: x\r\n\r\n")
+            clock.advance(29)
+        self.assertEqual(len(resource.requests), 3)
+        self.assertFalse(transport.disconnecting)
+
+    def test_connections_past_the_maximum_get_503(self):
+        site = S3Site(RecordingResource(), timeout=None, max_connections=2)
+        channels = [connect(None, site) for _ in range(2)]
+        channel, transport = connect(None, site)
+        self.assertEqual(error_of(transport.value()), (503, "SlowDown"))
+        self.assertTrue(transport.disconnecting)
+        channels[0][0].connectionLost(Failure(ConnectionLost("bye")))
+        channel, transport = connect(None, site)
+        self.assertEqual(transport.value(), b"", "a slot came free")
+
+    def test_slow_body_is_cut_off(self):
+        clock = Clock()
+        resource = RecordingResource()
+        site = S3Site(resource, timeout=300, reactor=clock, body_min_rate=500)
+        channel, transport = connect(resource, site)
+        channel.dataReceived(b"PUT /b/k HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+        for _ in range(2):
+            channel.dataReceived(b"x" * 10000)  # 500 bytes/s over a window
+            clock.advance(S3Site.body_rate_window_seconds)
+        self.assertEqual(resource.finished, [])
+        channel.dataReceived(b"x" * 9999)
+        clock.advance(S3Site.body_rate_window_seconds)
+        self.assertEqual(resource.finished[0].code, "RequestTimeout")
+
+
+class UploadBudgetTests(SynchronousTestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.budget = UploadBudget(self.clock, 3 * MiB, wait_seconds=10)
+        self.budget.per_upload_bytes = 2 * MiB
+        self.resource = RecordingResource()
+        self.site = S3Site(self.resource, timeout=None, reactor=self.clock,
+                           upload_budget=self.budget)
+
+    def put(self, length, expect=False):
+        channel, transport = connect(None, self.site)
+        channel.dataReceived(b"PUT /b/k HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n"
+                             % (length, b"Expect: 100-continue\r\n" if expect else b""))
+        return channel, transport
+
+    def test_shares(self):
+        self.assertEqual(self.budget.size_for(1000), 0)
+        self.assertEqual(self.budget.size_for(MiB), MiB)
+        self.assertEqual(self.budget.size_for(100 * MiB), 2 * MiB)
+        self.assertEqual(self.budget.size_for(None), 2 * MiB)
+
+    def test_waits_with_the_socket_paused_then_gets_its_share(self):
+        first, _ = self.put(2 * MiB)
+        self.assertEqual(self.budget.used, 2 * MiB)
+        second, transport = self.put(2 * MiB, expect=True)
+        self.assertEqual(transport.producerState, "paused")
+        self.assertNotIn(b"100 Continue", transport.value())
+        self.assertEqual(self.budget.used, 2 * MiB)
+        first.dataReceived(b"x" * (2 * MiB))   # the first upload ends
+        self.assertEqual(self.budget.used, 2 * MiB, "its share passed to the second")
+        self.assertEqual(transport.producerState, "producing")
+        self.assertIn(b"100 Continue", transport.value())
+        second.dataReceived(b"y" * (2 * MiB))
+        self.assertEqual(len(self.resource.finished), 2)
+        self.assertIn(b"200 OK", transport.value())
+        self.assertEqual(self.budget.used, 0)
+
+    def test_small_bodies_need_no_share(self):
+        self.put(2 * MiB)
+        self.put(2 * MiB)
+        channel, transport = self.put(1000)
+        channel.dataReceived(b"z" * 1000)
+        self.assertIn(b"200 OK", transport.value())
+
+    def test_slowdown_after_waiting_too_long(self):
+        self.put(2 * MiB)
+        channel, transport = self.put(2 * MiB)
+        self.clock.advance(10)
+        self.assertEqual([e.code for e in self.resource.finished], ["SlowDown"])
+        self.assertEqual(self.budget.counters, {"waited": 1, "refused": 1})
+
+    def test_a_request_gone_while_waiting_leaves_the_queue(self):
+        first, _ = self.put(2 * MiB)
+        second, _ = self.put(2 * MiB)
+        second.connectionLost(Failure(ConnectionLost("bye")))
+        first.connectionLost(Failure(ConnectionLost("bye")))
+        self.assertEqual(self.budget.used, 0)
+        self.clock.advance(60)
+        self.assertEqual(self.budget.used, 0)
 
 
 class StreamingRequestTests(SynchronousTestCase):
@@ -132,16 +297,18 @@ class StreamingRequestTests(SynchronousTestCase):
         self.assertIn(b"403", transport.value())
         self.assertTrue(transport.disconnecting)
 
-    def test_node_endpoints_get_a_buffered_body(self):
-        class Echo(Resource):
-            isLeaf = True
-
-            def render_POST(self, request):
-                return b"got " + request.content.read()
-        channel, transport = connect(Echo())
-        channel.dataReceived(b"POST /_z4/rpc/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+    def test_node_endpoints_stream_their_body_too(self):
+        # /_z4/ resources read the body as S3 handlers do; nothing is
+        # buffered (let alone spooled to a temp file) before they run.
+        resource = RecordingResource()
+        channel, transport = connect(resource)
+        channel.dataReceived(b"POST /_z4/rpc/x HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        self.assertEqual(len(resource.requests), 1, "dispatched on headers")
+        self.assertEqual(resource.requests[0].body_length, 10)
         channel.dataReceived(b"hello")
-        self.assertIn(b"got hello", transport.value())
+        self.assertEqual(resource.pieces, [b"hello"])
+        channel.dataReceived(b"world")
+        self.assertEqual(resource.finished, [b"helloworld"])
 
     def test_x_amz_headers_are_lower_case(self):
         class Meta(Resource):

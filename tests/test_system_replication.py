@@ -9,6 +9,7 @@ anything but 127.0.0.1.
 import json
 import os
 import signal
+import time
 import urllib.request
 
 from botocore.exceptions import ClientError
@@ -16,6 +17,7 @@ from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from tests.test_cluster_processes import ClusterNode
+from z4node.admin.cluster_cli import signed_headers
 
 NODES = 3
 
@@ -54,8 +56,10 @@ class SystemReplicationTests(TestCase):
     def all_alive(nodes):
         def check():
             for node in nodes:
-                view = json.loads(urllib.request.urlopen(
-                    node.endpoint + "/_z4/peers", timeout=2).read())
+                url = node.endpoint + "/_z4/peers"
+                request = urllib.request.Request(url, headers=signed_headers(
+                    url, node.credentials(), time.time()))
+                view = json.loads(urllib.request.urlopen(request, timeout=2).read())
                 states = {m["id"]: m["state"] for m in view["members"]}
                 assert all(states.get(n.id) == "alive" for n in nodes), states
         return check

@@ -25,7 +25,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (SSL4ServerEndpoint, TCP4ServerEndpoint,
                                         UNIXServerEndpoint)
 from twisted.logger import Logger
-from twisted.web.resource import Resource
 
 from z4node import __version__, durable
 from z4node.admin.server import AdminFactory, SocketPath
@@ -36,7 +35,7 @@ from z4node.objects.system import SystemTables
 from z4node.replication.everywhere import EverywhereTables
 from z4node.s3.api import S3Api, S3Resource
 from z4node.s3.handlers import HANDLERS
-from z4node.s3.http import S3Site
+from z4node.s3.http import MiB, S3Site, UploadBudget
 from z4node.storage.atrest import (EncryptionKeyError, EncryptionRefused, open_encryption,
                                    use_at_rest)
 from z4node.storage.chunks import ChunkStore
@@ -45,7 +44,8 @@ from z4node.storage.meta import MetaStore
 from z4node.storage.rotation import KeyRotation
 from z4node.tls import ReloadableServerTLS, TLSConfigError
 from z4node.cluster.service import ClusterService
-from z4node.web.status import make_z4_resource
+from z4node.tap import DEFAULT_MAX_CONNECTIONS, DEFAULT_UPLOAD_MEMORY_MIB
+from z4node.web.status import make_z4_resource, new_z4_root
 
 ADMIN_KEY_NAME = "admin"
 CREDENTIALS_FILE = "credentials"
@@ -87,6 +87,17 @@ class Node(MultiService):
     # Idle HTTP connections are closed after this long; a paused upload
     # (the node is behind on disk) still counts as idle after it.
     http_idle_timeout_seconds = 300
+    # A request's line and headers must arrive within this long of its
+    # first byte (Apache's mod_reqtimeout allows 20-40 s), however slowly
+    # they trickle: a client sending a header byte a minute is cut off.
+    http_header_timeout_seconds = 30
+    # A request body must average at least this many bytes/s over every
+    # 20 s window in which the node did not pause it (mod_reqtimeout's
+    # MinRate is 500): a mobile link does 10,000x that, slowloris less.
+    http_body_min_rate = 500
+    # Seconds a request waits for its share of --upload-memory before
+    # 503 SlowDown.
+    upload_memory_wait_seconds = 10
 
     def __init__(self, reactor, data_dir, host, port, node_id, environ, debug=False,
                  options=None):
@@ -196,8 +207,16 @@ class Node(MultiService):
                     debug=self.debug,
                     domains=[d for d in domains.split(",") if d.strip()],
                     trusted_proxies=self.trusted_proxies)
-        z4 = Resource()
-        site = S3Site(S3Resource(api, z4), timeout=self.http_idle_timeout_seconds)
+        z4 = new_z4_root()
+        options = self.options or {}
+        budget = UploadBudget(self.reactor,
+                              options.get("upload-memory", DEFAULT_UPLOAD_MEMORY_MIB) * MiB,
+                              self.upload_memory_wait_seconds)
+        site = S3Site(S3Resource(api, z4), timeout=self.http_idle_timeout_seconds,
+                      reactor=self.reactor,
+                      max_connections=options.get("max-connections", DEFAULT_MAX_CONNECTIONS),
+                      header_timeout_seconds=self.http_header_timeout_seconds,
+                      body_min_rate=self.http_body_min_rate, upload_budget=budget)
         if self.tls[0]:
             self._tls_context = ReloadableServerTLS(*self.tls)
             endpoint = SSL4ServerEndpoint(self.reactor, self.port, self._tls_context,
@@ -215,7 +234,7 @@ class Node(MultiService):
             self.s3_port, self.data_dir, scheme=self.scheme)
         make_z4_resource(self.reactor, {"id": self.node_id, "started": self.started_at,
                                         "jobs": self.jobs_status},
-                         self.cluster, root=z4)
+                         self.cluster, self.system, root=z4)
         self.cluster.setServiceParent(self)
         # Keys, buckets and grants are kept whole on every node.
         self.everywhere = EverywhereTables(self.reactor, self.cluster, random.Random())

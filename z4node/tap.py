@@ -15,6 +15,15 @@ from twisted.python import usage
 from z4node.cluster.options import CLUSTER_OPTIONS, check_cluster_options
 
 DEFAULT_S3_PORT = 9670
+# Open HTTP connections beyond this are answered 503 SlowDown and closed.
+# Under the common 1,024-descriptor soft limit, leaving about a hundred for
+# the node's own files and sockets; raise both together for more.
+DEFAULT_MAX_CONNECTIONS = 900
+# Request-body bytes held in memory by all uploads together: 21 large
+# uploads at their full 24 MiB pipeline (s3.http.UploadBudget), or many
+# more smaller ones; bodies up to 64 KiB take no share. docs/performance.md
+# measures the RSS this bounds.
+DEFAULT_UPLOAD_MEMORY_MIB = 512
 
 
 class ReactorError(Exception):
@@ -62,6 +71,11 @@ class Options(usage.Options):
         ["trusted-proxy", None, None,
          "ADDR[,ADDR...]: reverse proxies whose X-Forwarded-Proto: https "
          "marks a request as having come over TLS."],
+        ["max-connections", None, DEFAULT_MAX_CONNECTIONS,
+         "Open HTTP connections at most; more are answered 503 SlowDown.", int],
+        ["upload-memory", None, DEFAULT_UPLOAD_MEMORY_MIB,
+         "MiB of request bodies held in memory at most, all uploads together; "
+         "past it uploads wait, then get 503 SlowDown.", int],
         ["lifecycle-interval", None, None,
          "Seconds between lifecycle passes (default 3600, or $Z4_LIFECYCLE_INTERVAL).",
          float],
@@ -80,6 +94,9 @@ class Options(usage.Options):
         if not 0 <= self["port"] <= 65535:
             raise usage.UsageError("--port must be 0..65535")
         self["data"] = os.path.abspath(self["data"])
+        for name in ("max-connections", "upload-memory"):
+            if self[name] < 1:
+                raise usage.UsageError(f"--{name} must be at least 1")
         for name in ("lifecycle-interval", "lifecycle-test-day-seconds"):
             if self[name] is not None and not self[name] > 0:
                 raise usage.UsageError(f"--{name} must be a positive number of seconds")

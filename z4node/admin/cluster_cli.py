@@ -2,8 +2,12 @@
 endpoints as tables (or the documents, with ``z4 --json``).
 
 Owns: finding the local node through its data directory (``node.json``,
-written by the node on start) and rendering ``/_z4/status`` and
-``/_z4/peers``. Reads only; a blocking urllib call is fine in a CLI.
+written by the node on start), signing the requests with the admin key
+(those endpoints answer admin keys only: ``$Z4_ACCESS_KEY`` and
+``$Z4_SECRET_KEY`` if set, as the node reads them, else the
+``credentials`` file the node wrote into its data dir), and rendering
+``/_z4/status`` and ``/_z4/peers``. Reads only; a blocking urllib call is
+fine in a CLI.
 
 Follows the ``z4`` command's conventions (``z4node.admin.cli``): the
 top-level parser has ``--data`` and ``--json``; each command is
@@ -11,14 +15,23 @@ top-level parser has ``--data`` and ``--json``; each command is
 anything the operator must fix.
 """
 
+import configparser
+import hashlib
+import hmac
 import json
 import os
 import ssl
+import time
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
+
+from z4node.s3 import sigv4
 
 # Seconds to wait for the node's answer: it is local and answers from memory.
 HTTP_TIMEOUT = 10
+# The node accepts any region; this is the one the S3 tools default to.
+REGION = "us-east-1"
 
 
 class ClusterCliError(Exception):
@@ -55,15 +68,63 @@ def node_url(data_dir):
     return f"{info.get('s3_scheme', 'http')}://{host}:{info['s3_port']}"
 
 
+def admin_key(data_dir):
+    """(access key id, secret) of the node's admin key."""
+    environ = os.environ
+    if environ.get("Z4_ACCESS_KEY") and environ.get("Z4_SECRET_KEY"):
+        return environ["Z4_ACCESS_KEY"], environ["Z4_SECRET_KEY"]
+    path = os.path.join(data_dir, "credentials")
+    parser = configparser.ConfigParser()
+    try:
+        with open(path) as f:
+            parser.read_file(f)
+        section = parser["default"]
+        return section["aws_access_key_id"], section["aws_secret_access_key"]
+    except (OSError, configparser.Error, KeyError) as e:
+        raise ClusterCliError(f"no admin key: set Z4_ACCESS_KEY and Z4_SECRET_KEY, or let "
+                              f"z4 read {path} ({e})")
+
+
+def signed_headers(url, key, now):
+    """SigV4 headers for a GET of ``url`` (no body) with ``key``, built from
+    the node's own canonical forms (``z4node.s3.sigv4``)."""
+    parts = urlsplit(url)
+    amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    date = amz_date[:8]
+    headers = {"host": parts.netloc, "x-amz-content-sha256": sigv4.EMPTY_SHA256,
+               "x-amz-date": amz_date}
+    names = sorted(headers)
+    canonical_request = "\n".join((
+        "GET", sigv4.canonical_uri(parts.path.encode()),
+        sigv4.canonical_query(sigv4.parse_query(parts.query.encode())),
+        "".join(f"{name}:{headers[name]}\n" for name in names), ";".join(names),
+        sigv4.EMPTY_SHA256))
+    scope = f"{date}/{REGION}/s3/aws4_request"
+    string_to_sign = "\n".join((sigv4.ALGORITHM, amz_date, scope,
+                                hashlib.sha256(canonical_request.encode()).hexdigest()))
+    signature = hmac.new(sigv4.derive_signing_key(key[1], date, REGION, "s3"),
+                         string_to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = (f"{sigv4.ALGORITHM} Credential={key[0]}/{scope}, "
+                                f"SignedHeaders={';'.join(names)}, Signature={signature}")
+    return headers
+
+
 def fetch(data_dir, path):
     url = node_url(data_dir) + path
-    # The node was found through its own data dir and these endpoints are
-    # public status: its certificate (often for a name, not 127.0.0.1)
-    # is not checked.
+    request = urllib.request.Request(
+        url, headers=signed_headers(url, admin_key(data_dir), time.time()))
+    # The node was found through its own data dir: its certificate (often
+    # for a name, not 127.0.0.1) is not checked.
     context = ssl._create_unverified_context() if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT, context=context) as response:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT, context=context) as response:
             return json.load(response)
+    except urllib.error.HTTPError as e:
+        try:
+            reason = json.load(e).get("error", e.reason)
+        except ValueError:
+            reason = e.reason
+        raise ClusterCliError(f"{url}: {e.code} {reason}")
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise ClusterCliError(f"{url}: {e}")
 

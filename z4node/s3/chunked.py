@@ -31,7 +31,7 @@ import re
 from z4node.objects.checksums import algorithm_from_header, new_checksum
 from z4node.objects.errors import ObjectError
 from z4node.s3.errors import S3Error
-from z4node.s3.sigv4 import (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER,
+from z4node.s3.sigv4 import (EMPTY_SHA256, STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER,
                              STREAMING_UNSIGNED_TRAILER, same_signature)
 
 _HEX_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
@@ -57,7 +57,7 @@ def _malformed(reason):
 class AwsChunkedDecoder:
     """Decodes one aws-chunked body fed in pieces of any size.
 
-    ``feed()`` returns the payload bytes ready so far. In the signed
+    ``feed()`` returns the payload pieces ready so far. In the signed
     flavours a chunk is released only once its signature has checked, so
     every byte returned is authenticated; the trailer's checksum and
     signature and the decoded length can only be checked by ``finish()``,
@@ -108,11 +108,14 @@ class AwsChunkedDecoder:
                                  "ArgumentValue": declared})
         self._declared = int(declared) if declared is not None else None
 
+        # A line (chunk header, trailer) begun in one feed and ended in a
+        # later one; payload bytes never pass through it.
         self._buf = bytearray()
-        self._pos = 0              # bytes of _buf already parsed
         self._state = _SIZE
         self._remaining = 0        # data bytes of the current chunk still to come
         self._chunk_signature = None
+        self._chunk_sha256 = None  # of the signed chunk arriving
+        self._held = []            # its pieces, released once its signature checks
         self._announced = 0        # sum of chunk sizes so far
         self._decoded = 0          # payload bytes returned so far
         self._trailers = {}
@@ -121,51 +124,55 @@ class AwsChunkedDecoder:
 
     def feed(self, data):
         """Take the next raw bytes; return the payload pieces now ready
-        (possibly none). Raises S3Error on bad framing or a bad chunk signature."""
-        if data:
-            if self._state == _DONE:
-                raise _malformed("data after the end of the body")
-            self._buf += data
+        (possibly none), as memoryviews of ``data``: the payload is never
+        copied here. Raises S3Error on bad framing or a bad chunk signature.
+
+        Hashing (a signed chunk's SHA-256, the trailer's checksum) is done
+        piece by piece as the bytes arrive, so one call costs time in
+        proportion to ``data``, never to a whole chunk."""
+        if data and self._state == _DONE:
+            raise _malformed("data after the end of the body")
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        view = memoryview(data)
+        end = len(data)
+        pos = 0
         out = []
-        buf = self._buf
         while True:
             state = self._state
             if state == _DATA:
-                available = len(buf) - self._pos
-                if self._signer is None:
-                    size = min(available, self._remaining)
-                    if size == 0:
-                        break
-                    piece = memoryview(buf)[self._pos:self._pos + size].tobytes()
-                    self._pos += size
-                    self._remaining -= size
-                    if self._remaining == 0:
-                        self._state = _DATA_END
-                else:
-                    if available < self._remaining:
-                        break
-                    piece = memoryview(buf)[self._pos:self._pos + self._remaining].tobytes()
-                    self._pos += self._remaining
-                    self._check_chunk(piece)
-                    self._state = _DATA_END
-                self._decoded += len(piece)
-                if self._checksum is not None:
-                    self._checksum.update(piece)
-                out.append(piece)
-            elif state == _DATA_END:
-                if len(buf) - self._pos < 2:
+                size = min(end - pos, self._remaining)
+                if size == 0:
                     break
-                if buf[self._pos:self._pos + 2] != b"\r\n":
+                piece = view[pos:pos + size]
+                pos += size
+                self._remaining -= size
+                if self._signer is None:
+                    self._release(piece, out)
+                else:
+                    self._chunk_sha256.update(piece)
+                    self._held.append(piece)
+                if self._remaining == 0:
+                    if self._signer is not None:
+                        self._check_chunk(self._chunk_sha256.hexdigest())
+                        for held in self._held:
+                            self._release(held, out)
+                        self._held = []
+                    self._state = _DATA_END
+            elif state == _DATA_END:
+                line, pos = self._line(data, pos, 0)
+                if line is None:
+                    break
+                if line:
                     raise _malformed("chunk data not followed by CRLF")
-                self._pos += 2
                 self._state = _SIZE
             elif state == _SIZE:
-                line = self._line()
+                line, pos = self._line(data, pos, self.max_line_bytes)
                 if line is None:
                     break
                 self._start_chunk(line)
             elif state == _TRAILER:
-                line = self._line()
+                line, pos = self._line(data, pos, self.max_line_bytes)
                 if line is None:
                     break
                 if line:
@@ -173,23 +180,23 @@ class AwsChunkedDecoder:
                 else:
                     self._state = _DONE
             else:
-                if self._pos < len(buf):
+                if pos < end:
                     raise _malformed("data after the end of the body")
                 break
-        # Drop what has been parsed. CPython deletes a bytearray's head by
-        # moving its start, copying only when the buffer falls below half its
-        # allocation, so a body trickling in costs no quadratic copying.
-        if self._pos:
-            del buf[:self._pos]
-            self._pos = 0
         return out
+
+    def _release(self, piece, out):
+        self._decoded += len(piece)
+        if self._checksum is not None:
+            self._checksum.update(piece)
+        out.append(piece)
 
     def finish(self):
         """The raw body has ended: check that it was whole, that the payload
         has the declared length, and the trailer's signature and checksum.
         Returns the trailing headers (lower-case names) but not the
         trailer signature."""
-        if (self._state == _TRAILER and self._pos == len(self._buf)
+        if (self._state == _TRAILER and not self._buf
                 and (self._trailers or self._expected_trailer is None)):
             # Only the blank line closing the trailer section is missing (some
             # clients leave it out); everything it would close has arrived.
@@ -203,17 +210,37 @@ class AwsChunkedDecoder:
         self._check_trailers()
         return dict(self._trailers)
 
-    def _line(self):
-        """The next CRLF-terminated line without its CRLF, or None if it has
-        not fully arrived yet."""
-        buf, start = self._buf, self._pos
-        end = buf.find(b"\r\n", start, start + self.max_line_bytes + 2)
-        if end < 0:
-            if len(buf) - start > self.max_line_bytes:
-                raise _malformed(f"a line longer than {self.max_line_bytes} bytes")
-            return None
-        self._pos = end + 2
-        return bytes(buf[start:end])
+    def _line(self, data, pos, limit):
+        """(the CRLF-terminated line at ``pos`` without its CRLF, the
+        position after it), or (None, end of data) when it has not fully
+        arrived: its start is kept for the next feed. A line longer than
+        ``limit`` bytes is malformed."""
+        if self._buf:
+            # A line begun in an earlier feed: short (bounded), so join.
+            begun = len(self._buf)
+            window = self._buf + data[pos:pos + limit + 2]
+            found = window.find(b"\r\n", 0, limit + 2)
+            if found < 0:
+                self._line_too_long(len(window), limit)
+                self._buf = window
+                return None, len(data)
+            self._buf = bytearray()
+            return bytes(window[:found]), pos + found + 2 - begun
+        found = data.find(b"\r\n", pos, pos + limit + 2)
+        if found < 0:
+            self._line_too_long(len(data) - pos, limit)
+            self._buf = bytearray(data[pos:])
+            return None, len(data)
+        return data[pos:found], found + 2
+
+    @staticmethod
+    def _line_too_long(size, limit):
+        # Without its CRLF, a line of ``limit`` bytes may still end with a
+        # CR whose LF is yet to come.
+        if size > limit + 1:
+            if limit == 0:
+                raise _malformed("chunk data not followed by CRLF")
+            raise _malformed(f"a line longer than {limit} bytes")
 
     def _start_chunk(self, line):
         size_field, _, extensions = line.partition(b";")
@@ -231,10 +258,12 @@ class AwsChunkedDecoder:
                                             f"{self._declared} bytes x-amz-decoded-content-length says.")
         if size:
             self._remaining = size
+            if self._signer is not None:
+                self._chunk_sha256 = hashlib.sha256()
             self._state = _DATA
         else:
             if self._signer is not None:
-                self._check_chunk(b"")
+                self._check_chunk(EMPTY_SHA256)
             self._state = _TRAILER
 
     @staticmethod
@@ -245,8 +274,8 @@ class AwsChunkedDecoder:
                 return value.strip().decode("latin-1")
         raise S3Error("SignatureDoesNotMatch", "An aws-chunked chunk has no chunk-signature.")
 
-    def _check_chunk(self, data):
-        expected = self._signer.chunk_signature(self._previous, hashlib.sha256(data).hexdigest())
+    def _check_chunk(self, chunk_sha256):
+        expected = self._signer.chunk_signature(self._previous, chunk_sha256)
         if not same_signature(expected, self._chunk_signature):
             raise S3Error("SignatureDoesNotMatch",
                           "The chunk signature we calculated does not match the one you provided.",

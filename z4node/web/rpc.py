@@ -5,27 +5,26 @@ key, addressed to this node, naming the operation of the URL), dispatching
 them, and sealing replies. Anything that fails the checks gets a bare 403
 and is counted by the sealer; nothing about it is parsed further. The body
 format lives in :mod:`z4node.cluster.rpc`.
+
+The body is refused on its headers when it announces more than
+``RpcResource.max_body`` bytes, and a chunked one is cut off there: the
+node's site streams it (``z4node.s3.http``), so nothing is read, spooled or
+buffered beyond that before the seal is checked.
 """
 
-from twisted.internet.defer import maybeDeferred
-from twisted.web.resource import Resource
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.web.server import NOT_DONE_YET
 
 from z4node.cluster.rpc import open_json, seal_json
+from z4node.s3.errors import S3Error
+from z4node.s3.http import BodyIncomplete
+from z4node.web.json_resource import Z4Resource
+
+log = Logger()
 
 
-def read_body(request, limit):
-    """The request body, or None if it is longer than ``limit`` bytes.
-
-    twisted.web has buffered it (to a temp file past 100 kB) in
-    ``request.content``: the node's site streams only S3 bodies, never
-    those of ``/_z4/`` paths.
-    """
-    data = request.content.read(limit + 1)
-    return None if len(data) > limit else data
-
-
-class RpcResource(Resource):
+class RpcResource(Z4Resource):
     """``/_z4/rpc/``: one child per operation."""
 
     # A push/pull of a 500-member table is ~100 kB; refuse bodies far beyond
@@ -33,7 +32,7 @@ class RpcResource(Resource):
     max_body = 4 * 1024 * 1024  # bytes
 
     def __init__(self, cluster):
-        Resource.__init__(self)
+        Z4Resource.__init__(self)
         self.cluster = cluster
         self.putChild(b"pushpull", _Operation(self, "pushpull", self.pushpull))
 
@@ -42,16 +41,22 @@ class RpcResource(Resource):
         return {"state": self.cluster.membership.local_state()}
 
 
-class _Operation(Resource):
+class _Operation(Z4Resource):
     isLeaf = True
 
     def __init__(self, rpc, op, handler):
-        Resource.__init__(self)
+        Z4Resource.__init__(self)
         self.rpc = rpc
         self.op = op
         self.handler = handler
 
     def render_POST(self, request):
+        length = request.body_length
+        if length is not None and length > self.rpc.max_body:
+            # Refused on its headers: the body is never read, and the
+            # connection closes after this answer.
+            request.setResponseCode(413)
+            return b""
         finished = []
         request.notifyFinish().addErrback(lambda _: finished.append(True))
 
@@ -60,14 +65,33 @@ class _Operation(Resource):
                 request.write(body)
                 request.finish()
 
-        d = maybeDeferred(read_body, request, self.rpc.max_body)
-        d.addCallback(self._answer, request)
+        d = Deferred.fromCoroutine(request.body.read_all(self.rpc.max_body))
+        d.addCallbacks(self._answer, self._unread, callbackArgs=(request,),
+                       errbackArgs=(request,))
+        d.addErrback(self._failed, request)
         d.addCallback(respond)
         return NOT_DONE_YET
 
+    @staticmethod
+    def _unread(failure, request):
+        failure.trap(S3Error, BodyIncomplete)
+        # S3Error: the node's body budget refused to wait longer (SlowDown),
+        # or the body came too slowly.
+        request.setResponseCode(failure.value.status if failure.check(S3Error) else 400)
+        return b""
+
+    def _failed(self, failure, request):
+        # Every request gets an answer, whatever went wrong.
+        log.failure("RPC {op} failed", failure, op=self.op)
+        request.setResponseCode(500)
+        return b""
+
     def _answer(self, body, request):
+        if body is None:
+            request.setResponseCode(413)
+            return b""
         cluster = self.rpc.cluster
-        obj = None if body is None else open_json(cluster.rpc_sealer, body)
+        obj = open_json(cluster.rpc_sealer, body)
         if obj is None or obj.get("op") != self.op or obj.get("to") != cluster.local.id:
             request.setResponseCode(403)
             return b""
