@@ -35,6 +35,19 @@ def make_directories(path, mode=0o777):
     fsync_directory(parent)
 
 
+def write_synced(path, data, mode=0o600):
+    """Create (or truncate) ``path`` with ``data`` and fsync it: the first
+    half of a durable write, before the rename that puts it in place."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_file(path, data, mode=0o600, replace=True):
     """Write ``data`` (bytes) to ``path`` whole or not at all: a temp file
     is written and fsynced, then renamed into place and its directory
@@ -43,14 +56,7 @@ def write_file(path, data, mode=0o600, replace=True):
     directory = os.path.dirname(path) or "."
     make_directories(directory)
     temp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_synced(temp, data, mode)
     try:
         if replace:
             os.replace(temp, path)

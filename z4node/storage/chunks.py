@@ -153,14 +153,7 @@ class ChunkStore:
         directory = os.path.dirname(path)
         durable.make_directories(directory)
         temp = f"{path}.{os.getpid()}.{id(data):x}.tmp"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        durable.write_synced(temp, data)
         if key_saved is not None:
             # Durable before the file is in place: a crash in between
             # leaves a key without a file (harmless, replaced by the next
