@@ -1,15 +1,17 @@
-"""What one peer call costs: sealed JSON over HTTP (treq, ``cluster.rpc``)
-beside the peer channel (``cluster.channel``), in CPU per call on each side.
+"""What one peer call costs on the peer channel (``cluster.channel``), in
+CPU per call on each side.
 
     python -m benchmarks.peer_call [--calls 4000] [--concurrency 16]
 
-Starts a server in a child process serving both (the HTTP side through the
-node's own S3Site and ``/_z4/rpc/``, the channel on a TCP port), then, from
-this process, makes ``--calls`` small calls (a ~200-byte argument, like a
-table entry) at ``--concurrency``, and 64 calls with a 4 MiB body each way
-on the channel (a chunk; HTTP RPC cannot carry one). Prints calls/s and
-µs of CPU per call in the caller and in the server (user + system, from
-the processes' own counters), as a Markdown table.
+Starts a channel server in a child process, then, from this process, makes
+``--calls`` small calls (a ~200-byte argument, like a table entry) at
+``--concurrency``, and 64 calls with a 4 MiB body each way (a chunk).
+Prints calls/s and µs of CPU per call in the caller and in the server (user
++ system, from the processes' own counters), as a Markdown table.
+
+The sealed-JSON-over-HTTP transport it was first compared with (treq to
+``/_z4/rpc/``) was removed once push/pull moved to the channel; run this
+script at commit f737094 to measure both again.
 """
 
 import argparse
@@ -29,36 +31,14 @@ ENTRY = {"bucket": "photos", "key": "2026/holiday/IMG_0001.jpg", "hlc": 1 << 60,
 CHUNK = 4 * 1024 * 1024
 
 
-def serve(http_port, channel_port):
-    """The server: /_z4/rpc/pushpull over HTTP and an echo/chunk channel."""
+def serve(channel_port):
+    """The server: echo, take and give a chunk."""
     from twisted.internet import asyncioreactor
     asyncioreactor.install()
     from twisted.internet import reactor
-    from twisted.web.resource import Resource
 
     from z4node.cluster.channel import ChannelFactory, Reply
-    from z4node.cluster.members import Member
     from z4node.cluster.sealing import Sealer, derive_key
-    from z4node.s3.http import S3Site
-    from z4node.web.rpc import RpcResource
-
-    class Membership:
-        def merge_state(self, state):
-            pass
-
-        def local_state(self):
-            return ENTRY
-
-    class Cluster:
-        rpc_sealer = Sealer(derive_key(SECRET, b"rpc"), reactor)
-        local = Member("server", ("127.0.0.1", 1), 2, ("127.0.0.1", http_port))
-        membership = Membership()
-
-    root = Resource()
-    z4 = Resource()
-    root.putChild(b"_z4", z4)
-    z4.putChild(b"rpc", RpcResource(Cluster()))
-    reactor.listenTCP(http_port, S3Site(root), interface="127.0.0.1")
 
     async def echo(peer, args, body):
         return Reply(args)
@@ -99,18 +79,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--serve", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        return serve(*args.serve)
+        return serve(args.serve)
 
-    http_port, channel_port = free_port(), free_port()
+    channel_port = free_port()
     child = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.peer_call", "--serve", str(http_port),
-         str(channel_port)], stdout=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "benchmarks.peer_call", "--serve", str(channel_port)],
+        stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == "ready"
-        results = run_client(http_port, channel_port, args.calls, args.concurrency,
+        results = run_client(channel_port, args.calls, args.concurrency,
                              psutil.Process(child.pid))
     finally:
         child.terminate()
@@ -123,7 +103,7 @@ def main():
         print(f"| {name} | {rate:,.0f} | {mine:,.0f} | {theirs:,.0f} |")
 
 
-def run_client(http_port, channel_port, calls, concurrency, server):
+def run_client(channel_port, calls, concurrency, server):
     from twisted.internet import asyncioreactor
     asyncioreactor.install()
     from twisted.internet import defer, reactor
@@ -131,13 +111,10 @@ def run_client(http_port, channel_port, calls, concurrency, server):
 
     from z4node.cluster.channel import PeerChannel
     from z4node.cluster.members import Member
-    from z4node.cluster.rpc import RpcClient
     from z4node.cluster.sealing import Sealer, derive_key
 
     me = psutil.Process()
-    target = Member("server", ("127.0.0.1", channel_port), 2, ("127.0.0.1", http_port))
-    rpc = RpcClient(reactor, Sealer(derive_key(SECRET, b"rpc"), reactor), "client")
-    rpc.pool_size_per_peer = concurrency
+    target = Member("server", ("127.0.0.1", channel_port), 2, ("127.0.0.1", 1))
     key = derive_key(SECRET, b"channel")
 
     def connect(member, protocol):
@@ -172,15 +149,12 @@ def run_client(http_port, channel_port, calls, concurrency, server):
 
     async def run():
         try:
-            await measure("HTTP RPC (treq), small", calls,
-                          lambda: rpc.call(target, "pushpull", {"state": ENTRY}))
             await measure("channel, small", calls,
                           lambda: channel.call(target, "echo", ENTRY))
             await measure("channel, 4 MiB to the peer", 64, take)
             await measure("channel, 4 MiB from the peer", 64, give)
         finally:
             channel.close()
-            await rpc.close()
             reactor.stop()
 
     reactor.callWhenRunning(lambda: defer.Deferred.fromCoroutine(run()).addErrback(

@@ -13,9 +13,8 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from z4node.cluster import channel
 from z4node.cluster.channel import (CallError, ChannelFactory, PeerChannel, RemoteError,
-                                    Reply)
+                                    Reply, RpcError)
 from z4node.cluster.members import Member
-from z4node.cluster.rpc import RpcError
 from z4node.cluster.sealing import Sealer, derive_key
 
 SECRET = "channel-test-cluster-secret"

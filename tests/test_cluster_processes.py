@@ -63,16 +63,23 @@ class ClusterNode(NodeProcess):
         return {m["id"]: m["state"] for m in peers["members"]}
 
 
+def start_cluster(testcase, count):
+    """``count`` started ClusterNodes, every one after the first joining
+    through it; each is stopped when ``testcase`` ends."""
+    base = os.path.abspath(testcase.mktemp())
+    first = ClusterNode(testcase, base, 0)
+    nodes = [first] + [ClusterNode(testcase, base, i, join=first.gossip)
+                       for i in range(1, count)]
+    for node in nodes:
+        node.start()
+    return nodes
+
+
 class ClusterProcessTests(TestCase):
     timeout = 240
 
     def setUp(self):
-        self.base = os.path.abspath(self.mktemp())
-        first = ClusterNode(self, self.base, 0)
-        self.nodes = [first] + [ClusterNode(self, self.base, i, join=first.gossip)
-                                for i in range(1, NODES)]
-        for node in self.nodes:
-            node.start()
+        self.nodes = start_cluster(self, NODES)
 
     @defer.inlineCallbacks
     def views(self, observers):
@@ -169,8 +176,8 @@ class ClusterProcessTests(TestCase):
                               "restarted node alive everywhere")
 
         # A node with a wrong secret is never admitted.
-        intruder = ClusterNode(self, self.base, 9, join=nodes[0].gossip,
-                               secret="a-different-cluster-secret")
+        intruder = ClusterNode(self, os.path.dirname(nodes[0].data_dir), 9,
+                               join=nodes[0].gossip, secret="a-different-cluster-secret")
         intruder.start()
         yield sleep(8)
         views = yield self.views(nodes)

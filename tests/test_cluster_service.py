@@ -4,18 +4,20 @@ streaming S3Site), find a chunk's provider through the real DHT, and see a
 graceful leave."""
 
 import json
+import random
 import socket
 
 import treq
 from twisted.internet import defer, reactor, task
 from twisted.python import usage
-from twisted.trial.unittest import TestCase
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 
 from tests.test_web_status import ADMIN, Keys
 from z4node.admin.cluster_cli import signed_headers
-from z4node.cluster.channel import RemoteError, Reply
-from z4node.cluster.members import State
+from z4node.cluster.channel import CallError, RemoteError, Reply
+from z4node.cluster.members import Member, State
 from z4node.cluster.options import CLUSTER_OPTIONS
 from z4node.cluster.service import ClusterService
 from z4node.s3.http import S3Site
@@ -81,9 +83,10 @@ class ClusterServiceTests(TestCase):
         # Every node computes the same ring.
         self.assertEqual(len({n.ring.fingerprint() for n in nodes}), 1)
         self.assertEqual(second.owners(b"bucket-a"), third.owners(b"bucket-a"))
-        # The joiners pulled the table over sealed HTTP.
-        self.assertGreater(second.rpc.counters["calls"], 0)
-        self.assertEqual(second.rpc.counters["failures"], 0)
+        # The joiners pulled the table over the peer channel.
+        self.assertGreater(second.membership.counters["pushpulls"], 0)
+        self.assertEqual(second.membership.counters["pushpull_failures"], 0)
+        self.assertGreater(second.channel.counters["calls"], 0)
 
         # The peer channel: a call from one node is served by another,
         # which knows who called.
@@ -123,3 +126,33 @@ class ClusterServiceTests(TestCase):
         yield wait_for(lambda: all(
             n.membership.get("node-2").state is State.LEFT for n in (first, second)), 5)
         self.assertEqual(len(first.ring), 2)
+
+
+def member(i):
+    host = f"127.0.30.{i}"
+    return Member(f"node-{i}", (host, 9671), 9672, (host, 9670), incarnation=100)
+
+
+class PushPullHandlerTests(SynchronousTestCase):
+    """The push/pull a peer asks for over the channel, on a fake clock."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.cluster = ClusterService(self.clock, random.Random(1), SECRET, member(1),
+                                      "127.0.0.1")
+
+    def serve(self, args):
+        return defer.ensureDeferred(self.cluster.handlers["swim.pushpull"]("node-2", args, None))
+
+    def test_exchange_merges_and_answers_our_table(self):
+        state = {"from": "node-2", "members": [member(2).to_json()]}
+        reply = self.successResultOf(self.serve({"state": state}))
+        self.assertEqual({m["id"] for m in reply.result["state"]["members"]},
+                         {"node-1", "node-2"})
+        self.assertIs(self.cluster.membership.get("node-2").state, State.ALIVE)
+
+    def test_malformed_state_is_refused(self):
+        for args in ({}, {"state": None}, {"state": {"members": "x"}}):
+            failure = self.failureResultOf(self.serve(args), CallError)
+            self.assertEqual(failure.value.code, "BadRequest")

@@ -8,9 +8,8 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from z4node.cluster.channel import CallError, RemoteError
+from z4node.cluster.channel import CallError, RemoteError, RpcError
 from z4node.cluster.members import IN_CLUSTER, IN_LAYOUT, MemberEvent, State
-from z4node.cluster.rpc import RpcError
 from z4node.hlc import HybridLogicalClock
 from z4node.objects.errors import ObjectError
 from z4node.objects.system import SystemTables

@@ -101,9 +101,9 @@ class SecretTests(SynchronousTestCase):
         self.assertRaises(ClusterKeyError, derive_key, "short", b"gossip")
 
     def test_purposes_get_distinct_keys(self):
-        keys = {derive_key(SECRET, p) for p in (b"gossip", b"dht", b"rpc")}
+        keys = {derive_key(SECRET, p) for p in (b"gossip", b"dht", b"channel")}
         self.assertEqual(len(keys), 3)
 
     def test_surrounding_whitespace_ignored(self):
         # A key file ends with a newline; the environment variable does not.
-        self.assertEqual(derive_key(SECRET + "\n", b"rpc"), derive_key(SECRET, b"rpc"))
+        self.assertEqual(derive_key(SECRET + "\n", b"channel"), derive_key(SECRET, b"channel"))

@@ -7,7 +7,6 @@ anything but 127.0.0.1.
 """
 
 import json
-import os
 import signal
 import time
 import urllib.request
@@ -16,7 +15,7 @@ from botocore.exceptions import ClientError
 from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
-from tests.test_cluster_processes import ClusterNode
+from tests.test_cluster_processes import start_cluster
 from z4node.admin.cluster_cli import signed_headers
 
 NODES = 3
@@ -30,12 +29,7 @@ class SystemReplicationTests(TestCase):
     timeout = 300
 
     def setUp(self):
-        self.base = os.path.abspath(self.mktemp())
-        first = ClusterNode(self, self.base, 0)
-        self.nodes = [first] + [ClusterNode(self, self.base, i, join=first.gossip)
-                                for i in range(1, NODES)]
-        for node in self.nodes:
-            node.start()
+        self.nodes = start_cluster(self, NODES)
 
     @defer.inlineCallbacks
     def eventually(self, check, what, limit=60):
@@ -53,13 +47,17 @@ class SystemReplicationTests(TestCase):
             yield sleep(0.2)
 
     @staticmethod
-    def all_alive(nodes):
+    def status(node, path="/_z4/status"):
+        """A /_z4/ view of ``node``, signed with its own admin key."""
+        url = node.endpoint + path
+        request = urllib.request.Request(url, headers=signed_headers(
+            url, node.credentials(), time.time()))
+        return json.loads(urllib.request.urlopen(request, timeout=2).read())
+
+    def all_alive(self, nodes):
         def check():
             for node in nodes:
-                url = node.endpoint + "/_z4/peers"
-                request = urllib.request.Request(url, headers=signed_headers(
-                    url, node.credentials(), time.time()))
-                view = json.loads(urllib.request.urlopen(request, timeout=2).read())
+                view = self.status(node, "/_z4/peers")
                 states = {m["id"]: m["state"] for m in view["members"]}
                 assert all(states.get(n.id) == "alive" for n in nodes), states
         return check
@@ -78,6 +76,9 @@ class SystemReplicationTests(TestCase):
         alice = self.create_key(self.nodes[0], "alice")
         yield self.eventually(lambda: self.nodes[2].client(alice).list_buckets(),
                               "node 2 knows alice's key")
+        status = self.status(self.nodes[0])["jobs"]["system_tables"]
+        self.assertGreater(status["published"], 0)
+        self.assertEqual((status["quorum"], status["quorum_failures"]), (2, 0))
 
         # A bucket made through node 1 is listed by node 0, and alice's
         # grant on it (made through node 1) lets her in through node 2.

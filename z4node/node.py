@@ -231,7 +231,7 @@ class Node(MultiService):
         # through it as soon as they hear of us.
         self.cluster = ClusterService.from_options(
             self.reactor, self.options, self.environ, self.node_id, self.host,
-            self.s3_port, self.data_dir, scheme=self.scheme)
+            self.s3_port, self.data_dir)
         make_z4_resource(self.reactor, {"id": self.node_id, "started": self.started_at,
                                         "jobs": self.jobs_status},
                          self.cluster, self.system, root=z4)
@@ -252,7 +252,8 @@ class Node(MultiService):
 
     def jobs_status(self):
         """The local background jobs' counters, for ``/_z4/status``."""
-        return {"gc": self.gc.status(), "lifecycle": self.lifecycle.status()}
+        return {"gc": self.gc.status(), "lifecycle": self.lifecycle.status(),
+                "system_tables": self.everywhere.status()}
 
     def reload_tls(self):
         """Read --tls-cert and --tls-key again (SIGHUP): new connections get

@@ -9,18 +9,16 @@ new one, and a pair that cannot be used is refused with the old one kept.
 TLS 1.2 is the oldest version offered; OpenSSL's default cipher list
 applies.
 
-Peers and the local ``z4`` command reach a TLS node over HTTPS too, but do
-not verify its certificate: what they exchange is sealed with the cluster
-secret (``cluster.sealing``) or is public status, so the certificate would
-add nothing they rely on. Clients' certificate checks are theirs.
+The local ``z4`` command reaches a TLS node over HTTPS too, but does not
+verify its certificate: it talks to a node on its own machine and signs
+with the admin key. Peers talk over the peer channel (``cluster.channel``),
+sealed with the cluster secret, not over this port. Clients' certificate
+checks are theirs.
 """
 
 from OpenSSL import SSL
 from twisted.internet import ssl
 from twisted.internet.error import VerifyError
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.web.iweb import IPolicyForHTTPS
-from zope.interface import implementer
 
 
 class TLSConfigError(Exception):
@@ -78,25 +76,3 @@ def _extra_certificates(pem):
     marker = b"-----BEGIN CERTIFICATE-----"
     blocks = [marker + block for block in pem.split(marker)[1:]]
     return [ssl.Certificate.loadPEM(block) for block in blocks[1:]]
-
-
-@implementer(IPolicyForHTTPS)
-class UnverifiedPeerTLS:
-    """HTTPS to peers without certificate checks (see module doc)."""
-
-    def __init__(self):
-        self._creator = _UnverifiedClient()
-
-    def creatorForNetloc(self, hostname, port):
-        return self._creator
-
-
-@implementer(IOpenSSLClientConnectionCreator)
-class _UnverifiedClient:
-    def __init__(self):
-        self._options = ssl.CertificateOptions(verify=False)
-
-    def clientConnectionForTLS(self, tlsProtocol):
-        connection = SSL.Connection(self._options.getContext(), None)
-        connection.set_app_data(tlsProtocol)
-        return connection

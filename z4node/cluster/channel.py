@@ -7,11 +7,10 @@ ends: :class:`PeerChannel` (calls out, one connection per peer, opened on
 first use) and :class:`ChannelFactory` (calls in, dispatched to handlers by
 operation name). What the operations mean lives with their handlers.
 
-Why not sealed JSON over HTTP (``cluster.rpc``): every replicated request
-pays for one or more peer calls, and an HTTP request through treq and
-twisted.web costs far more CPU than the work it carries; a 4 MiB chunk
-does not fit a buffered body either. ``benchmarks/peer_call.py`` measures
-both.
+Why not sealed JSON over HTTP, as the first push/pull was: every
+replicated request pays for one or more peer calls, and an HTTP request
+through treq and twisted.web cost ten times the CPU of a call here (see
+docs/cluster.md); a 4 MiB chunk did not fit its buffered body either.
 
 The connection listens on TCP at the gossip port number (SWIM uses that
 number over UDP; memberlist does the same), so a cluster needs no new port.
@@ -52,7 +51,6 @@ from twisted.logger import Logger
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
-from z4node.cluster.rpc import RpcError
 
 # Frame types.
 CALL, REPLY, DATA, END, CREDIT, RESET = range(1, 7)
@@ -67,6 +65,11 @@ MAX_FRAME = MAX_DATA + 16 * 1024
 # Bytes of body a stream may have in flight before its reader grants more.
 WINDOW = 256 * 1024
 _HANDSHAKE_MAX = 4096
+
+
+class RpcError(Exception):
+    """A peer call failed: unreachable, refused, reset, timed out, or the
+    connection was lost."""
 
 
 class RemoteError(RpcError):

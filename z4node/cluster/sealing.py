@@ -29,7 +29,7 @@ SEAL_OVERHEAD = SecretBox.NONCE_SIZE + SecretBox.MACBYTES + 8
 # The purposes a cluster secret is split into. A packet sealed for one purpose
 # does not open for another, so a captured gossip datagram cannot be replayed
 # at the DHT port or the peer RPC.
-PURPOSES = (b"gossip", b"dht", b"rpc", b"dht-record", b"channel")
+PURPOSES = (b"gossip", b"dht", b"dht-record", b"channel")
 
 # A secret shorter than this is refused: a guessable cluster secret lets anyone
 # on the network join the cluster.

@@ -25,18 +25,17 @@ talks to:
 import random
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-from z4node.cluster.channel import ChannelFactory, PeerChannel
+from z4node.cluster.channel import CallError, ChannelFactory, PeerChannel, Reply, RpcError
 from z4node.cluster.dht import ProviderDirectory, RecordSigner
 from z4node.cluster.members import IN_CLUSTER, IN_LAYOUT, Member
 from z4node.cluster.membership import Membership
 from z4node.cluster.options import check_cluster_options, load_secret
 from z4node.cluster.ring import Ring
-from z4node.cluster.rpc import RpcClient, RpcError
 from z4node.cluster.sealing import Sealer, derive_key
 
 
@@ -49,30 +48,28 @@ class ClusterService(MultiService):
     # many nodes; after that the DHT's own lookups keep it filled.
     dht_seed_target = ProviderDirectory.ksize
 
-    def __init__(self, reactor, rng, secret, local, interface, join=(), vnodes=None,
-                 scheme="http"):
+    def __init__(self, reactor, rng, secret, local, interface, join=(), vnodes=None):
         MultiService.__init__(self)
         self._reactor = reactor
         self._interface = interface
         self._join = list(join)
         self.vnodes = vnodes
         self.local = local
-        self.rpc_sealer = Sealer(derive_key(secret, b"rpc"), reactor)
-        self.rpc = RpcClient(reactor, self.rpc_sealer, local.id, scheme=scheme)
         self.membership = Membership(
             reactor, rng, Sealer(derive_key(secret, b"gossip"), reactor), local,
-            self.rpc.pushpull)
+            self._pushpull)
         self.dht = ProviderDirectory(
             reactor, local.id, Sealer(derive_key(secret, b"dht"), reactor),
             RecordSigner(derive_key(secret, b"dht-record")))
         self.ring = Ring(self.membership.members(IN_LAYOUT), vnodes)
         channel_key = derive_key(secret, b"channel")
-        channel_sealer = Sealer(channel_key, reactor)
+        self.channel_sealer = Sealer(channel_key, reactor)
         self.handlers = {}
-        self._channel_factory = ChannelFactory(reactor, channel_sealer, channel_key, local.id,
-                                               self.handlers)
-        self.channel = PeerChannel(reactor, channel_sealer, channel_key, local.id,
+        self._channel_factory = ChannelFactory(reactor, self.channel_sealer, channel_key,
+                                               local.id, self.handlers)
+        self.channel = PeerChannel(reactor, self.channel_sealer, channel_key, local.id,
                                    self._connect_channel)
+        self.serve("swim.pushpull", self._serve_pushpull)
         self._subscribers = []
         self._gossip_port = None
         self._channel_port = None
@@ -82,13 +79,12 @@ class ClusterService(MultiService):
         self.membership.subscribe(self._membership_changed)
 
     @classmethod
-    def from_options(cls, reactor, options, environ, node_id, s3_host, s3_port, data_dir,
-                     scheme="http"):
+    def from_options(cls, reactor, options, environ, node_id, s3_host, s3_port, data_dir):
         """Build from ``z4node.tap.Options`` (which include CLUSTER_OPTIONS).
 
-        ``s3_host``/``s3_port`` are where this node serves HTTP (peers call
-        ``/_z4/rpc/`` there, over ``scheme``: the nodes of a cluster all
-        serve TLS or none do); the UDP ports listen on ``s3_host`` too.
+        ``s3_host``/``s3_port`` are where this node serves S3 (shown to
+        peers and operators); the gossip, channel and DHT ports listen on
+        ``s3_host`` too.
         Raises ``usage.UsageError`` for unusable options or a missing secret.
         """
         advertise, join = check_cluster_options(options, s3_host)
@@ -103,8 +99,7 @@ class ClusterService(MultiService):
         # Seeded from the OS: two nodes must not pick the same probe order.
         rng = random.Random()
         interface = "" if s3_host in ("0.0.0.0", "::") else s3_host
-        return cls(reactor, rng, secret, local, interface, join, options["vnodes"],
-                   scheme=scheme)
+        return cls(reactor, rng, secret, local, interface, join, options["vnodes"])
 
     # -- what the rest of the node calls ---------------------------------------
 
@@ -130,6 +125,19 @@ class ClusterService(MultiService):
         if member is None:
             raise RpcError(f"{op}: no member {member_id}")
         return self.channel.call(member, op, args, body)
+
+    def _pushpull(self, member, state):
+        """SWIM's push/pull transport: send our table, get the peer's."""
+        d = Deferred.fromCoroutine(self.channel.call(member, "swim.pushpull",
+                                                     {"state": state}))
+        return d.addCallback(lambda response: response.result["state"])
+
+    async def _serve_pushpull(self, peer_id, args, body):
+        state = args.get("state")
+        if not isinstance(state, dict) or not isinstance(state.get("members"), list):
+            raise CallError("BadRequest", "state must be a member table")
+        self.membership.merge_state(state)
+        return Reply({"state": self.membership.local_state()})
 
     def _connect_channel(self, member, protocol):
         endpoint = TCP4ClientEndpoint(self._reactor, member.gossip[0], member.gossip[1],
@@ -206,7 +214,6 @@ class ClusterService(MultiService):
         d = maybeDeferred(self._gossip_port.stopListening)
         d.addCallback(lambda _: self._channel_port.stopListening())
         d.addCallback(lambda _: self.channel.close())
-        d.addCallback(lambda _: self.rpc.close())
         d.addCallback(lambda _: MultiService.stopService(self))
         return d
 
@@ -217,6 +224,5 @@ class ClusterService(MultiService):
             "ring": {"members": len(self.ring), "fingerprint": self.ring.fingerprint(),
                      "vnodes_per_capacity": self.ring.vnodes},
             "dht": self.dht.status(),
-            "rpc": dict(self.rpc.counters, packets=self.rpc_sealer.counters()),
-            "channel": dict(self.channel.counters),
+            "channel": dict(self.channel.counters, packets=self.channel_sealer.counters()),
         }

@@ -32,9 +32,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from z4node.cluster.channel import CallError, Reply
+from z4node.cluster.channel import CallError, Reply, RpcError
 from z4node.cluster.members import IN_LAYOUT
-from z4node.cluster.rpc import RpcError
 
 
 class QuorumNotReached(Exception):

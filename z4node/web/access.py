@@ -1,8 +1,7 @@
 """Who may read the detailed ``/_z4/`` views (members and their addresses,
 the ring, provider lookups, counters): requests signed by an admin key,
 checked by the S3 API's own authentication (SigV4 or SigV2, header or
-presigned URL). ``/_z4/ping`` stays public as the liveness answer and
-``/_z4/rpc/`` authenticates peers with the cluster secret instead.
+presigned URL). ``/_z4/ping`` stays public as the liveness answer.
 
 Owns the decision only; the keys are the node's system tables.
 """

@@ -22,8 +22,8 @@ class Z4Resource(Resource):
     """A resource under ``/_z4/``.
 
     twisted.web's ``Resource`` answers HEAD by calling ``render_GET``, which
-    a POST-only leaf (``/_z4/rpc/OP``) or a container (``/_z4/rpc``) does not
-    have: the AttributeError became a 500. Here HEAD is allowed only where
+    a container (``/_z4/providers``) does not have: the AttributeError
+    became a 500. Here HEAD is allowed only where
     GET is, and answered 405 elsewhere like any other method.
     """
 

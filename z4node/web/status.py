@@ -5,8 +5,9 @@ Owns: ``/_z4/ping`` (public: the liveness answer), ``/_z4/peers``,
 ``/_z4/status`` (each only for requests signed by an admin key, see
 :mod:`z4node.web.access`: they show member addresses and counters, and a
 provider lookup costs a DHT crawl), and :func:`make_z4_resource`, which
-builds the ``/_z4/`` resource (these plus ``/_z4/rpc/`` from
-:mod:`z4node.web.rpc`) for the node's site. Shows no secrets.
+builds the ``/_z4/`` resource for the node's site. Shows no secrets. Peers
+do not call each other here: they use the peer channel
+(:mod:`z4node.cluster.channel`).
 docs/cluster.md documents every field.
 """
 
@@ -19,7 +20,6 @@ from twisted.internet.defer import Deferred, succeed
 import z4node
 from z4node.web.access import AdminAccess
 from z4node.web.json_resource import HTTPError, JSONResource, Z4Resource
-from z4node.web.rpc import RpcResource
 
 # A chunk hash as the storage layer names chunks: BLAKE3 in lowercase hex
 # (64 characters); shorter hex names are accepted for other key schemes.
@@ -210,7 +210,6 @@ def make_z4_resource(reactor, node_info, cluster, keys, root=None):
     for name, cls in ((b"peers", Peers), (b"ring", RingView), (b"providers", Providers),
                       (b"status", Status)):
         root.putChild(name, cls(reactor, node_info, cluster, access))
-    root.putChild(b"rpc", RpcResource(cluster))
     return root
 
 
