@@ -42,6 +42,7 @@ from z4node.storage.chunks import ChunkStore
 from z4node.storage.gc import GarbageCollector
 from z4node.storage.meta import MetaStore
 from z4node.storage.rotation import KeyRotation
+from z4node.storage.scrub import MB, Scrubber
 from z4node.tls import ReloadableServerTLS, TLSConfigError
 from z4node.cluster.service import ClusterService
 from z4node.tap import DEFAULT_MAX_CONNECTIONS, DEFAULT_UPLOAD_MEMORY_MIB
@@ -128,6 +129,10 @@ class Node(MultiService):
         self.at_rest = None
         self.rotation = None
         options = options or {}
+        scrub_rate = options.get("scrub-rate", Scrubber.default_rate / MB)
+        self.scrubber = Scrubber(reactor, self.meta, self.chunks, rate=scrub_rate * MB)
+        if scrub_rate:
+            self.scrubber.setServiceParent(self)
         self.tls = (options.get("tls-cert"), options.get("tls-key"))
         self.trusted_proxies = frozenset(options.get("trusted-proxy") or ())
         interval, day, dry_run = lifecycle_settings(options, environ)
@@ -253,6 +258,7 @@ class Node(MultiService):
     def jobs_status(self):
         """The local background jobs' counters, for ``/_z4/status``."""
         return {"gc": self.gc.status(), "lifecycle": self.lifecycle.status(),
+                "scrub": self.scrubber.status(),
                 "system_tables": self.everywhere.status()}
 
     def reload_tls(self):

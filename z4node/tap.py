@@ -76,6 +76,9 @@ class Options(usage.Options):
         ["upload-memory", None, DEFAULT_UPLOAD_MEMORY_MIB,
          "MiB of request bodies held in memory at most, all uploads together; "
          "past it uploads wait, then get 503 SlowDown.", int],
+        ["scrub-rate", None, 8.0,
+         "MB/s the scrubber reads chunk files at to check them (0: no scrubbing).",
+         float],
         ["lifecycle-interval", None, None,
          "Seconds between lifecycle passes (default 3600, or $Z4_LIFECYCLE_INTERVAL).",
          float],
@@ -97,6 +100,8 @@ class Options(usage.Options):
         for name in ("max-connections", "upload-memory"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
+        if self["scrub-rate"] < 0:
+            raise usage.UsageError("--scrub-rate must be 0 (off) or more")
         for name in ("lifecycle-interval", "lifecycle-test-day-seconds"):
             if self[name] is not None and not self[name] > 0:
                 raise usage.UsageError(f"--{name} must be a positive number of seconds")

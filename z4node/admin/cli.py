@@ -125,6 +125,19 @@ def key_delete(args):
     return result, f"Deleted key {result['name']} ({result['access_key_id']})."
 
 
+def scrub_command(args):
+    result = call(args.data, args.command)
+    state = "paused" if result["paused"] else ("running" if result["running"] else "off")
+    where = ("between passes" if result["cursor"] is None
+             else f"at directory {result['cursor'] or '(start)'}")
+    return result, _fields(dict(result, state=state, where=where), [
+        ("Scrub", "state"), ("Position", "where"), ("Passes done", "passes"),
+        ("Last pass finished", "last_pass_finished"), ("Chunks verified", "chunks_verified"),
+        ("Bytes verified", "bytes_verified"), ("Bad chunks found", "bad_found"),
+        ("Healed", "healed"), ("Unrecoverable", "unrecoverable"),
+        ("Rate (bytes/s)", "rate")])
+
+
 def bucket_create(args):
     result = call(args.data, "bucket.create", name=args.name, owner=args.owner)
     return result, f"Created bucket {result['name']} (owner {result['owner']})."
@@ -307,6 +320,14 @@ def parser():
                    help="rewrap at most this many data keys a second (default: "
                         "as fast as the node's metadata writer allows)")
     p.set_defaults(run=encryption_rotate)
+    scrub = families.add_parser(
+        "scrub", help="checking every chunk file against its hash").add_subparsers(
+        dest="action", required=True)
+    for action, text in (("status", "progress, rate and what was found"),
+                         ("start", "resume, and begin a pass now if none is under way"),
+                         ("pause", "stop reading chunk files until started again")):
+        scrub.add_parser(action, help=text, parents=[common]).set_defaults(
+            run=scrub_command, command=f"scrub.{action}")
     add_cluster_commands(families)
     return top
 

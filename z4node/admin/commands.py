@@ -33,6 +33,8 @@ class AdminCommands:
             "bucket.allow": self.bucket_allow, "bucket.deny": self.bucket_deny,
             "encryption.status": self.encryption_status,
             "encryption.rotate": self.encryption_rotate,
+            "scrub.status": self.scrub_status, "scrub.start": self.scrub_start,
+            "scrub.pause": self.scrub_pause,
         }
 
     async def run(self, command, args):
@@ -118,6 +120,20 @@ class AdminCommands:
         return _grant_summary(grant)
 
     # -- encryption ----------------------------------------------------------
+
+    async def scrub_status(self):
+        return self._node.scrubber.status()
+
+    async def scrub_start(self):
+        """Resume scrubbing, beginning a pass now if none is under way."""
+        if not self._node.scrubber.running:
+            raise AdminError("scrubbing is off on this node (--scrub-rate 0)")
+        await self._node.scrubber.start_now()
+        return self._node.scrubber.status()
+
+    async def scrub_pause(self):
+        await self._node.scrubber.pause()
+        return self._node.scrubber.status()
 
     async def encryption_status(self):
         rotation = self._node.rotation

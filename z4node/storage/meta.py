@@ -773,6 +773,22 @@ class MetaStore:
                 "SELECT 1 FROM chunks WHERE hash=?", (h,)).fetchone()}
         return self.db.read(read)
 
+    def chunk_users(self, digest, limit):
+        """Up to ``limit`` descriptions of what uses a chunk: object
+        versions (``bucket/key (version V)``) and upload parts (``upload U
+        part N``). Scans every row: for reports of damage, not for serving."""
+        def read(c):
+            users = [f"{bucket}/{key.decode('utf-8', 'replace')} (version {version_id})"
+                     for bucket, key, version_id in c.execute(
+                         "SELECT bucket, key, version_id FROM versions"
+                         " WHERE instr(chunks, ?) > 0 LIMIT ?", (digest, limit))]
+            users += [f"upload {upload_id} part {number}"
+                      for upload_id, number in c.execute(
+                          "SELECT upload_id, part_number FROM parts"
+                          " WHERE instr(chunks, ?) > 0 LIMIT ?", (digest, limit))]
+            return users[:limit]
+        return self.db.read(read)
+
     def collect_tombstones(self, older_than_hlc, limit):
         """Remove delete markers older than the grace period; fires with a count.
 
