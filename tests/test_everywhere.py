@@ -5,11 +5,11 @@ it: keys, buckets and grants on every node, on fake clusters in one process
 import random
 
 from twisted.internet import defer
-from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from z4node.cluster.channel import CallError, RemoteError, RpcError
-from z4node.cluster.members import IN_CLUSTER, IN_LAYOUT, MemberEvent, State
+from tests import fakecluster
+from z4node.cluster.channel import CallError
+from z4node.cluster.members import IN_LAYOUT
 from z4node.hlc import HybridLogicalClock
 from z4node.objects.errors import ObjectError
 from z4node.objects.system import SystemTables
@@ -17,77 +17,22 @@ from z4node.replication.everywhere import EverywhereTables
 from tests.test_authorization import MemoryMeta
 
 
-class FakeMember:
-    def __init__(self, member_id):
-        self.id = member_id
-        self.state = State.ALIVE
+class FakeNet(fakecluster.FakeNet):
+    """A FakeNet whose nodes each run system tables over EverywhereTables."""
 
-
-class FakeMembership:
-    def __init__(self, net):
-        self.net = net
-
-    def members(self, states=IN_CLUSTER):
-        return [m for m in self.net.members.values() if m.state in states]
-
-
-class FakeCluster:
-    """What EverywhereTables uses of ClusterService, over a FakeNet."""
-
-    def __init__(self, net, member_id):
-        self.net = net
-        self.local = net.members[member_id]
-        self.membership = FakeMembership(net)
-        self.handlers = {}
-        self.subscribers = []
-
-    def serve(self, op, handler):
-        self.handlers[op] = handler
-
-    def subscribe(self, callback):
-        self.subscribers.append(callback)
-
-    async def call(self, member_id, op, args, body=None):
-        self.net.calls.append((self.local.id, member_id, op))
-        target = self.net.clusters[member_id]
-        if self.net.members[member_id].state is not State.ALIVE \
-                or member_id in self.net.unreachable:
-            raise RpcError(f"{member_id} unreachable")
-        try:
-            return await target.handlers[op](self.local.id, args, None)
-        except CallError as e:
-            raise RemoteError(e.code, e.message) from None
-
-
-class FakeNet:
     def __init__(self, count):
-        self.clock = Clock()
-        self.clock.advance(1_700_000_000)
-        self.members = {f"n{i}": FakeMember(f"n{i}") for i in range(count)}
-        self.unreachable = set()
-        self.calls = []
-        self.clusters = {}
-        self.nodes = {}
-        for member_id in self.members:
-            cluster = self.clusters[member_id] = FakeCluster(self, member_id)
-            system = SystemTables(MemoryMeta(), HybridLogicalClock(self.clock), self.clock,
-                                  random_bytes=random.Random(member_id).randbytes)
-            everywhere = EverywhereTables(self.clock, cluster, random.Random(0))
-            system.replicate_with(everywhere)
-            everywhere.startService()
-            self.nodes[member_id] = (system, everywhere)
+        fakecluster.FakeNet.__init__(self, count, self._node)
+
+    def _node(self, cluster):
+        system = SystemTables(MemoryMeta(), HybridLogicalClock(self.clock), self.clock,
+                              random_bytes=random.Random(cluster.local.id).randbytes)
+        everywhere = EverywhereTables(self.clock, cluster, random.Random(0))
+        system.replicate_with(everywhere)
+        everywhere.startService()
+        return system, everywhere
 
     def system(self, member_id):
         return self.nodes[member_id][0]
-
-    def kill(self, member_id):
-        self.members[member_id].state = State.DEAD
-
-    def revive(self, member_id):
-        self.members[member_id].state = State.ALIVE
-        for cluster in self.clusters.values():
-            for callback in cluster.subscribers:
-                callback(MemberEvent("alive", self.members[member_id]))
 
 
 def run(d):

@@ -21,7 +21,7 @@ import re
 from twisted.internet.defer import DeferredLock
 
 from z4node.objects.errors import ObjectError
-from z4node.replication.everywhere import QuorumNotReached
+from z4node.replication.errors import QuorumNotReached
 from z4node.storage.meta import AccessKey, Bucket, Grant, live_bucket_owner
 
 # S3's rules for new bucket names: 3-63 characters of lower-case letters,

@@ -34,10 +34,7 @@ from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, Reply, RpcError
 from z4node.cluster.members import IN_LAYOUT
-
-
-class QuorumNotReached(Exception):
-    """Fewer than a majority of the cluster acknowledged a write."""
+from z4node.replication.errors import QuorumNotReached, first_successes
 
 
 class _Table:
@@ -122,7 +119,7 @@ class EverywhereTables(Service):
         calls = [Deferred.fromCoroutine(self._cluster.call(
             peer, "everywhere.apply", {"table": table, "entries": [entry]}))
             for peer in peers]
-        acked = await _first(calls, needed)
+        acked = await first_successes(calls, needed)
         if acked < needed:
             self.counters["quorum_failures"] += 1
             raise QuorumNotReached(
@@ -235,29 +232,6 @@ class EverywhereTables(Service):
 
     def status(self):
         return dict(self.counters, quorum=self.quorum())
-
-
-async def _first(calls, needed):
-    """How many of ``calls`` succeeded, waiting only until ``needed`` have
-    (the rest keep going; their outcome is logged, not awaited)."""
-    if needed <= 0:
-        for d in calls:
-            d.addErrback(lambda _: None)
-        return 0
-    done = Deferred()
-    state = {"ok": 0, "settled": 0}
-
-    def settled(result, ok):
-        state["settled"] += 1
-        state["ok"] += ok
-        if not done.called and (state["ok"] >= needed or state["settled"] == len(calls)):
-            done.callback(state["ok"])
-
-    for d in calls:
-        d.addCallbacks(settled, settled, callbackArgs=(1,), errbackArgs=(0,))
-    if not calls:
-        return 0
-    return await done
 
 
 async def _maybe_deferred(result):

@@ -1,0 +1,93 @@
+"""Nodes' ClusterService stand-ins in one process, for tests of what runs
+on top of the peer channel (replicated tables): calls go straight to the
+other node's handlers, on a fake clock, and every call is recorded.
+
+Owns :class:`FakeNet` (the members, who is dead, unreachable or stalled,
+the call log) and :class:`FakeCluster` (what a node's code sees: local
+member, membership, owners from a real ring, serve, call, subscribe).
+"""
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from z4node.cluster.channel import CallError, PeerChannel, RemoteError, RpcError
+from z4node.cluster.members import IN_CLUSTER, IN_LAYOUT, MemberEvent, State
+from z4node.cluster.ring import Ring, RingMember
+
+
+class FakeMember:
+    def __init__(self, member_id):
+        self.id = member_id
+        self.state = State.ALIVE
+        self.capacity = 1.0
+        self.zone = None
+
+
+class FakeMembership:
+    def __init__(self, net):
+        self.net = net
+
+    def members(self, states=IN_CLUSTER):
+        return [m for m in self.net.members.values() if m.state in states]
+
+
+class FakeCluster:
+    """What code on the channel uses of ClusterService, over a FakeNet."""
+
+    def __init__(self, net, member_id):
+        self.net = net
+        self.local = net.members[member_id]
+        self.membership = FakeMembership(net)
+        self.handlers = {}
+        self.subscribers = []
+
+    def serve(self, op, handler):
+        self.handlers[op] = handler
+
+    def subscribe(self, callback):
+        self.subscribers.append(callback)
+
+    def owners(self, key, n=3):
+        ring = Ring([RingMember(m.id) for m in self.membership.members(IN_LAYOUT)])
+        return ring.owners(key, n)
+
+    async def call(self, member_id, op, args, body=None):
+        self.net.calls.append((self.local.id, member_id, op))
+        target = self.net.clusters[member_id]
+        if member_id in self.net.stalled:
+            # No answer: the channel's call timeout ends the wait.
+            waiting = Deferred()
+            self.net.clock.callLater(PeerChannel.call_timeout, waiting.errback,
+                                     RpcError(f"{op} to {member_id}: no reply"))
+            await waiting
+        if self.net.members[member_id].state is not State.ALIVE \
+                or member_id in self.net.unreachable:
+            raise RpcError(f"{member_id} unreachable")
+        try:
+            return await target.handlers[op](self.local.id, args, None)
+        except CallError as e:
+            raise RemoteError(e.code, e.message) from None
+
+
+class FakeNet:
+    """``count`` members ``n0``, ``n1``...; ``build(cluster)`` makes what
+    each node runs on its FakeCluster (kept in :attr:`nodes`)."""
+
+    def __init__(self, count, build=None):
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.members = {f"n{i}": FakeMember(f"n{i}") for i in range(count)}
+        self.unreachable = set()
+        self.stalled = set()
+        self.calls = []
+        self.clusters = {m: FakeCluster(self, m) for m in self.members}
+        self.nodes = {m: build(c) for m, c in self.clusters.items()} if build else {}
+
+    def kill(self, member_id):
+        self.members[member_id].state = State.DEAD
+
+    def revive(self, member_id):
+        self.members[member_id].state = State.ALIVE
+        for cluster in self.clusters.values():
+            for callback in cluster.subscribers:
+                callback(MemberEvent("alive", self.members[member_id]))

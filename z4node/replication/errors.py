@@ -1,0 +1,30 @@
+"""What the replication layer's callers see when too few nodes answer, and
+the one way it waits for "enough" of a set of calls."""
+
+from twisted.internet.defer import Deferred
+
+
+class QuorumNotReached(Exception):
+    """Fewer nodes than a quorum acknowledged a write or answered a read."""
+
+
+async def first_successes(calls, needed):
+    """How many of ``calls`` (Deferreds) succeeded, waiting only until
+    ``needed`` have or all have settled; the rest keep going, and their
+    failures are consumed (each caller counts what matters to it)."""
+    if needed <= 0 or not calls:
+        for d in calls:
+            d.addErrback(lambda _: None)
+        return 0
+    done = Deferred()
+    state = {"ok": 0, "settled": 0}
+
+    def settled(result, ok):
+        state["settled"] += 1
+        state["ok"] += ok
+        if not done.called and (state["ok"] >= needed or state["settled"] == len(calls)):
+            done.callback(state["ok"])
+
+    for d in calls:
+        d.addCallbacks(settled, settled, callbackArgs=(1,), errbackArgs=(0,))
+    return await done
