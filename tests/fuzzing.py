@@ -600,10 +600,23 @@ class Generator:
             headers["content-md5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
         return Request("PUT", self.bucket(), self.key(), headers=headers, body=body)
 
+    def op_ObjectSSEC(self):
+        # Over plain HTTP: the node trusts 127.0.0.1 to say it was HTTPS.
+        key = bytes(range(32))
+        headers = {"x-forwarded-proto": "https",
+                   "x-amz-server-side-encryption-customer-algorithm": "AES256",
+                   "x-amz-server-side-encryption-customer-key": base64.b64encode(key).decode(),
+                   "x-amz-server-side-encryption-customer-key-md5":
+                       base64.b64encode(hashlib.md5(key).digest()).decode()}
+        verb = self.rng.choice(["PUT", "GET", "HEAD"])
+        return Request(verb, PLAIN, "sse-c", headers=headers,
+                       body=b"secret" if verb == "PUT" else b"")
+
     def op_GetObject(self):
         headers = {"range": "bytes=0-10"} if self.rng.random() < 0.3 else {}
+        query = self.rng.choice([[], [], [("partNumber", "1")], [("versionId", "null")]])
         return Request(self.rng.choice(["GET", "HEAD"]), self.bucket(), self.key(),
-                       headers=headers)
+                       headers=headers, query=query)
 
     def op_DeleteObject(self):
         query = [("versionId", "null")] if self.rng.random() < 0.3 else []
@@ -619,7 +632,8 @@ class Generator:
 
     def op_GetObjectAttributes(self):
         return Request("GET", self.bucket(), self.key(), query=[("attributes", None)],
-                       headers={"x-amz-object-attributes": "ETag,ObjectSize,ObjectParts"})
+                       headers={"x-amz-object-attributes": "ETag,ObjectSize,ObjectParts",
+                                "x-amz-max-parts": "2"})
 
     def op_CreateMultipartUpload(self):
         return Request("POST", self.bucket(), self.key(), query=[("uploads", None)])
@@ -674,15 +688,20 @@ class Generator:
             if request.xml is not None or request.json is not None:
                 choices += ["body"] * 4
             what = self.rng.choice(choices)
+            # Half the header and query mutations change what the
+            # operation already reads; half add something.
             if what == "header":
-                name = self.rng.choice(sorted(INTERESTING_VALUES))
-                value = self.rng.choice(INTERESTING_VALUES[name] + TEXT[:8])
+                names = sorted(request.headers) if self.rng.random() < 0.5 else []
+                name = self.rng.choice(names or sorted(INTERESTING_VALUES))
+                value = self.rng.choice(INTERESTING_VALUES.get(name, []) + TEXT[:8])
                 request.headers[name] = value
                 mutations.append(f"header {name}: {_short(value, 80)}")
             elif what == "query":
-                name = self.rng.choice(sorted(QUERY_VALUES))
-                value = self.rng.choice(QUERY_VALUES[name])
-                request.query.append((name, value))
+                names = [n for n, _ in request.query] if self.rng.random() < 0.5 else []
+                name = self.rng.choice(names or sorted(QUERY_VALUES))
+                value = self.rng.choice(QUERY_VALUES.get(name, TEXT))
+                # The node reads the first of a repeated name.
+                request.query = [(n, v) for n, v in request.query if n != name] + [(name, value)]
                 mutations.append(f"query {name}={_short(value, 80)}")
             elif what == "key":
                 key = self.rng.choice(KEYS)
@@ -1267,23 +1286,29 @@ class Fuzzer:
         return True
 
     def check_sentinels(self):
+        listing = Case("sentinel", "ListObjectsV2", target=f"/{SENTINEL_BUCKET}?list-type=2")
         try:
             listed = set()
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=SENTINEL_BUCKET):
                 listed.update(o["Key"] for o in page.get("Contents", []))
+        except (ClientError, OSError) as e:
+            self.record(listing, None, repr(e), "sentinel bucket unreadable")
+        else:
             if listed != set(self.state.sentinels):
-                self.record(Case("sentinel", "ListObjectsV2"), None,
+                self.record(listing, None,
                             f"extra {sorted(listed - set(self.state.sentinels))}, "
                             f"missing {sorted(set(self.state.sentinels) - listed)}",
                             "sentinel bucket changed")
-            for key, data in self.state.sentinels.items():
+        for key, data in self.state.sentinels.items():
+            case = Case("sentinel", "GetObject", target=s3http.key_path(SENTINEL_BUCKET, key))
+            try:
                 got = self.client.get_object(Bucket=SENTINEL_BUCKET, Key=key)["Body"].read()
-                if got != data:
-                    self.record(Case("sentinel", "GetObject"), None,
-                                f"{key!r}: {len(got)} bytes, wanted {len(data)}",
-                                "sentinel object changed")
-        except (ClientError, OSError) as e:
-            self.record(Case("sentinel", "GetObject"), None, repr(e), "sentinel unreadable")
+            except (ClientError, OSError) as e:
+                self.record(case, None, repr(e), "sentinel object unreadable")
+                continue
+            if got != data:
+                self.record(case, None, f"{len(got)} bytes, wanted {len(data)}",
+                            "sentinel object changed")
 
     def record(self, case, status, detail, name):
         finding = self.findings.get(name)
