@@ -171,6 +171,19 @@ QUERY_VALUES = {
     "X-Amz-Signature": ["x"], "X-Amz-SignedHeaders": ["host"], "AWSAccessKeyId": ["x"],
     "Signature": ["x"], "Expires": NUMBERS,
 }
+# Headers SigV4 lets a client leave unsigned (every x-amz-* must be signed),
+# with values whose ISO-8859-1 bytes are what the node reads: '²' is one
+# byte, 0xB2, and a digit to str.isdigit().
+LATIN_DIGITS = ["²", "³", "¹", "¹²³", "1²", "é", "\xff\xfe", "\xa0"]
+LATE_HEADERS = {
+    "range": ["bytes=²-3", "bytes=0-³", "bytes=-¹", "bytes=1²-", "bytes=\xa01-2"],
+    "if-match": LATIN_DIGITS, "if-none-match": LATIN_DIGITS,
+    "if-modified-since": ["Wed, 21 Oct 2015 07:28:00 GM\xff", "Wed, ²1 Oct 2015 07:28:00 GMT"],
+    "if-unmodified-since": ["Wed, 21 Oct ²015 07:28:00 GMT"],
+    "content-md5": LATIN_DIGITS, "content-type": LATIN_DIGITS, "origin": LATIN_DIGITS,
+    "cache-control": LATIN_DIGITS, "content-disposition": LATIN_DIGITS,
+    "access-control-request-method": LATIN_DIGITS,
+}
 # Paths sent exactly as written (ASCII: http.client sends nothing else).
 RAW_PATHS = [f"/{PLAIN}/%ZZ", f"/{PLAIN}/%C3%28", f"/{PLAIN}/%00", f"/{PLAIN}/%01%7F",
              f"//{PLAIN}", f"/{PLAIN}//k", f"/{PLAIN}/./k", f"/{PLAIN}/../{SENTINEL_BUCKET}/k",
@@ -212,6 +225,8 @@ class Case:
     # How the request is signed: x-amz-content-sha256 if not the body's
     # digest; the aws-chunked body's ingredients; the wrong-signature kind.
     payload_hash: str = None
+    # Headers added after signing, sent as ISO-8859-1 bytes.
+    late_headers: dict = None
     chunked: tuple = None
     badsig: str = None
 
@@ -231,11 +246,15 @@ class Case:
         """One line that sends this request again (with tests/s3http.py)."""
         if self.raw is not None:
             return f"s3http.raw_exchange(node, {_short(self.raw, limit)})"
-        signed = self.kind in ("signed", "slow")
-        headers = {k: v for k, v in self.headers.items()}
+        signed = self.kind in ("signed", "slow", "chunked") and self.operation != "PostObject"
         line = (f"s3http.request(node, {self.method!r}, {_short(self.target, limit)}, "
-                f"headers={_short(headers, limit)}, body={_short(self.body, limit)}, "
+                f"headers={_short(self.headers, limit)}, body={_short(self.body, limit)}, "
                 f"signed={signed}, utf8_headers=True)")
+        if self.payload_hash:
+            line += f"  # payload_hash={self.payload_hash!r}"
+        if self.late_headers:
+            late = {k: v.encode("latin-1") for k, v in self.late_headers.items()}
+            line += f"  # then unsigned: {late!r}"
         if self.kind == "badsig":
             line += f"  # then: {self.mutation}"
         return line
@@ -448,7 +467,9 @@ class Generator:
         return self.rng.choice(FUZZ_BUCKETS)
 
     def key(self):
-        return self.rng.choice(BASE_KEYS)
+        # Mostly the key every batch puts back: operations on an existing
+        # object get further.
+        return self.rng.choice((BASE_KEYS[0],) * len(BASE_KEYS) + BASE_KEYS)
 
     def op_ListBuckets(self):
         return Request("GET")
@@ -532,7 +553,8 @@ class Generator:
 
     def op_ObjectRetention(self):
         request = self._configuration("retention", ("Retention", [
-            ("Mode", "GOVERNANCE"), ("RetainUntilDate", "2030-01-01T00:00:00Z")]),
+            ("Mode", "GOVERNANCE"), ("RetainUntilDate", self.rng.choice(
+                ["2030-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "9999-12-31T23:59:59-14:00"]))]),
             bucket=LOCKED, key=self.key(), headers={"x-amz-bypass-governance-retention": "true"})
         request.method = "GET" if request.method == "DELETE" else request.method
         return request
@@ -683,8 +705,10 @@ class Generator:
         rolls = self.rng.choice([0, 1, 1, 1, 1, 1, 1, 1, 2])
         target_override = None
         payload_hash = None
+        late_headers = {}
         for _ in range(rolls):
-            choices = ["header", "query", "key"] + ([] if anonymous else ["path", "payload-hash"])
+            choices = ["header", "query", "key", "late-header"] + (
+                [] if anonymous else ["path", "payload-hash"])
             if request.xml is not None or request.json is not None:
                 choices += ["body"] * 4
             what = self.rng.choice(choices)
@@ -711,6 +735,11 @@ class Generator:
             elif what == "path":
                 target_override = self.rng.choice(RAW_PATHS)
                 mutations.append(f"path {_short(target_override, 80)}")
+            elif what == "late-header":
+                name = self.rng.choice(sorted(LATE_HEADERS))
+                value = self.rng.choice(LATE_HEADERS[name])
+                late_headers[name] = value
+                mutations.append(f"unsigned header {name}: {value!r} (ISO-8859-1)")
             elif what == "payload-hash":
                 payload_hash = self.rng.choice([
                     "UNSIGNED-PAYLOAD", "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
@@ -732,6 +761,7 @@ class Generator:
         case = self.finish(request, operation, "signed", "; ".join(mutations) or "none",
                            target_override)
         case.payload_hash = payload_hash
+        case.late_headers = late_headers
         return case
 
     def finish(self, request, operation, kind, mutation, target_override=None):
@@ -879,7 +909,11 @@ class Generator:
         """A valid request with one signed part changed after signing, or
         signed with the wrong secret, key or time."""
         operation, template = self.rng.choice(self.templates)
-        case = self.finish(template(), operation, "badsig", "")
+        request = template()
+        if operation == "CreateBucket":
+            # A new name each time: a tampered request that got in shows.
+            request.bucket = f"fz-tampered-{self.rng.randrange(10 ** 9)}"
+        case = self.finish(request, operation, "badsig", "")
         choices = ["signature", "secret", "access-key", "date", "header", "path", "query"]
         if case.body:
             choices += ["body"] * 3
@@ -1103,19 +1137,24 @@ class Fuzzer:
         self.judge(case, reply.status, reply.headers, reply.body)
 
     def exchange(self, case):
-        headers = dict(case.headers)
+        headers, body = dict(case.headers), case.body
         if case.kind == "chunked":
             headers, body = self.chunked_request(case, headers)
-            return s3http.request(self.node, case.method, case.target, headers, body,
-                                  signed=False, timeout=self.answer_timeout, utf8_headers=True)
-        if case.kind in ("unsigned", "slow") or (case.kind == "signed" and case.operation == "PostObject"):
-            return s3http.request(self.node, case.method, case.target, headers, case.body,
-                                  signed=False, timeout=self.answer_timeout, utf8_headers=True)
-        if case.kind == "badsig":
+        elif case.kind == "badsig":
             return self.send_badsig(case)
-        signed = self.sign(case.method, case.target, headers, case.body, case.payload_hash)
-        return s3http.request(self.node, case.method, case.target, signed, case.body,
-                              signed=False, timeout=self.answer_timeout, utf8_headers=True)
+        elif case.kind == "signed" and case.operation != "PostObject":
+            # (A form upload is signed by its fields.)
+            headers = self.sign(case.method, case.target, headers, body, case.payload_hash)
+        return self.post(case.method, case.target, headers, body, case.late_headers)
+
+    def post(self, method, target, headers, body, late_headers=None):
+        """Send a request; ``late_headers`` go out unsigned, as ISO-8859-1
+        bytes (the rest as UTF-8, the bytes botocore signs)."""
+        headers = dict(headers)
+        for name, value in (late_headers or {}).items():
+            headers[name] = value.encode("latin-1")
+        return s3http.request(self.node, method, target, headers, body, signed=False,
+                              timeout=self.answer_timeout, utf8_headers=True)
 
     def sign(self, method, target, headers, body, payload_hash=None, credentials=None):
         return s3http.sign(self.node, method, target, headers, body,
@@ -1133,7 +1172,7 @@ class Fuzzer:
         body, _ = signing.aws_chunked(payload, sizes, seed, key, timestamp, scope, trailer,
                                       trailer_signed=signed and trailer is not None)
         if what == "chunk-line":
-            at = self.rng_free_index(body)
+            at = self.first_line_end(body)
             body = body[:at] + b"\xc2\xb2;" + body[at:]
             case.mutation = f"bytes inserted into the chunk framing at {at}"
         elif what == "cut":
@@ -1143,7 +1182,7 @@ class Fuzzer:
         return headers, body
 
     @staticmethod
-    def rng_free_index(body):
+    def first_line_end(body):
         # Depends only on the body, so that the RNG draws stay the same.
         return body.index(b"\r\n") if b"\r\n" in body else 0
 
@@ -1179,8 +1218,7 @@ class Fuzzer:
                 # the signed payload hash can tell.
                 body = body + b"\n"
         case.target, case.body = target, body
-        return s3http.request(self.node, method, target, headers, body, signed=False,
-                              timeout=self.answer_timeout, utf8_headers=True)
+        return self.post(method, target, headers, body)
 
     def send_raw(self, case):
         data = s3http.raw_exchange(self.node, case.raw, read_timeout=self.answer_timeout,
@@ -1261,6 +1299,10 @@ class Fuzzer:
         text = self.read_log()
         self._pending_log = ""
         for i, (header, lines) in enumerate(log_entries(text)):
+            if "\n" in header:
+                # Whoever controls a key or header can forge log lines.
+                self.record(Case("log", "log", "one of the batch's cases"), None, header[26:300],
+                            "log message split over lines (a newline from the request)")
             if i in self._explained:
                 continue
             if "#critical]" in header or "#error]" in header or "Unhandled" in header \
@@ -1454,14 +1496,21 @@ def error_document_problem(body):
     return None
 
 
+LOG_EVENT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")
+
+
 def log_entries(text):
-    """(header line, continuation lines) of each event in a twistd log."""
+    """[header, continuation lines] of each event in a twistd log. A line
+    that neither starts an event nor continues one (with a tab) belongs to
+    the header before it: that message had a newline in it."""
     entries = []
-    for line in text.splitlines():
-        if line.startswith("\t") and entries:
+    for line in text.split("\n"):
+        if entries and line.startswith("\t"):
             entries[-1][1].append(line)
-        elif line.strip():
-            entries.append((line, []))
+        elif entries and line and not LOG_EVENT.match(line):
+            entries[-1][0] += "\n" + line
+        elif line:
+            entries.append([line, []])
     return entries
 
 
