@@ -1483,12 +1483,20 @@ def parse_responses(data):
     return responses
 
 
+# Characters XML 1.0 does not allow, even escaped.
+XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
 def error_document_problem(body):
     """Why ``body`` is not an S3 error document, or None if it is one."""
     try:
         root = ElementTree.fromstring(body)
     except ElementTree.ParseError as e:
-        return f"not well-formed XML ({str(e).split(':')[0]})"
+        reason = str(e).split(":")[0]
+        bad = XML_ILLEGAL.search(body.decode("utf-8", "replace"))
+        if bad:
+            reason += ": a control character" if bad.group() < " " else ": U+FFFE or U+FFFF"
+        return f"not well-formed XML ({reason})"
     if root.tag != "Error":
         return f"has root <{root.tag}>, not <Error>"
     if not (root.findtext("Code") or "").strip():
