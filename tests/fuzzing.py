@@ -426,11 +426,7 @@ def mutate_json(rng, document):
                         "*", "arn:aws:s3:::*", "a" * 5000, ["*"] * 1000]
                        if what == "type" else TEXT + NUMBERS + DATES)
     parent[path[-1]] = value
-    try:
-        text = json.dumps(copy).encode()
-    except ValueError:
-        text = repr(copy).encode()
-    return text, f"{path} = {_short(value, 60)}"
+    return json.dumps(copy).encode(), f"{path} = {_short(value, 60)}"
 
 
 # -- the generator ------------------------------------------------------------
@@ -1027,6 +1023,7 @@ class Fuzzer:
         # entries that a 500 answer already explains.
         self._pending_log = ""
         self._explained = set()
+        self._failed = {}         # request id -> case, of this batch's 500s
 
     # -- setup and restocking ------------------------------------------------
 
@@ -1252,6 +1249,7 @@ class Fuzzer:
                 pass
         self.codes[(case.kind, status, error_code)] += 1
         if status >= 500 and status not in (501, 503):
+            self._failed[headers.get("x-amz-request-id")] = case
             self.record(case, status, *self.cause(headers))
         elif (status >= 400 and method != "HEAD" and case.s3
               and not (case.raw is not None and "x-amz-request-id" not in headers and not body)):
@@ -1295,13 +1293,17 @@ class Fuzzer:
         return self._pending_log
 
     def check_log(self):
-        """Errors the node logged that no 500 answer explains."""
+        """Errors the node logged that no 500 answer explains, and log
+        messages that a newline from the request split."""
         text = self.read_log()
         self._pending_log = ""
         for i, (header, lines) in enumerate(log_entries(text)):
             if "\n" in header:
                 # Whoever controls a key or header can forge log lines.
-                self.record(Case("log", "log", "one of the batch's cases"), None, header[26:300],
+                request_id = re.search(r"\(request (\w+)\)", header)
+                case = self._failed.get(request_id and request_id.group(1)) or Case(
+                    "log", "log", "one of the batch's cases")
+                self.record(case, None, header[26:300],
                             "log message split over lines (a newline from the request)")
             if i in self._explained:
                 continue
@@ -1311,6 +1313,7 @@ class Fuzzer:
                 self.record(case, None, header[26:] + " " + exception_line(lines),
                             f"logged error: {traceback_cause(lines) if lines else header[26:120]}")
         self._explained.clear()
+        self._failed.clear()
 
     def check_health(self):
         if self.node.process.poll() is not None:
