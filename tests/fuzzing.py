@@ -41,6 +41,7 @@ import datetime
 import hashlib
 import http.client
 import json
+import os
 import re
 import socket
 import time
@@ -1001,12 +1002,16 @@ class Fuzzer:
     # Generous: a loaded 2-core box answers in milliseconds; more than
     # this is a hang, not slowness.
     answer_timeout = 30.0
+    # The node logs a failure before it answers; a log write may still
+    # take a moment to show in the file.
+    log_wait = 5.0
     slow_clients = 2
 
-    def __init__(self, node, rng, now=time.monotonic, out=print):
+    def __init__(self, node, rng, now=time.monotonic, sleep=time.sleep, out=print):
         self.node = node
         self.rng = rng
         self.now = now
+        self.sleep = sleep
         self.out = out
         self.credentials = node.credentials()
         self.state = State()
@@ -1021,7 +1026,7 @@ class Fuzzer:
         self._log_offset = 0
         # The log since the last batch's check, and the indexes of its
         # entries that a 500 answer already explains.
-        self._pending_log = ""
+        self._pending_log = b""
         self._explained = set()
         self._failed = {}         # request id -> case, of this batch's 500s
 
@@ -1265,14 +1270,21 @@ class Fuzzer:
 
     def cause(self, headers):
         """(detail, class name) of a 500, from the traceback the node logged
-        for its request id."""
-        new = self.read_log()
+        for its request id (waiting up to ``log_wait`` for the log to show
+        it); without one, from the newest traceback no 500 explains yet."""
         request_id = headers.get("x-amz-request-id")
-        entries = log_entries(new)
-        for i, (header, lines) in enumerate(entries):
-            if request_id and f"(request {request_id})" in header:
-                self._explained.add(i)
-                return exception_line(lines), f"500: {traceback_cause(lines)}"
+        deadline = self.now() + self.log_wait
+        while True:
+            entries = log_entries(self.read_log())
+            for i, (header, lines) in enumerate(entries):
+                if request_id and f"(request {request_id})" in header:
+                    self._explained.add(i)
+                    return exception_line(lines), f"500: {traceback_cause(lines)}"
+            if not request_id or self.now() >= deadline:
+                break
+            self.sleep(0.05)
+        if request_id:
+            return f"request {request_id}", "500 (its request id not in the log)"
         tracebacks = [i for i, (_, lines) in enumerate(entries)
                       if any("Traceback" in x for x in lines) and i not in self._explained]
         if tracebacks:
@@ -1282,21 +1294,23 @@ class Fuzzer:
         return "nothing in the log", "500 (no request id, nothing logged)"
 
     def read_log(self):
-        try:
-            with open(self.node.log_path, encoding="utf-8", errors="replace") as f:
-                f.seek(self._log_offset)
-                text = f.read()
-                self._log_offset = f.tell()
-        except FileNotFoundError:
-            return ""
-        self._pending_log += text
-        return self._pending_log
+        """The node's log since the last batch's check."""
+        path = self.node.log_path
+        if os.path.getsize(path) < self._log_offset:
+            # twistd moved the log to PATH.1 (it does at every 1 MB): the
+            # rest of the old file, then the new one from its start.
+            self._pending_log += _read_from(path + ".1", self._log_offset)
+            self._log_offset = 0
+        data = _read_from(path, self._log_offset)
+        self._log_offset += len(data)
+        self._pending_log += data
+        return self._pending_log.decode("utf-8", "replace")
 
     def check_log(self):
         """Errors the node logged that no 500 answer explains, and log
         messages that a newline from the request split."""
         text = self.read_log()
-        self._pending_log = ""
+        self._pending_log = b""
         for i, (header, lines) in enumerate(log_entries(text)):
             if "\n" in header:
                 # Whoever controls a key or header can forge log lines.
@@ -1453,6 +1467,12 @@ class SlowClient:
         if status != expected or (self.what == "get-sentinel"
                                   and body != fuzzer.state.sentinels[self.sentinel]):
             fuzzer.record(self.case, status, body[:300], f"slow client {self.what}: wrong answer")
+
+
+def _read_from(path, offset):
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read()
 
 
 # -- parsing --------------------------------------------------------------------
