@@ -34,6 +34,7 @@ from z4node.objects.service import ObjectService
 from z4node.objects.system import SystemTables
 from z4node.replication.everywhere import EverywhereTables
 from z4node.s3.api import S3Api, S3Resource
+from z4node.s3.authorization import BLOCK_SETTING
 from z4node.s3.handlers import HANDLERS, public_access
 from z4node.s3.http import MiB, S3Site, UploadBudget
 from z4node.storage.atrest import (EncryptionKeyError, EncryptionRefused, open_encryption,
@@ -139,7 +140,7 @@ class Node(MultiService):
         self.lifecycle.setServiceParent(self)
         if options.get("block-public-access-default"):
             self.objects.default_bucket_settings = {
-                public_access.SETTING: public_access.all_blocked()}
+                BLOCK_SETTING: public_access.all_blocked()}
         self.ready = Deferred()
 
     @property

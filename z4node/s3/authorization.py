@@ -26,8 +26,8 @@ Who may do what, in the order :func:`decide` asks:
 7. Nothing else: AccessDenied. Anonymous requests get only what 1-6 give
    to everyone.
 
-The bucket's Block Public Access settings (``settings["public_access_block"]``,
-see :func:`blocks`) act as AWS documents them, for every key, the admin
+The bucket's Block Public Access settings (:data:`BLOCK_SETTING`, see
+:func:`blocks`) act as AWS documents them, for every key, the admin
 key included: ``IgnorePublicAcls`` takes the grants to AllUsers and
 AuthenticatedUsers out of step 6; ``RestrictPublicBuckets`` makes a public
 policy's Allow (step 5) count only for the bucket's own keys (the keys
@@ -308,6 +308,8 @@ def _grant_covers(system, key, bucket, level):
 
 # -- Block Public Access ---------------------------------------------------
 
+# The bucket setting that holds the flags ({flag: bool}).
+BLOCK_SETTING = "public_access_block"
 BLOCK_FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
                "RestrictPublicBuckets")
 # Operations whose ACL headers (x-amz-acl, x-amz-grant-*) set an ACL.
@@ -318,7 +320,7 @@ _SETS_ACL = frozenset({"CreateBucket", "PutBucketAcl", "PutObject", "CopyObject"
 def blocks(settings, flag):
     """Whether a bucket's settings (or the node's defaults for new
     buckets) turn on one of :data:`BLOCK_FLAGS`."""
-    return bool((settings.get("public_access_block") or {}).get(flag))
+    return bool((settings.get(BLOCK_SETTING) or {}).get(flag))
 
 
 def _blocked(reason):

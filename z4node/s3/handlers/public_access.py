@@ -1,7 +1,7 @@
 """Block Public Access on a bucket: Put/Get/DeletePublicAccessBlock.
 
-The configuration (its four flags) is kept in
-``Bucket.settings["public_access_block"]``, so it replicates with the
+The configuration (its four flags) is kept in the bucket's settings
+(``authorization.BLOCK_SETTING``), so it replicates with the
 bucket's other settings; a new bucket starts with the node's default
 (``--block-public-access-default``: all four on; off unless given). What
 the flags do is enforced by ``z4node.s3.authorization``, the one place
@@ -14,11 +14,9 @@ new buckets.
 
 from z4node.s3 import xml
 from z4node.s3.api import Response
-from z4node.s3.authorization import BLOCK_FLAGS
+from z4node.s3.authorization import BLOCK_FLAGS, BLOCK_SETTING
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.documents import only, read_document
-
-SETTING = "public_access_block"
 
 
 def all_blocked():
@@ -45,12 +43,12 @@ async def put_public_access_block(api, call):
     if any(child.tag not in BLOCK_FLAGS for child in document):
         raise S3Error("MalformedXML")
     config = {flag: _flag(document, flag) for flag in BLOCK_FLAGS}
-    await api.objects.set_bucket_setting(call.bucket, SETTING, config)
+    await api.objects.set_bucket_setting(call.bucket, BLOCK_SETTING, config)
     return Response()
 
 
 async def get_public_access_block(api, call):
-    config = api.objects.bucket(call.bucket).settings.get(SETTING)
+    config = api.objects.bucket(call.bucket).settings.get(BLOCK_SETTING)
     if config is None:
         raise S3Error("NoSuchPublicAccessBlockConfiguration",
                       extra={"BucketName": call.bucket})
@@ -61,5 +59,5 @@ async def get_public_access_block(api, call):
 
 async def delete_public_access_block(api, call):
     api.objects.bucket(call.bucket)
-    await api.objects.set_bucket_setting(call.bucket, SETTING, None)
+    await api.objects.set_bucket_setting(call.bucket, BLOCK_SETTING, None)
     return Response(204)
