@@ -2,6 +2,8 @@
 unsigned (anonymous) clients, plain HTTP, the aws CLI and ``z4 key info``.
 Bucket policies, ACLs and object ownership, over every operation."""
 
+import base64
+import hashlib
 import json
 import os
 import urllib.error
@@ -11,6 +13,7 @@ from botocore import UNSIGNED
 from botocore.exceptions import ClientError
 from twisted.trial.unittest import TestCase
 
+from tests import s3http
 from tests.nodeprocess import NodeProcess
 
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
@@ -645,3 +648,158 @@ class AclTests(AccessTestCase):
         status, body = self.http("GET", "/shared")
         self.assertEqual(status, 200)
         self.assertIn(b"<ListBucketResult", body)
+
+
+class PublicAccessBlockTests(AccessTestCase):
+    """Block Public Access: the configuration's API and what each flag does,
+    through boto3 against a real node."""
+
+    ALL = {"BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+           "RestrictPublicBuckets": True}
+
+    def block(self, bucket, **flags):
+        self.admin.put_public_access_block(
+            Bucket=bucket, PublicAccessBlockConfiguration=flags)
+
+    def public_policy(self, bucket):
+        return policy({"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+                       "Resource": f"arn:aws:s3:::{bucket}/*"})
+
+    def test_put_get_delete(self):
+        owner, owner_s3 = self.new_key("owner")
+        other, other_s3 = self.new_key("other")
+        owner_s3.create_bucket(Bucket="pab")
+        error = self.assertS3Error("NoSuchPublicAccessBlockConfiguration", 404,
+                                   owner_s3.get_public_access_block, Bucket="pab")
+        self.assertEqual(error["BucketName"], "pab")
+        # S3 answers a bucket without a policy so, whatever blocks it.
+        self.assertS3Error("NoSuchBucketPolicy", 404, owner_s3.get_bucket_policy_status,
+                           Bucket="pab")
+        owner_s3.put_public_access_block(Bucket="pab", PublicAccessBlockConfiguration=self.ALL)
+        self.assertEqual(owner_s3.get_public_access_block(Bucket="pab")[
+            "PublicAccessBlockConfiguration"], self.ALL)
+        # Flags left out are false.
+        owner_s3.put_public_access_block(Bucket="pab", PublicAccessBlockConfiguration={
+            "IgnorePublicAcls": True})
+        self.assertEqual(owner_s3.get_public_access_block(Bucket="pab")[
+            "PublicAccessBlockConfiguration"], dict(
+                {flag: False for flag in self.ALL}, IgnorePublicAcls=True))
+        # Only the bucket's owner may read or change it.
+        for call in (other_s3.get_public_access_block, other_s3.delete_public_access_block):
+            self.assertS3Error("AccessDenied", 403, call, Bucket="pab")
+        owner_s3.delete_public_access_block(Bucket="pab")
+        self.assertS3Error("NoSuchPublicAccessBlockConfiguration", 404,
+                           owner_s3.get_public_access_block, Bucket="pab")
+        owner_s3.delete_public_access_block(Bucket="pab")
+        self.assertS3Error("NoSuchBucket", 404, self.admin.get_public_access_block,
+                           Bucket="missing")
+        body = (b'<PublicAccessBlockConfiguration><BlockPublicAcls>yes</BlockPublicAcls>'
+                b'</PublicAccessBlockConfiguration>')
+        reply = s3http.request(self.node, "PUT", "/pab?publicAccessBlock", body=body, headers={
+            "Content-MD5": base64.b64encode(hashlib.md5(body).digest()).decode()})
+        self.assertEqual((reply.status, reply.error()["Code"]), (400, "MalformedXML"))
+
+    def test_block_public_acls_refuses_public_acls(self):
+        self.admin.create_bucket(Bucket="acls", ObjectOwnership="ObjectWriter")
+        self.block("acls", BlockPublicAcls=True)
+        for acl in ("public-read", "public-read-write", "authenticated-read"):
+            error = self.assertS3Error("AccessDenied", 403, self.admin.put_object,
+                                       Bucket="acls", Key="k", Body=b"x", ACL=acl)
+            self.assertIn("BlockPublicAcls", error["Message"])
+        self.assertS3Error("AccessDenied", 403, self.admin.put_object, Bucket="acls",
+                           Key="k", Body=b"x", GrantRead=f'uri="{ALL_USERS}"')
+        self.assertS3Error("AccessDenied", 403, self.admin.create_multipart_upload,
+                           Bucket="acls", Key="k", ACL="public-read")
+        self.admin.put_object(Bucket="acls", Key="k", Body=b"x", ACL="private")
+        self.assertS3Error("AccessDenied", 403, self.admin.copy_object, Bucket="acls",
+                           Key="copy", CopySource="acls/k", ACL="public-read")
+        self.assertS3Error("AccessDenied", 403, self.admin.put_object_acl, Bucket="acls",
+                           Key="k", ACL="public-read")
+        self.assertS3Error("AccessDenied", 403, self.admin.put_bucket_acl, Bucket="acls",
+                           ACL="public-read")
+        owner = self.admin.get_bucket_acl(Bucket="acls")["Owner"]
+        document = {"Owner": owner, "Grants": [
+            {"Grantee": {"Type": "CanonicalUser", "ID": owner["ID"]},
+             "Permission": "FULL_CONTROL"},
+            {"Grantee": {"Type": "Group", "URI": AUTHENTICATED_USERS},
+             "Permission": "READ"}]}
+        self.assertS3Error("AccessDenied", 403, self.admin.put_bucket_acl, Bucket="acls",
+                           AccessControlPolicy=document)
+        self.assertS3Error("AccessDenied", 403, self.admin.put_object_acl, Bucket="acls",
+                           Key="k", AccessControlPolicy=document)
+        # Non-public ACLs are fine, in either form.
+        document["Grants"].pop()
+        self.admin.put_object_acl(Bucket="acls", Key="k", AccessControlPolicy=document)
+        self.admin.put_bucket_acl(Bucket="acls", ACL="private")
+        self.admin.delete_public_access_block(Bucket="acls")
+        self.admin.put_object_acl(Bucket="acls", Key="k", ACL="public-read")
+
+    def test_ignore_public_acls_ignores_them(self):
+        self.admin.create_bucket(Bucket="ign", ObjectOwnership="ObjectWriter",
+                                 ACL="public-read")
+        self.admin.put_object(Bucket="ign", Key="k", Body=b"x", ACL="public-read")
+        self.assertEqual(self.http("GET", "/ign/k")[0], 200)
+        self.assertEqual(self.http("GET", "/ign")[0], 200)
+        self.block("ign", IgnorePublicAcls=True)
+        self.assertEqual(self.http("GET", "/ign/k")[0], 403)
+        self.assertEqual(self.http("GET", "/ign")[0], 403)
+        # The ACLs are kept, only ignored.
+        self.assertIn((ALL_USERS, "READ"), self.grants(
+            self.admin.get_object_acl(Bucket="ign", Key="k")))
+        self.admin.delete_public_access_block(Bucket="ign")
+        self.assertEqual(self.http("GET", "/ign/k")[0], 200)
+
+    def test_block_public_policy_and_restrict_public_buckets(self):
+        owner, owner_s3 = self.new_key("owner")
+        reader, reader_s3 = self.new_key("reader")
+        owner_s3.create_bucket(Bucket="pol")
+        self.z4("bucket", "allow", "pol", "--key", "reader", "--read")
+        owner_s3.put_object(Bucket="pol", Key="k", Body=b"x")
+        owner_s3.put_public_access_block(Bucket="pol", PublicAccessBlockConfiguration={
+            "BlockPublicPolicy": True})
+        error = self.assertS3Error("AccessDenied", 403, owner_s3.put_bucket_policy,
+                                   Bucket="pol", Policy=self.public_policy("pol"))
+        self.assertIn("BlockPublicPolicy", error["Message"])
+        self.assertS3Error("NoSuchBucketPolicy", 404, owner_s3.get_bucket_policy, Bucket="pol")
+        # A policy that names its principals is not public: stored.
+        owner_s3.put_bucket_policy(Bucket="pol", Policy=policy(
+            {"Effect": "Allow", "Principal": {"AWS": reader["access_key_id"]},
+             "Action": "s3:PutObject", "Resource": "arn:aws:s3:::pol/*"}))
+        # A public policy stored before the block stays, and serves everyone...
+        owner_s3.delete_public_access_block(Bucket="pol")
+        owner_s3.put_bucket_policy(Bucket="pol", Policy=policy(
+            {"Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject", "s3:PutObject"],
+             "Resource": "arn:aws:s3:::pol/*"}))
+        self.assertEqual(self.http("GET", "/pol/k")[0], 200)
+        other, other_s3 = self.new_key("other")
+        other_s3.put_object(Bucket="pol", Key="by-other", Body=b"x")
+        # ...until RestrictPublicBuckets keeps it to the bucket's own keys.
+        owner_s3.put_public_access_block(Bucket="pol", PublicAccessBlockConfiguration={
+            "RestrictPublicBuckets": True})
+        self.assertEqual(self.http("GET", "/pol/k")[0], 403)
+        self.assertS3Error("AccessDenied", 403, other_s3.put_object, Bucket="pol",
+                           Key="by-other", Body=b"x")
+        reader_s3.put_object(Bucket="pol", Key="by-reader", Body=b"x")
+        # The policy itself is still public (S3's PolicyStatus looks at it alone).
+        self.assertIs(owner_s3.get_bucket_policy_status(Bucket="pol")["PolicyStatus"][
+            "IsPublic"], True)
+
+
+class PublicAccessBlockDefaultTests(AccessTestCase):
+    def setUp(self):
+        self.node = NodeProcess(self, args=["--block-public-access-default"]).start()
+        self.admin = self.node.client()
+        self.anonymous = self.node.client(signature_version=UNSIGNED)
+
+    def test_new_buckets_start_with_every_flag_on(self):
+        self.admin.create_bucket(Bucket="new")
+        self.assertEqual(self.admin.get_public_access_block(Bucket="new")[
+            "PublicAccessBlockConfiguration"], PublicAccessBlockTests.ALL)
+        self.assertS3Error("AccessDenied", 403, self.admin.create_bucket, Bucket="open",
+                           ObjectOwnership="ObjectWriter", ACL="public-read")
+        self.assertEqual([b["Name"] for b in self.admin.list_buckets()["Buckets"]], ["new"])
+        # Each bucket may change its own.
+        self.admin.delete_public_access_block(Bucket="new")
+        self.admin.put_bucket_policy(Bucket="new", Policy=policy(
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+             "Resource": "arn:aws:s3:::new/*"}))

@@ -15,7 +15,9 @@ from z4node.hlc import HybridLogicalClock
 from z4node.objects.system import SystemTables
 from z4node.s3 import acl as acls
 from z4node.s3 import authorization as authz
+from z4node.s3 import policy as policies
 from z4node.s3.authorization import AccessRequest, decide
+from z4node.s3.errors import S3Error
 
 
 class MemoryMeta:
@@ -98,6 +100,10 @@ OPERATIONS = {
     "PutBucketPolicy": ("s3:PutBucketPolicy", "owner", None, False, False),
     "DeleteBucketPolicy": ("s3:DeleteBucketPolicy", "owner", None, False, False),
     "GetBucketPolicyStatus": ("s3:GetBucketPolicyStatus", "owner", None, False, False),
+    "GetPublicAccessBlock": ("s3:GetBucketPublicAccessBlock", "owner", None, False, False),
+    "PutPublicAccessBlock": ("s3:PutBucketPublicAccessBlock", "owner", None, False, False),
+    "DeletePublicAccessBlock": ("s3:PutBucketPublicAccessBlock", "owner", None, False,
+                                False),
     "GetBucketAcl": ("s3:GetBucketAcl", "owner", "READ_ACP", False, False),
     "PutBucketAcl": ("s3:PutBucketAcl", "owner", "WRITE_ACP", False, False),
     "GetBucketOwnershipControls": ("s3:GetBucketOwnershipControls", "owner", None, False,
@@ -561,6 +567,122 @@ class TrickyCaseTests(SynchronousTestCase):
                     authz._NEEDS[operation] = need
 
 
+def authorize(api, call):
+    """authorize() run to its end: its S3Error raised here."""
+    from twisted.python.failure import Failure
+    result = run(authz.authorize(api, call))
+    if isinstance(result, Failure):
+        result.raiseException()
+
+
+class BlockPublicAccessTests(SynchronousTestCase):
+    """The four flags, as AWS documents them, in the one decision."""
+
+    def setUp(self):
+        self.world = World()
+
+    def block(self, **flags):
+        self.world.set_settings(public_access_block={
+            flag: flags.get(flag, False) for flag in authz.BLOCK_FLAGS})
+
+    def test_ignore_public_acls_ignores_them_at_evaluation(self):
+        owner = self.world.keys["owner"].user_id
+        alice = self.world.keys["alice"].user_id
+        self.world.set_settings(ownership=acls.WRITER, acl=acls.Acl(owner, (
+            acls.Grant(acls.GROUP, acls.ALL_USERS, "READ"),
+            acls.Grant(acls.USER, alice, "WRITE"))).to_json())
+        public_object = acls.canned("public-read", owner, owner, False)
+        authenticated = acls.canned("authenticated-read", owner, owner, False)
+        self.assertTrue(self.world.decide("anonymous", "ListObjects", None, {}).allowed)
+        self.assertTrue(self.world.decide("anonymous", "GetObject", "k", {},
+                                          object_acl=public_object).allowed)
+        self.block(IgnorePublicAcls=True)
+        self.assertFalse(self.world.decide("anonymous", "ListObjects", None, {}).allowed)
+        self.assertFalse(self.world.decide("anonymous", "GetObject", "k", {},
+                                           object_acl=public_object).allowed)
+        self.assertFalse(self.world.decide("bob", "GetObject", "k", {},
+                                           object_acl=authenticated).allowed)
+        # Grants to named users still count.
+        self.assertTrue(self.world.decide("alice", "PutObject", "k", {}).allowed)
+        self.assertFalse(authz.bucket_is_public(self.world.system.bucket("b")))
+        # The other flags leave ACLs alone.
+        self.block(BlockPublicAcls=True, BlockPublicPolicy=True, RestrictPublicBuckets=True)
+        self.assertTrue(self.world.decide("anonymous", "ListObjects", None, {}).allowed)
+
+    def test_restrict_public_buckets_keeps_a_public_policy_to_the_buckets_keys(self):
+        self.world.set_settings(policy=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject", "s3:PutObject"],
+             "Resource": "arn:aws:s3:::b/*"}]}))
+        for who in ("anonymous", "alice", "reader"):
+            self.assertTrue(self.world.decide(who, "PutObject", "k", {}).allowed, who)
+        self.block(RestrictPublicBuckets=True)
+        self.assertFalse(self.world.decide("anonymous", "GetObject", "k", {}).allowed)
+        self.assertFalse(self.world.decide("alice", "GetObject", "k", {}).allowed)
+        # The reader holds a grant on the bucket: the public policy still
+        # gives it what its grant does not.
+        self.assertTrue(self.world.decide("reader", "PutObject", "k", {}).allowed)
+        self.assertFalse(authz.bucket_is_public(self.world.system.bucket("b")))
+
+    def test_restrict_public_buckets_leaves_a_non_public_policy_alone(self):
+        self.world.set_settings(policy=json.dumps({"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam:::user/alice"},
+             "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}]}))
+        self.block(RestrictPublicBuckets=True)
+        self.assertTrue(self.world.decide("alice", "GetObject", "k", {}).allowed)
+
+    def test_block_public_acls_refuses_public_acl_headers_to_everyone(self):
+        self.block(BlockPublicAcls=True)
+        api = FakeApi(self.world)
+        for headers in ({"x-amz-acl": "public-read"}, {"x-amz-acl": "authenticated-read"},
+                        {"x-amz-grant-read": f'uri="{acls.ALL_USERS}"'},
+                        {"x-amz-grant-write": f'uri="{acls.AUTHENTICATED_USERS}"'}):
+            for operation in ("PutObject", "CopyObject", "CreateMultipartUpload",
+                              "PutObjectAcl", "PutBucketAcl", "PostObject"):
+                call = FakeCall(self.world.keys["admin"], operation, object_key="k",
+                                headers=headers)
+                with self.assertRaises(S3Error) as raised:
+                    authorize(api, call)
+                self.assertEqual(raised.exception.code, "AccessDenied")
+                self.assertIn("BlockPublicAcls", raised.exception.message)
+        for headers in ({}, {"x-amz-acl": "private"},
+                        {"x-amz-acl": "bucket-owner-full-control"},
+                        {"x-amz-grant-read": 'uri="http://acs.amazonaws.com/groups/s3/'
+                                             'LogDelivery"'}):
+            authorize(api, FakeCall(self.world.keys["admin"], "PutObject",
+                                    object_key="k", headers=headers))
+        # An ACL document is checked where the handler reads it.
+        bucket = self.world.system.bucket("b")
+        owner = bucket.owner
+        with self.assertRaises(S3Error):
+            authz.refuse_public_acl(bucket, acls.canned("public-read", owner, owner, True))
+        authz.refuse_public_acl(bucket, acls.Acl.private(owner))
+
+    def test_create_bucket_meets_the_node_default(self):
+        api = FakeApi(self.world)
+        call = FakeCall(self.world.keys["alice"], "CreateBucket", bucket="new",
+                        headers={"x-amz-acl": "public-read"})
+        authorize(api, call)
+        api.objects.default_bucket_settings = {"public_access_block": {
+            "BlockPublicAcls": True}}
+        with self.assertRaises(S3Error):
+            authorize(api, call)
+
+    def test_block_public_policy(self):
+        bucket = self.world.system.bucket("b")
+        public = policies.parse(json.dumps({"Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+             "Resource": "arn:aws:s3:::b/*"}]}), "b")
+        authz.refuse_public_policy(bucket, public)
+        self.block(BlockPublicPolicy=True)
+        bucket = self.world.system.bucket("b")
+        with self.assertRaises(S3Error) as raised:
+            authz.refuse_public_policy(bucket, public)
+        self.assertEqual(raised.exception.code, "AccessDenied")
+        authz.refuse_public_policy(bucket, policies.parse(json.dumps({"Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam:::user/alice"},
+             "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}]}), "b"))
+
+
 class FakeRequest:
     def __init__(self, host="192.0.2.7", secure=False):
         self._host, self._secure = host, secure
@@ -583,9 +705,14 @@ class FakeCall:
         self.access_context = None
 
 
+class FakeObjects:
+    default_bucket_settings = {}
+
+
 class FakeApi:
     def __init__(self, world):
         self.system, self.clock = world.system, world.clock
+        self.objects = FakeObjects()
 
 
 class RequestContextTests(SynchronousTestCase):

@@ -157,11 +157,35 @@ class WorkerTests(TestCase):
         self.assertEqual(len(await node.versions("bkt")), 2)
         self.at(JAN[5])
         done = await worker.run_pass()
-        self.assertEqual([(a.kind, a.rule_id) for a in done], [("remove", "old")])
-        self.assertEqual([v[2] for v in await node.versions("bkt")], [True])
-        # Now the marker is the only version: the next pass removes it.
+        # The marker is expired once the version behind it goes: the same
+        # pass removes it, after that version.
+        self.assertEqual([(a.kind, a.rule_id) for a in done],
+                         [("remove", "old"), ("remove", "markers")])
+        self.assertEqual(await node.versions("bkt"), [])
+
+    async def test_a_marker_stays_while_a_version_behind_it_stays(self):
+        node = await self.node()
+        await node.bucket("bkt", [rule("markers", expired_object_delete_marker=True),
+                                  rule("old", noncurrent_days=1)],
+                          status=versioning.ENABLED)
+        await node.put("bkt", "k")
+        await node.objects.delete_object("bkt", "k", "o")
+        self.at(JAN[10])
+        worker = node.worker()
+        real_delete = node.objects.delete_object
+
+        async def changed_meanwhile(*args, only_noncurrent=False, **kwargs):
+            if only_noncurrent:
+                raise ObjectError("PreconditionFailed")
+            return await real_delete(*args, only_noncurrent=only_noncurrent, **kwargs)
+        node.objects.delete_object = changed_meanwhile
+        self.assertEqual(await worker.run_pass(), [])
+        # Removing the marker would have made the old version current again.
+        self.assertEqual([v[2] for v in await node.versions("bkt")], [True, False])
+        self.assertEqual(worker.totals["skipped"], 2)
+        node.objects.delete_object = real_delete
         done = await worker.run_pass()
-        self.assertEqual([(a.kind, a.rule_id) for a in done], [("remove", "markers")])
+        self.assertEqual([a.rule_id for a in done], ["old", "markers"])
         self.assertEqual(await node.versions("bkt"), [])
 
     async def test_a_days_rule_removes_lone_markers_once_old_enough(self):
@@ -466,9 +490,13 @@ class LifecycleConfigurationTests(TestCase):
                          (400, "InvalidRequest"))
         self.assertEqual(self.error(one(NoncurrentVersionExpiration={"NoncurrentDays": 0})),
                          (400, "InvalidArgument"))
+        # The node has one storage class: a transition names one it lacks.
         self.assertEqual(self.error(one(Transitions=[{"Days": 1,
                                                       "StorageClass": "GLACIER"}])),
-                         (501, "NotImplemented"))
+                         (400, "InvalidStorageClass"))
+        self.assertEqual(self.error(one(NoncurrentVersionTransitions=[{
+            "NoncurrentDays": 1, "StorageClass": "STANDARD_IA"}])),
+            (400, "InvalidStorageClass"))
 
     def test_aws_cli(self):
         path = os.path.join(self.mktemp())
@@ -535,3 +563,39 @@ class LifecycleProcessTests(TestCase):
             time.sleep(0.5)
         self.assertIn("would expire dry/k", node.log())
         self.assertEqual(s3.get_object(Bucket="dry", Key="k")["Body"].read(), b"x")
+
+    def test_size_and_and_filters_newer_noncurrent_and_markers_on_a_real_node(self):
+        node = NodeProcess(self, env={"Z4_LIFECYCLE_TEST_DAY_SECONDS": str(self.day)}).start()
+        s3 = node.client()
+        s3.create_bucket(Bucket="full")
+        s3.put_bucket_versioning(Bucket="full", VersioningConfiguration={"Status": "Enabled"})
+        s3.put_bucket_lifecycle_configuration(Bucket="full", LifecycleConfiguration={"Rules": [
+            {"ID": "big-scratch", "Status": "Enabled", "Expiration": {"Days": 1},
+             "Filter": {"And": {"Prefix": "big/", "ObjectSizeGreaterThan": 10,
+                                "Tags": [{"Key": "kind", "Value": "scratch"}]}}},
+            {"ID": "keep-one", "Filter": {"Prefix": "v/"}, "Status": "Enabled",
+             "NoncurrentVersionExpiration": {"NoncurrentDays": 1,
+                                             "NewerNoncurrentVersions": 1}},
+            {"ID": "markers", "Filter": {"Prefix": "m/"}, "Status": "Enabled",
+             "Expiration": {"ExpiredObjectDeleteMarker": True},
+             "NoncurrentVersionExpiration": {"NoncurrentDays": 1}}]})
+        s3.put_object(Bucket="full", Key="big/a", Body=b"x" * 20, Tagging="kind=scratch")
+        s3.put_object(Bucket="full", Key="big/small", Body=b"x" * 5, Tagging="kind=scratch")
+        s3.put_object(Bucket="full", Key="big/untagged", Body=b"x" * 20)
+        kept = [s3.put_object(Bucket="full", Key="v/k", Body=b"%d" % i)["VersionId"]
+                for i in range(3)][1:]
+        s3.put_object(Bucket="full", Key="m/k", Body=b"x")
+        s3.delete_object(Bucket="full", Key="m/k")
+
+        def state():
+            listing = s3.list_object_versions(Bucket="full")
+            return (sorted(v["Key"] for v in listing.get("Versions", [])
+                           if v["IsLatest"]),
+                    sorted(m["Key"] for m in listing.get("DeleteMarkers", [])),
+                    sorted(v["VersionId"] for v in listing.get("Versions", [])
+                           if v["Key"] == "v/k"))
+        expected = (["big/small", "big/untagged", "v/k"], ["big/a"], sorted(kept))
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and state() != expected:
+            time.sleep(0.5)
+        self.assertEqual(state(), expected, node.log())

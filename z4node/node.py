@@ -34,7 +34,8 @@ from z4node.objects.service import ObjectService
 from z4node.objects.system import SystemTables
 from z4node.replication.everywhere import EverywhereTables
 from z4node.s3.api import S3Api, S3Resource
-from z4node.s3.handlers import HANDLERS
+from z4node.s3.authorization import BLOCK_SETTING
+from z4node.s3.handlers import HANDLERS, public_access
 from z4node.s3.http import MiB, S3Site, UploadBudget
 from z4node.storage.atrest import (EncryptionKeyError, EncryptionRefused, open_encryption,
                                    use_at_rest)
@@ -142,6 +143,9 @@ class Node(MultiService):
             reactor, self.objects, self.meta, interval_seconds=interval,
             dry_run=dry_run, **({"day_seconds": day} if day is not None else {}))
         self.lifecycle.setServiceParent(self)
+        if options.get("block-public-access-default"):
+            self.objects.default_bucket_settings = {
+                BLOCK_SETTING: public_access.all_blocked()}
         self.ready = Deferred()
 
     @property

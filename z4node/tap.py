@@ -91,6 +91,9 @@ class Options(usage.Options):
         ["debug", None, "Log every request and background job step."],
         ["lifecycle-dry-run", None,
          "Log what lifecycle rules would delete, delete nothing (or $Z4_LIFECYCLE_DRY_RUN=1)."],
+        ["block-public-access-default", None,
+         "New buckets start with all four Block Public Access flags on (as on AWS "
+         "since 2023); each bucket can change its own. Default: off."],
     ]
 
     def postOptions(self):

@@ -141,10 +141,18 @@ class Action:
     rule_id: str
     # A "remove" of a noncurrent version (not of a lone delete marker).
     noncurrent: bool = False
+    # A delete marker's removal that is due only if every other action on
+    # its key (the removal of the versions behind it) was carried out.
+    after_others: bool = False
 
 
 def plan_key(rules, bucket, key, versions, now, day_seconds):
-    """The actions due now for one key, given its versions newest first."""
+    """The actions due now for one key, given its versions newest first.
+
+    A delete marker is expired once it is the only version left, also
+    when this very pass removes the versions behind it: it goes in the
+    same pass, after them (an Action with ``after_others``), so a test
+    "day" shows it, and not a day later."""
     if not versions:
         return []
     actions = []
@@ -153,18 +161,6 @@ def plan_key(rules, bucket, key, versions, now, day_seconds):
         expiry = current_expiration(rules, latest, day_seconds)
         if expiry is not None and expiry[0] <= now:
             actions.append(Action("expire", bucket, key, latest, expiry[1]))
-    elif len(versions) == 1:
-        # An expired object delete marker: the only version left.
-        for rule in rules:
-            if not rule.matches_version(latest):
-                continue
-            if rule.expired_object_delete_marker:
-                due = latest.last_modified
-            else:
-                due = rule.current_due(latest.last_modified, day_seconds)
-            if due is not None and due <= now:
-                actions.append(Action("remove", bucket, key, latest, rule.id))
-                break
     for rank, version in enumerate(versions[1:]):
         became_noncurrent = versions[rank].last_modified
         for rule in rules:
@@ -177,6 +173,21 @@ def plan_key(rules, bucket, key, versions, now, day_seconds):
                 if not lock.is_protected(version, now):
                     actions.append(Action("remove", bucket, key, version, rule.id,
                                           noncurrent=True))
+                break
+    if latest.delete_marker and len(actions) == len(versions) - 1:
+        # An expired object delete marker: nothing else is left after
+        # this pass's removals.
+        for rule in rules:
+            if not rule.matches_version(latest):
+                continue
+            if rule.expired_object_delete_marker:
+                # Expired from the moment it is alone.
+                due = latest.last_modified
+            else:
+                due = rule.current_due(latest.last_modified, day_seconds)
+            if due is not None and due <= now:
+                actions.append(Action("remove", bucket, key, latest, rule.id,
+                                      after_others=len(actions) > 0))
                 break
     return actions
 
@@ -326,9 +337,15 @@ class LifecycleWorker(Service):
                 batch = await self._meta.versions_of_keys(name, after, self.batch_keys)
                 now = self._clock.seconds()
                 for key, versions in batch:
+                    carried_out = True
                     for action in plan_key(rules, name, key, versions, now,
                                            self.day_seconds):
-                        await self._apply(action, done)
+                        if action.after_others and not carried_out:
+                            # A version behind the marker stayed: removing
+                            # the marker would make that version current.
+                            self.totals["skipped"] += 1
+                            continue
+                        carried_out = await self._apply(action, done) and carried_out
                 if not batch:
                     break
                 after = batch[-1][0]
@@ -362,13 +379,14 @@ class LifecycleWorker(Service):
                 break
 
     async def _apply(self, action, done):
+        """Carry out one action (or log it, dry); whether it was."""
         # The version id, or for an upload its upload id.
         name = getattr(action.version, "version_id", None) or action.version.upload_id
         what = f"{action.kind} {action.bucket}/{action.key} {name} (rule {action.rule_id!r})"
         if self.dry_run:
             self.log.info("lifecycle (dry run): would {what}", what=what)
             done.append(action)
-            return
+            return True
         try:
             if action.kind == "expire":
                 await self._expire(action)
@@ -385,10 +403,11 @@ class LifecycleWorker(Service):
             # upload): the next pass looks again.
             self.totals["skipped"] += 1
             self.log.debug("lifecycle: skipped {what}: {code}", what=what, code=e.code)
-            return
+            return False
         self.totals[action.kind] += 1
         self.log.debug("lifecycle: {what}", what=what)
         done.append(action)
+        return True
 
     async def _expire(self, action):
         """The current version's expiration: a delete marker (the null one

@@ -8,6 +8,7 @@ A write is acknowledged (its coroutine returns) only after its chunks and
 its record are durable.
 """
 
+import copy
 import hashlib
 import os
 from contextlib import contextmanager
@@ -48,6 +49,9 @@ class ObjectService:
     # The length of a lifecycle "day" (x-amz-expiration is computed with
     # it); only the test-only lifecycle setting changes it.
     lifecycle_day_seconds = 24 * 3600
+    # Settings every new bucket starts with (the node's options, such as
+    # --block-public-access-default); a request's own settings win.
+    default_bucket_settings = {}
 
     def __init__(self, clock, meta, chunks, system, hlc, random_bytes=os.urandom):
         self._clock = clock
@@ -86,7 +90,7 @@ class ObjectService:
             if existing.owner == owner_key.user_id:
                 raise ObjectError("BucketAlreadyOwnedByYou")
             raise ObjectError("BucketAlreadyExists")
-        settings = dict(settings or {})
+        settings = {**copy.deepcopy(self.default_bucket_settings), **(settings or {})}
         if object_lock:
             settings.update({"versioning": versioning.ENABLED,
                              "object_lock": {"enabled": True}})

@@ -26,6 +26,16 @@ Who may do what, in the order :func:`decide` asks:
 7. Nothing else: AccessDenied. Anonymous requests get only what 1-6 give
    to everyone.
 
+The bucket's Block Public Access settings (:data:`BLOCK_SETTING`, see
+:func:`blocks`) act as AWS documents them, for every key, the admin
+key included: ``IgnorePublicAcls`` takes the grants to AllUsers and
+AuthenticatedUsers out of step 6; ``RestrictPublicBuckets`` makes a public
+policy's Allow (step 5) count only for the bucket's own keys (the keys
+that hold a grant on it); ``BlockPublicAcls`` refuses a request that
+sets a public ACL (:func:`authorize` for ACL headers,
+:func:`refuse_public_acl` for an ACL document); ``BlockPublicPolicy``
+refuses to store a public policy (:func:`refuse_public_policy`).
+
 :data:`_NEEDS` says what each operation needs: its S3 action (the name a
 policy's ``Action`` matches), the grant that covers it, and the ACL
 permission that covers it (on the bucket, or on the object).
@@ -106,6 +116,9 @@ _NEEDS = {
     "PutBucketAcl": Need("s3:PutBucketAcl", OWNER, acls.WRITE_ACP),
     "GetObjectAcl": Need("s3:GetObjectAcl", READ, acls.READ_ACP, True),
     "PutObjectAcl": Need("s3:PutObjectAcl", OWNER, acls.WRITE_ACP, True),
+    "GetPublicAccessBlock": Need("s3:GetBucketPublicAccessBlock", OWNER),
+    "PutPublicAccessBlock": Need("s3:PutBucketPublicAccessBlock", OWNER),
+    "DeletePublicAccessBlock": Need("s3:PutBucketPublicAccessBlock", OWNER),
     "GetBucketOwnershipControls": Need("s3:GetBucketOwnershipControls", OWNER),
     "PutBucketOwnershipControls": Need("s3:PutBucketOwnershipControls", OWNER),
     "DeleteBucketOwnershipControls": Need("s3:PutBucketOwnershipControls", OWNER),
@@ -293,6 +306,59 @@ def _grant_covers(system, key, bucket, level):
     return (level == READ and grant.can_read) or (level == WRITE and grant.can_write)
 
 
+# -- Block Public Access ---------------------------------------------------
+
+# The bucket setting that holds the flags ({flag: bool}).
+BLOCK_SETTING = "public_access_block"
+BLOCK_FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
+               "RestrictPublicBuckets")
+# Operations whose ACL headers (x-amz-acl, x-amz-grant-*) set an ACL.
+_SETS_ACL = frozenset({"CreateBucket", "PutBucketAcl", "PutObject", "CopyObject",
+                       "CreateMultipartUpload", "PostObject", "PutObjectAcl"})
+
+
+def blocks(settings, flag):
+    """Whether a bucket's settings (or the node's defaults for new
+    buckets) turn on one of :data:`BLOCK_FLAGS`."""
+    return bool((settings.get(BLOCK_SETTING) or {}).get(flag))
+
+
+def _blocked(reason):
+    return S3Error("AccessDenied", f"Access Denied: the bucket's public access block "
+                   f"({reason}) refuses this")
+
+
+def refuse_public_acl(bucket, acl):
+    """Raise AccessDenied if ``bucket`` blocks public ACLs and ``acl`` (an
+    ACL a request sets) is public."""
+    if blocks(bucket.settings, "BlockPublicAcls") and acl.is_public():
+        raise _blocked("BlockPublicAcls")
+
+
+def refuse_public_policy(bucket, policy):
+    """Raise AccessDenied if ``bucket`` blocks public policies and
+    ``policy`` (parsed, about to be stored) is public."""
+    if blocks(bucket.settings, "BlockPublicPolicy") and policy.is_public():
+        raise _blocked("BlockPublicPolicy")
+
+
+def _without_public_grants(acl):
+    return acls.Acl(acl.owner, tuple(
+        g for g in acl.grants
+        if not (g.kind == acls.GROUP and g.value in (acls.ALL_USERS,
+                                                      acls.AUTHENTICATED_USERS))))
+
+
+def _policy_allow_counts(system, key, bucket, policy):
+    """Whether a policy's Allow may open the bucket to this requester:
+    under RestrictPublicBuckets a public policy serves only the bucket's
+    own keys (AWS: "only AWS service principals and authorized users
+    within the bucket owner's account")."""
+    if not (blocks(bucket.settings, "RestrictPublicBuckets") and policy.is_public()):
+        return True
+    return key is not None and system.grant(bucket.name, key.access_key_id) is not None
+
+
 def decide(system, request, optimistic=False):
     """Whether ``request`` (an :class:`AccessRequest`) is allowed, and why.
 
@@ -326,10 +392,13 @@ def decide(system, request, optimistic=False):
     if key is not None and bucket is not None and _grant_covers(system, key, bucket.name,
                                                                 need.grant):
         return Decision(True, f"{need.grant} grant", "grant")
-    if verdict is not None and verdict.allow is not None:
+    if verdict is not None and verdict.allow is not None \
+            and _policy_allow_counts(system, key, bucket, policy):
         return Decision(True, f"bucket policy statement {verdict.allow.sid}", "policy")
     if bucket is not None and need.acl is not None and acls.acls_enabled(bucket):
         acl = request.object_acl if need.acl_on_object else acls.bucket_acl(bucket)
+        if acl is not None and blocks(bucket.settings, "IgnorePublicAcls"):
+            acl = _without_public_grants(acl)
         if acl is not None and acl.allows(key, need.acl, ignore_user=bucket.owner):
             return Decision(True, f"{'object' if need.acl_on_object else 'bucket'} ACL", "acl")
     return Decision(False, "no grant, bucket policy or ACL allows it", "none")
@@ -454,6 +523,8 @@ async def authorize(api, call):
         return
     key, system = call.access_key, api.system
     bucket = system.bucket(call.bucket) if call.bucket is not None else None
+    if call.operation in _SETS_ACL:
+        _refuse_public_acl_headers(api, call, bucket)
     if key is not None and key.is_admin and (bucket is None or "policy" not in bucket.settings):
         return
     call.access_context = request_context(api, call)
@@ -478,6 +549,23 @@ async def authorize(api, call):
     call.decision = decision
     if not decision.allowed:
         raise S3Error("AccessDenied")
+
+
+def _refuse_public_acl_headers(api, call, bucket):
+    """BlockPublicAcls for an ACL set by headers, whoever asks (an ACL
+    document in a body is checked where it is read). A new bucket has the
+    node's defaults for new buckets."""
+    if call.operation == "CreateBucket":
+        settings = api.objects.default_bucket_settings
+    else:
+        settings = bucket.settings if bucket is not None else {}
+    if not blocks(settings, "BlockPublicAcls") or not acls.has_acl_headers(call.headers):
+        return
+    # Grantee ids are checked by the handler; only public groups matter here.
+    requested = acls.from_headers(call.headers, "", "", call.operation == "CreateBucket",
+                                  lambda user_id: True)
+    if requested is not None and requested.is_public():
+        raise _blocked("BlockPublicAcls")
 
 
 def _may_list(api, call, bucket):
@@ -556,12 +644,15 @@ def can_see_bucket(system, key, bucket):
 
 def bucket_is_public(bucket):
     """Whether a Bucket record's policy (by S3's PolicyStatus rule) or its
-    ACL (when ACLs count) opens it to everyone. Object ACLs are not
-    looked at."""
+    ACL (when ACLs count) opens it to everyone, unless its public access
+    block (RestrictPublicBuckets, IgnorePublicAcls) takes that away.
+    Object ACLs are not looked at."""
     policy = bucket_policy(bucket)
-    if policy is not None and policy.is_public():
+    if policy is not None and policy.is_public() \
+            and not blocks(bucket.settings, "RestrictPublicBuckets"):
         return True
-    return acls.acls_enabled(bucket) and acls.bucket_acl(bucket).is_public()
+    return acls.acls_enabled(bucket) and acls.bucket_acl(bucket).is_public() \
+        and not blocks(bucket.settings, "IgnorePublicAcls")
 
 
 def summarize(system, key):

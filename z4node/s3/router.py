@@ -20,17 +20,18 @@ UNIMPLEMENTED = frozenset({
     "accelerate", "analytics",
     "intelligent-tiering", "inventory", "logging",
     "metadataTable", "metrics", "notification",
-    "publicAccessBlock",
     "replication", "requestPayment", "restore", "select",
     "torrent", "website", "renameObject", "session",
 })
 # Sub-resources of buckets only: on an object they name nothing.
-BUCKET_ONLY = frozenset({"policy", "policyStatus", "ownershipControls"})
+BUCKET_ONLY = frozenset({"policy", "policyStatus", "ownershipControls", "publicAccessBlock"})
 # Bucket sub-resource -> {method: operation}.
 _BUCKET_SETTINGS = {
     "policy": {"GET": "GetBucketPolicy", "PUT": "PutBucketPolicy",
                "DELETE": "DeleteBucketPolicy"},
     "policyStatus": {"GET": "GetBucketPolicyStatus"},
+    "publicAccessBlock": {"GET": "GetPublicAccessBlock", "PUT": "PutPublicAccessBlock",
+                          "DELETE": "DeletePublicAccessBlock"},
     "acl": {"GET": "GetBucketAcl", "PUT": "PutBucketAcl"},
     "ownershipControls": {"GET": "GetBucketOwnershipControls",
                           "PUT": "PutBucketOwnershipControls",

@@ -3,7 +3,7 @@ operation the router can name to its coroutine ``handler(api, call)``."""
 
 from z4node.s3.handlers import (acl, buckets, cors, encryption, lifecycle, listing,
                                 multipart, object_lock, objects, policy, post_object,
-                                tagging, versioning)
+                                public_access, tagging, versioning)
 
 HANDLERS = {
     "ListBuckets": buckets.list_buckets,
@@ -38,6 +38,9 @@ HANDLERS = {
     "PutBucketPolicy": policy.put_bucket_policy,
     "DeleteBucketPolicy": policy.delete_bucket_policy,
     "GetBucketPolicyStatus": policy.get_bucket_policy_status,
+    "GetPublicAccessBlock": public_access.get_public_access_block,
+    "PutPublicAccessBlock": public_access.put_public_access_block,
+    "DeletePublicAccessBlock": public_access.delete_public_access_block,
     "GetBucketAcl": acl.get_bucket_acl,
     "PutBucketAcl": acl.put_bucket_acl,
     "GetObjectAcl": acl.get_object_acl,

@@ -3,6 +3,7 @@ Get/Put/DeleteBucketOwnershipControls. The ACL forms themselves (canned,
 grant headers, XML) are resolved in ``z4node.s3.acl``."""
 
 from z4node.s3 import acl as acls
+from z4node.s3 import authorization
 from z4node.s3 import xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
@@ -36,7 +37,10 @@ async def _requested_acl(api, call, owner, bucket_owner, for_bucket):
         document = await api.parse_xml(body, "AccessControlPolicy")
     except S3Error:
         raise S3Error("MalformedACLError") from None
-    return acls.from_xml(document, owner, user_exists(api))
+    acl = acls.from_xml(document, owner, user_exists(api))
+    # ACL headers met Block Public Access in authorize(); a document meets it here.
+    authorization.refuse_public_acl(api.objects.bucket(call.bucket), acl)
+    return acl
 
 
 def _acl_response(api, acl):

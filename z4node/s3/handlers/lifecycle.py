@@ -105,6 +105,22 @@ def _parse_date(text):
     return moment.timestamp()
 
 
+def _refuse_transitions(rule_element):
+    """A transition moves objects to another storage class; the node has
+    only STANDARD, so every transition names a class it does not have: a
+    400 the client can act on (as MinIO answers a transition to a tier it
+    does not know), after the same shape checks S3 makes."""
+    for name in ("Transition", "NoncurrentVersionTransition"):
+        for transition in rule_element.findall(name):
+            storage_class = only(transition, "StorageClass")
+            if storage_class is None:
+                raise S3Error("MalformedXML")
+            raise S3Error("InvalidStorageClass", "The storage class you specified is not "
+                          f"valid: this node stores every object as STANDARD and cannot "
+                          f"transition objects to {storage_class.strip()!r}",
+                          extra={"StorageClassRequested": storage_class.strip()})
+
+
 def _parse_rule(element):
     rule_id = only(element, "ID")
     if rule_id is None or rule_id == "":
@@ -119,10 +135,7 @@ def _parse_rule(element):
         raise S3Error("MalformedXML")
     rule.enabled = status == "Enabled"
     _parse_filter(element, rule)
-    if element.find("Transition") is not None \
-            or element.find("NoncurrentVersionTransition") is not None:
-        raise S3Error("NotImplemented", "Transition actions are not implemented: "
-                      "z4node has one storage class.")
+    _refuse_transitions(element)
     actions = 0
     expiration = element.findall("Expiration")
     if len(expiration) > 1:

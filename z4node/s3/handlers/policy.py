@@ -5,7 +5,7 @@ it as it came) in ``Bucket.settings["policy"]``; it is parsed and checked
 before it is stored, so a stored policy always parses.
 """
 
-from z4node.s3 import policy, xml
+from z4node.s3 import authorization, policy, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.documents import read_body
@@ -29,7 +29,8 @@ async def put_bucket_policy(api, call):
         too_large=S3Error("MalformedPolicy", "Policy exceeds the maximum allowed document size."))
     if not body.strip():
         raise S3Error("MalformedPolicy", "Missing policy")
-    policy.parse(body, call.bucket, lambda spec: principal_exists(api.system, spec))
+    parsed = policy.parse(body, call.bucket, lambda spec: principal_exists(api.system, spec))
+    authorization.refuse_public_policy(api.objects.bucket(call.bucket), parsed)
     text = body.decode("utf-8")
 
     def store(settings):
