@@ -291,6 +291,16 @@ class BotocoreTrailerTests(DecodeFailures, SynchronousTestCase):
             headers = {**view.headers, "x-amz-decoded-content-length": declared}
             self.assertDecodeFails("IncompleteBody", credentials, headers, body)
 
+    def test_decoded_length_that_is_no_number_of_bytes(self):
+        # Found by the fuzzer: 5,000 digits passed isdigit() and made int()
+        # raise (a 500); so did a superscript digit.
+        view, body = self.upload(b"hello")
+        credentials = authenticate(view, SECRETS.get, NOW)
+        for declared in ("9" * 5000, "\u00b2", "-5", str(2 ** 63)):
+            headers = {**view.headers, "x-amz-decoded-content-length": declared}
+            error = self.assertRaises(S3Error, AwsChunkedDecoder, credentials, headers)
+            self.assertEqual((error.code, error.status), ("InvalidArgument", 400))
+
 
 @st.composite
 def uploads(draw):

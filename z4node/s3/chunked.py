@@ -30,6 +30,7 @@ import re
 
 from z4node.objects.checksums import algorithm_from_header, new_checksum
 from z4node.objects.errors import ObjectError
+from z4node.s3 import integers
 from z4node.s3.errors import S3Error
 from z4node.s3.sigv4 import (EMPTY_SHA256, STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER,
                              STREAMING_UNSIGNED_TRAILER, same_signature)
@@ -102,11 +103,9 @@ class AwsChunkedDecoder:
             self._checksum = new_checksum(self._algorithm)
 
         declared = headers.get("x-amz-decoded-content-length")
-        if declared is not None and not (declared.isdigit() and declared.isascii()):
-            raise S3Error("InvalidArgument", "x-amz-decoded-content-length must be a number of bytes.",
-                          extra={"ArgumentName": "x-amz-decoded-content-length",
-                                 "ArgumentValue": declared})
-        self._declared = int(declared) if declared is not None else None
+        self._declared = None if declared is None else integers.parameter(
+            declared, "x-amz-decoded-content-length", maximum=integers.INT64_MAX,
+            message="x-amz-decoded-content-length must be a number of bytes.")
 
         # A line (chunk header, trailer) begun in one feed and ended in a
         # later one; payload bytes never pass through it.
