@@ -26,7 +26,8 @@ async def create_bucket(api, call):
     await read_document(api, call, "CreateBucketConfiguration", optional=True)
     key = call.access_key
     settings = acls.new_bucket_settings(
-        call.headers, key.user_id, lambda user_id: api.system.key_by_user_id(user_id) is not None)
+        call.headers, key.user_id, lambda user_id: api.system.key_by_user_id(user_id) is not None,
+        api.objects.default_ownership)
     lock = call.headers.get("x-amz-bucket-object-lock-enabled", "").strip().lower()
     await api.objects.create_bucket(call.bucket, key, settings, object_lock=lock == "true")
     return Response(headers={"location": f"/{call.bucket}"})

@@ -5,6 +5,7 @@ import base64
 import binascii
 from urllib.parse import quote
 
+from z4node.s3 import acl as acls
 from z4node.s3 import conditions, integers, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
@@ -27,8 +28,9 @@ def _encoder(call):
     return "url", lambda s: quote(s, safe="/")
 
 
-def _contents(api, items, encode, with_owner):
+def _contents(api, bucket, items, encode, with_owner):
     names = api.system.user_names() if with_owner else None
+    target = api.objects.bucket(bucket)
     out = []
     for item in items:
         if not isinstance(item, str):
@@ -37,8 +39,9 @@ def _contents(api, items, encode, with_owner):
                         ("ETag", conditions.quoted(item.etag)),
                         ("Size", item.size)]
             if with_owner:
-                children.append(("Owner", [("ID", item.owner),
-                                           ("DisplayName", names.get(item.owner, ""))]))
+                owner = acls.reported_owner(target, item.owner)
+                children.append(("Owner", [("ID", owner),
+                                           ("DisplayName", names.get(owner, ""))]))
             children.append(("StorageClass", "STANDARD"))
             out.append(("Contents", children))
     for item in items:
@@ -78,7 +81,7 @@ async def list_objects_v1(api, call):
         children.append(("NextMarker", encode(_last_name(items))))
     if encoding:
         children.append(("EncodingType", encoding))
-    children.extend(_contents(api, items, encode, with_owner=True))
+    children.extend(_contents(api, call.bucket, items, encode, with_owner=True))
     return Response(headers={"content-type": "application/xml"},
                     body=xml.document("ListBucketResult", children))
 
@@ -118,6 +121,6 @@ async def list_objects_v2(api, call):
         children.append(("StartAfter", encode(start_after)))
     if encoding:
         children.append(("EncodingType", encoding))
-    children.extend(_contents(api, items, encode, with_owner=fetch_owner))
+    children.extend(_contents(api, call.bucket, items, encode, with_owner=fetch_owner))
     return Response(headers={"content-type": "application/xml"},
                     body=xml.document("ListBucketResult", children))
