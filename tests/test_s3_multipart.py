@@ -276,9 +276,13 @@ class MultipartTests(S3Assertions, TestCase):
                            Key="more", UploadId=upload_id, PartNumber=1,
                            CopySource="mpu/missing")
         # A copy range names both ends within the source; nothing is clamped.
-        for spec in ("bytes=20-30", "bytes=0-10", "bytes=5-", "bytes=-3", "bytes=6-2",
-                     "0-3", "bytes=0-1,3-4"):
+        for spec in ("bytes=5-", "bytes=-3", "bytes=6-2", "0-3", "bytes=0-1,3-4"):
             self.assertS3Error("InvalidArgument", 400, self.s3.upload_part_copy, Bucket="mpu",
+                               Key="more", UploadId=upload_id, PartNumber=1,
+                               CopySource="mpu/small source", CopySourceRange=spec)
+        # One past the source's end is unsatisfiable: InvalidRange, as on S3.
+        for spec in ("bytes=20-30", "bytes=0-10"):
+            self.assertS3Error("InvalidRange", 416, self.s3.upload_part_copy, Bucket="mpu",
                                Key="more", UploadId=upload_id, PartNumber=1,
                                CopySource="mpu/small source", CopySourceRange=spec)
         self.assertEqual(self.s3.list_parts(Bucket="mpu", Key="more",

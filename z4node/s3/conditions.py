@@ -195,10 +195,14 @@ def parse_copy_range(spec, size):
                       extra={"ArgumentName": "x-amz-copy-source-range", "ArgumentValue": spec})
     start = integers.non_negative(match.group(1), integers.INT64_MAX)
     end = integers.non_negative(match.group(2), integers.INT64_MAX)
-    if start is None or end is None or start > end or end >= size:
+    if start is None or end is None or start > end:
         raise S3Error("InvalidArgument",
                       f"Range specified is not valid for source object of size: {size}",
                       extra={"ArgumentName": "x-amz-copy-source-range", "ArgumentValue": spec})
+    if end >= size:
+        # Well formed but past the source's end: unsatisfiable, as S3 says.
+        raise S3Error("InvalidRange", headers={"content-range": f"bytes */{size}"},
+                      extra={"RangeRequested": spec, "ActualObjectSize": str(size)})
     return start, end
 
 

@@ -86,13 +86,16 @@ async def list_objects_v1(api, call):
                     body=xml.document("ListBucketResult", children))
 
 
-def _token(name):
+def make_token(name):
     return base64.urlsafe_b64encode(name.encode("utf-8")).decode("ascii")
 
 
-def _untoken(token):
+def untoken(token):
     try:
-        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+        # validate: without it, characters outside the alphabet are
+        # skipped and "%%" would decode to "", the start of the listing.
+        return base64.b64decode(token.encode("ascii"), altchars=b"-_",
+                                validate=True).decode("utf-8")
     except (binascii.Error, UnicodeError, ValueError):
         raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
                       extra={"ArgumentName": "continuation-token"}) from None
@@ -106,7 +109,7 @@ async def list_objects_v2(api, call):
     limit = max_keys(call)
     encoding, encode = _encoder(call)
     fetch_owner = call.query.get("fetch-owner", "false").lower() == "true"
-    after = _untoken(token) if token is not None else (start_after or None)
+    after = untoken(token) if token is not None else (start_after or None)
     items, truncated = await _page(api, call.bucket, prefix, delimiter, after, limit)
     children = [("Name", call.bucket), ("Prefix", encode(prefix)),
                 ("KeyCount", len(items)), ("MaxKeys", limit)]
@@ -116,7 +119,7 @@ async def list_objects_v2(api, call):
     if token is not None:
         children.append(("ContinuationToken", token))
     if truncated and items:
-        children.append(("NextContinuationToken", _token(_last_name(items))))
+        children.append(("NextContinuationToken", make_token(_last_name(items))))
     if start_after:
         children.append(("StartAfter", encode(start_after)))
     if encoding:

@@ -216,9 +216,10 @@ def part_range(version, number):
     multipart upload is its own part 1."""
     sizes = version.meta.get("parts") or [version.size]
     if number > len(sizes):
+        # 400, as S3 answers (not 416: no byte range was asked for).
         raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable",
-                      status=416, extra={"PartNumberRequested": str(number),
-                                         "ActualPartCount": str(len(sizes))})
+                      extra={"PartNumberRequested": str(number),
+                             "ActualPartCount": str(len(sizes))})
     start = sum(sizes[:number - 1])
     return start, start + sizes[number - 1] - 1
 
