@@ -124,8 +124,12 @@ class ConditionalCompleteTests(S3Assertions, TestCase):
         s3 = self.s3
         # If-None-Match: * creates only.
         upload, parts = self.upload("k", b"first")
-        s3.complete_multipart_upload(Bucket="mpu", Key="k", UploadId=upload,
-                                     MultipartUpload=parts, IfNoneMatch="*")
+        first = s3.complete_multipart_upload(Bucket="mpu", Key="k", UploadId=upload,
+                                             MultipartUpload=parts, IfNoneMatch="*")
+        # Its retry repeats the completion that created the object.
+        again = s3.complete_multipart_upload(Bucket="mpu", Key="k", UploadId=upload,
+                                             MultipartUpload=parts, IfNoneMatch="*")
+        self.assertEqual(again["ETag"], first["ETag"])
         upload, parts = self.upload("k", b"second")
         error = self.assertRaises(ClientError, s3.complete_multipart_upload, Bucket="mpu",
                                   Key="k", UploadId=upload, MultipartUpload=parts,

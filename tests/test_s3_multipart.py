@@ -83,7 +83,8 @@ class MultipartTests(S3Assertions, TestCase):
         self.assertEqual(self.s3.list_multipart_uploads(Bucket="mpu").get("Uploads", []), [])
         self.assertS3Error("NoSuchUpload", 404, self.s3.list_parts, Bucket="mpu",
                            Key="big/object", UploadId=upload_id)
-        self.assertS3Error("NoSuchUpload", 404, self.complete, "big/object", upload_id, etags)
+        # Completing it again is a retry: the same answer (RetriedCompletionTests).
+        self.assertEqual(self.complete("big/object", upload_id, etags)["ETag"], done["ETag"])
         self.assertS3Error("NoSuchUpload", 404, self.s3.abort_multipart_upload,
                            Bucket="mpu", Key="big/object", UploadId=upload_id)
 
@@ -352,6 +353,25 @@ class RetriedCompletionTests(S3Assertions, TestCase):
         self.s3.delete_object(Bucket="mpu", Key="k", VersionId=first["VersionId"])
         self.assertS3Error("NoSuchUpload", 404, self.s3.complete_multipart_upload,
                            Bucket="mpu", Key="k", UploadId=upload_id, MultipartUpload=parts)
+
+    def test_a_part_sent_again_completes_with_its_latest_etag_and_checksum(self):
+        upload_id = self.s3.create_multipart_upload(Bucket="mpu", Key="again",
+                                                    ChecksumAlgorithm="SHA256")["UploadId"]
+        first = self.s3.upload_part(Bucket="mpu", Key="again", UploadId=upload_id,
+                                    PartNumber=1, Body=b"first", ChecksumAlgorithm="SHA256")
+        second = self.s3.upload_part(Bucket="mpu", Key="again", UploadId=upload_id,
+                                     PartNumber=1, Body=b"second")
+        self.assertNotEqual(first["ChecksumSHA256"], second["ChecksumSHA256"])
+        listed = self.s3.list_parts(Bucket="mpu", Key="again", UploadId=upload_id)["Parts"]
+        self.assertEqual([(p["ETag"], p["ChecksumSHA256"]) for p in listed],
+                         [(second["ETag"], second["ChecksumSHA256"])])
+        done = self.s3.complete_multipart_upload(
+            Bucket="mpu", Key="again", UploadId=upload_id, MultipartUpload={"Parts": [
+                {"PartNumber": 1, "ETag": second["ETag"],
+                 "ChecksumSHA256": second["ChecksumSHA256"]}]})
+        self.assertEqual(done["ETag"], multipart_etag([b"second"]))
+        self.assertEqual(self.s3.get_object(Bucket="mpu", Key="again")["Body"].read(),
+                         b"second")
 
     def test_boto3_retries_a_completion_whose_answer_was_lost(self):
         """The first attempt completes on the node but its answer never

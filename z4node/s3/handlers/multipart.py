@@ -126,17 +126,18 @@ async def complete_upload(api, call):
             expected = (algorithm, value)
     # Optional here (S3 needs them only for checksums); checked if given.
     customer_key = sse.customer_key(call)
-    precondition = await early_write_precondition(api, call)
     try:
         upload = await api.objects.get_upload(call.bucket, call.key, call.query["uploadId"])
         # The object's owner follows the ACL its upload was created with.
         owner = new_owner(call, upload.meta)
+        precondition = await early_write_precondition(api, call)
     except ObjectError as e:
         if e.code != "NoSuchUpload":
             raise
         # Perhaps a retry of a completion that succeeded: complete_upload
-        # answers with what that made, whose owner is already stored.
-        owner = authorization.owner_id(call)
+        # answers with what that made (whose owner is stored), and its
+        # If-None-Match: * was met by the completion it repeats.
+        owner, precondition = authorization.owner_id(call), None
     version = await api.objects.complete_upload(
         call.bucket, call.key, call.query["uploadId"], requested,
         owner=owner, precondition=precondition,
@@ -176,10 +177,14 @@ async def list_parts(api, call):
                 ("NextPartNumberMarker", parts[-1].part_number if parts else marker),
                 ("MaxParts", limit), ("IsTruncated", truncated)]
     for part in parts:
+        # The latest upload of each part: its ETag and checksums, which a
+        # client resuming an upload completes with.
         children.append(("Part", [("PartNumber", part.part_number),
                                   ("LastModified", xml.iso8601(part.last_modified)),
                                   ("ETag", conditions.quoted(part.etag)),
-                                  ("Size", part.size)]))
+                                  ("Size", part.size)] + [
+            ("Checksum" + algorithm, value)
+            for algorithm, value in sorted(part.meta.get("checksums", {}).items())]))
     return Response(headers={"content-type": "application/xml"},
                     body=xml.document("ListPartsResult", children))
 
