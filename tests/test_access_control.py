@@ -26,8 +26,11 @@ def policy(*statements):
 
 
 class AccessTestCase(TestCase):
+    # twistd z4node options of the node under test.
+    node_args = ()
+
     def setUp(self):
-        self.node = NodeProcess(self).start()
+        self.node = NodeProcess(self, args=self.node_args).start()
         self.admin = self.node.client()
         self.anonymous = self.node.client(signature_version=UNSIGNED)
 
@@ -446,8 +449,13 @@ class EveryOperationTests(AccessTestCase):
         self.allowed_everywhere(stranger_s3, "guarded", stranger["user_id"])
 
 
-class AclTests(AccessTestCase):
-    def test_acls_are_off_by_default(self):
+class EnforcedOwnershipTests(AccessTestCase):
+    """A node run with --object-ownership BucketOwnerEnforced: ACLs are off
+    in new buckets, as on AWS."""
+
+    node_args = ("--object-ownership", "BucketOwnerEnforced")
+
+    def test_acls_are_off_in_new_buckets(self):
         admin_id = self.admin.list_buckets()["Owner"]["ID"]
         self.admin.create_bucket(Bucket="plain")
         controls = self.admin.get_bucket_ownership_controls(Bucket="plain")
@@ -480,6 +488,62 @@ class AclTests(AccessTestCase):
         self.admin.create_bucket(Bucket="quiet", ACL="private")
         self.assertS3Error("AccessDenied", 403, self.anonymous.get_object, Bucket="plain",
                            Key="private")
+        # A bucket may still ask for ACLs at creation.
+        self.admin.create_bucket(Bucket="open", ObjectOwnership="ObjectWriter",
+                                 ACL="public-read")
+        self.admin.put_object(Bucket="open", Key="k", Body=b"open", ACL="public-read")
+        self.assertEqual(self.http("GET", "/open/k"), (200, b"open"))
+        # The bucket owner owns what others write, and listings say so.
+        writer, writer_s3 = self.new_key("writer")
+        self.z4("bucket", "allow", "plain", "--key", "writer", "--write")
+        writer_s3.put_object(Bucket="plain", Key="by-writer", Body=b"w")
+        listing = {o["Key"]: o["Owner"]["ID"]
+                   for o in self.admin.list_objects(Bucket="plain")["Contents"]}
+        self.assertEqual(listing["by-writer"], admin_id)
+        acl = self.admin.get_object_acl(Bucket="plain", Key="by-writer")
+        self.assertEqual(acl["Owner"]["ID"], admin_id)
+
+
+class AclTests(AccessTestCase):
+    def test_acls_are_on_by_default(self):
+        """The node's default ownership is ObjectWriter: `aws s3 cp --acl
+        public-read` publishes a file, and the writer owns it."""
+        admin_id = self.admin.list_buckets()["Owner"]["ID"]
+        self.node.aws("s3api", "create-bucket", "--bucket", "site")
+        controls = self.admin.get_bucket_ownership_controls(Bucket="site")
+        self.assertEqual(controls["OwnershipControls"]["Rules"],
+                         [{"ObjectOwnership": "ObjectWriter"}])
+        workdir = os.path.abspath(self.mktemp())
+        os.makedirs(workdir)
+        source = os.path.join(workdir, "index.html")
+        with open(source, "wb") as f:
+            f.write(b"<h1>hello</h1>")
+        self.node.aws("s3", "cp", source, "s3://site/index.html", "--acl", "public-read")
+        self.assertEqual(self.http("GET", "/site/index.html"), (200, b"<h1>hello</h1>"))
+        self.node.aws("s3", "cp", source, "s3://site/private.html")
+        self.assertEqual(self.http("GET", "/site/private.html")[0], 403)
+        # A public bucket ACL at creation, as s3cmd and scripts send it.
+        self.admin.create_bucket(Bucket="public", ACL="public-read")
+        self.assertIn((ALL_USERS, "READ"),
+                      self.grants(self.admin.get_bucket_acl(Bucket="public")))
+        # The writer owns what it writes.
+        writer, writer_s3 = self.new_key("writer")
+        self.z4("bucket", "allow", "site", "--key", "writer", "--write")
+        writer_s3.put_object(Bucket="site", Key="by-writer", Body=b"w")
+        listing = {o["Key"]: o["Owner"]["ID"]
+                   for o in self.admin.list_objects(Bucket="site")["Contents"]}
+        self.assertEqual(listing, {"index.html": admin_id, "private.html": admin_id,
+                                   "by-writer": writer["user_id"]})
+        self.assertEqual(self.admin.get_object_acl(Bucket="site", Key="by-writer")["Owner"]["ID"],
+                         writer["user_id"])
+        # Switched to BucketOwnerEnforced, the bucket owner owns it all.
+        self.admin.put_bucket_ownership_controls(
+            Bucket="site", OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]})
+        listing = {o["Key"]: o["Owner"]["ID"]
+                   for o in self.admin.list_objects(Bucket="site")["Contents"]}
+        self.assertEqual(set(listing.values()), {admin_id})
+        self.assertS3Error("InvalidArgument", 400, self.admin.create_bucket, Bucket="bad",
+                           ObjectOwnership="Nobody")
 
     def test_acls_when_the_bucket_enables_them(self):
         alice, alice_s3 = self.new_key("alice")
@@ -584,6 +648,13 @@ class AclTests(AccessTestCase):
         self.assertEqual(acl["Owner"]["ID"], owner["user_id"])
         acl = owner_s3.get_object_acl(Bucket="pref", Key="kept")
         self.assertEqual(acl["Owner"]["ID"], writer["user_id"])
+        # Listings report the same owners.
+        listing = {o["Key"]: o["Owner"]["ID"]
+                   for o in owner_s3.list_objects_v2(Bucket="pref", FetchOwner=True)["Contents"]}
+        self.assertEqual(listing, {"given": owner["user_id"], "kept": writer["user_id"]})
+        versions = {v["Key"]: v["Owner"]["ID"]
+                    for v in owner_s3.list_object_versions(Bucket="pref")["Versions"]}
+        self.assertEqual(versions, listing)
         # The writer has no read grant: it reads what it owns, by its ACL.
         self.assertEqual(writer_s3.get_object(Bucket="pref", Key="kept")["Body"].read(), b"kept")
         self.assertS3Error("AccessDenied", 403, writer_s3.get_object, Bucket="pref",

@@ -110,8 +110,8 @@ class ObjectLockTests(TestCase):
         bucket = self.locked_bucket()
         for retention, expected in (
                 ({"Mode": "GOVERNANCE", "Days": 1, "Years": 1}, (400, "MalformedXML")),
-                ({"Mode": "GOVERNANCE", "Days": 0}, (400, "InvalidArgument")),
-                ({"Mode": "GOVERNANCE", "Years": -1}, (400, "InvalidArgument")),
+                ({"Mode": "GOVERNANCE", "Days": 0}, (400, "InvalidRetentionPeriod")),
+                ({"Mode": "GOVERNANCE", "Years": -1}, (400, "InvalidRetentionPeriod")),
                 ({"Mode": "invalid", "Years": 1}, (400, "MalformedXML"))):
             self.assertEqual(self.error(s3.put_object_lock_configuration, Bucket=bucket,
                                         ObjectLockConfiguration={

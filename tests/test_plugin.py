@@ -35,6 +35,15 @@ class PluginTests(TestCase):
         with self.assertRaises(usage.UsageError):
             Options().parseOptions(["--port", "70000"])
 
+    def test_object_ownership_option(self):
+        self.assertEqual(Options()["object-ownership"], "ObjectWriter")
+        for mode in ("ObjectWriter", "BucketOwnerPreferred", "BucketOwnerEnforced"):
+            options = Options()
+            options.parseOptions(["--object-ownership", mode])
+            self.assertEqual(options["object-ownership"], mode)
+        with self.assertRaises(usage.UsageError):
+            Options().parseOptions(["--object-ownership", "Writer"])
+
     def test_startup_heap_is_frozen_once_the_node_is_ready(self):
         # The startup heap is left out of full collections, whose pauses
         # were the 4 KiB p99 at concurrency 32 (docs/performance.md).

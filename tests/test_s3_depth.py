@@ -174,7 +174,7 @@ class DepthTests(TestCase):
         self.assertEqual(head["ContentLength"], 4)
         with self.assertRaises(ClientError) as raised:
             s3.get_object(Bucket="depth", Key="parts", PartNumber=4)
-        self.assertEqual(raised.exception.response["ResponseMetadata"]["HTTPStatusCode"], 416)
+        self.assertEqual(raised.exception.response["ResponseMetadata"]["HTTPStatusCode"], 400)
         s3.put_object(Bucket="depth", Key="single", Body=b"whole")
         self.assertEqual(s3.get_object(Bucket="depth", Key="single", PartNumber=1)["Body"].read(),
                          b"whole")

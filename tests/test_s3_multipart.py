@@ -7,7 +7,11 @@ import hashlib
 import io
 import os
 
+import boto3
 from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import ReadTimeoutError
+from botocore.httpsession import URLLib3Session
 from twisted.trial.unittest import TestCase
 
 from tests import s3http
@@ -79,7 +83,8 @@ class MultipartTests(S3Assertions, TestCase):
         self.assertEqual(self.s3.list_multipart_uploads(Bucket="mpu").get("Uploads", []), [])
         self.assertS3Error("NoSuchUpload", 404, self.s3.list_parts, Bucket="mpu",
                            Key="big/object", UploadId=upload_id)
-        self.assertS3Error("NoSuchUpload", 404, self.complete, "big/object", upload_id, etags)
+        # Completing it again is a retry: the same answer (RetriedCompletionTests).
+        self.assertEqual(self.complete("big/object", upload_id, etags)["ETag"], done["ETag"])
         self.assertS3Error("NoSuchUpload", 404, self.s3.abort_multipart_upload,
                            Bucket="mpu", Key="big/object", UploadId=upload_id)
 
@@ -272,9 +277,13 @@ class MultipartTests(S3Assertions, TestCase):
                            Key="more", UploadId=upload_id, PartNumber=1,
                            CopySource="mpu/missing")
         # A copy range names both ends within the source; nothing is clamped.
-        for spec in ("bytes=20-30", "bytes=0-10", "bytes=5-", "bytes=-3", "bytes=6-2",
-                     "0-3", "bytes=0-1,3-4"):
+        for spec in ("bytes=5-", "bytes=-3", "bytes=6-2", "0-3", "bytes=0-1,3-4"):
             self.assertS3Error("InvalidArgument", 400, self.s3.upload_part_copy, Bucket="mpu",
+                               Key="more", UploadId=upload_id, PartNumber=1,
+                               CopySource="mpu/small source", CopySourceRange=spec)
+        # One past the source's end is unsatisfiable: InvalidRange, as on S3.
+        for spec in ("bytes=20-30", "bytes=0-10"):
+            self.assertS3Error("InvalidRange", 416, self.s3.upload_part_copy, Bucket="mpu",
                                Key="more", UploadId=upload_id, PartNumber=1,
                                CopySource="mpu/small source", CopySourceRange=spec)
         self.assertEqual(self.s3.list_parts(Bucket="mpu", Key="more",
@@ -299,3 +308,95 @@ class MultipartTests(S3Assertions, TestCase):
         out = io.BytesIO()
         self.s3.download_fileobj("mpu", "managed", out, Config=config)
         self.assertTrue(out.getvalue() == data)
+
+
+class RetriedCompletionTests(S3Assertions, TestCase):
+    """CompleteMultipartUpload is idempotent (issue 14 item 5): SDKs retry
+    it after a timeout, and the retry of a completion that succeeded must
+    not be told NoSuchUpload."""
+
+    def setUp(self):
+        self.node = NodeProcess(self).start()
+        self.s3 = self.node.client()
+        self.s3.create_bucket(Bucket="mpu")
+        self.s3.put_bucket_versioning(Bucket="mpu",
+                                      VersioningConfiguration={"Status": "Enabled"})
+
+    def parts(self, key, upload_id, bodies):
+        return {"Parts": [
+            {"PartNumber": n, "ETag": self.s3.upload_part(
+                Bucket="mpu", Key=key, UploadId=upload_id, PartNumber=n, Body=body)["ETag"]}
+            for n, body in enumerate(bodies, 1)]}
+
+    def test_completing_again_answers_the_same(self):
+        bodies = [os.urandom(5 * MiB), b"tail"]
+        upload_id = self.s3.create_multipart_upload(Bucket="mpu", Key="k",
+                                                    ChecksumAlgorithm="SHA256")["UploadId"]
+        parts = self.parts("k", upload_id, bodies)
+        first = self.s3.complete_multipart_upload(Bucket="mpu", Key="k", UploadId=upload_id,
+                                                  MultipartUpload=parts)
+        again = self.s3.complete_multipart_upload(Bucket="mpu", Key="k", UploadId=upload_id,
+                                                  MultipartUpload=parts)
+        for name in ("ETag", "VersionId", "ChecksumSHA256", "ChecksumType", "Bucket", "Key"):
+            self.assertEqual(again[name], first[name], name)
+        self.assertEqual(first["ETag"], multipart_etag(bodies))
+        versions = self.s3.list_object_versions(Bucket="mpu")["Versions"]
+        self.assertEqual([v["VersionId"] for v in versions], [first["VersionId"]])
+        # Another part list is another completion: that upload is gone.
+        self.assertS3Error("NoSuchUpload", 404, self.s3.complete_multipart_upload,
+                           Bucket="mpu", Key="k", UploadId=upload_id,
+                           MultipartUpload={"Parts": parts["Parts"][:1]})
+        self.assertS3Error("NoSuchUpload", 404, self.s3.complete_multipart_upload,
+                           Bucket="mpu", Key="other", UploadId=upload_id,
+                           MultipartUpload=parts)
+        # Once the version it made is deleted, there is nothing to answer with.
+        self.s3.delete_object(Bucket="mpu", Key="k", VersionId=first["VersionId"])
+        self.assertS3Error("NoSuchUpload", 404, self.s3.complete_multipart_upload,
+                           Bucket="mpu", Key="k", UploadId=upload_id, MultipartUpload=parts)
+
+    def test_a_part_sent_again_completes_with_its_latest_etag_and_checksum(self):
+        upload_id = self.s3.create_multipart_upload(Bucket="mpu", Key="again",
+                                                    ChecksumAlgorithm="SHA256")["UploadId"]
+        first = self.s3.upload_part(Bucket="mpu", Key="again", UploadId=upload_id,
+                                    PartNumber=1, Body=b"first", ChecksumAlgorithm="SHA256")
+        second = self.s3.upload_part(Bucket="mpu", Key="again", UploadId=upload_id,
+                                     PartNumber=1, Body=b"second")
+        self.assertNotEqual(first["ChecksumSHA256"], second["ChecksumSHA256"])
+        listed = self.s3.list_parts(Bucket="mpu", Key="again", UploadId=upload_id)["Parts"]
+        self.assertEqual([(p["ETag"], p["ChecksumSHA256"]) for p in listed],
+                         [(second["ETag"], second["ChecksumSHA256"])])
+        done = self.s3.complete_multipart_upload(
+            Bucket="mpu", Key="again", UploadId=upload_id, MultipartUpload={"Parts": [
+                {"PartNumber": 1, "ETag": second["ETag"],
+                 "ChecksumSHA256": second["ChecksumSHA256"]}]})
+        self.assertEqual(done["ETag"], multipart_etag([b"second"]))
+        self.assertEqual(self.s3.get_object(Bucket="mpu", Key="again")["Body"].read(),
+                         b"second")
+
+    def test_boto3_retries_a_completion_whose_answer_was_lost(self):
+        """The first attempt completes on the node but its answer never
+        reaches boto3 (a read timeout); boto3's own retry gets a 200."""
+        access, secret = self.node.credentials()
+        client = boto3.client("s3", endpoint_url=self.node.endpoint,
+                              aws_access_key_id=access, aws_secret_access_key=secret,
+                              region_name="us-east-1",
+                              config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+        upload_id = client.create_multipart_upload(Bucket="mpu", Key="lost")["UploadId"]
+        parts = self.parts("lost", upload_id, [b"only part"])
+        attempts = []
+
+        def lose_the_first_answer(request, **_):
+            attempts.append(request.url)
+            if len(attempts) == 1:
+                URLLib3Session().send(request).content
+                raise ReadTimeoutError(endpoint_url=request.url)
+            return None
+
+        client.meta.events.register("before-send.s3.CompleteMultipartUpload",
+                                    lose_the_first_answer)
+        done = client.complete_multipart_upload(Bucket="mpu", Key="lost", UploadId=upload_id,
+                                                MultipartUpload=parts)
+        self.assertEqual(len(attempts), 2)
+        self.assertEqual(done["ETag"], multipart_etag([b"only part"]))
+        head = self.s3.head_object(Bucket="mpu", Key="lost")
+        self.assertEqual((head["ETag"], head["VersionId"]), (done["ETag"], done["VersionId"]))

@@ -308,7 +308,7 @@ class ObjectTests(S3Assertions, TestCase):
         self.put("parted", b"whole object")
         got = self.get("parted", PartNumber=1)
         self.assertEqual(got["Body"].read(), b"whole object")
-        self.assertS3Error("InvalidPartNumber", 416, self.get, "parted", PartNumber=2)
+        self.assertS3Error("InvalidPartNumber", 400, self.get, "parted", PartNumber=2)
         self.assertS3Error("InvalidRequest", 400, self.get, "parted", PartNumber=1,
                            Range="bytes=0-1")
         # An empty object has one, empty, part; no range can name it.
@@ -338,7 +338,7 @@ class ObjectTests(S3Assertions, TestCase):
             head = self.s3.head_object(Bucket="bkt", Key="mp", PartNumber=number)
             self.assertEqual(head["ContentLength"], len(body))
             offset += len(body)
-        self.assertS3Error("InvalidPartNumber", 416, self.get, "mp", PartNumber=4)
+        self.assertS3Error("InvalidPartNumber", 400, self.get, "mp", PartNumber=4)
 
     def test_conditional_writes(self):
         self.put("cw", b"first", IfNoneMatch="*")

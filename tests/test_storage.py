@@ -232,6 +232,57 @@ class ObjectStorageTests(EngineTestCase):
         self.assertEqual(await engine.get("mp"), b"x")
         self.assertEqual(version.size, 1)
 
+    async def test_a_slow_part_upload_loses_to_its_retry(self):
+        """A client that gave up on a slow part upload and sent the part
+        again completes with the retry's ETag, also when the slow upload
+        ends last (it used to replace the retry: InvalidPart)."""
+        engine = await self.engine()
+        upload = await engine.objects.create_upload("bkt", "mp", owner="u", meta={})
+        rest = Deferred()
+
+        async def slow_body():
+            yield b"stale "
+            yield await rest
+
+        slow = ensureDeferred(engine.objects.upload_part("bkt", "mp", upload.upload_id, 1,
+                                                         slow_body()))
+        retry = await engine.objects.upload_part("bkt", "mp", upload.upload_id, 1,
+                                                 body_of(b"fresh"))
+        rest.callback(b"bytes")
+        await slow
+        parts = await engine.meta.list_parts(upload.upload_id, 0, 10)
+        self.assertEqual([(p.part_number, p.etag) for p in parts], [(1, retry.etag)])
+        await engine.objects.complete_upload("bkt", "mp", upload.upload_id,
+                                             [(1, retry.etag, {})], owner="u")
+        self.assertEqual(await engine.get("mp"), b"fresh")
+        # A part sent again after the first one ended replaces it.
+        upload = await engine.objects.create_upload("bkt", "mp2", owner="u", meta={})
+        await engine.objects.upload_part("bkt", "mp2", upload.upload_id, 1, body_of(b"one"))
+        again = await engine.objects.upload_part("bkt", "mp2", upload.upload_id, 1,
+                                                 body_of(b"two"))
+        await engine.objects.complete_upload("bkt", "mp2", upload.upload_id,
+                                             [(1, again.etag, {})], owner="u")
+        self.assertEqual(await engine.get("mp2"), b"two")
+
+    async def test_a_completion_is_remembered_for_a_while(self):
+        engine = await self.engine()
+        upload = await engine.objects.create_upload("bkt", "mp", owner="u", meta={})
+        part = await engine.objects.upload_part("bkt", "mp", upload.upload_id, 1,
+                                                body_of(b"x"))
+        done = await engine.objects.complete_upload("bkt", "mp", upload.upload_id,
+                                                    [(1, part.etag, {})], owner="u")
+        # The retry sends the ETag quoted: the same part list.
+        again = await engine.objects.complete_upload("bkt", "mp", upload.upload_id,
+                                                     [(1, f'"{part.etag}"', {})], owner="u")
+        self.assertEqual((again.version_id, again.hlc, again.etag),
+                         (done.version_id, done.hlc, done.etag))
+        # Past completed_upload_seconds it is forgotten.
+        engine.meta.completed_upload_seconds = 0
+        with self.assertRaises(ObjectError) as raised:
+            await engine.objects.complete_upload("bkt", "mp", upload.upload_id,
+                                                 [(1, part.etag, {})], owner="u")
+        self.assertEqual(raised.exception.code, "NoSuchUpload")
+
     async def test_ten_thousand_parts_make_a_fifty_gib_object(self):
         """S3's largest multipart shape, built from whole-object part copies
         (by reference, so the test writes 5 MiB, not 50 GiB)."""

@@ -136,6 +136,8 @@ class Node(MultiService):
             self.scrubber.setServiceParent(self)
         self.tls = (options.get("tls-cert"), options.get("tls-key"))
         self.trusted_proxies = frozenset(options.get("trusted-proxy") or ())
+        if options.get("object-ownership"):
+            self.objects.default_ownership = options["object-ownership"]
         interval, day, dry_run = lifecycle_settings(options, environ)
         if day is not None:
             self.objects.lifecycle_day_seconds = day

@@ -13,6 +13,7 @@ import sys
 from twisted.python import usage
 
 from z4node.cluster.options import CLUSTER_OPTIONS, check_cluster_options
+from z4node.s3.acl import OWNERSHIPS
 
 DEFAULT_S3_PORT = 9670
 # Open HTTP connections beyond this are answered 503 SlowDown and closed.
@@ -79,6 +80,10 @@ class Options(usage.Options):
         ["scrub-rate", None, 8.0,
          "MB/s the scrubber reads chunk files at to check them (0: no scrubbing).",
          float],
+        ["object-ownership", None, "ObjectWriter",
+         "ObjectOwnership of a bucket created without x-amz-object-ownership: "
+         "ObjectWriter (ACLs on, the writer owns an object), BucketOwnerPreferred "
+         "or BucketOwnerEnforced (ACLs off, as on AWS since 2023)."],
         ["lifecycle-interval", None, None,
          "Seconds between lifecycle passes (default 3600, or $Z4_LIFECYCLE_INTERVAL).",
          float],
@@ -108,6 +113,8 @@ class Options(usage.Options):
         for name in ("lifecycle-interval", "lifecycle-test-day-seconds"):
             if self[name] is not None and not self[name] > 0:
                 raise usage.UsageError(f"--{name} must be a positive number of seconds")
+        if self["object-ownership"] not in OWNERSHIPS:
+            raise usage.UsageError("--object-ownership must be one of " + ", ".join(OWNERSHIPS))
         # Bad cluster options are usage errors now, not a failed start later.
         check_cluster_options(self, self["host"])
         if bool(self["tls-cert"]) != bool(self["tls-key"]):

@@ -10,6 +10,7 @@ its record are durable.
 
 import copy
 import hashlib
+import json
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,14 @@ from z4node.storage.meta import BucketMissing, Part, Upload, UploadMissing, Vers
 # S3's minimum size for every part of a multipart upload but the last.
 MIN_PART_SIZE = 5 * 1024 * 1024
 MAX_PARTS = 10000
+
+
+def _parts_digest(requested):
+    """A digest of a CompleteMultipartUpload's part list, to tell a retry
+    of a completion from a different one."""
+    normal = [[number, etag.strip('"').lower(), sorted(claimed.items())]
+              for number, etag, claimed in requested]
+    return hashlib.sha256(json.dumps(normal).encode("utf-8")).digest()
 
 
 @contextmanager
@@ -52,6 +61,9 @@ class ObjectService:
     # Settings every new bucket starts with (the node's options, such as
     # --block-public-access-default); a request's own settings win.
     default_bucket_settings = {}
+    # The ObjectOwnership of a bucket created without one (the node's
+    # --object-ownership): ACLs on, as Ceph RGW and MinIO have them.
+    default_ownership = "ObjectWriter"
 
     def __init__(self, clock, meta, chunks, system, hlc, random_bytes=os.urandom):
         self._clock = clock
@@ -91,6 +103,7 @@ class ObjectService:
                 raise ObjectError("BucketAlreadyOwnedByYou")
             raise ObjectError("BucketAlreadyExists")
         settings = {**copy.deepcopy(self.default_bucket_settings), **(settings or {})}
+        settings.setdefault("ownership", self.default_ownership)
         if object_lock:
             settings.update({"versioning": versioning.ENABLED,
                              "object_lock": {"enabled": True}})
@@ -430,6 +443,9 @@ class ObjectService:
                           hashers=(), verify=None, meta=None, customer_key=None):
         """Store one part; ``verify(stored)`` as for put_object; an SSE-C
         upload's parts need its ``customer_key``."""
+        # Parts of one number are ordered by when their upload began (see
+        # MetaStore.put_part), not by when their last byte came.
+        began = self._hlc.now()
         upload = await self.get_upload(bucket, key, upload_id)
         sealing = encryption.part_sealing(upload.meta, customer_key)
         stored = await streams.store_body(self._chunks, body, hashers, inline_limit=-1,
@@ -438,8 +454,7 @@ class ObjectService:
             if verify is not None:
                 verify(stored)
             etag = sealing.etag(stored.md5) if sealing else stored.md5.hex()
-            part = Part(part_number, etag, stored.size, stored.chunks,
-                        self._hlc.now(), meta or {})
+            part = Part(part_number, etag, stored.size, stored.chunks, began, meta or {})
             try:
                 await self._meta.put_part(upload_id, part, self._clock.seconds())
             except UploadMissing:
@@ -517,8 +532,18 @@ class ObjectService:
         unnamed parts are dropped. An upload created with a checksum
         algorithm gets the object checksum S3 would compute (composite or
         full-object); ``expected_checksum``, if given, must equal it. An
-        SSE-C key, optional here, must be the upload's if given."""
-        upload = await self.get_upload(bucket, key, upload_id)
+        SSE-C key, optional here, must be the upload's if given.
+
+        A retry of a completion that succeeded, with the same part list,
+        returns the version it made (an SDK retries after a timeout and
+        must not be told NoSuchUpload for an upload that succeeded)."""
+        digest = _parts_digest(requested)
+        try:
+            upload = await self.get_upload(bucket, key, upload_id)
+        except ObjectError as e:
+            if e.code != "NoSuchUpload":
+                raise
+            return await self._completed_before(bucket, key, upload_id, digest)
         if customer_key is not None:
             encryption.part_sealing(upload.meta, customer_key)
         target = self.bucket(bucket)
@@ -575,9 +600,21 @@ class ObjectService:
             with _bucket_still_there():
                 return await self._meta.complete_upload(
                     upload, build, self._clock.seconds(), precondition,
-                    self._overwrite_guard())
+                    self._overwrite_guard(), parts_digest=digest)
         except UploadMissing:
-            raise ObjectError("NoSuchUpload") from None
+            # Completed (or aborted) by a request that overtook this one.
+            return await self._completed_before(bucket, key, upload_id, digest)
+
+    async def _completed_before(self, bucket, key, upload_id, digest):
+        """The version a completion of ``upload_id`` with the same part
+        list made, if it is remembered and still there; else NoSuchUpload."""
+        record = await self._meta.completed_upload(upload_id, self._clock.seconds())
+        if record is None or (record.bucket, record.key, record.parts) != (bucket, key, digest):
+            raise ObjectError("NoSuchUpload")
+        version = await self._meta.get_version(bucket, key, record.version_id, record.hlc)
+        if version is None:
+            raise ObjectError("NoSuchUpload")
+        return version
 
     async def abort_upload(self, bucket, key, upload_id):
         await self.get_upload(bucket, key, upload_id)

@@ -8,14 +8,19 @@ bucket and in the version's ``meta["acl"]`` for an object. A resource
 without a stored ACL has the default one: its owner has FULL_CONTROL.
 
 Object ownership (``Bucket.settings["ownership"]``) says whether ACLs
-count at all. ``BucketOwnerEnforced`` (the default, as on AWS since April
-2023) disables them: the bucket owner owns every object, ACLs that grant
-anyone else anything are refused with ``AccessControlListNotSupported``,
-and reading an ACL shows the bucket owner's FULL_CONTROL.
-``BucketOwnerPreferred`` and ``ObjectWriter`` enable them (the writer owns
-what it writes, except that under BucketOwnerPreferred an object written
-with ``bucket-owner-full-control`` belongs to the bucket owner). A bucket
-whose ownership controls were deleted behaves as ObjectWriter.
+count at all. A new bucket gets the one its CreateBucket names in
+``x-amz-object-ownership``, else the node's ``--object-ownership``
+(``ObjectWriter`` unless set: self-hosted users publish files with canned
+ACLs, as Ceph RGW and MinIO allow; AWS defaults to BucketOwnerEnforced
+since April 2023). ``BucketOwnerEnforced`` disables ACLs: the bucket owner
+owns every object, ACLs that grant anyone else anything are refused with
+``AccessControlListNotSupported``, and reading an ACL shows the bucket
+owner's FULL_CONTROL. ``BucketOwnerPreferred`` and ``ObjectWriter``
+enable them (the writer owns what it writes, except that under
+BucketOwnerPreferred an object written with ``bucket-owner-full-control``
+belongs to the bucket owner). A bucket whose ownership controls were
+deleted behaves as ObjectWriter; one stored before the setting existed,
+as BucketOwnerEnforced (what it was created under).
 
 This module answers "does this ACL grant that permission to this
 requester"; whether the request is then allowed is decided in
@@ -282,6 +287,22 @@ def bucket_acl(bucket):
     return Acl.from_json(stored)
 
 
+def new_object_owner(stored_acl, writer):
+    """Who owns a new object whose ACL (as :func:`new_object_acl` gave it)
+    is ``stored_acl``: the owner that ACL names -- the bucket owner where
+    ACLs are disabled, or for ``bucket-owner-full-control`` under
+    BucketOwnerPreferred -- else its ``writer``. Stored as the version's
+    owner, which listings report."""
+    return Acl.from_json(stored_acl).owner if stored_acl is not None else writer
+
+
+def reported_owner(bucket, owner):
+    """The owner a listing shows for a version stored with ``owner``: the
+    bucket owner owns every object while ACLs are disabled, also those
+    written before they were."""
+    return owner if acls_enabled(bucket) else bucket.owner
+
+
 def object_acl(bucket, version):
     """The ACL that governs ``version`` of an object in ``bucket``."""
     if not acls_enabled(bucket):
@@ -304,9 +325,10 @@ def check_ownership_header(headers):
     return value
 
 
-def new_bucket_settings(headers, owner, user_exists):
-    """The ownership and ACL settings a CreateBucket request asks for."""
-    mode = check_ownership_header(headers) or ENFORCED
+def new_bucket_settings(headers, owner, user_exists, default_ownership):
+    """The ownership and ACL settings a CreateBucket request asks for
+    (``default_ownership`` without an x-amz-object-ownership header)."""
+    mode = check_ownership_header(headers) or default_ownership
     requested = from_headers(headers, owner, owner, True, user_exists)
     settings = {"ownership": mode}
     if requested is not None and not requested.only_full_control_to(owner):

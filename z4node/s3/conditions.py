@@ -4,10 +4,13 @@ Reads (GET/HEAD): a failed If-Match is 412, and so is a failed
 If-Unmodified-Since when If-Match is absent; a matching If-None-Match is
 304, and so is an unmet If-Modified-Since when If-None-Match is absent.
 CopyObject's ``x-amz-copy-source-if-*`` use the same rules but every
-failure is 412.
+failure is 412. Conditional writes (PutObject, CompleteMultipartUpload)
+and deletes (DeleteObject, DeleteObjects) get a check that runs inside
+their transaction.
 """
 
 import re
+from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 from z4node.s3 import integers
@@ -32,6 +35,16 @@ def _parse_date(value):
         return parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+
+
+def _parse_iso8601(value):
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
 
 
 def evaluate(headers, version, prefix=""):
@@ -88,6 +101,54 @@ def write_precondition(headers):
     return check
 
 
+def delete_precondition(if_match=None, last_modified=None, size=None):
+    """The check a conditional delete asks for, as ``check(version)`` run
+    on the version it would delete (None: there is none, or it is a
+    delete marker), or None when it asks for nothing.
+
+    ``if_match`` is an If-Match value (an ETag list or ``*``),
+    ``last_modified`` an HTTP date and ``size`` a byte count, each as sent
+    (the x-amz-if-match-last-modified-time and x-amz-if-match-size headers,
+    or the ETag, LastModifiedTime and Size of a DeleteObjects entry). As on
+    S3: a mismatch is 412 PreconditionFailed; If-Match on a key that is
+    not there is 404 NoSuchKey, while a time or size alone lets the
+    delete go ahead.
+    """
+    if if_match is None and last_modified is None and size is None:
+        return None
+    when = None
+    if last_modified is not None:
+        # A header carries an HTTP date, a DeleteObjects entry ISO 8601.
+        when = _parse_date(last_modified)
+        if when is None:
+            when = _parse_iso8601(last_modified)
+        if when is None:
+            raise S3Error("InvalidArgument", "Invalid x-amz-if-match-last-modified-time",
+                          extra={"ArgumentName": "x-amz-if-match-last-modified-time",
+                                 "ArgumentValue": last_modified})
+    wanted_size = None
+    if size is not None:
+        wanted_size = integers.non_negative(size.strip(), integers.INT64_MAX)
+        if wanted_size is None:
+            raise S3Error("InvalidArgument", "Invalid x-amz-if-match-size",
+                          extra={"ArgumentName": "x-amz-if-match-size", "ArgumentValue": size})
+
+    def check(version):
+        if version is None or version.delete_marker:
+            if if_match is not None:
+                raise S3Error("NoSuchKey")
+            return
+        if if_match is not None and not _etag_matches(if_match, version.etag):
+            raise S3Error("PreconditionFailed", extra={"Condition": "If-Match"})
+        # HTTP dates have whole seconds; so must the comparison.
+        if when is not None and int(version.last_modified) != int(when):
+            raise S3Error("PreconditionFailed",
+                          extra={"Condition": "x-amz-if-match-last-modified-time"})
+        if wanted_size is not None and version.size != wanted_size:
+            raise S3Error("PreconditionFailed", extra={"Condition": "x-amz-if-match-size"})
+    return check
+
+
 def parse_range(header, size):
     """``(start, end)`` inclusive for a Range header, or None for the whole
     object. A header that is not one well-formed byte range is ignored, as
@@ -134,10 +195,14 @@ def parse_copy_range(spec, size):
                       extra={"ArgumentName": "x-amz-copy-source-range", "ArgumentValue": spec})
     start = integers.non_negative(match.group(1), integers.INT64_MAX)
     end = integers.non_negative(match.group(2), integers.INT64_MAX)
-    if start is None or end is None or start > end or end >= size:
+    if start is None or end is None or start > end:
         raise S3Error("InvalidArgument",
                       f"Range specified is not valid for source object of size: {size}",
                       extra={"ArgumentName": "x-amz-copy-source-range", "ArgumentValue": spec})
+    if end >= size:
+        # Well formed but past the source's end: unsatisfiable, as S3 says.
+        raise S3Error("InvalidRange", headers={"content-range": f"bytes */{size}"},
+                      extra={"RangeRequested": spec, "ActualObjectSize": str(size)})
     return start, end
 
 

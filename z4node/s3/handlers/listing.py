@@ -5,6 +5,7 @@ import base64
 import binascii
 from urllib.parse import quote
 
+from z4node.s3 import acl as acls
 from z4node.s3 import conditions, integers, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
@@ -27,8 +28,9 @@ def _encoder(call):
     return "url", lambda s: quote(s, safe="/")
 
 
-def _contents(api, items, encode, with_owner):
+def _contents(api, bucket, items, encode, with_owner):
     names = api.system.user_names() if with_owner else None
+    target = api.objects.bucket(bucket)
     out = []
     for item in items:
         if not isinstance(item, str):
@@ -37,8 +39,9 @@ def _contents(api, items, encode, with_owner):
                         ("ETag", conditions.quoted(item.etag)),
                         ("Size", item.size)]
             if with_owner:
-                children.append(("Owner", [("ID", item.owner),
-                                           ("DisplayName", names.get(item.owner, ""))]))
+                owner = acls.reported_owner(target, item.owner)
+                children.append(("Owner", [("ID", owner),
+                                           ("DisplayName", names.get(owner, ""))]))
             children.append(("StorageClass", "STANDARD"))
             out.append(("Contents", children))
     for item in items:
@@ -78,18 +81,21 @@ async def list_objects_v1(api, call):
         children.append(("NextMarker", encode(_last_name(items))))
     if encoding:
         children.append(("EncodingType", encoding))
-    children.extend(_contents(api, items, encode, with_owner=True))
+    children.extend(_contents(api, call.bucket, items, encode, with_owner=True))
     return Response(headers={"content-type": "application/xml"},
                     body=xml.document("ListBucketResult", children))
 
 
-def _token(name):
+def make_token(name):
     return base64.urlsafe_b64encode(name.encode("utf-8")).decode("ascii")
 
 
-def _untoken(token):
+def untoken(token):
     try:
-        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+        # validate: without it, characters outside the alphabet are
+        # skipped and "%%" would decode to "", the start of the listing.
+        return base64.b64decode(token.encode("ascii"), altchars=b"-_",
+                                validate=True).decode("utf-8")
     except (binascii.Error, UnicodeError, ValueError):
         raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
                       extra={"ArgumentName": "continuation-token"}) from None
@@ -103,7 +109,7 @@ async def list_objects_v2(api, call):
     limit = max_keys(call)
     encoding, encode = _encoder(call)
     fetch_owner = call.query.get("fetch-owner", "false").lower() == "true"
-    after = _untoken(token) if token is not None else (start_after or None)
+    after = untoken(token) if token is not None else (start_after or None)
     items, truncated = await _page(api, call.bucket, prefix, delimiter, after, limit)
     children = [("Name", call.bucket), ("Prefix", encode(prefix)),
                 ("KeyCount", len(items)), ("MaxKeys", limit)]
@@ -113,11 +119,11 @@ async def list_objects_v2(api, call):
     if token is not None:
         children.append(("ContinuationToken", token))
     if truncated and items:
-        children.append(("NextContinuationToken", _token(_last_name(items))))
+        children.append(("NextContinuationToken", make_token(_last_name(items))))
     if start_after:
         children.append(("StartAfter", encode(start_after)))
     if encoding:
         children.append(("EncodingType", encoding))
-    children.extend(_contents(api, items, encode, with_owner=fetch_owner))
+    children.extend(_contents(api, call.bucket, items, encode, with_owner=fetch_owner))
     return Response(headers={"content-type": "application/xml"},
                     body=xml.document("ListBucketResult", children))

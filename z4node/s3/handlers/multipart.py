@@ -2,6 +2,7 @@
 list parts, list uploads."""
 
 from z4node.objects import checksums
+from z4node.objects.errors import ObjectError
 from z4node.s3 import authorization, conditions, integers, sse, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
@@ -9,7 +10,7 @@ from z4node.s3.handlers.buckets import owner_element
 from z4node.s3.handlers.documents import read_document
 from z4node.s3.handlers.lifecycle import abort_headers, expiration_headers
 from z4node.s3.handlers.object_lock import require_digest_for_lock
-from z4node.s3.handlers.objects import (acl_meta, early_write_precondition,
+from z4node.s3.handlers.objects import (acl_meta, early_write_precondition, new_owner,
                                         new_version_meta, read_copy_source)
 from z4node.s3.handlers.versioning import version_headers
 from z4node.objects.service import MAX_PARTS
@@ -125,10 +126,21 @@ async def complete_upload(api, call):
             expected = (algorithm, value)
     # Optional here (S3 needs them only for checksums); checked if given.
     customer_key = sse.customer_key(call)
-    precondition = await early_write_precondition(api, call)
+    try:
+        upload = await api.objects.get_upload(call.bucket, call.key, call.query["uploadId"])
+        # The object's owner follows the ACL its upload was created with.
+        owner = new_owner(call, upload.meta)
+        precondition = await early_write_precondition(api, call)
+    except ObjectError as e:
+        if e.code != "NoSuchUpload":
+            raise
+        # Perhaps a retry of a completion that succeeded: complete_upload
+        # answers with what that made (whose owner is stored), and its
+        # If-None-Match: * was met by the completion it repeats.
+        owner, precondition = authorization.owner_id(call), None
     version = await api.objects.complete_upload(
         call.bucket, call.key, call.query["uploadId"], requested,
-        owner=authorization.owner_id(call), precondition=precondition,
+        owner=owner, precondition=precondition,
         expected_checksum=expected, customer_key=customer_key)
     host = call.headers.get("host", "")
     scheme = "https" if call.secure else "http"
@@ -165,10 +177,14 @@ async def list_parts(api, call):
                 ("NextPartNumberMarker", parts[-1].part_number if parts else marker),
                 ("MaxParts", limit), ("IsTruncated", truncated)]
     for part in parts:
+        # The latest upload of each part: its ETag and checksums, which a
+        # client resuming an upload completes with.
         children.append(("Part", [("PartNumber", part.part_number),
                                   ("LastModified", xml.iso8601(part.last_modified)),
                                   ("ETag", conditions.quoted(part.etag)),
-                                  ("Size", part.size)]))
+                                  ("Size", part.size)] + [
+            ("Checksum" + algorithm, value)
+            for algorithm, value in sorted(part.meta.get("checksums", {}).items())]))
     return Response(headers={"content-type": "application/xml"},
                     body=xml.document("ListPartsResult", children))
 

@@ -113,8 +113,7 @@ async def put_object_lock_configuration(api, call):
             raise S3Error("MalformedXML")
         count = integer(days if days is not None else years)
         if count <= 0:
-            raise S3Error("InvalidArgument",
-                          "Default retention period must be a positive integer value",
+            raise S3Error("InvalidRetentionPeriod",
                           extra={"ArgumentName": "Days" if days is not None else "Years",
                                  "ArgumentValue": str(count)})
         if count > (MAX_DEFAULT_DAYS if days is not None else MAX_DEFAULT_YEARS):

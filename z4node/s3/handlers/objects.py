@@ -112,6 +112,11 @@ def acl_meta(api, call, meta):
     return meta
 
 
+def new_owner(call, meta):
+    """The owner of an object written with ``meta`` (see acl_meta)."""
+    return acls.new_object_owner(meta.get("acl"), authorization.owner_id(call))
+
+
 def object_headers(version):
     meta = version.meta
     headers = {
@@ -211,9 +216,10 @@ def part_range(version, number):
     multipart upload is its own part 1."""
     sizes = version.meta.get("parts") or [version.size]
     if number > len(sizes):
+        # 400, as S3 answers (not 416: no byte range was asked for).
         raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable",
-                      status=416, extra={"PartNumberRequested": str(number),
-                                         "ActualPartCount": str(len(sizes))})
+                      extra={"PartNumberRequested": str(number),
+                             "ActualPartCount": str(len(sizes))})
     start = sum(sizes[:number - 1])
     return start, start + sizes[number - 1] - 1
 
@@ -299,7 +305,7 @@ async def put_object(api, call):
             meta["checksum_type"] = "FULL_OBJECT"
 
     version = await api.objects.put_object(
-        call.bucket, call.key, body, owner=authorization.owner_id(call), meta=meta,
+        call.bucket, call.key, body, owner=new_owner(call, meta), meta=meta,
         hashers=hashers, verify=verify_and_record, precondition=precondition,
         customer_key=customer_key)
     headers = {"etag": conditions.quoted(version.etag)}
@@ -429,7 +435,7 @@ async def copy_object(api, call):
             meta["tags"] = tags
     meta.update(lock_meta_from_headers(api, call.headers))
     version = await api.objects.copy_object(
-        source, call.bucket, call.key, owner=authorization.owner_id(call), meta=meta,
+        source, call.bucket, call.key, owner=new_owner(call, meta), meta=meta,
         source_sealing=source_sealing, customer_key=customer_key)
     body = xml.document("CopyObjectResult", [
         ("LastModified", xml.iso8601(version.last_modified)),
@@ -455,9 +461,13 @@ def deletion_headers(deletion):
 
 async def delete_object(api, call):
     version_id = requested_version(call)
+    precondition = conditions.delete_precondition(
+        call.headers.get("if-match"), call.headers.get("x-amz-if-match-last-modified-time"),
+        call.headers.get("x-amz-if-match-size"))
     deletion = await api.objects.delete_object(
         call.bucket, call.key, authorization.owner_id(call), version_id,
-        bypass_governance=version_id is not None and bypass_governance(api, call))
+        bypass_governance=version_id is not None and bypass_governance(api, call),
+        precondition=precondition)
     return Response(204, deletion_headers(deletion))
 
 
@@ -476,6 +486,13 @@ async def delete_objects(api, call):
             raise S3Error("MalformedXML")
         version_id = xml.text(element, "VersionId")
         named = [("Key", key)] + ([("VersionId", version_id)] if version_id else [])
+        try:
+            precondition = conditions.delete_precondition(
+                xml.text(element, "ETag"), xml.text(element, "LastModifiedTime"),
+                xml.text(element, "Size"))
+        except S3Error as e:
+            results.append(("Error", named + [("Code", e.code), ("Message", e.message)]))
+            continue
         if len(key.encode("utf-8")) > MAX_KEY_BYTES:
             results.append(("Error", named + [("Code", "KeyTooLongError"),
                                               ("Message", "Your key is too long.")]))
@@ -487,9 +504,9 @@ async def delete_objects(api, call):
         try:
             deletion = await api.objects.delete_object(
                 call.bucket, key, authorization.owner_id(call), version_id or None,
-                bypass_governance=bypass)
-        except ObjectError as e:
-            error = object_error(e)
+                bypass_governance=bypass, precondition=precondition)
+        except (ObjectError, S3Error) as e:
+            error = object_error(e) if isinstance(e, ObjectError) else e
             results.append(("Error", named + [("Code", error.code),
                                               ("Message", error.message)]))
             continue

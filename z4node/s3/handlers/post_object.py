@@ -26,7 +26,7 @@ from z4node.s3 import authorization, conditions, sigv4, sse, xml
 from z4node.s3.api import Response, header_value
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.object_lock import lock_meta_from_headers
-from z4node.s3.handlers.objects import STORED_HEADERS, acl_meta, user_metadata
+from z4node.s3.handlers.objects import STORED_HEADERS, acl_meta, new_owner, user_metadata
 from z4node.s3.handlers.tagging import MAX_OBJECT_TAGS, validate
 from z4node.s3.handlers.versioning import version_headers
 
@@ -320,7 +320,7 @@ async def post_object(api, call):
     meta.update(lock_meta_from_headers(api, fields))
     version = await api.objects.put_object(
         call.bucket, key, _file_bytes(form, size_range, api.max_upload_bytes),
-        owner=authorization.owner_id(call), meta=meta, customer_key=customer_key)
+        owner=new_owner(call, meta), meta=meta, customer_key=customer_key)
     await _drain(form)
     etag = conditions.quoted(version.etag)
     location = f"http://{call.headers.get('host', '')}/{call.bucket}/{quote(key)}"

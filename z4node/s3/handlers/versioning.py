@@ -4,6 +4,7 @@ ListObjectVersions, and the version headers every object response shares."""
 from urllib.parse import quote
 
 from z4node.objects import versioning
+from z4node.s3 import acl as acls
 from z4node.s3 import conditions, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
@@ -74,6 +75,7 @@ async def list_object_versions(api, call):
     items, truncated = await api.objects.list_versions(
         call.bucket, prefix, delimiter, key_marker, version_id_marker, limit)
     names = api.system.user_names()
+    bucket = api.objects.bucket(call.bucket)
     children = [("Name", call.bucket), ("Prefix", encode(prefix)),
                 ("KeyMarker", encode(key_marker or "")),
                 ("VersionIdMarker", version_id_marker or "")]
@@ -94,7 +96,8 @@ async def list_object_versions(api, call):
         if isinstance(item, str):
             continue
         version, is_latest = item
-        owner = [("ID", version.owner), ("DisplayName", names.get(version.owner, ""))]
+        owner_id = acls.reported_owner(bucket, version.owner)
+        owner = [("ID", owner_id), ("DisplayName", names.get(owner_id, ""))]
         common = [("Key", encode(version.key)), ("VersionId", version.version_id),
                   ("IsLatest", is_latest),
                   ("LastModified", xml.iso8601(version.last_modified))]
