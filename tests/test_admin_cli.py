@@ -171,7 +171,11 @@ class AdminCliTests(S3Assertions, TestCase):
         upload = writer_s3.create_multipart_upload(Bucket="shared", Key="mp2")["UploadId"]
         writer_s3.abort_multipart_upload(Bucket="shared", Key="mp2", UploadId=upload)
         writer_s3.delete_object(Bucket="shared", Key="mp")
-        for call, kwargs in ((writer_s3.get_object, {"Key": "by-writer"}),
+        # (What the writer wrote it owns and may read: new buckets have ACLs
+        # on, ObjectWriter, and an object's ACL grants its owner.)
+        self.assertEqual(writer_s3.get_object(Bucket="shared", Key="by-writer")["Body"].read(),
+                         b"w")
+        for call, kwargs in ((writer_s3.get_object, {"Key": "existing"}),
                              (writer_s3.list_objects_v2, {}),
                              (writer_s3.delete_bucket, {}),
                              # A copy needs read access to its source.
