@@ -24,6 +24,10 @@ DEFAULT_MAX_CONNECTIONS = 900
 # more smaller ones; bodies up to 64 KiB take no share. docs/performance.md
 # measures the RSS this bounds.
 DEFAULT_UPLOAD_MEMORY_MIB = 512
+# A stop (SIGTERM) lets requests in progress run this long: a 1 GiB upload
+# at 50 MB/s, or any smaller one. etc/z4node.service's TimeoutStopSec
+# leaves room above it for leaving the cluster and closing the stores.
+DEFAULT_STOP_TIMEOUT_SECONDS = 30.0
 
 
 class ReactorError(Exception):
@@ -76,6 +80,9 @@ class Options(usage.Options):
         ["upload-memory", None, DEFAULT_UPLOAD_MEMORY_MIB,
          "MiB of request bodies held in memory at most, all uploads together; "
          "past it uploads wait, then get 503 SlowDown.", int],
+        ["stop-timeout", None, DEFAULT_STOP_TIMEOUT_SECONDS,
+         "Seconds a stop (SIGTERM) lets requests in progress finish before cutting "
+         "them; new connections are refused meanwhile.", float],
         ["lifecycle-interval", None, None,
          "Seconds between lifecycle passes (default 3600, or $Z4_LIFECYCLE_INTERVAL).",
          float],
@@ -97,6 +104,8 @@ class Options(usage.Options):
         for name in ("max-connections", "upload-memory"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
+        if not self["stop-timeout"] >= 0:
+            raise usage.UsageError("--stop-timeout must be 0 or more seconds")
         for name in ("lifecycle-interval", "lifecycle-test-day-seconds"):
             if self[name] is not None and not self[name] > 0:
                 raise usage.UsageError(f"--{name} must be a positive number of seconds")
@@ -139,7 +148,34 @@ def makeService(options):
     node.ready.addCallback(_freeze_startup_heap)
     # SIGHUP (systemctl reload) reads the TLS certificate files again.
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(node.reload_tls))
+    # After the reactor's own handlers, which this replaces.
+    reactor.callWhenRunning(_stop_gracefully_on_signals, reactor)
     return node
+
+
+def _stop_gracefully_on_signals(reactor):
+    """SIGTERM and SIGINT stop the node (the service tree's stopService:
+    requests in progress finish, the cluster is left), and the process
+    then exits 0. twistd's own handlers would re-raise the signal once
+    stopped, so that a service manager could not tell a completed stop
+    from a process killed before it could stop."""
+    from twisted.internet.error import ReactorNotRunning
+    from twisted.logger import Logger
+
+    log = Logger()
+
+    def stop():
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            log.info("already stopping")
+
+    def handler(number, frame):
+        log.info("received {name}: stopping", name=signal.Signals(number).name)
+        reactor.callFromThread(stop)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def _freeze_startup_heap(result):

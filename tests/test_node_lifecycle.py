@@ -1,0 +1,138 @@
+"""A real node's life under a service manager: readiness through
+``$NOTIFY_SOCKET`` (systemd's ``Type=notify``) and a graceful stop
+(SIGTERM: new connections refused, uploads in progress finish, exit 0).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+
+from twisted.trial import unittest
+
+from tests.nodeprocess import NodeProcess
+from tests.s3http import sign
+
+# Generous: the box is shared and loaded; a condition is awaited, never a time.
+DEADLINE_SECONDS = 30
+
+
+def wait_for(condition, what, deadline=DEADLINE_SECONDS):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not within {deadline} s: {what}")
+
+
+def refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def read_until(sock, marker):
+    data = b""
+    while marker not in data:
+        piece = sock.recv(65536)
+        if not piece:
+            break
+        data += piece
+    return data
+
+
+class NotifySocket:
+    """A fake systemd notification socket (a UNIX datagram socket)."""
+
+    def __init__(self, testcase):
+        # sun_path holds 108 bytes: a short directory, not the test's.
+        directory = tempfile.mkdtemp(prefix="z4notify", dir="/tmp")
+        testcase.addCleanup(shutil.rmtree, directory, True)
+        self.path = os.path.join(directory, "notify")
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        testcase.addCleanup(self.socket.close)
+        self.socket.bind(self.path)
+        self.socket.settimeout(DEADLINE_SECONDS)
+
+    def receive(self):
+        return self.socket.recv(4096)
+
+
+class ReadinessTests(unittest.TestCase):
+    def test_ready_once_serving_and_stopping_on_sigterm(self):
+        """With $NOTIFY_SOCKET set the node sends READY=1 once its S3 port
+        serves, and STOPPING=1 when told to stop; it exits 0."""
+        notify = NotifySocket(self)
+        node = NodeProcess(self, env={"NOTIFY_SOCKET": notify.path}).start()
+        self.assertEqual(notify.receive(), b"READY=1")
+        node.process.send_signal(signal.SIGTERM)
+        self.assertEqual(notify.receive(), b"STOPPING=1")
+        self.assertEqual(node.process.wait(DEADLINE_SECONDS), 0)
+
+    def test_unusable_notify_socket_is_logged_not_fatal(self):
+        """A $NOTIFY_SOCKET nobody listens on costs a warning, not the node."""
+        directory = tempfile.mkdtemp(prefix="z4notify", dir="/tmp")
+        self.addCleanup(shutil.rmtree, directory, True)
+        node = NodeProcess(self, env={"NOTIFY_SOCKET": os.path.join(directory, "none")})
+        node.start()
+        wait_for(lambda: "could not tell systemd READY=1" in node.log(), "the warning")
+
+
+class GracefulStopTests(unittest.TestCase):
+    def start_upload(self, node, key, body, part):
+        """A PUT of ``body`` whose first ``part`` bytes are sent once the
+        node asked for the body (100 Continue: the request is in progress);
+        the socket, for the rest."""
+        target = f"/drain/{key}"
+        headers = sign(node, "PUT", target, {"Content-Length": str(len(body)),
+                                             "Expect": "100-continue"},
+                       payload_hash="UNSIGNED-PAYLOAD")
+        sock = socket.create_connection(("127.0.0.1", node.port), timeout=DEADLINE_SECONDS)
+        self.addCleanup(sock.close)
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        sock.sendall(f"PUT {target} HTTP/1.1\r\nHost: 127.0.0.1:{node.port}\r\n"
+                     f"{head}\r\n".encode("latin-1"))
+        self.assertIn(b"100 Continue", read_until(sock, b"\r\n\r\n"))
+        sock.sendall(body[:part])
+        return sock
+
+    def test_upload_in_progress_finishes_after_sigterm(self):
+        """SIGTERM during an upload: the port refuses new connections, the
+        upload still completes (200, and its bytes are there after a
+        restart), and the node then exits 0."""
+        node = NodeProcess(self).start()
+        node.client().create_bucket(Bucket="drain")
+        body = os.urandom(3 * 1024 * 1024 + 5)
+        sock = self.start_upload(node, "slow", body, 1024 * 1024)
+        node.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: refused(node.port), "the S3 port refuses connections")
+        self.assertIsNone(node.process.poll(), "the node exited with an upload running")
+        sock.sendall(body[1024 * 1024:])
+        reply = read_until(sock, b"\r\n\r\n")
+        self.assertTrue(reply.startswith(b"HTTP/1.1 200 "), reply)
+        self.assertEqual(node.process.wait(DEADLINE_SECONDS), 0)
+        self.assertIn("letting requests in progress finish", node.log())
+
+        again = NodeProcess(self, data_dir=node.data_dir).start()
+        got = again.client().get_object(Bucket="drain", Key="slow")["Body"].read()
+        self.assertEqual(got, body)
+
+    def test_stop_timeout_cuts_a_stalled_upload(self):
+        """An upload that does not finish within --stop-timeout is cut and
+        the node exits 0 all the same."""
+        node = NodeProcess(self, args=["--stop-timeout", "1"]).start()
+        node.client().create_bucket(Bucket="drain")
+        sock = self.start_upload(node, "stalled", b"x" * 100000, 1000)
+        node.process.send_signal(signal.SIGTERM)
+        self.assertEqual(node.process.wait(DEADLINE_SECONDS), 0)
+        self.assertIn("cut 1 request(s) still running after --stop-timeout 1", node.log())
+        try:
+            answer = read_until(sock, b"\r\n\r\n")
+        except ConnectionResetError:
+            answer = b""
+        self.assertEqual(answer, b"", "a cut upload got an answer")
