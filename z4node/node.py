@@ -34,6 +34,7 @@ from twisted.internet.endpoints import (SSL4ServerEndpoint, TCP4ServerEndpoint,
 from twisted.logger import Logger
 
 from z4node import __version__, durable
+from z4node.admin.backup import META_FILE
 from z4node.admin.server import AdminFactory, SocketPath
 from z4node.hlc import HybridLogicalClock
 from z4node.objects.lifecycle import DAY_SECONDS, LifecycleWorker
@@ -194,7 +195,8 @@ class Node(MultiService):
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         # Before anything in the data dir is opened.
         self._lock_fd = lock_data_dir(data_dir)
-        self.meta = MetaStore(reactor, os.path.join(data_dir, "meta.sqlite3"))
+        self.meta_path = os.path.join(data_dir, META_FILE)
+        self.meta = MetaStore(reactor, self.meta_path)
         self.chunks = ChunkStore(reactor, os.path.join(data_dir, "chunks"))
         self.hlc = HybridLogicalClock(reactor)
         self.system = SystemTables(self.meta, self.hlc, reactor)
