@@ -25,7 +25,7 @@ DEFAULT_MAX_CONNECTIONS = 900
 # measures the RSS this bounds.
 DEFAULT_UPLOAD_MEMORY_MIB = 512
 # A stop (SIGTERM) lets requests in progress run this long: a 1 GiB upload
-# at 50 MB/s, or any smaller one. etc/z4node.service's TimeoutStopSec
+# at 36 MB/s, or any smaller one. etc/z4node.service's TimeoutStopSec
 # leaves room above it for leaving the cluster and closing the stores.
 DEFAULT_STOP_TIMEOUT_SECONDS = 30.0
 
