@@ -1,6 +1,7 @@
-"""A real node's life under a service manager: readiness through
+"""A node's life under a service manager: readiness through
 ``$NOTIFY_SOCKET`` (systemd's ``Type=notify``) and a graceful stop
-(SIGTERM: new connections refused, uploads in progress finish, exit 0).
+(SIGTERM: new connections refused, uploads in progress finish, exit 0),
+on real processes, and the drain itself on a Clock.
 """
 
 import os
@@ -10,10 +11,16 @@ import socket
 import tempfile
 import time
 
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.internet.error import ConnectionDone
 from twisted.trial import unittest
 
 from tests.nodeprocess import NodeProcess
 from tests.s3http import sign
+from tests.test_s3_http import RecordingResource, connect
+from z4node.node import NodeSite
 
 # Generous: the box is shared and loaded; a condition is awaited, never a time.
 DEADLINE_SECONDS = 30
@@ -136,3 +143,59 @@ class GracefulStopTests(unittest.TestCase):
         except ConnectionResetError:
             answer = b""
         self.assertEqual(answer, b"", "a cut upload got an answer")
+
+
+class DrainTests(unittest.SynchronousTestCase):
+    """NodeSite.drain on a Clock: idle connections close at once, busy
+    ones when their request finishes, stuck ones at the timeout."""
+
+    def setUp(self):
+        self.clock = Clock()
+        self.resource = RecordingResource()
+        self.site = NodeSite(self.resource, timeout=None, reactor=self.clock)
+
+    def connect(self):
+        channel, transport = connect(self.resource, self.site)
+        # StringTransport does not call back; a real transport would.
+        transport.loseConnection = lambda: (setattr(transport, "disconnecting", True),
+                                            channel.connectionLost(Failure(ConnectionDone())))
+        return channel, transport
+
+    def upload(self, channel, sent):
+        channel.dataReceived(b"PUT /b/k HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"
+                             + sent)
+
+    def test_idle_connections_close_at_once(self):
+        _, transport = self.connect()
+        result = []
+        Deferred.fromCoroutine(self.site.drain(self.clock, 30)).addCallback(result.append)
+        self.assertEqual(result, [0])
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.site.channels, set())
+
+    def test_request_in_progress_finishes_then_its_connection_closes(self):
+        busy, busy_transport = self.connect()
+        self.upload(busy, b"12345")
+        result = []
+        Deferred.fromCoroutine(self.site.drain(self.clock, 30)).addCallback(result.append)
+        self.clock.advance(29)
+        self.assertEqual(result, [])
+        self.assertFalse(busy_transport.disconnecting)
+        busy.dataReceived(b"67890")
+        self.assertEqual(self.resource.finished, [b"1234567890"])
+        self.assertIn(b"ok", busy_transport.value())
+        self.clock.advance(self.site.drain_poll_seconds)
+        self.assertEqual(result, [0])
+        self.assertTrue(busy_transport.disconnecting)
+
+    def test_requests_still_running_at_the_timeout_are_cut(self):
+        stuck, transport = self.connect()
+        self.upload(stuck, b"1")
+        result = []
+        Deferred.fromCoroutine(self.site.drain(self.clock, 30)).addCallback(result.append)
+        self.clock.advance(29.9)
+        self.assertEqual(result, [])
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.2)
+        self.assertEqual(result, [1])
+        self.assertTrue(transport.disconnected, "aborted")
