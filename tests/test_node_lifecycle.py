@@ -13,6 +13,7 @@ import time
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.python import usage
 from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionDone
 from twisted.trial import unittest
@@ -21,6 +22,7 @@ from tests.nodeprocess import NodeProcess
 from tests.s3http import sign
 from tests.test_s3_http import RecordingResource, connect
 from z4node.node import NodeSite
+from z4node.tap import Options
 
 # Generous: the box is shared and loaded; a condition is awaited, never a time.
 DEADLINE_SECONDS = 30
@@ -143,6 +145,16 @@ class GracefulStopTests(unittest.TestCase):
         except ConnectionResetError:
             answer = b""
         self.assertEqual(answer, b"", "a cut upload got an answer")
+
+
+class StopTimeoutOptionTests(unittest.SynchronousTestCase):
+    def test_stop_timeout_is_seconds_not_below_zero(self):
+        for bad in ("-1", "nan", "soon"):
+            with self.assertRaises(usage.UsageError, msg=bad):
+                Options().parseOptions(["--stop-timeout", bad])
+        options = Options()
+        options.parseOptions(["--stop-timeout", "0"])
+        self.assertEqual(options["stop-timeout"], 0)
 
 
 class DrainTests(unittest.SynchronousTestCase):

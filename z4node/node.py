@@ -28,9 +28,9 @@ import sys
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 from twisted.internet.endpoints import (SSL4ServerEndpoint, TCP4ServerEndpoint,
                                         UNIXServerEndpoint)
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from z4node import __version__, durable
@@ -291,11 +291,11 @@ class Node(MultiService):
         budget = UploadBudget(self.reactor,
                               options.get("upload-memory", DEFAULT_UPLOAD_MEMORY_MIB) * MiB,
                               self.upload_memory_wait_seconds)
-        site = self._site = NodeSite(S3Resource(api, z4), timeout=self.http_idle_timeout_seconds,
-                      reactor=self.reactor,
-                      max_connections=options.get("max-connections", DEFAULT_MAX_CONNECTIONS),
-                      header_timeout_seconds=self.http_header_timeout_seconds,
-                      body_min_rate=self.http_body_min_rate, upload_budget=budget)
+        site = self._site = NodeSite(
+            S3Resource(api, z4), timeout=self.http_idle_timeout_seconds, reactor=self.reactor,
+            max_connections=options.get("max-connections", DEFAULT_MAX_CONNECTIONS),
+            header_timeout_seconds=self.http_header_timeout_seconds,
+            body_min_rate=self.http_body_min_rate, upload_budget=budget)
         if self.tls[0]:
             self._tls_context = ReloadableServerTLS(*self.tls)
             endpoint = SSL4ServerEndpoint(self.reactor, self.port, self._tls_context,
