@@ -4,12 +4,14 @@
 on real processes, and the drain itself on a Clock.
 """
 
+import json
 import os
 import shutil
 import signal
 import socket
 import tempfile
 import time
+import urllib.request
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -21,6 +23,7 @@ from twisted.trial import unittest
 from tests.nodeprocess import NodeProcess
 from tests.s3http import sign
 from tests.test_s3_http import RecordingResource, connect
+from z4node.admin.cluster_cli import signed_headers
 from z4node.node import NodeSite
 from z4node.tap import Options
 
@@ -43,6 +46,16 @@ def refused(port):
     except ConnectionRefusedError:
         return True
     return False
+
+
+def member_state(node, member_id):
+    """``member_id``'s state as ``node`` sees it (None if unknown)."""
+    url = node.endpoint + "/_z4/peers"
+    headers = signed_headers(url, node.credentials(), time.time())
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                timeout=10) as response:
+        peers = json.load(response)
+    return {m["id"]: m["state"] for m in peers["members"]}.get(member_id)
 
 
 def read_until(sock, marker):
@@ -130,6 +143,28 @@ class GracefulStopTests(unittest.TestCase):
         again = NodeProcess(self, data_dir=node.data_dir).start()
         got = again.client().get_object(Bucket="drain", Key="slow")["Body"].read()
         self.assertEqual(got, body)
+
+    def test_the_node_leaves_its_cluster_after_the_drain(self):
+        """In a cluster of two, the stopping node stays a member while its
+        upload finishes (the upload needs its peer), then leaves: the
+        other records it as left, not dead."""
+        env = {"Z4_CLUSTER_KEY": "lifecycle-test-cluster-secret"}
+        a = NodeProcess(self, env=env, args=["--id", "node-a"]).start()
+        b = NodeProcess(self, env=env, args=["--id", "node-b", "--join",
+                                             f"127.0.0.1:{a.gossip_port}"]).start()
+        wait_for(lambda: member_state(b, "node-a") == "alive", "node-b sees node-a")
+        wait_for(lambda: member_state(a, "node-b") == "alive", "node-a sees node-b")
+        a.client().create_bucket(Bucket="drain")
+        body = os.urandom(2 * 1024 * 1024)
+        sock = self.start_upload(a, "replicated", body, 1000)
+        a.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: refused(a.port), "node-a's S3 port refuses connections")
+        self.assertEqual(member_state(b, "node-a"), "alive", "left before its upload finished")
+        sock.sendall(body[1000:])
+        reply = read_until(sock, b"\r\n\r\n")
+        self.assertTrue(reply.startswith(b"HTTP/1.1 200 "), reply)
+        self.assertEqual(a.process.wait(DEADLINE_SECONDS), 0)
+        wait_for(lambda: member_state(b, "node-a") == "left", "node-b records node-a left")
 
     def test_stop_timeout_cuts_a_stalled_upload(self):
         """An upload that does not finish within --stop-timeout is cut and
