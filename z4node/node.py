@@ -12,21 +12,29 @@ Before anything is read, the data dir's encryption is settled
 seal and open what they store, and a key rotation that a crash interrupted
 carries on. With ``--tls-cert``/``--tls-key`` the S3 port speaks HTTPS;
 :meth:`Node.reload_tls` (SIGHUP) reads the certificate files again.
+
+Under systemd (``Type=notify``) the node says READY=1 once it serves
+(:func:`notify_systemd`). A stop (SIGTERM) is graceful: the ports close,
+requests in progress get up to ``--stop-timeout`` seconds to finish
+(:meth:`NodeSite.drain`), then the node leaves the cluster and exits.
 """
 
 import fcntl
 import json
 import os
 import random
+import socket
 import sys
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (SSL4ServerEndpoint, TCP4ServerEndpoint,
                                         UNIXServerEndpoint)
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from z4node import __version__, durable
+from z4node.admin.backup import META_FILE
 from z4node.admin.server import AdminFactory, SocketPath
 from z4node.hlc import HybridLogicalClock
 from z4node.objects.lifecycle import DAY_SECONDS, LifecycleWorker
@@ -36,7 +44,7 @@ from z4node.replication.everywhere import EverywhereTables
 from z4node.s3.api import S3Api, S3Resource
 from z4node.s3.authorization import BLOCK_SETTING
 from z4node.s3.handlers import HANDLERS, public_access
-from z4node.s3.http import MiB, S3Site, UploadBudget
+from z4node.s3.http import MiB, S3Channel, S3Site, UploadBudget
 from z4node.storage.atrest import (EncryptionKeyError, EncryptionRefused, open_encryption,
                                    use_at_rest)
 from z4node.storage.chunks import ChunkStore
@@ -46,7 +54,8 @@ from z4node.storage.rotation import KeyRotation
 from z4node.storage.scrub import MB, Scrubber
 from z4node.tls import ReloadableServerTLS, TLSConfigError
 from z4node.cluster.service import ClusterService
-from z4node.tap import DEFAULT_MAX_CONNECTIONS, DEFAULT_UPLOAD_MEMORY_MIB
+from z4node.tap import (DEFAULT_MAX_CONNECTIONS, DEFAULT_STOP_TIMEOUT_SECONDS,
+                        DEFAULT_UPLOAD_MEMORY_MIB)
 from z4node.web.status import make_z4_resource, new_z4_root
 
 ADMIN_KEY_NAME = "admin"
@@ -83,6 +92,72 @@ def lock_data_dir(data_dir):
     return fd
 
 
+def notify_systemd(environ, state):
+    """Send ``state`` (``b"READY=1"``, ``b"STOPPING=1"``) to the service
+    manager's notification socket, when there is one (``$NOTIFY_SOCKET``,
+    set by systemd for ``Type=notify``); True if sent.
+
+    sd_notify(3)'s protocol is one datagram on a UNIX socket (a name
+    starting with ``@`` is in the abstract namespace): a few lines here
+    instead of a dependency. Never blocks: a full socket is an error.
+    """
+    address = environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+        s.setblocking(False)
+        s.sendto(state, address)
+    return True
+
+
+class _TrackedChannel(S3Channel):
+    """An S3 connection that its site knows of while it is open."""
+
+    def connectionMade(self):
+        super().connectionMade()
+        self.site.channels.add(self)
+
+    def connectionLost(self, reason):
+        self.site.channels.discard(self)
+        super().connectionLost(reason)
+
+
+class NodeSite(S3Site):
+    """The node's S3 site, which keeps its open connections so that a stop
+    can let the requests on them finish (:meth:`drain`)."""
+
+    protocol = _TrackedChannel
+    # How often a drain looks for connections whose request has finished.
+    drain_poll_seconds = 0.05
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.channels = set()
+
+    async def drain(self, clock, timeout_seconds):
+        """Close every connection once no request is in progress on it (an
+        idle keep-alive connection at once), cutting what is still running
+        after ``timeout_seconds``; the number of connections cut. Call it
+        after the port stopped listening."""
+        deadline = clock.seconds() + timeout_seconds
+        while True:
+            for channel in list(self.channels):
+                # twisted.web keeps a connection's requests in progress
+                # (from their first line to their finish) in .requests.
+                if not channel.requests:
+                    channel.transport.loseConnection()
+            busy = [c for c in self.channels if c.requests]
+            if not busy:
+                return 0
+            if clock.seconds() >= deadline:
+                for channel in busy:
+                    channel.transport.abortConnection()
+                return len(busy)
+            await deferLater(clock, self.drain_poll_seconds)
+
+
 class Node(MultiService):
     log = Logger()
 
@@ -116,11 +191,14 @@ class Node(MultiService):
         self.started_at = None
         self.s3_port = None
         self._listeners = []
+        self._site = None
+        self._admin_socket_path = None
         self._tls_context = None
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
         # Before anything in the data dir is opened.
         self._lock_fd = lock_data_dir(data_dir)
-        self.meta = MetaStore(reactor, os.path.join(data_dir, "meta.sqlite3"))
+        self.meta_path = os.path.join(data_dir, META_FILE)
+        self.meta = MetaStore(reactor, self.meta_path)
         self.chunks = ChunkStore(reactor, os.path.join(data_dir, "chunks"))
         self.hlc = HybridLogicalClock(reactor)
         self.system = SystemTables(self.meta, self.hlc, reactor)
@@ -199,6 +277,7 @@ class Node(MultiService):
         self.log.info("z4node {id} serving S3 on {scheme}://{host}:{port}",
                       id=self.node_id, scheme=self.scheme, host=self.host,
                       port=self.s3_port)
+        self._notify_systemd(b"READY=1")
 
     async def _open_encryption(self, first_start):
         self.at_rest = await open_encryption(self.meta, self.environ, self.data_dir,
@@ -223,11 +302,11 @@ class Node(MultiService):
         budget = UploadBudget(self.reactor,
                               options.get("upload-memory", DEFAULT_UPLOAD_MEMORY_MIB) * MiB,
                               self.upload_memory_wait_seconds)
-        site = S3Site(S3Resource(api, z4), timeout=self.http_idle_timeout_seconds,
-                      reactor=self.reactor,
-                      max_connections=options.get("max-connections", DEFAULT_MAX_CONNECTIONS),
-                      header_timeout_seconds=self.http_header_timeout_seconds,
-                      body_min_rate=self.http_body_min_rate, upload_budget=budget)
+        site = self._site = NodeSite(
+            S3Resource(api, z4), timeout=self.http_idle_timeout_seconds, reactor=self.reactor,
+            max_connections=options.get("max-connections", DEFAULT_MAX_CONNECTIONS),
+            header_timeout_seconds=self.http_header_timeout_seconds,
+            body_min_rate=self.http_body_min_rate, upload_budget=budget)
         if self.tls[0]:
             self._tls_context = ReloadableServerTLS(*self.tls)
             endpoint = SSL4ServerEndpoint(self.reactor, self.port, self._tls_context,
@@ -251,15 +330,23 @@ class Node(MultiService):
         self.everywhere = EverywhereTables(self.reactor, self.cluster, random.Random())
         self.system.replicate_with(self.everywhere)
         self.everywhere.setServiceParent(self)
-        socket_path = SocketPath(self.data_dir)
-        try:
-            if os.path.exists(socket_path.real):
-                os.unlink(socket_path.real)
-            admin = await UNIXServerEndpoint(
-                self.reactor, socket_path.usable, mode=0o600).listen(AdminFactory(self))
-        finally:
-            socket_path.close()
+        # Open while the socket listens: the port removes the socket file
+        # by this name when it stops, and a long data dir's name is
+        # /proc/self/fd/N/..., meaningless (or another file) once N closes.
+        self._admin_socket_path = SocketPath(self.data_dir)
+        if os.path.exists(self._admin_socket_path.real):
+            os.unlink(self._admin_socket_path.real)
+        admin = await UNIXServerEndpoint(
+            self.reactor, self._admin_socket_path.usable, mode=0o600).listen(AdminFactory(self))
         self._listeners.append(admin)
+
+    def _notify_systemd(self, state):
+        try:
+            if notify_systemd(self.environ, state):
+                self.log.info("told systemd {state}", state=state.decode())
+        except OSError as e:
+            self.log.warn("could not tell systemd {state} through $NOTIFY_SOCKET: "
+                          "{error}", state=state.decode(), error=e)
 
     def jobs_status(self):
         """The local background jobs' counters, for ``/_z4/status``."""
@@ -332,9 +419,24 @@ class Node(MultiService):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self):
+        self._notify_systemd(b"STOPPING=1")
+        # No new connections from here on; the requests in progress finish
+        # while the cluster is still joined (they need their peers), then
+        # the children stop, the cluster service last, leaving gracefully.
         for listener in self._listeners:
             await listener.stopListening()
         self._listeners = []
+        if self._admin_socket_path is not None:
+            self._admin_socket_path.close()
+        if self._site is not None:
+            timeout = (self.options or {}).get("stop-timeout", DEFAULT_STOP_TIMEOUT_SECONDS)
+            if self._site.channels:
+                self.log.info("stopping: letting requests in progress finish "
+                              "(at most {t} s)", t=timeout)
+            cut = await self._site.drain(self.reactor, timeout)
+            if cut:
+                self.log.warn("stopping: cut {n} request(s) still running after "
+                              "--stop-timeout {t} s", n=cut, t=timeout)
         if self.rotation is not None:
             # The batch in flight commits or not; the cursor says which.
             await self.rotation.stop()

@@ -25,6 +25,10 @@ DEFAULT_MAX_CONNECTIONS = 900
 # more smaller ones; bodies up to 64 KiB take no share. docs/performance.md
 # measures the RSS this bounds.
 DEFAULT_UPLOAD_MEMORY_MIB = 512
+# A stop (SIGTERM) lets requests in progress run this long: a 1 GiB upload
+# at 36 MB/s, or any smaller one. etc/z4node.service's TimeoutStopSec
+# leaves room above it for leaving the cluster and closing the stores.
+DEFAULT_STOP_TIMEOUT_SECONDS = 30.0
 
 
 class ReactorError(Exception):
@@ -84,6 +88,9 @@ class Options(usage.Options):
          "ObjectOwnership of a bucket created without x-amz-object-ownership: "
          "ObjectWriter (ACLs on, the writer owns an object), BucketOwnerPreferred "
          "or BucketOwnerEnforced (ACLs off, as on AWS since 2023)."],
+        ["stop-timeout", None, DEFAULT_STOP_TIMEOUT_SECONDS,
+         "Seconds a stop (SIGTERM) lets requests in progress finish before cutting "
+         "them; new connections are refused meanwhile.", float],
         ["lifecycle-interval", None, None,
          "Seconds between lifecycle passes (default 3600, or $Z4_LIFECYCLE_INTERVAL).",
          float],
@@ -110,6 +117,8 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must be at least 1")
         if self["scrub-rate"] < 0:
             raise usage.UsageError("--scrub-rate must be 0 (off) or more")
+        if not self["stop-timeout"] >= 0:
+            raise usage.UsageError("--stop-timeout must be 0 or more seconds")
         for name in ("lifecycle-interval", "lifecycle-test-day-seconds"):
             if self[name] is not None and not self[name] > 0:
                 raise usage.UsageError(f"--{name} must be a positive number of seconds")
@@ -154,7 +163,34 @@ def makeService(options):
     node.ready.addCallback(_freeze_startup_heap)
     # SIGHUP (systemctl reload) reads the TLS certificate files again.
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(node.reload_tls))
+    # After the reactor's own handlers, which this replaces.
+    reactor.callWhenRunning(_stop_gracefully_on_signals, reactor)
     return node
+
+
+def _stop_gracefully_on_signals(reactor):
+    """SIGTERM and SIGINT stop the node (the service tree's stopService:
+    requests in progress finish, the cluster is left), and the process
+    then exits 0. twistd's own handlers would re-raise the signal once
+    stopped, so that a service manager could not tell a completed stop
+    from a process killed before it could stop."""
+    from twisted.internet.error import ReactorNotRunning
+    from twisted.logger import Logger
+
+    log = Logger()
+
+    def stop():
+        try:
+            reactor.stop()
+        except ReactorNotRunning:
+            log.info("already stopping")
+
+    def handler(number, frame):
+        log.info("received {name}: stopping", name=signal.Signals(number).name)
+        reactor.callFromThread(stop)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def _freeze_startup_heap(result):

@@ -9,6 +9,7 @@ import socket
 import sys
 import time
 
+from z4node.admin.backup import META_FILE, SnapshotError, restore_snapshot
 from z4node.admin.cluster_cli import ClusterCliError, add_cluster_commands
 from z4node.admin.server import SocketPath
 
@@ -258,6 +259,46 @@ def encryption_rotate(args):
                     "the old key no longer opens this data dir.")
 
 
+def backup(args):
+    result = call(args.data, "meta.snapshot", path=os.path.abspath(args.path))
+    return result, (f"Snapshot of node {result['node_id']}'s metadata written to "
+                    f"{result['path']} ({result['bytes']:,} bytes).\n"
+                    + _snapshot_needs(result))
+
+
+def restore(args):
+    from z4node.node import DataDirInUse, lock_data_dir
+
+    os.makedirs(args.data, mode=0o700, exist_ok=True)
+    try:
+        lock = lock_data_dir(args.data)
+    except DataDirInUse as e:
+        raise CliError(f"{e}: stop it before restoring") from None
+    try:
+        result = restore_snapshot(os.path.abspath(args.snapshot),
+                                  os.path.join(args.data, META_FILE))
+    except SnapshotError as e:
+        raise CliError(str(e)) from None
+    finally:
+        os.close(lock)
+    text = (f"Restored node {result['node_id']}'s metadata into {args.data}.\n"
+            + _snapshot_needs(result))
+    if not os.path.isdir(os.path.join(args.data, "chunks")):
+        text += (f"\nWARNING: {args.data} has no chunks/ directory yet: copy the node's "
+                 "chunk files there before starting it, or every object stored in "
+                 "chunks is unreadable.")
+    return result, text
+
+
+def _snapshot_needs(result):
+    """What else a node started from the snapshot needs."""
+    if result["encryption_key_id"] is None:
+        return "The metadata is not encrypted: no node key is needed to restore it."
+    return (f"The metadata is encrypted: a node restored from it needs node key "
+            f"{result['encryption_key_id']} in Z4_ENCRYPTION_KEY (the key at the time "
+            "of the snapshot).")
+
+
 def parser():
     top = argparse.ArgumentParser(prog="z4", description="Administer a z4node.")
     top.add_argument("--data", default=os.environ.get("Z4_DATA", "./data"),
@@ -328,6 +369,17 @@ def parser():
                          ("pause", "stop reading chunk files until started again")):
         scrub.add_parser(action, help=text, parents=[common]).set_defaults(
             run=scrub_command, command=f"scrub.{action}")
+    p = families.add_parser(
+        "backup", help="write a consistent snapshot of the running node's metadata",
+        parents=[common])
+    p.add_argument("path", help="the snapshot file to create (a new file, where the "
+                                "node's user may write)")
+    p.set_defaults(run=backup)
+    p = families.add_parser(
+        "restore", help="put a metadata snapshot in place in --data (no node running, "
+                        "no metadata there yet)", parents=[common])
+    p.add_argument("snapshot", help="a file written by `z4 backup`")
+    p.set_defaults(run=restore)
     add_cluster_commands(families)
     return top
 

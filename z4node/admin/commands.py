@@ -1,7 +1,13 @@
-"""What the admin socket can be asked: key and bucket management, and the
-node key's rotation. Each command takes and returns plain JSON-able values;
-the CLI formats them."""
+"""What the admin socket can be asked: key and bucket management, the
+node key's rotation and metadata snapshots. Each command takes and returns
+plain JSON-able values; the CLI formats them."""
 
+import os
+import sqlite3
+
+from twisted.internet.threads import deferToThreadPool
+
+from z4node.admin.backup import SnapshotError, take_snapshot
 from z4node.objects.errors import ObjectError
 from z4node.objects.system import AdminError
 from z4node.s3 import authorization
@@ -35,7 +41,9 @@ class AdminCommands:
             "encryption.rotate": self.encryption_rotate,
             "scrub.status": self.scrub_status, "scrub.start": self.scrub_start,
             "scrub.pause": self.scrub_pause,
+            "meta.snapshot": self.meta_snapshot,
         }
+        self._snapshotting = False
 
     async def run(self, command, args):
         handler = self._commands.get(command)
@@ -165,3 +173,27 @@ class AdminCommands:
         except RotationError as e:
             raise AdminError(str(e)) from None
         return await self.encryption_status()
+
+    # -- backup --------------------------------------------------------------
+
+    async def meta_snapshot(self, path):
+        """Write a consistent snapshot of the node's metadata to ``path``
+        (absolute, new, somewhere the node may write), on a thread of the
+        reactor's pool: the copy blocks for as long as it reads the file."""
+        if not isinstance(path, str) or not os.path.isabs(path):
+            raise AdminError("give the snapshot's absolute path")
+        if self._snapshotting:
+            raise AdminError("a snapshot is being taken already; wait for it")
+        self._snapshotting = True
+        reactor = self._node.reactor
+        try:
+            return await deferToThreadPool(reactor, reactor.getThreadPool(), take_snapshot,
+                                           self._node.meta_path, path)
+        except SnapshotError as e:
+            raise AdminError(str(e)) from None
+        except OSError as e:
+            raise AdminError(f"cannot write {path}: {e.strerror}") from None
+        except sqlite3.Error as e:
+            raise AdminError(f"the snapshot failed: {e}") from None
+        finally:
+            self._snapshotting = False
