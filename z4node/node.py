@@ -45,6 +45,9 @@ from z4node.storage.rotation import KeyRotation
 from z4node.tls import ReloadableServerTLS, TLSConfigError
 from z4node.cluster.service import ClusterService
 from z4node.tap import DEFAULT_MAX_CONNECTIONS, DEFAULT_UPLOAD_MEMORY_MIB
+from z4node.web.accesslog import AccessLog
+from z4node.web.health import NodeHealth, make_health_resource
+from z4node.web.metrics import TOKEN_ENV, MetricsAccess, MetricsResource, NodeMetrics
 from z4node.web.status import make_z4_resource, new_z4_root
 
 ADMIN_KEY_NAME = "admin"
@@ -113,6 +116,12 @@ class Node(MultiService):
         self.node_id = None
         self.started_at = None
         self.s3_port = None
+        self.cluster = None
+        self.metrics = None
+        self.access_log = None
+        # A twisted.logger observer for twistd to log to instead of its
+        # text log (--log-format json); see setServiceParent.
+        self.log_observer = None
         self._listeners = []
         self._tls_context = None
         os.makedirs(data_dir, mode=0o700, exist_ok=True)
@@ -130,6 +139,9 @@ class Node(MultiService):
         options = options or {}
         self.tls = (options.get("tls-cert"), options.get("tls-key"))
         self.trusted_proxies = frozenset(options.get("trusted-proxy") or ())
+        self.metrics_access = MetricsAccess(
+            options.get("metrics-token") or environ.get(TOKEN_ENV),
+            bool(options.get("metrics-public")))
         interval, day, dry_run = lifecycle_settings(options, environ)
         if day is not None:
             self.objects.lifecycle_day_seconds = day
@@ -147,6 +159,14 @@ class Node(MultiService):
     def from_options(cls, reactor, options, environ):
         return cls(reactor, options["data"], options["host"], options["port"],
                    options["id"], environ, debug=bool(options["debug"]), options=options)
+
+    def setServiceParent(self, parent):
+        super().setServiceParent(parent)
+        if self.log_observer is not None:
+            # twistd starts logging after building the service, to the
+            # observer its application names (as a .tac file would set it).
+            from twisted.logger import ILogObserver
+            parent.setComponent(ILogObserver, self.log_observer)
 
     def startService(self):
         if self.lifecycle.day_seconds != DAY_SECONDS:
@@ -202,17 +222,26 @@ class Node(MultiService):
                       id=self.at_rest.keyring.current_id.hex())
 
     async def _listen(self):
-        domains = (self.options or {}).get("domain") or self.environ.get("Z4_DOMAIN") or ""
+        options = self.options or {}
+        domains = options.get("domain") or self.environ.get("Z4_DOMAIN") or ""
+        if options.get("access-log"):
+            self.access_log = AccessLog(options["access-log"], self.reactor)
+        if self.metrics_access.enabled:
+            self.metrics = NodeMetrics(self.reactor, self.node_id)
+            self.metrics.lag.start()
         api = S3Api(self.reactor, self.objects, HANDLERS, self.chunks.run, self.node_id,
                     debug=self.debug,
                     domains=[d for d in domains.split(",") if d.strip()],
-                    trusted_proxies=self.trusted_proxies)
+                    trusted_proxies=self.trusted_proxies, answered=self._request_hook())
         z4 = new_z4_root()
-        options = self.options or {}
+        # Before the port opens: a supervisor may ask as soon as it can.
+        z4.putChild(b"health", make_health_resource(NodeHealth(
+            self.ready, lambda: self.cluster, bool(options.get("join")))))
         budget = UploadBudget(self.reactor,
                               options.get("upload-memory", DEFAULT_UPLOAD_MEMORY_MIB) * MiB,
                               self.upload_memory_wait_seconds)
-        site = S3Site(S3Resource(api, z4), timeout=self.http_idle_timeout_seconds,
+        site = S3Site(S3Resource(api, z4, MetricsResource(self.metrics, self.metrics_access)),
+                      timeout=self.http_idle_timeout_seconds,
                       reactor=self.reactor,
                       max_connections=options.get("max-connections", DEFAULT_MAX_CONNECTIONS),
                       header_timeout_seconds=self.http_header_timeout_seconds,
@@ -240,6 +269,8 @@ class Node(MultiService):
         self.everywhere = EverywhereTables(self.reactor, self.cluster, random.Random())
         self.system.replicate_with(self.everywhere)
         self.everywhere.setServiceParent(self)
+        if self.metrics is not None:
+            self._watch(budget)
         socket_path = SocketPath(self.data_dir)
         try:
             if os.path.exists(socket_path.real):
@@ -250,9 +281,44 @@ class Node(MultiService):
             socket_path.close()
         self._listeners.append(admin)
 
+    def _request_hook(self):
+        """What S3Api tells of each request answered: the metrics, the
+        access log, both, or None (nothing to pay on the hot path)."""
+        hooks = [hook.answered for hook in (self.metrics, self.access_log)
+                 if hook is not None]
+        if len(hooks) < 2:
+            return hooks[0] if hooks else None
+
+        def answered(*args):
+            for hook in hooks:
+                hook(*args)
+        return answered
+
+    def _watch(self, budget):
+        """Point the metrics at the counters the node's parts keep."""
+        metrics = self.metrics
+        metrics.watch_cluster(self.cluster)
+        metrics.watch_counters("everywhere", "Tables kept on every node",
+                               lambda: self.everywhere.counters)
+        metrics.watch_counters("upload_memory", "Uploads over --upload-memory",
+                               lambda: budget.counters)
+        metrics.watch_counters("lifecycle", "Lifecycle worker",
+                               lambda: dict(self.lifecycle.totals,
+                                            passes=self.lifecycle.passes))
+        metrics.watch_jobs(lambda: {"gc": self.gc.status(),
+                                    "dht_maintenance": self.cluster.dht.status()["maintenance"],
+                                    "reactor_lag": metrics.lag.job.status()})
+
     def jobs_status(self):
         """The local background jobs' counters, for ``/_z4/status``."""
         return {"gc": self.gc.status(), "lifecycle": self.lifecycle.status()}
+
+    def reload(self):
+        """SIGHUP: read the TLS certificate again, reopen the access log."""
+        self.reload_tls()
+        if self.access_log is not None:
+            self.access_log.reopen()
+            self.log.info("access log reopened: {path}", path=self.access_log.path)
 
     def reload_tls(self):
         """Read --tls-cert and --tls-key again (SIGHUP): new connections get
@@ -326,6 +392,10 @@ class Node(MultiService):
             # The batch in flight commits or not; the cursor says which.
             await self.rotation.stop()
         await super().stopService()
+        if self.metrics is not None:
+            self.metrics.lag.stop()
+        if self.access_log is not None:
+            self.access_log.close()
         self.chunks.stop()
         self.meta.stop()
         os.close(self._lock_fd)
