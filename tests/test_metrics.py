@@ -1,8 +1,12 @@
-"""The metrics of one node (z4node.web.metrics) and the health answers
-(z4node.web.health), in process: request accounting as Prometheus reads
-it (through prometheus_client's own parser), the reactor-lag probe on a
-Clock, who may scrape, which requests /metrics claims from S3, and the
-health verdicts for each membership state."""
+"""The metrics of one node (z4node.web.metrics), the health answers
+(z4node.web.health) and the access log (z4node.web.accesslog), in
+process: request accounting as Prometheus reads it (through
+prometheus_client's own parser), the reactor-lag probe on a Clock, who
+may scrape, which requests /metrics claims from S3, the health verdicts
+for each membership state, and when access-log lines reach the file."""
+
+import json
+import os
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
@@ -10,6 +14,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from z4node.cluster.members import State
+from z4node.web.accesslog import AccessLog
 from z4node.web.health import NodeHealth
 from z4node.web.metrics import MetricsAccess, MetricsResource, NodeMetrics
 
@@ -210,3 +215,49 @@ class HealthTests(TestCase):
         self.assertEqual(joining.ready(), "joining")
         # Without --join there is nothing to wait for.
         self.assertIsNone(self.health([State.ALIVE], joined=False).ready())
+
+
+class FakeAddress:
+    host = "127.0.0.1"
+
+
+class FakeRequest:
+    method = b"PUT"
+
+    def getClientAddress(self):
+        return FakeAddress()
+
+
+class FakeCredentials:
+    access_key_id = "AKEXAMPLE"
+
+
+class SignedCall:
+    operation = "PutObject"
+    resource = "/b/k"
+    credentials = FakeCredentials()
+
+
+class AccessLogTests(TestCase):
+    def test_lines_written_each_second_and_on_close(self):
+        clock = Clock()
+        clock.advance(1_800_000_000)
+        path = os.path.abspath(self.mktemp())
+        log = AccessLog(path, clock)
+        log.start()
+        log.answered(FakeRequest(), SignedCall(), "RID1", 200, 10, 0, 0.25)
+        self.assertEqual(os.path.getsize(path), 0)
+        clock.advance(1.0)
+        with open(path) as f:
+            self.assertEqual(json.loads(f.read()), {
+                "time": "2027-01-15T08:00:00.000+00:00", "request_id": "RID1",
+                "remote": "127.0.0.1", "key_id": "AKEXAMPLE", "method": "PUT",
+                "resource": "/b/k", "operation": "PutObject", "status": 200,
+                "bytes_in": 10, "bytes_out": 0, "duration": 0.25})
+        # A request that did not parse, and a client that left.
+        log.answered(FakeRequest(), None, "RID2", None, 0, 0, 0.001)
+        log.close()
+        with open(path) as f:
+            last = json.loads(f.read().splitlines()[-1])
+        self.assertEqual((last["request_id"], last["key_id"], last["operation"],
+                          last["status"]), ("RID2", None, None, None))

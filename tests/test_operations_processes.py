@@ -10,6 +10,7 @@ Every process a test starts, it stops (addCleanup); everything is on
 
 import json
 import os
+import re
 import signal
 import time
 import urllib.error
@@ -20,7 +21,7 @@ from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import TestCase
 
-from tests.nodeprocess import NodeProcess
+from tests.nodeprocess import SOURCE_ROOT, NodeProcess
 from tests.test_cluster_processes import ClusterNode
 
 TOKEN = "metrics-test-token-0123456789"
@@ -107,6 +108,15 @@ class MetricsAndLogsTests(TestCase):
         self.assertGreater(after[("process_open_fds", ())], 0)
         self.assertEqual(after[("z4_swim_members", (("state", "alive"),))], 1)
         self.assertEqual(after[("z4_ring_members", ())], 1)
+        # The example dashboard and alert rules ask only for metrics that
+        # exist.
+        names = {name for name, _ in after}
+        names |= {name.rsplit("_", 1)[0] for name in names}
+        for path in ("etc/grafana-dashboard.json", "etc/z4node-alerts.yml"):
+            with open(os.path.join(SOURCE_ROOT, path)) as f:
+                used = set(re.findall(r"\b((?:z4|process)_[a-z0-9_]+)", f.read()))
+            self.assertTrue(used)
+            self.assertEqual(used - names, set(), path)
         # The reactor-lag probe runs every second.
         wait_for(lambda: scrape(node).get(("z4_reactor_lag_probe_seconds_count", ()), 0) >= 2,
                  "two reactor lag probes")
@@ -145,9 +155,16 @@ class MetricsAndLogsTests(TestCase):
         put = [line for line in lines if line["operation"] == "PutObject"][0]
         self.assertGreaterEqual(put["bytes_in"], 5)
         self.assertIn(403, [line["status"] for line in lines])
+        # logrotate moves the file; SIGHUP makes the node start a new one.
+        os.rename(self.access_log, self.access_log + ".1")
+        node.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: fetch(url)[0] == 200 and os.path.exists(self.access_log)
+                 and os.path.getsize(self.access_log) > 0, "a new access log after SIGHUP")
         node.stop()
-        with open(self.access_log) as f:
+        with open(self.access_log + ".1") as f:
             access = f.read()
+        with open(self.access_log) as f:
+            access += f.read()
         node_log = node.log()
         events = [json.loads(line) for line in node_log.splitlines()]
         self.assertTrue(any("serving S3" in e.get("log_format", "") for e in events))

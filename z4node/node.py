@@ -226,6 +226,7 @@ class Node(MultiService):
         domains = options.get("domain") or self.environ.get("Z4_DOMAIN") or ""
         if options.get("access-log"):
             self.access_log = AccessLog(options["access-log"], self.reactor)
+            self.access_log.start()
         if self.metrics_access.enabled:
             self.metrics = NodeMetrics(self.reactor, self.node_id)
             self.metrics.lag.start()

@@ -8,9 +8,10 @@ string, which can hold a presigned URL's signature), the S3 operation, the
 status, the body bytes received and sent, and the duration in seconds.
 ``status`` is null for a client that went away before its answer.
 
-The file is line buffered: each request costs one append to the page
-cache, and a crash loses no line. :meth:`AccessLog.reopen` (SIGHUP)
-starts a new file after logrotate moved the old one.
+Lines are buffered and written out every ``flush_seconds`` (and on stop):
+a write per request cost more than the metrics did, and a crash loses at
+most that last second. :meth:`AccessLog.reopen` (SIGHUP) starts a new
+file after logrotate moved the old one.
 """
 
 import datetime
@@ -18,25 +19,55 @@ import json
 
 from twisted.logger import Logger
 
+from z4node.periodic import PeriodicJob
+
 
 class AccessLog:
     log = Logger()
+
+    flush_seconds = 1.0
 
     def __init__(self, path, clock):
         self.path = path
         self._clock = clock
         self._file = self._open()
         self.failures = 0
+        self._flusher = PeriodicJob("access log flush", clock, self.flush)
 
     def _open(self):
-        return open(self.path, "a", buffering=1, encoding="utf-8")
+        return open(self.path, "a", encoding="utf-8")
+
+    def start(self):
+        self._flusher.start(self.flush_seconds)
+
+    def flush(self):
+        try:
+            self._file.flush()
+        except OSError as e:
+            self._lost(e)
 
     def reopen(self):
-        old, self._file = self._file, self._open()
+        self.flush()
+        try:
+            new = self._open()
+        except OSError as e:
+            self.log.error("access log {path} not reopened, still writing the old "
+                           "file: {error}", path=self.path, error=e)
+            return
+        old, self._file = self._file, new
         old.close()
 
     def close(self):
+        self._flusher.stop()
+        self.flush()
         self._file.close()
+
+    def _lost(self, error):
+        # A full disk must not fail requests; the node log says so, once
+        # per hundred failed writes.
+        if self.failures % 100 == 0:
+            self.log.error("access log {path}: {error}", path=self.path, error=error)
+        self.failures += 1
 
     def answered(self, request, call, request_id, status, bytes_in, bytes_out, seconds):
         """One line for a request that is over (an ``S3Api.answered`` hook)."""
@@ -60,8 +91,4 @@ class AccessLog:
         try:
             self._file.write(line + "\n")
         except OSError as e:
-            # A full disk must not fail requests; the node log says so,
-            # once per hundred lost lines.
-            if self.failures % 100 == 0:
-                self.log.error("access log {path}: {error}", path=self.path, error=e)
-            self.failures += 1
+            self._lost(e)

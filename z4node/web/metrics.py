@@ -186,10 +186,10 @@ class JobsCollector:
         self.jobs = jobs
 
     def collect(self):
-        runs = CounterMetricFamily("z4_job_runs", "Background job runs.", labels=["job"])
+        runs = CounterMetricFamily("z4_job_runs", "Background job runs.", labels=["task"])
         failures = CounterMetricFamily(
             "z4_job_failures", "Background job runs that failed (each is logged).",
-            labels=["job"])
+            labels=["task"])
         for name, status in sorted(self.jobs().items()):
             runs.add_metric([name], status["runs"])
             failures.add_metric([name], status["failures"])

@@ -1,0 +1,86 @@
+"""What metrics and the access log cost the S3 hot path: 4 KiB GET ops/s
+at concurrency 32 against three nodes started side by side in one run,
+metrics off, metrics on (a token set), and metrics on with --access-log,
+loaded one at a time in interleaved rounds so that the shared machine's
+drift falls on all three alike.
+
+    python benchmarks/metrics_cost.py [--seconds 10] [--rounds 3]
+
+Prints each round and the median ops/s of each setting; docs/operations.md
+records the figures. Uses wrk through :mod:`benchmarks.loadgen` (install
+it with ``apt-get install wrk``); everything listens on 127.0.0.1 and
+everything started is stopped again.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmarks.loadgen import run_wrk  # noqa: E402
+from benchmarks.presign import Presigner  # noqa: E402
+from benchmarks.servers import _Case  # noqa: E402
+from tests.nodeprocess import NodeProcess  # noqa: E402
+
+SIZE = 4096
+KEYS = 200
+BUCKET = "bench"
+
+
+def start(workdir, name, env, args):
+    node = NodeProcess(_Case(os.path.join(workdir, name)), env=env, args=args)
+    node.start()
+    access, secret = node.credentials()
+    node.presigner = Presigner(f"127.0.0.1:{node.port}", access, secret)
+    s3 = node.client(signature_version="s3v4")
+    s3.create_bucket(Bucket=BUCKET)
+    body = os.urandom(SIZE)
+    for i in range(KEYS):
+        s3.put_object(Bucket=BUCKET, Key=f"k{i:04d}", Body=body)
+    return node
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="z4-metrics-cost-") as workdir:
+        settings = {
+            "metrics off": ({}, []),
+            "metrics on": ({"Z4_METRICS_TOKEN": "benchmark-token"}, []),
+            "metrics on + access log": ({"Z4_METRICS_TOKEN": "benchmark-token"},
+                                        ["--access-log", os.path.join(workdir, "access.log")]),
+        }
+        nodes = {}
+        try:
+            for name, (env, extra) in settings.items():
+                nodes[name] = start(workdir, name.replace(" ", "_").replace("+", ""),
+                                    env, extra)
+            rates = {name: [] for name in settings}
+            for round_ in range(args.rounds):
+                for name, node in nodes.items():
+                    paths = [node.presigner.path("GET", f"/{BUCKET}/k{i:04d}")
+                             for i in range(KEYS)]
+                    r = run_wrk(node.endpoint, "GET", paths, workdir,
+                                f"r{round_}-{name}".replace(" ", "_").replace("+", ""),
+                                connections=32, seconds=args.seconds, limit=10 ** 9,
+                                expect_length=SIZE)
+                    rates[name].append(r["rate"])
+                    print(f"round {round_ + 1}: {name:24} {r['rate']:9,.1f} GET/s  "
+                          f"p99 {r['p99_ms']:.2f} ms", flush=True)
+        finally:
+            for node in nodes.values():
+                node.stop()
+    base = statistics.median(rates["metrics off"])
+    for name, values in rates.items():
+        median = statistics.median(values)
+        print(f"{name:24} median {median:9,.1f} GET/s  ({(median / base - 1) * 100:+.1f} %)")
+
+
+if __name__ == "__main__":
+    main()
