@@ -1,13 +1,16 @@
 """What metrics and the access log cost the S3 hot path: 4 KiB GET ops/s
 at concurrency 32 against three nodes started side by side in one run,
 metrics off, metrics on (a token set), and metrics on with --access-log,
-loaded one at a time in interleaved rounds so that the shared machine's
-drift falls on all three alike.
+loaded one at a time in interleaved rounds (each setting first, second
+and third in turn) so that the shared machine's drift falls on all three
+alike.
 
     python benchmarks/metrics_cost.py [--seconds 10] [--rounds 3]
 
-Prints each round and the median ops/s of each setting; docs/operations.md
-records the figures. Uses wrk through :mod:`benchmarks.loadgen` (install
+Prints each round and, for each setting, the median ops/s and the node's
+CPU time per request (user + system, from /proc: on a machine shared with
+other work the ops/s swing with the neighbours' load, the CPU time a
+request costs much less); docs/operations.md records the figures. Uses wrk through :mod:`benchmarks.loadgen` (install
 it with ``apt-get install wrk``); everything listens on 127.0.0.1 and
 everything started is stopped again.
 """
@@ -17,6 +20,8 @@ import os
 import statistics
 import sys
 import tempfile
+
+import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -62,24 +67,43 @@ def main(argv=None):
                 nodes[name] = start(workdir, name.replace(" ", "_").replace("+", ""),
                                     env, extra)
             rates = {name: [] for name in settings}
+            cpu = {name: [] for name in settings}
+            names = list(nodes)
+
+            def load(name, run, seconds):
+                node = nodes[name]
+                paths = [node.presigner.path("GET", f"/{BUCKET}/k{i:04d}")
+                         for i in range(KEYS)]
+                return run_wrk(node.endpoint, "GET", paths, workdir,
+                               f"{run}-{name}".replace(" ", "_").replace("+", ""),
+                               connections=32, seconds=seconds, limit=10 ** 9,
+                               expect_length=SIZE)
+            for name in names:
+                load(name, "warm-up", 2)  # not counted: caches, first connections
             for round_ in range(args.rounds):
-                for name, node in nodes.items():
-                    paths = [node.presigner.path("GET", f"/{BUCKET}/k{i:04d}")
-                             for i in range(KEYS)]
-                    r = run_wrk(node.endpoint, "GET", paths, workdir,
-                                f"r{round_}-{name}".replace(" ", "_").replace("+", ""),
-                                connections=32, seconds=args.seconds, limit=10 ** 9,
-                                expect_length=SIZE)
+                # Each setting takes each place in the order in turn: the
+                # first run of a round was seen to differ from the last.
+                shift = round_ % len(names)
+                for name in names[shift:] + names[:shift]:
+                    process = psutil.Process(nodes[name].process.pid)
+                    before = sum(process.cpu_times()[:2])
+                    r = load(name, f"r{round_}", args.seconds)
+                    used = sum(process.cpu_times()[:2]) - before
                     rates[name].append(r["rate"])
+                    cpu[name].append(used / r["requests"] * 1e6)
                     print(f"round {round_ + 1}: {name:24} {r['rate']:9,.1f} GET/s  "
-                          f"p99 {r['p99_ms']:.2f} ms", flush=True)
+                          f"p99 {r['p99_ms']:7.2f} ms  {cpu[name][-1]:6.1f} µs CPU/request",
+                          flush=True)
         finally:
             for node in nodes.values():
                 node.stop()
     base = statistics.median(rates["metrics off"])
+    base_cpu = statistics.median(cpu["metrics off"])
     for name, values in rates.items():
         median = statistics.median(values)
-        print(f"{name:24} median {median:9,.1f} GET/s  ({(median / base - 1) * 100:+.1f} %)")
+        median_cpu = statistics.median(cpu[name])
+        print(f"{name:24} median {median:9,.1f} GET/s ({(median / base - 1) * 100:+5.1f} %)"
+              f"  {median_cpu:6.1f} µs CPU/request ({(median_cpu / base_cpu - 1) * 100:+5.1f} %)")
 
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ import os
 
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.task import Clock
+from twisted.python import usage
 from twisted.trial.unittest import TestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from z4node.cluster.members import State
+from z4node.tap import Options
 from z4node.web.accesslog import AccessLog
 from z4node.web.health import NodeHealth
 from z4node.web.metrics import MetricsAccess, MetricsResource, NodeMetrics
@@ -261,3 +263,14 @@ class AccessLogTests(TestCase):
             last = json.loads(f.read().splitlines()[-1])
         self.assertEqual((last["request_id"], last["key_id"], last["operation"],
                           last["status"]), ("RID2", None, None, None))
+
+
+class LogOptionsTests(TestCase):
+    def test_bad_values_are_usage_errors(self):
+        with self.assertRaises(usage.UsageError):
+            Options().parseOptions(["--log-format", "xml"])
+        with self.assertRaises(usage.UsageError):
+            Options().parseOptions(["--access-log", "/nonexistent-dir/access.log"])
+        options = Options()
+        options.parseOptions(["--log-format", "json", "--access-log", "access.log"])
+        self.assertEqual(options["access-log"], os.path.abspath("access.log"))

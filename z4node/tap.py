@@ -114,6 +114,9 @@ class Options(usage.Options):
             raise usage.UsageError("--log-format must be text or json")
         if self["access-log"]:
             self["access-log"] = os.path.abspath(self["access-log"])
+            if not os.path.isdir(os.path.dirname(self["access-log"])):
+                raise usage.UsageError(f"--access-log: no directory "
+                                       f"{os.path.dirname(self['access-log'])}")
         # Bad cluster options are usage errors now, not a failed start later.
         check_cluster_options(self, self["host"])
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
@@ -152,7 +155,8 @@ def makeService(options):
         raise SystemExit(f"z4node: {e}")
     node.ready.addCallback(_freeze_startup_heap)
     if options["log-format"] == "json":
-        node.log_observer = json_log_observer(options.parent or {})
+        # twistd's own options (--logfile, --nodaemon) are the parent's.
+        node.log_observer = json_log_observer(getattr(options, "parent", None) or {})
     # SIGHUP (systemctl reload) reads the TLS certificate files again and
     # reopens the access log.
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(node.reload))

@@ -32,6 +32,8 @@ class AccessLog:
         self._clock = clock
         self._file = self._open()
         self.failures = 0
+        self._second = None
+        self._second_text = None
         self._flusher = PeriodicJob("access log flush", clock, self.flush)
 
     def _open(self):
@@ -69,13 +71,22 @@ class AccessLog:
             self.log.error("access log {path}: {error}", path=self.path, error=error)
         self.failures += 1
 
+    def _timestamp(self):
+        """ISO 8601 UTC to the millisecond; the formatted second is kept
+        (formatting a datetime cost a quarter of a line)."""
+        now = self._clock.seconds()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._second_text = datetime.datetime.fromtimestamp(
+                second, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._second_text}.{int((now - second) * 1000):03d}+00:00"
+
     def answered(self, request, call, request_id, status, bytes_in, bytes_out, seconds):
         """One line for a request that is over (an ``S3Api.answered`` hook)."""
         peer = request.getClientAddress()
         line = json.dumps({
-            "time": datetime.datetime.fromtimestamp(
-                self._clock.seconds(), datetime.timezone.utc).isoformat(
-                    timespec="milliseconds"),
+            "time": self._timestamp(),
             "request_id": request_id,
             "remote": getattr(peer, "host", None),
             "key_id": (call.credentials.access_key_id
