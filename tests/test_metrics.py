@@ -140,6 +140,16 @@ class MetricsAccessTests(TestCase):
         self.assertEqual(status, 200)
         self.assertIn(b"z4_node_info", body)
 
+    def test_failed_collection_is_a_plain_500(self):
+        class Broken:
+            def collect(self):
+                raise KeyError("counter renamed")
+        self.metrics.registry.register(Broken())
+        status, body = render(MetricsResource(self.metrics, MetricsAccess(public=True)))
+        self.assertEqual((status, body),
+                         (500, b"collecting metrics failed; the node log says why\n"))
+        self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
     def test_claims_only_unsigned_gets_of_the_path(self):
         def request(uri=b"/metrics", method=b"GET", authorization=None):
             r = DummyRequest([b"metrics"])

@@ -19,12 +19,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, His
 from prometheus_client import ProcessCollector, generate_latest
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily, InfoMetricFamily)
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 
 from z4node import __version__
 from z4node.cluster.members import State
 from z4node.periodic import PeriodicJob
 from z4node.web.health import layout_liveness
+
+log = Logger()
 
 TOKEN_ENV = "Z4_METRICS_TOKEN"
 
@@ -112,9 +115,9 @@ def _gauge(name, help_text, value):
 
 
 class ClusterCollector:
-    """SWIM, the ring, the peer channel, peer HTTP calls and the DHT, read
-    from the counters :class:`~z4node.cluster.service.ClusterService` and
-    its parts keep."""
+    """SWIM members and health, the layout, the ring and the DHT, read
+    from :class:`~z4node.cluster.service.ClusterService` and its parts
+    (their counters are :class:`CountersCollector`\\ s)."""
 
     def __init__(self, cluster):
         self.cluster = cluster
@@ -133,10 +136,6 @@ class ClusterCollector:
         yield _gauge("z4_swim_health_score",
                      "Lifeguard local health: 0 is healthy, higher means this node "
                      "is slow to answer probes.", membership.health.score)
-        # Every SWIM counter, as z4_swim_<name>_total: probes, probe_failures,
-        # indirect_probes, suspicions, refutations, deaths_declared, ...
-        for name, value in sorted(membership.counters.items()):
-            yield _counter(f"z4_swim_{name}", f"SWIM {name.replace('_', ' ')}.", value)
         yield _gauge("z4_ring_members", "Members the ring is built from.", len(cluster.ring))
         layout, reachable, _ = layout_liveness(membership)
         yield _gauge("z4_layout_members", "Members of the layout, dead ones included.",
@@ -147,25 +146,14 @@ class ClusterCollector:
                                        "nodes that agree show the same fingerprint.")
         fingerprint.add_metric([], {"fingerprint": cluster.ring.fingerprint()})
         yield fingerprint
-        channel = cluster.channel.counters
-        yield _counter("z4_peer_channel_calls", "Calls made to peers over the peer channel.",
-                       channel["calls"])
-        yield _counter("z4_peer_channel_call_failures",
-                       "Peer channel calls that failed (unreachable, timed out, "
-                       "or answered with an error).", channel["failures"])
-        yield _counter("z4_peer_channel_connections",
-                       "Peer channel connections opened.", channel["connections"])
-        yield _counter("z4_peer_http_calls", "Peer calls over HTTP (status, push/pull).",
-                       cluster.rpc.counters["calls"])
-        yield _counter("z4_peer_http_call_failures", "Peer calls over HTTP that failed.",
-                       cluster.rpc.counters["failures"])
         yield _gauge("z4_dht_known_nodes", "Nodes in the DHT's routing table.",
                      cluster.dht.known_nodes())
 
 
 class CountersCollector:
-    """Plain counter dicts as ``z4_<prefix>_<name>_total``: the everywhere
-    tables' ``counters``, say."""
+    """A plain counter dict as ``z4_<prefix>_<name>_total``, every key of
+    it, read at scrape time: the counters a part of the node keeps (SWIM's,
+    the peer channel's, the everywhere tables'), new ones included."""
 
     def __init__(self, prefix, what, counters):
         self.prefix = prefix
@@ -256,6 +244,14 @@ class NodeMetrics:
 
     def watch_cluster(self, cluster):
         self.registry.register(ClusterCollector(cluster))
+        # probes, probe_failures, indirect_probes, suspicions, refutations,
+        # deaths_declared, ...
+        self.watch_counters("swim", "SWIM", lambda: cluster.membership.counters)
+        # calls, failures, connections (all operations together).
+        self.watch_counters("peer_channel", "Peer channel",
+                            lambda: cluster.channel.counters)
+        self.watch_counters("peer_http", "Peer calls over HTTP (status, push/pull)",
+                            lambda: cluster.rpc.counters)
 
     def watch_counters(self, prefix, what, counters):
         self.registry.register(CountersCollector(prefix, what, counters))
@@ -336,6 +332,12 @@ class MetricsResource(Resource):
     def render_GET(self, request):
         request.setHeader(b"cache-control", b"no-store")
         refusal = self.access.refusal(request)
+        if refusal is None:
+            try:
+                body = self.metrics.exposition()
+            except Exception:
+                log.failure("collecting metrics failed")
+                refusal = 500, "collecting metrics failed; the node log says why"
         if refusal is not None:
             status, message = refusal
             request.setResponseCode(status)
@@ -344,4 +346,4 @@ class MetricsResource(Resource):
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             return message.encode("utf-8") + b"\n"
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return self.metrics.exposition()
+        return body
