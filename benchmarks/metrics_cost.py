@@ -1,9 +1,9 @@
 """What metrics and the access log cost the S3 hot path: 4 KiB GET ops/s
-at concurrency 32 against three nodes started side by side in one run,
-metrics off, metrics on (a token set), and metrics on with --access-log,
-loaded one at a time in interleaved rounds (each setting first, second
-and third in turn) so that the shared machine's drift falls on all three
-alike.
+at concurrency 32 against nodes started side by side in one run,
+metrics off (twice: the second is a control), metrics on (a token set),
+and metrics on with --access-log, loaded one at a time in interleaved
+rounds (each setting in each place of the order in turn) so that the
+shared machine's drift falls on all of them alike.
 
     python benchmarks/metrics_cost.py [--seconds 10] [--rounds 3]
 
@@ -14,8 +14,12 @@ same three settings in this process, where only the S3 pipeline runs: a
 4 KiB GET through S3Site and S3Api over a StringTransport, the handler
 answering from memory (no disk, no metadata: the smallest request there
 is, so the hook's share of it is an upper bound), in alternating batches
-timed with the process's own CPU clock. docs/operations.md records the
-figures. Uses wrk through :mod:`benchmarks.loadgen` (install
+timed with the process's own CPU clock. Last, paired runs load the
+metrics-off node and one of the others at the same time, one wrk each:
+whatever the neighbours do then falls on both at once, and the ratio of
+the two rates is the cost; a second metrics-off node paired the same way
+shows how far that method strays by itself. docs/operations.md records
+the figures. Uses wrk through :mod:`benchmarks.loadgen` (install
 it with ``apt-get install wrk``); everything listens on 127.0.0.1 and
 everything started is stopped again.
 """
@@ -27,6 +31,7 @@ import sys
 import tempfile
 import time
 import types
+from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 
@@ -125,6 +130,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="z4-metrics-cost-") as workdir:
         settings = {
             "metrics off": ({}, []),
+            # The control: a second node just like the first. Paired with
+            # it, the first shows how far the method alone strays.
+            "metrics off (control)": ({}, []),
             "metrics on": ({"Z4_METRICS_TOKEN": "benchmark-token"}, []),
             "metrics on + access log": ({"Z4_METRICS_TOKEN": "benchmark-token"},
                                         ["--access-log", os.path.join(workdir, "access.log")]),
@@ -162,9 +170,22 @@ def main(argv=None):
                     print(f"round {round_ + 1}: {name:24} {r['rate']:9,.1f} GET/s  "
                           f"p99 {r['p99_ms']:7.2f} ms  {cpu[name][-1]:6.1f} µs CPU/request",
                           flush=True)
+            ratios = {name: [] for name in names[1:]}
+            with ThreadPoolExecutor(2) as pool:
+                for round_ in range(args.rounds):
+                    for name in names[1:]:
+                        off = pool.submit(load, names[0], f"p{round_}-off", args.seconds)
+                        on = pool.submit(load, name, f"p{round_}", args.seconds)
+                        ratio = on.result()["rate"] / off.result()["rate"]
+                        ratios[name].append(ratio)
+                        print(f"paired {round_ + 1}: {name:24} {(ratio - 1) * 100:+5.1f} % "
+                              f"GET/s beside metrics off", flush=True)
         finally:
             for node in nodes.values():
                 node.stop()
+    for name, values in ratios.items():
+        print(f"paired: {name:24} median {(statistics.median(values) - 1) * 100:+5.1f} % "
+              f"GET/s beside metrics off")
     base = statistics.median(rates["metrics off"])
     base_cpu = statistics.median(cpu["metrics off"])
     for name, values in rates.items():

@@ -15,7 +15,7 @@ file after logrotate moved the old one.
 """
 
 import datetime
-import json
+from json.encoder import encode_basestring_ascii
 
 from twisted.logger import Logger
 
@@ -84,22 +84,28 @@ class AccessLog:
 
     def answered(self, request, call, request_id, status, bytes_in, bytes_out, seconds):
         """One line for a request that is over (an ``S3Api.answered`` hook)."""
-        peer = request.getClientAddress()
-        line = json.dumps({
-            "time": self._timestamp(),
-            "request_id": request_id,
-            "remote": getattr(peer, "host", None),
-            "key_id": (call.credentials.access_key_id
-                       if call is not None and call.credentials is not None else None),
-            "method": request.method.decode("latin-1"),
-            "resource": call.resource if call is not None else None,
-            "operation": call.operation if call is not None else None,
-            "status": status,
-            "bytes_in": bytes_in,
-            "bytes_out": bytes_out,
-            "duration": round(seconds, 6),
-        })
+        if call is None:
+            key_id = resource = operation = None
+        else:
+            key_id = call.credentials.access_key_id if call.credentials is not None else None
+            resource, operation = call.resource, call.operation
+        # Formatted here rather than by json.dumps, which took half the
+        # line's cost: every string goes through the JSON string encoder,
+        # every number is an int or a float.
+        line = (f'{{"time": "{self._timestamp()}", "request_id": {_string(request_id)}, '
+                f'"remote": {_string(getattr(request.getClientAddress(), "host", None))}, '
+                f'"key_id": {_string(key_id)}, '
+                f'"method": {_string(request.method.decode("latin-1"))}, '
+                f'"resource": {_string(resource)}, "operation": {_string(operation)}, '
+                f'"status": {"null" if status is None else int(status)}, '
+                f'"bytes_in": {int(bytes_in)}, "bytes_out": {int(bytes_out)}, '
+                f'"duration": {round(seconds, 6)!r}}}\n')
         try:
-            self._file.write(line + "\n")
+            self._file.write(line)
         except OSError as e:
             self._lost(e)
+
+
+def _string(value):
+    """A JSON string (ASCII, escaped) or null."""
+    return "null" if value is None else encode_basestring_ascii(value)
