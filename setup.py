@@ -29,6 +29,10 @@ setup(
         # POST upload streams into the object layer instead of being held
         # whole (the stdlib has no streaming form parser). treq needs it too.
         "multipart>=1.1",
+        # prometheus_client: /metrics in the exposition format Prometheus
+        # parses, from collectors read at scrape time, with its process
+        # collector (RSS, open fds) instead of a hand-written one.
+        "prometheus_client>=0.17",
     ],
     entry_points={"console_scripts": ["z4=z4node.admin.cli:main"]},
 )

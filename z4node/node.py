@@ -56,6 +56,9 @@ from z4node.tls import ReloadableServerTLS, TLSConfigError
 from z4node.cluster.service import ClusterService
 from z4node.tap import (DEFAULT_MAX_CONNECTIONS, DEFAULT_STOP_TIMEOUT_SECONDS,
                         DEFAULT_UPLOAD_MEMORY_MIB)
+from z4node.web.accesslog import AccessLog
+from z4node.web.health import NodeHealth, make_health_resource
+from z4node.web.metrics import TOKEN_ENV, MetricsAccess, MetricsResource, NodeMetrics
 from z4node.web.status import make_z4_resource, new_z4_root
 
 ADMIN_KEY_NAME = "admin"
@@ -190,6 +193,12 @@ class Node(MultiService):
         self.node_id = None
         self.started_at = None
         self.s3_port = None
+        self.cluster = None
+        self.metrics = None
+        self.access_log = None
+        # A twisted.logger observer for twistd to log to instead of its
+        # text log (--log-format json); see setServiceParent.
+        self.log_observer = None
         self._listeners = []
         self._site = None
         self._admin_socket_path = None
@@ -216,6 +225,9 @@ class Node(MultiService):
         self.trusted_proxies = frozenset(options.get("trusted-proxy") or ())
         if options.get("object-ownership"):
             self.objects.default_ownership = options["object-ownership"]
+        self.metrics_access = MetricsAccess(
+            options.get("metrics-token") or environ.get(TOKEN_ENV),
+            bool(options.get("metrics-public")))
         interval, day, dry_run = lifecycle_settings(options, environ)
         if day is not None:
             self.objects.lifecycle_day_seconds = day
@@ -236,6 +248,14 @@ class Node(MultiService):
     def from_options(cls, reactor, options, environ):
         return cls(reactor, options["data"], options["host"], options["port"],
                    options["id"], environ, debug=bool(options["debug"]), options=options)
+
+    def setServiceParent(self, parent):
+        super().setServiceParent(parent)
+        if self.log_observer is not None:
+            # twistd starts logging after building the service, to the
+            # observer its application names (as a .tac file would set it).
+            from twisted.logger import ILogObserver
+            parent.setComponent(ILogObserver, self.log_observer)
 
     def startService(self):
         if self.lifecycle.day_seconds != DAY_SECONDS:
@@ -292,18 +312,28 @@ class Node(MultiService):
                       id=self.at_rest.keyring.current_id.hex())
 
     async def _listen(self):
-        domains = (self.options or {}).get("domain") or self.environ.get("Z4_DOMAIN") or ""
+        options = self.options or {}
+        domains = options.get("domain") or self.environ.get("Z4_DOMAIN") or ""
+        if options.get("access-log"):
+            self.access_log = AccessLog(options["access-log"], self.reactor)
+            self.access_log.start()
+        if self.metrics_access.enabled:
+            self.metrics = NodeMetrics(self.reactor, self.node_id)
+            self.metrics.lag.start()
         api = S3Api(self.reactor, self.objects, HANDLERS, self.chunks.run, self.node_id,
                     debug=self.debug,
                     domains=[d for d in domains.split(",") if d.strip()],
-                    trusted_proxies=self.trusted_proxies)
+                    trusted_proxies=self.trusted_proxies, answered=self._request_hook())
         z4 = new_z4_root()
-        options = self.options or {}
+        # Before the port opens: a supervisor may ask as soon as it can.
+        z4.putChild(b"health", make_health_resource(NodeHealth(
+            self.ready, lambda: self.cluster, bool(options.get("join")))))
         budget = UploadBudget(self.reactor,
                               options.get("upload-memory", DEFAULT_UPLOAD_MEMORY_MIB) * MiB,
                               self.upload_memory_wait_seconds)
         site = self._site = NodeSite(
-            S3Resource(api, z4), timeout=self.http_idle_timeout_seconds, reactor=self.reactor,
+            S3Resource(api, z4, MetricsResource(self.metrics, self.metrics_access)),
+            timeout=self.http_idle_timeout_seconds, reactor=self.reactor,
             max_connections=options.get("max-connections", DEFAULT_MAX_CONNECTIONS),
             header_timeout_seconds=self.http_header_timeout_seconds,
             body_min_rate=self.http_body_min_rate, upload_budget=budget)
@@ -330,6 +360,8 @@ class Node(MultiService):
         self.everywhere = EverywhereTables(self.reactor, self.cluster, random.Random())
         self.system.replicate_with(self.everywhere)
         self.everywhere.setServiceParent(self)
+        if self.metrics is not None:
+            self._watch(budget)
         # Open while the socket listens: the port removes the socket file
         # by this name when it stops, and a long data dir's name is
         # /proc/self/fd/N/..., meaningless (or another file) once N closes.
@@ -348,11 +380,47 @@ class Node(MultiService):
             self.log.warn("could not tell systemd {state} through $NOTIFY_SOCKET: "
                           "{error}", state=state.decode(), error=e)
 
+    def _request_hook(self):
+        """What S3Api tells of each request answered: the metrics, the
+        access log, both, or None (nothing to pay on the hot path)."""
+        hooks = [hook.answered for hook in (self.metrics, self.access_log)
+                 if hook is not None]
+        if len(hooks) < 2:
+            return hooks[0] if hooks else None
+
+        def answered(*args):
+            for hook in hooks:
+                hook(*args)
+        return answered
+
+    def _watch(self, budget):
+        """Point the metrics at the counters the node's parts keep."""
+        metrics = self.metrics
+        metrics.watch_cluster(self.cluster)
+        metrics.watch_counters("everywhere", "Tables kept on every node",
+                               lambda: self.everywhere.counters)
+        metrics.watch_counters("upload_memory", "Uploads over --upload-memory",
+                               lambda: budget.counters)
+        metrics.watch_counters("lifecycle", "Lifecycle worker",
+                               lambda: dict(self.lifecycle.totals,
+                                            passes=self.lifecycle.passes))
+        metrics.watch_counters("scrub", "Scrubber", self.scrubber.counters)
+        metrics.watch_jobs(lambda: {"gc": self.gc.status(),
+                                    "dht_maintenance": self.cluster.dht.status()["maintenance"],
+                                    "reactor_lag": metrics.lag.job.status()})
+
     def jobs_status(self):
         """The local background jobs' counters, for ``/_z4/status``."""
         return {"gc": self.gc.status(), "lifecycle": self.lifecycle.status(),
                 "scrub": self.scrubber.status(),
                 "system_tables": self.everywhere.status()}
+
+    def reload(self):
+        """SIGHUP: read the TLS certificate again, reopen the access log."""
+        self.reload_tls()
+        if self.access_log is not None:
+            self.access_log.reopen()
+            self.log.info("access log reopened: {path}", path=self.access_log.path)
 
     def reload_tls(self):
         """Read --tls-cert and --tls-key again (SIGHUP): new connections get
@@ -441,6 +509,10 @@ class Node(MultiService):
             # The batch in flight commits or not; the cursor says which.
             await self.rotation.stop()
         await super().stopService()
+        if self.metrics is not None:
+            self.metrics.lag.stop()
+        if self.access_log is not None:
+            self.access_log.close()
         self.chunks.stop()
         self.meta.stop()
         os.close(self._lock_fd)

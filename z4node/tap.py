@@ -94,6 +94,14 @@ class Options(usage.Options):
         ["lifecycle-interval", None, None,
          "Seconds between lifecycle passes (default 3600, or $Z4_LIFECYCLE_INTERVAL).",
          float],
+        ["metrics-token", None, None,
+         "Bearer token that Prometheus scrapes /metrics with (default: "
+         "$Z4_METRICS_TOKEN; the environment keeps it out of `ps`)."],
+        ["log-format", None, "text", "The node log's format: text, or json (one "
+         "twisted.logger JSON event per line)."],
+        ["access-log", None, None,
+         "PATH: append one JSON line per S3 request (id, key id, operation, status, "
+         "bytes, duration); SIGHUP reopens it."],
         ["lifecycle-test-day-seconds", None, None,
          "TESTS ONLY, never in production: a lifecycle 'day' lasts this many seconds "
          "and the lifecycle worker runs that often (or $Z4_LIFECYCLE_TEST_DAY_SECONDS).",
@@ -101,6 +109,8 @@ class Options(usage.Options):
     ] + CLUSTER_OPTIONS
     optFlags = [
         ["debug", None, "Log every request and background job step."],
+        ["metrics-public", None,
+         "Serve /metrics to anyone, without a token (behind a firewall only)."],
         ["lifecycle-dry-run", None,
          "Log what lifecycle rules would delete, delete nothing (or $Z4_LIFECYCLE_DRY_RUN=1)."],
         ["block-public-access-default", None,
@@ -124,6 +134,13 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must be a positive number of seconds")
         if self["object-ownership"] not in OWNERSHIPS:
             raise usage.UsageError("--object-ownership must be one of " + ", ".join(OWNERSHIPS))
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError("--log-format must be text or json")
+        if self["access-log"]:
+            self["access-log"] = os.path.abspath(self["access-log"])
+            if not os.path.isdir(os.path.dirname(self["access-log"])):
+                raise usage.UsageError(f"--access-log: no directory "
+                                       f"{os.path.dirname(self['access-log'])}")
         # Bad cluster options are usage errors now, not a failed start later.
         check_cluster_options(self, self["host"])
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
@@ -161,8 +178,12 @@ def makeService(options):
     except DataDirInUse as e:
         raise SystemExit(f"z4node: {e}")
     node.ready.addCallback(_freeze_startup_heap)
-    # SIGHUP (systemctl reload) reads the TLS certificate files again.
-    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(node.reload_tls))
+    if options["log-format"] == "json":
+        # twistd's own options (--logfile, --nodaemon) are the parent's.
+        node.log_observer = json_log_observer(getattr(options, "parent", None) or {})
+    # SIGHUP (systemctl reload) reads the TLS certificate files again and
+    # reopens the access log.
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(node.reload))
     # After the reactor's own handlers, which this replaces.
     reactor.callWhenRunning(_stop_gracefully_on_signals, reactor)
     return node
@@ -191,6 +212,22 @@ def _stop_gracefully_on_signals(reactor):
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
+
+
+def json_log_observer(twistd_options):
+    """A twisted.logger JSON observer (one event per line) writing where
+    twistd would write its text log: --logfile, rotated like twistd's, or
+    standard output with --nodaemon and no --logfile (or --logfile=-)."""
+    from twisted.logger import jsonFileLogObserver
+    from twisted.python.logfile import LogFile
+
+    name = twistd_options.get("logfile")
+    if name == "-" or (twistd_options.get("nodaemon") and not name):
+        out = sys.stdout
+    else:
+        out = LogFile.fromFullPath(name or "twistd.log")
+    # No record separator: a line is an event, for jq and log shippers.
+    return jsonFileLogObserver(out, recordSeparator="")
 
 
 def _freeze_startup_heap(result):

@@ -164,9 +164,15 @@ class S3Api:
     region = "us-east-1"
 
     def __init__(self, clock, objects, handlers, run_blocking, node_id="z4", debug=False,
-                 domains=(), trusted_proxies=frozenset()):
+                 domains=(), trusted_proxies=frozenset(), answered=None):
         """``run_blocking(fn, *args)`` runs CPU-bound work (parsing large
-        bodies) on a bounded thread pool and returns a Deferred."""
+        bodies) on a bounded thread pool and returns a Deferred.
+
+        ``answered(request, call, request_id, status, bytes_in, bytes_out,
+        seconds)``, if given, is told of every request once it is over
+        (metrics, the access log); ``call`` is None for a request that did
+        not parse, ``status`` None if the client went away unanswered."""
+        self.answered = answered
         self.clock = clock
         self._run_blocking = run_blocking
         self.debug = debug
@@ -185,7 +191,24 @@ class S3Api:
         return f"{self._id_prefix}{next(self._ids):012X}"
 
     async def handle(self, request):
+        started = self.clock.seconds()
         request_id = self.new_request_id()
+        call, status = await self._answer(request, request_id)
+        if self.answered is None:
+            return
+        try:
+            # Bytes as they went over the wire: the body as received
+            # (aws-chunked framing included), the response body as sent.
+            self.answered(request, call, request_id, status, request.body.received,
+                          request.sentLength, self.clock.seconds() - started)
+        except Exception:
+            # The request is answered: a failed count or log line must
+            # not reach the leaf, which would cut the connection.
+            log.failure("accounting for request {rid} failed", rid=request_id)
+
+    async def _answer(self, request, request_id):
+        """Answer ``request``: (its S3Call or None if it did not parse, the
+        status sent, or None if the client went away first)."""
         method = request.method.decode("ascii", "replace").upper()
         resource = "/"
         call = None
@@ -207,7 +230,7 @@ class S3Api:
             response = error_response(object_error(e), resource, request_id, method)
         except BodyIncomplete:
             if request.gone:
-                return
+                return call, None
             response = error_response(S3Error("IncompleteBody"), resource,
                                       request_id, method)
         except Exception:
@@ -223,12 +246,13 @@ class S3Api:
             log.failure("answering S3 {method} {resource} failed (request {rid})",
                         method=method, resource=resource, rid=request_id)
             self._send_internal_error(request, request_id, method, resource)
-            return
+            return call, 500
         if self.debug:
             # Path and status only: query strings can carry signatures.
             log.info("{rid} {method} {resource} {operation} -> {status}",
                      rid=request_id, method=method, resource=resource,
                      operation=call.operation if call else None, status=response.status)
+        return call, None if request.gone else response.status
 
     def _parse(self, request, request_id, method):
         raw_path, _, raw_query = request.uri.partition(b"?")
@@ -461,16 +485,22 @@ async def _decode_chunked(body, decoder, found):
 
 class S3Resource(Resource):
     """The root of the HTTP tree: ``/_z4/...`` goes to the node's own
-    endpoints, every other path is an S3 request."""
+    endpoints, ``/metrics`` to the metrics resource when it claims the
+    request (an unsigned GET: see ``web.metrics``), every other path is an
+    S3 request."""
 
-    def __init__(self, api, z4_resource):
+    def __init__(self, api, z4_resource, metrics_resource=None):
         super().__init__()
         self._leaf = _S3Leaf(api)
         self._z4 = z4_resource
+        self._metrics = metrics_resource
 
     def getChildWithDefault(self, name, request):
         if name == b"_z4" and self._z4 is not None:
             return self._z4
+        if name == b"metrics" and self._metrics is not None \
+                and self._metrics.claims(request):
+            return self._metrics
         return self._leaf
 
 

@@ -233,6 +233,7 @@ class BodyStream:
 class _EmptyBody(BodyStream):
     complete = True
     reading_paused = False
+    received = 0
 
     def __init__(self):
         pass

@@ -83,6 +83,13 @@ class Scrubber(Service):
         await self._save()
         self._nudge()
 
+    def counters(self):
+        """The counts only (chunks and bytes verified, bad found, healed,
+        unrecoverable, failed steps, passes), for metrics."""
+        return {name: self.state[name] for name in (
+            "bytes_verified", "chunks_verified", "bad_found", "healed", "unrecoverable",
+            "failures", "passes")}
+
     def status(self):
         return dict(self.state, rate=round(self.rate), pass_interval=self.pass_interval,
                     running=self.running and not self.state["paused"])
