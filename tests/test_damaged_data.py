@@ -8,6 +8,7 @@ import blake3
 from botocore.exceptions import ClientError
 from twisted.trial.unittest import TestCase
 
+from tests.damage import flip_a_byte
 from tests.nodeprocess import NodeProcess
 
 CHUNK = 4 * 1024 * 1024
@@ -16,14 +17,6 @@ CHUNK = 4 * 1024 * 1024
 def chunk_path(node, data):
     name = blake3.blake3(data).hexdigest()
     return os.path.join(node.data_dir, "chunks", name[0:2], name[2:4], name)
-
-
-def flip_a_byte(path):
-    with open(path, "r+b") as f:
-        f.seek(10)
-        byte = f.read(1)[0]
-        f.seek(10)
-        f.write(bytes([byte ^ 0xFF]))
 
 
 class DamagedChunkTests(TestCase):

@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from z4node.storage.chunks import ChunkCorrupted, ChunkMissing, chunk_hash
 from z4node.storage.scrub import SETTING, Scrubber
 
+from tests.damage import flip_a_byte
 from tests.nodeprocess import NodeProcess
 from tests.test_storage import EngineTestCase
 
@@ -180,11 +181,7 @@ class RealChunksTests(EngineTestCase):
         victims = []
         files = yield engine.chunks.run(lambda: list(engine.chunks.stored_hashes()))
         for digest, path, _ in files[:2]:
-            with open(path, "r+b") as f:
-                f.seek(100)
-                byte = f.read(1)
-                f.seek(100)
-                f.write(bytes([byte[0] ^ 0xFF]))
+            flip_a_byte(path, 100)
             victims.append((digest, path))
         clock = Clock()
         scrubber = Scrubber(clock, engine.meta, engine.chunks, rate=10 ** 12)
@@ -220,11 +217,7 @@ class ScrubCommandTests(TestCase):
         chunks = os.path.join(node.data_dir, "chunks")
         paths = [os.path.join(d, f) for d, _, files in os.walk(chunks) for f in files]
         self.assertEqual(len(paths), 1)
-        with open(paths[0], "r+b") as f:
-            f.seek(500)
-            byte = f.read(1)
-            f.seek(500)
-            f.write(bytes([byte[0] ^ 0x01]))
+        flip_a_byte(paths[0], 500)
         code, out, err = node.z4("scrub", "start", "--json")
         self.assertEqual(code, 0, err)
         passes = json.loads(out)["passes"]

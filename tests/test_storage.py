@@ -14,6 +14,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from tests.damage import flip_a_byte
 from z4node import durable
 from z4node.hlc import HybridLogicalClock
 from z4node.objects import streams
@@ -142,11 +143,7 @@ class ObjectStorageTests(EngineTestCase):
         data = os.urandom(CHUNK_SIZE + 1)
         version = await engine.put("k", data)
         path = engine.chunks.path(version.chunks[0][0])
-        with open(path, "r+b") as f:
-            f.seek(100)
-            flipped = f.read(1)[0] ^ 0xFF
-            f.seek(100)
-            f.write(bytes([flipped]))
+        flip_a_byte(path, 100)
         with self.assertRaises(ChunkCorrupted):
             await engine.get("k")
         self.assertTrue(os.path.exists(path + ".corrupted"))
@@ -159,11 +156,7 @@ class ObjectStorageTests(EngineTestCase):
         data = os.urandom(CHUNK_SIZE + 1)
         version = await engine.put("first", data)
         path = engine.chunks.path(version.chunks[0][0])
-        with open(path, "r+b") as f:
-            f.seek(100)
-            flipped = f.read(1)[0] ^ 0xFF
-            f.seek(100)
-            f.write(bytes([flipped]))
+        flip_a_byte(path, 100)
         await engine.put("second", data)
         self.assertEqual(await engine.get("second"), data)
         self.assertEqual(await engine.get("first"), data)
