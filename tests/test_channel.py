@@ -200,6 +200,18 @@ class AuthenticationTests(SynchronousTestCase):
         self.assertTrue(servers[1]._aborted)
         self.assertEqual(net.factory._sealer.dropped["replayed"], 1)
 
+    def test_a_connection_without_a_handshake_is_closed(self):
+        net = Network(self)
+        server = net.factory.buildProtocol(None)
+        server.makeConnection(iosim.makeFakeServer(server))
+        server.dataReceived(b"\x00\x00")  # half a length, then nothing
+        net.clock.advance(channel.HANDSHAKE_TIMEOUT - 1)
+        self.assertFalse(server._aborted)
+        net.clock.advance(1)
+        self.assertTrue(server._aborted)
+        # Refused quietly: nothing logged for a stranger's knock.
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_a_tampered_frame_closes_the_connection(self):
         net = Network(self)
         self.successResultOf(net.call("echo"))

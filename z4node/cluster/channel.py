@@ -65,6 +65,9 @@ MAX_FRAME = MAX_DATA + 16 * 1024
 # Bytes of body a stream may have in flight before its reader grants more.
 WINDOW = 256 * 1024
 _HANDSHAKE_MAX = 4096
+# A connection that has not completed its handshake after this long is
+# closed: nobody unauthenticated holds a connection open.
+HANDSHAKE_TIMEOUT = 10.0  # seconds
 
 
 class RpcError(Exception):
@@ -245,11 +248,14 @@ class ChannelProtocol(Protocol):
         self._ready_waiters = []
         self._aborted = False
         self._lost = None  # the RpcError every later use raises, once closed
+        self._handshake_timer = None
 
     # -- connection ------------------------------------------------------------
 
     def connectionMade(self):
         self.transport.registerProducer(self, True)
+        self._handshake_timer = self._clock.callLater(
+            HANDSHAKE_TIMEOUT, self._abort, "no handshake in time", quiet=True)
         if self.is_client:
             self._nonce = self._random_bytes(32)
             self._send_handshake({"t": "hello", "from": self.local_id, "to": self.peer_id,
@@ -265,6 +271,7 @@ class ChannelProtocol(Protocol):
         if self._lost is not None:
             return
         self._lost = error
+        self._cancel_handshake_timer()
         waiters, self._ready_waiters = self._ready_waiters, []
         for waiter in waiters:
             waiter.errback(error)
@@ -303,10 +310,22 @@ class ChannelProtocol(Protocol):
         for waiter in waiters:
             waiter.callback(None)
 
-    def _abort(self, why):
-        self.log.warn("peer channel with {peer}: {why}; closing", peer=self.peer_id, why=why)
+    def _abort(self, why, quiet=False):
+        if not quiet:
+            self.log.warn("peer channel with {peer}: {why}; closing", peer=self.peer_id,
+                          why=why)
         self._aborted = True
         self.transport.abortConnection()
+
+    def _refuse_handshake(self):
+        # Counted by the sealer (forged, stale, replayed...), not logged:
+        # anyone can knock, and a log line each would be a flood.
+        self._abort("handshake refused", quiet=True)
+
+    def _cancel_handshake_timer(self):
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        self._handshake_timer = None
 
     # -- reading frames ----------------------------------------------------------
 
@@ -376,18 +395,18 @@ class ChannelProtocol(Protocol):
         try:
             message = json.loads(payload) if payload is not None else None
             if message is None or message.get("to") != self.local_id:
-                return self._abort("handshake not authenticated")
+                return self._refuse_handshake()
             peer_nonce = bytes.fromhex(message["nonce"])
             if len(peer_nonce) != 32:
                 raise ValueError("nonce size")
             if self.is_client:
                 if message.get("t") != "welcome" or message.get("from") != self.peer_id \
                         or message.get("echo") != self._nonce.hex():
-                    return self._abort("handshake not authenticated")
+                    return self._refuse_handshake()
                 client_nonce, server_nonce = self._nonce, peer_nonce
             else:
                 if message.get("t") != "hello" or not isinstance(message.get("from"), str):
-                    return self._abort("handshake not authenticated")
+                    return self._refuse_handshake()
                 self.peer_id = message["from"]
                 self._nonce = self._random_bytes(32)
                 client_nonce, server_nonce = peer_nonce, self._nonce
@@ -395,8 +414,9 @@ class ChannelProtocol(Protocol):
                                       "to": self.peer_id, "nonce": self._nonce.hex(),
                                       "echo": message["nonce"]})
         except (ValueError, KeyError, TypeError, AttributeError):
-            return self._abort("malformed handshake")
+            return self._refuse_handshake()
         self._ready = True
+        self._cancel_handshake_timer()
         to_server = _direction_key(self._channel_key, client_nonce, server_nonce, b"z4-c2s")
         to_client = _direction_key(self._channel_key, client_nonce, server_nonce, b"z4-s2c")
         if self.is_client:
