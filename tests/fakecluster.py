@@ -10,9 +10,31 @@ member, membership, owners from a real ring, serve, call, subscribe).
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from z4node.cluster.channel import CallError, PeerChannel, RemoteError, RpcError
+from z4node.cluster.channel import CallError, PeerChannel, RemoteError, Response, RpcError
 from z4node.cluster.members import IN_CLUSTER, IN_LAYOUT, MemberEvent, State
 from z4node.cluster.ring import Ring, RingMember
+
+
+class FakeBody:
+    """A streamed body as the channel hands it over: an async iterator of
+    the pieces, with ``read_all(limit)``."""
+
+    def __init__(self, pieces):
+        self._pieces = pieces.__aiter__()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        return await self._pieces.__anext__()
+
+    async def read_all(self, limit):
+        data = b""
+        async for piece in self:
+            data += piece
+            if len(data) > limit:
+                raise RpcError(f"body longer than {limit} bytes")
+        return data
 
 
 class FakeMember:
@@ -64,9 +86,11 @@ class FakeCluster:
                 or member_id in self.net.unreachable:
             raise RpcError(f"{member_id} unreachable")
         try:
-            return await target.handlers[op](self.local.id, args, None)
+            reply = await target.handlers[op](self.local.id, args,
+                                              None if body is None else FakeBody(body))
         except CallError as e:
             raise RemoteError(e.code, e.message) from None
+        return Response(reply.result, None if reply.body is None else FakeBody(reply.body))
 
 
 class FakeNet:

@@ -4,6 +4,7 @@ streaming S3Site), find a chunk's provider through the real DHT, and see a
 graceful leave."""
 
 import json
+import os
 import random
 import socket
 
@@ -20,6 +21,8 @@ from z4node.cluster.channel import CallError, RemoteError, Reply
 from z4node.cluster.members import Member, State
 from z4node.cluster.options import CLUSTER_OPTIONS
 from z4node.cluster.service import ClusterService
+from z4node.replication.chunks import ReplicatedChunks
+from z4node.storage.chunks import CHUNK_SIZE, ChunkStore, chunk_hash
 from z4node.s3.http import S3Site
 from z4node.web.status import make_z4_resource
 
@@ -126,6 +129,35 @@ class ClusterServiceTests(TestCase):
         yield wait_for(lambda: all(
             n.membership.get("node-2").state is State.LEFT for n in (first, second)), 5)
         self.assertEqual(len(first.ring), 2)
+
+
+    @defer.inlineCallbacks
+    def test_a_chunk_on_its_owners(self):
+        """The replicated chunk manager over real sockets and chunk stores:
+        a 4 MiB chunk put through a node that does not own it lands on its
+        three owners only, and reads back through every node."""
+        first = yield self.start_node(0)
+        join = "127.0.0.1:%d" % first.local.gossip[1]
+        nodes = [first]
+        for i in (1, 2, 3):
+            nodes.append((yield self.start_node(i, join)))
+        yield wait_for(lambda: all(len(n.membership.members()) == 4 for n in nodes))
+        managers = {}
+        for node in nodes:
+            store = ChunkStore(reactor, self.mktemp())
+            store.start()
+            self.addCleanup(store.stop)
+            managers[node.local.id] = ReplicatedChunks(store, node)
+        data = os.urandom(CHUNK_SIZE)
+        digest = chunk_hash(data)
+        owners = first.owners(digest)
+        writer = next(m for m in managers if m not in owners)
+        yield defer.Deferred.fromCoroutine(managers[writer].put(digest, data))
+        for member_id, manager in managers.items():
+            stored = os.path.exists(manager.store.path(digest))
+            self.assertEqual(stored, member_id in owners, member_id)
+            got = yield defer.Deferred.fromCoroutine(manager.get(digest))
+            self.assertEqual(got, data)
 
 
 def member(i):

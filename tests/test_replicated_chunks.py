@@ -1,0 +1,104 @@
+"""Tests for z4node.replication.chunks: a chunk placed on its ring owners
+by quorum, read back through any node, and a missing, rotted or lying copy
+passed over -- on a fake network and clock, then once over real chunk
+stores and the real peer channel."""
+
+import os
+
+from twisted.internet import defer
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.fakecluster import FakeNet
+from z4node.replication.chunks import ReplicatedChunks
+from z4node.replication.errors import QuorumNotReached
+from z4node.storage.chunks import ChunkCorrupted, ChunkMissing, chunk_hash
+
+
+class MemoryChunkStore:
+    """ChunkStore's put_chunk/get_chunk in memory; ``lie`` makes get_chunk
+    return other bytes than were stored (a peer that cannot be trusted)."""
+
+    def __init__(self):
+        self.chunks = {}
+        self.lie = False
+        self.rotten = set()
+
+    def put_chunk(self, digest, data):
+        self.chunks[digest] = data
+        return defer.succeed(None)
+
+    def get_chunk(self, digest):
+        if digest in self.rotten:
+            return defer.fail(ChunkCorrupted(digest.hex()))
+        if digest not in self.chunks:
+            return defer.fail(ChunkMissing(digest.hex()))
+        data = self.chunks[digest]
+        return defer.succeed(b"not " + data if self.lie else data)
+
+
+def build(cluster):
+    return ReplicatedChunks(MemoryChunkStore(), cluster)
+
+
+def run(coroutine):
+    return defer.ensureDeferred(coroutine)
+
+
+class ReplicatedChunkTests(SynchronousTestCase):
+    def setUp(self):
+        self.net = FakeNet(5, build)
+        self.data = os.urandom(100_000)
+        self.digest = chunk_hash(self.data)
+        self.owners = self.net.nodes["n0"].owners(self.digest)
+        self.outsider = next(m for m in self.net.members if m not in self.owners)
+
+    def holders(self):
+        return sorted(m for m, node in self.net.nodes.items()
+                      if self.digest in node.store.chunks)
+
+    def test_a_put_through_any_node_lands_on_the_owners_only(self):
+        self.successResultOf(run(self.net.nodes[self.outsider].put(self.digest, self.data)))
+        self.assertEqual(self.holders(), sorted(self.owners))
+        for member_id in self.net.members:
+            got = self.successResultOf(run(self.net.nodes[member_id].get(self.digest)))
+            self.assertEqual(got, self.data)
+
+    def test_one_owner_down_still_a_quorum_two_down_not(self):
+        self.net.kill(self.owners[2])
+        self.successResultOf(run(self.net.nodes[self.outsider].put(self.digest, self.data)))
+        self.assertEqual(self.holders(), sorted(self.owners[:2]))
+        self.net.kill(self.owners[1])
+        self.failureResultOf(run(self.net.nodes[self.outsider].put(self.digest, self.data)),
+                             QuorumNotReached)
+        self.assertEqual(self.net.nodes[self.outsider].counters["quorum_failures"], 1)
+
+    def test_a_read_passes_over_a_missing_rotten_or_lying_copy(self):
+        self.successResultOf(run(self.net.nodes[self.outsider].put(self.digest, self.data)))
+        first, second, third = (self.net.nodes[o].store for o in self.owners)
+        del first.chunks[self.digest]
+        second.lie = True
+        reader = self.net.nodes[self.outsider]
+        self.assertEqual(self.successResultOf(run(reader.get(self.digest))), self.data)
+        self.assertEqual(reader.counters["bad_copies"], 1)
+        third.rotten.add(self.digest)
+        self.failureResultOf(run(reader.get(self.digest)), ChunkMissing)
+        self.assertEqual(reader.counters["missing"], 1)
+
+    def test_an_owner_refuses_bytes_that_are_not_the_chunk(self):
+        owner = self.net.nodes[self.owners[0]]
+        reply = run(self.net.clusters[self.outsider].call(
+            self.owners[0], "chunk.put", {"hash": self.digest.hex()},
+            _pieces(b"something else")))
+        self.assertEqual(self.failureResultOf(reply).value.code, "BadDigest")
+        self.assertEqual(owner.store.chunks, {})
+
+    def test_a_local_copy_costs_no_call(self):
+        owner = self.owners[0]
+        self.successResultOf(run(self.net.nodes[owner].put(self.digest, self.data)))
+        self.net.calls.clear()
+        self.successResultOf(run(self.net.nodes[owner].get(self.digest)))
+        self.assertEqual(self.net.calls, [])
+
+
+async def _pieces(data):
+    yield data

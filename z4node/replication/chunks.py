@@ -1,0 +1,150 @@
+"""Chunks on their ring owners: the replicated chunk manager (DESIGN.md, "A
+replicated chunk manager"; Garage's ``block`` crate is the model).
+
+Owns placing a chunk on ``owners(hash, 3)`` with a quorum write, reading it
+back from whichever owner has a good copy, and the peer operations that
+serve both. A chunk is named by the BLAKE3 hash of its bytes, so every copy
+that crosses the network is checked against its name before it is kept or
+returned: a peer that sends wrong bytes for a hash (rot on its disk, a bug,
+a lie) costs one more call, never a wrong answer.
+
+- **Put**: the chunk goes to every owner (this node's store when it is
+  one) and the put returns once a majority of min(3, layout) *true owners*
+  hold it durably; fewer, and it raises
+  :class:`~z4node.replication.errors.QuorumNotReached`.
+- **Get**: this node's copy first if it has one, then the owners in ring
+  order; each remote copy is verified, and a bad or missing one moves on to
+  the next. None good: :class:`~z4node.storage.chunks.ChunkMissing`.
+
+Chunks travel in plaintext inside the peer channel, which is encrypted;
+each node seals what it stores under its own node key (at-rest encryption
+stays per node). SSE-C chunks are ciphertext already, named by the hash of
+that ciphertext, and travel as they are.
+"""
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from z4node.cluster.channel import CallError, Reply, RpcError
+from z4node.replication.errors import QuorumNotReached, first_successes
+from z4node.storage.chunks import CHUNK_SIZE, ChunkCorrupted, ChunkMissing, chunk_hash
+
+# The largest chunk accepted from a peer: 4 MiB of plaintext, or the same
+# sealed for SSE-C (a nonce and a tag more).
+MAX_CHUNK_BYTES = CHUNK_SIZE + 1024
+
+
+class ReplicatedChunks:
+    """Chunk placement and retrieval over the ring (see the module docstring).
+
+    ``store`` is this node's :class:`~z4node.storage.chunks.ChunkStore` (or
+    anything with its ``put_chunk``/``get_chunk``); ``cluster`` what the
+    peer channel and the ring offer (``owners``, ``serve``, ``call``,
+    ``local``).
+    """
+
+    log = Logger()
+
+    replication = 3
+
+    def __init__(self, store, cluster):
+        self.store = store
+        self._cluster = cluster
+        self.counters = {"puts": 0, "gets": 0, "remote_gets": 0, "bad_copies": 0,
+                         "missing": 0, "quorum_failures": 0}
+        cluster.serve("chunk.put", self._serve_put)
+        cluster.serve("chunk.get", self._serve_get)
+
+    def owners(self, digest):
+        return self._cluster.owners(digest, self.replication)
+
+    # -- put ---------------------------------------------------------------------
+
+    async def put(self, digest, data):
+        """Store ``data`` (named ``digest``) on its owners; returns once a
+        majority of them hold it, else QuorumNotReached."""
+        self.counters["puts"] += 1
+        owners = self.owners(digest)
+        needed = len(owners) // 2 + 1
+        acked = await first_successes([self._put_at(owner, digest, data) for owner in owners],
+                                      needed)
+        if acked < needed:
+            self.counters["quorum_failures"] += 1
+            raise QuorumNotReached(f"chunk {digest.hex()}: {acked} of the {needed} owners "
+                                   "needed hold it")
+
+    def _put_at(self, owner, digest, data):
+        if owner == self._cluster.local.id:
+            return self.store.put_chunk(digest, data)
+        return Deferred.fromCoroutine(self._cluster.call(
+            owner, "chunk.put", {"hash": digest.hex()}, _one_piece(data)))
+
+    async def _serve_put(self, peer_id, args, body):
+        digest = _digest(args)
+        if body is None:
+            raise CallError("BadRequest", "chunk.put needs the chunk as its body")
+        try:
+            data = await body.read_all(MAX_CHUNK_BYTES)
+        except RpcError as e:
+            raise CallError("TooLarge", str(e)) from None
+        if chunk_hash(data) != digest:
+            raise CallError("BadDigest", f"the bytes sent do not hash to {digest.hex()}")
+        await self.store.put_chunk(digest, data)
+        return Reply({})
+
+    # -- get ---------------------------------------------------------------------
+
+    async def get(self, digest):
+        """The verified bytes of a chunk, from this node or an owner."""
+        self.counters["gets"] += 1
+        local = self._cluster.local.id
+        try:
+            return await self.store.get_chunk(digest)
+        except (ChunkMissing, ChunkCorrupted):
+            pass
+        for owner in self.owners(digest):
+            if owner == local:
+                continue
+            self.counters["remote_gets"] += 1
+            try:
+                response = await self._cluster.call(owner, "chunk.get", {"hash": digest.hex()})
+                data = await response.body.read_all(MAX_CHUNK_BYTES)
+            except RpcError as e:
+                self.log.info("chunk {hash}: no copy from {owner} ({why})",
+                              hash=digest.hex(), owner=owner, why=str(e))
+                continue
+            if chunk_hash(data) != digest:
+                self.counters["bad_copies"] += 1
+                self.log.warn("chunk {hash}: {owner} sent bytes that do not hash to it; "
+                              "trying the next owner", hash=digest.hex(), owner=owner)
+                continue
+            return data
+        self.counters["missing"] += 1
+        raise ChunkMissing(digest.hex())
+
+    async def _serve_get(self, peer_id, args, body):
+        digest = _digest(args)
+        try:
+            data = await self.store.get_chunk(digest)
+        except ChunkMissing:
+            raise CallError("NoSuchChunk", digest.hex()) from None
+        except ChunkCorrupted:
+            raise CallError("ChunkCorrupted", digest.hex()) from None
+        return Reply({}, _one_piece(data))
+
+    def status(self):
+        return dict(self.counters)
+
+
+def _digest(args):
+    try:
+        digest = bytes.fromhex(args["hash"])
+    except (KeyError, TypeError, ValueError):
+        raise CallError("BadRequest", "hash (hex) is required") from None
+    if len(digest) != 32:
+        raise CallError("BadRequest", "a chunk hash is 32 bytes")
+    return digest
+
+
+async def _one_piece(data):
+    yield data
