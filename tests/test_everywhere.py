@@ -104,6 +104,25 @@ class EverywhereTests(SynchronousTestCase):
         digests = {e.digests()["keys"] for _, e in self.net.nodes.values()}
         self.assertEqual(len(digests), 1)
 
+    def test_a_sync_tick_that_raises_is_counted_and_the_loop_runs_on(self):
+        everywhere = self.net.nodes["n0"][1]
+        membership = self.net.clusters["n0"].membership
+        real = membership.members
+        calls = []
+
+        def broken(*args):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("membership hiccup")
+            return real(*args)
+        membership.members = broken
+        for _ in range(3):
+            self.net.clock.advance(EverywhereTables.sync_interval)
+        job = everywhere.status()["sync_job"]
+        self.assertEqual((job["runs"], job["failures"]), (3, 1))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertGreater(everywhere.counters["syncs"], 0)
+
     def test_an_older_entry_arriving_late_changes_nothing(self):
         system = self.net.system("n0")
         owner = self.successResultOf(run(system.create_key("erin")))

@@ -29,11 +29,11 @@ import inspect
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, Reply, RpcError
 from z4node.cluster.members import IN_LAYOUT
+from z4node.periodic import PeriodicJob
 from z4node.replication.errors import QuorumNotReached, first_successes
 
 
@@ -70,8 +70,7 @@ class EverywhereTables(Service):
         self._cluster = cluster
         self._rng = rng
         self._tables = {}
-        self._loop = LoopingCall(self._sync_tick)
-        self._loop.clock = clock
+        self._loop = PeriodicJob("system table sync", clock, self._sync_tick)
         self._pending = set()  # delayed calls of rejoin syncs
         self.counters = {"published": 0, "applied": 0, "refused": 0, "syncs": 0,
                          "sync_failures": 0, "quorum_failures": 0}
@@ -92,8 +91,7 @@ class EverywhereTables(Service):
 
     def stopService(self):
         Service.stopService(self)
-        if self._loop.running:
-            self._loop.stop()
+        self._loop.stop()
         for call in self._pending:
             if call.active():
                 call.cancel()
@@ -231,7 +229,7 @@ class EverywhereTables(Service):
         self._pending.add(call)
 
     def status(self):
-        return dict(self.counters, quorum=self.quorum())
+        return dict(self.counters, quorum=self.quorum(), sync_job=self._loop.status())
 
 
 async def _maybe_deferred(result):
