@@ -71,6 +71,15 @@ class ProgressDisplayTests(TestCase):
         self.assertIn("50%", out)
         bar.finish()
 
+    def test_terminal_gets_its_cursor_back_after_an_error(self):
+        console = Console(file=io.StringIO(), force_terminal=True, width=120)
+        with self.assertRaises(KeyboardInterrupt):
+            with ProgressDisplay("rewrapping", 10, "keys", console) as bar:
+                bar.update(3)
+                raise KeyboardInterrupt()
+        self.assertIn("\x1b[?25l", console.file.getvalue())  # hidden while drawing
+        self.assertTrue(console.file.getvalue().endswith("\x1b[?25h"))  # shown again
+
 
 def scrub_status(**changes):
     status = {"cursor": "", "pass_started": 1.0, "last_pass_finished": None,

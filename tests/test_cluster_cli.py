@@ -43,7 +43,7 @@ class ClusterCLITests(TestCase):
         cluster.membership._suspect({"id": "node-3", "inc": 7, "from": "node-2"})
         root = Resource()
         # The shapes the node's jobs report (Node.jobs_status).
-        jobs = {"gc": {"runs": 4, "failures": 1, "last_failure": "disk full"},
+        jobs = {"gc": {"runs": 4, "failures": 1, "last_failure": {"at": 5.0, "error": "disk full"}},
                 "lifecycle": {"passes": 0},
                 "scrub": {"cursor": "0a/1b", "paused": False, "running": True,
                           "passes": 2, "chunks_verified": 1500,

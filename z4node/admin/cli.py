@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 import time
+from contextlib import nullcontext
 
 from z4node.admin.backup import META_FILE, SnapshotError, restore_snapshot
 from z4node.admin.cluster_cli import ClusterCliError, add_cluster_commands
@@ -174,18 +175,20 @@ def watch_scrub(args, status, console=None, sleep=time.sleep):
         return status
     total, done = chunk_files(args.data, status["cursor"])
     start_chunks, passes = status["chunks_verified"], status["passes"]
-    bar = None if args.json else ProgressDisplay("scrub", total, "chunks", console)
-    while True:
+    with (nullcontext() if args.json
+          else ProgressDisplay("scrub", total, "chunks", console)) as bar:
+        while True:
+            if bar is not None:
+                verified = done + status["chunks_verified"] - start_chunks
+                bar.update(verified if total is None else min(verified, total),
+                           description=f"scrub ({size(status['bytes_verified'])} "
+                                       "verified in all)")
+            if status["cursor"] is None or status["passes"] != passes or status["paused"]:
+                break
+            sleep(SCRUB_POLL_SECONDS)
+            status = call(args.data, "scrub.status")
         if bar is not None:
-            verified = done + status["chunks_verified"] - start_chunks
-            bar.update(verified if total is None else min(verified, total), description=(
-                f"scrub ({size(status['bytes_verified'])} verified in all)"))
-        if status["cursor"] is None or status["passes"] != passes or status["paused"]:
-            break
-        sleep(SCRUB_POLL_SECONDS)
-        status = call(args.data, "scrub.status")
-    if bar is not None:
-        bar.finish("scrub paused" if status["paused"] else "scrub pass done")
+            bar.finish("scrub paused" if status["paused"] else "scrub pass done")
     return status
 
 
@@ -274,21 +277,23 @@ def encryption_rotate(args):
     target = status.get("to", status.get("key_id"))
     if args.no_wait:
         return status, f"Rotating to node key {target}; `z4 encryption status` shows progress."
-    bar = None if args.json else ProgressDisplay(
-        "rewrapping data keys", status.get("total"), "keys")
-    while status.get("rotating"):
+    # No bar for a rotation that ended before this first look (nothing to show).
+    with (ProgressDisplay("rewrapping data keys", status["total"], "keys")
+          if status.get("rotating") and not args.json else nullcontext()) as bar:
+        while status.get("rotating"):
+            if bar is not None:
+                bar.update(min(status["done"], status["total"]), total=status["total"])
+            time.sleep(ROTATION_POLL_SECONDS)
+            try:
+                status = call(args.data, "encryption.status")
+            except CliError as e:
+                raise CliError(f"{e}\nThe rotation is recorded in the data dir: it "
+                               "carries on when the node starts again (with the old or "
+                               "the new key); run `z4 encryption rotate` to watch "
+                               "it.") from None
         if bar is not None:
-            bar.update(min(status["done"], status["total"]), total=status["total"])
-        time.sleep(ROTATION_POLL_SECONDS)
-        try:
-            status = call(args.data, "encryption.status")
-        except CliError as e:
-            raise CliError(f"{e}\nThe rotation is recorded in the data dir: it carries "
-                           "on when the node starts again (with the old or the new "
-                           "key); run `z4 encryption rotate` to watch it.") from None
-    if bar is not None:
-        bar.update(bar.total or 0)
-        bar.finish("data keys rewrapped")
+            bar.update(bar.total)
+            bar.finish("data keys rewrapped")
     return status, (f"Rotation finished: the data dir's node key is now {status['key_id']}.\n"
                     "Set Z4_ENCRYPTION_KEY to the new key before the node's next start: "
                     "the old key no longer opens this data dir.")
@@ -429,6 +434,10 @@ def main(argv=None):
     except (CliError, ClusterCliError) as e:
         print(f"z4: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C stops watching; the node carries on with what it was doing.
+        print("z4: interrupted (the node carries on)", file=sys.stderr)
+        return 130
     print(json.dumps(result, indent=2, sort_keys=True) if args.json else text)
     return 0
 

@@ -219,7 +219,8 @@ def replication_rows(status):
     gc = jobs.get("gc")
     if gc is not None:
         rows.append(["gc", f"{gc['runs']} runs, {gc['failures']} failed"
-                     + (f" (last: {gc['last_failure']})" if gc["last_failure"] else "")])
+                     + (f" (last: {gc['last_failure']['error']})" if gc["last_failure"]
+                        else "")])
     return rows
 
 

@@ -98,15 +98,28 @@ class ProgressDisplay:
             self._line()
 
     def finish(self, description=None):
-        """Stop the display, leaving the last state on screen."""
+        """Show the last state, and stop."""
         if description is not None:
             self.description = description
         if self._bar is not None:
             self._bar.update(self._task, description=self.description)
             self._bar.refresh()
-            self._bar.stop()
         else:
             self._line()
+        self.close()
+
+    def close(self):
+        """Stop redrawing and give the terminal its cursor back (also after
+        an error or Ctrl-C: use the display as a context manager)."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
     def _line(self):
         done = f"{self.completed:,}" + (f"/{self.total:,}" if self.total else "")
