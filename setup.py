@@ -12,6 +12,10 @@ setup(
     packages=find_packages(include=["z4node", "z4node.*"]) + ["twisted.plugins"],
     install_requires=[
         "twisted[tls]>=24.7",
+        # rich: the z4 command's progress bars (rate, ETA, redrawn in place
+        # on a terminal) for long operations; a hand-made bar got each of
+        # those wrong in its own way.
+        "rich>=13",
         "txaio>=23.1",
         "pynacl>=1.5",
         "blake3>=0.4",

@@ -3,6 +3,7 @@ enforced on S3 requests made with boto3 by the keys it creates."""
 
 import json
 import os
+import time
 
 from twisted.trial.unittest import TestCase
 
@@ -240,3 +241,25 @@ class AdminCliTests(S3Assertions, TestCase):
         reader_s3.head_bucket(Bucket="kept")
         self.assertS3Error("AccessDenied", 403, reader_s3.put_object, Bucket="kept",
                            Key="x", Body=b"x")
+
+    def test_cluster_status_and_scrub_watch_without_a_terminal(self):
+        self.admin.create_bucket(Bucket="bkt")
+        self.admin.put_object(Bucket="bkt", Key="k", Body=os.urandom(50_000))
+        text = self.z4("cluster", "status")
+        for row in ("system tables", "peer channel", "channel packets", "scrub", "gc"):
+            self.assertRegex(text, rf"(?m)^{row}\s+\S", row)
+        status = json.loads(self.z4("cluster", "status", "--json"))
+        self.assertIn("quorum", status["jobs"]["system_tables"])
+        self.assertIn("calls", status["channel"])
+
+        passes = json.loads(self.z4("scrub", "start", "--json"))["passes"]
+        # --watch returns once the pass ends; no terminal, so no escape codes.
+        text = self.z4("scrub", "status", "--watch")
+        self.assertNotIn("\x1b", text)
+        self.assertIn("Passes done: ", text)
+        deadline = time.monotonic() + 60
+        while json.loads(self.z4("scrub", "status", "--json"))["passes"] == passes:
+            self.assertLess(time.monotonic(), deadline, "the scrub pass never ended")
+            time.sleep(0.2)
+        watched = json.loads(self.z4("scrub", "status", "--watch", "--json"))
+        self.assertGreater(watched["passes"], passes)

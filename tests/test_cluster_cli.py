@@ -42,8 +42,18 @@ class ClusterCLITests(TestCase):
             {"from": "node-2", "members": [member(2).to_json(), member(3).to_json()]})
         cluster.membership._suspect({"id": "node-3", "inc": 7, "from": "node-2"})
         root = Resource()
-        root.putChild(b"_z4", make_z4_resource(clock, {"id": "node-1", "started": 0}, cluster,
-                                               Keys()))
+        # The shapes the node's jobs report (Node.jobs_status).
+        jobs = {"gc": {"runs": 4, "failures": 1, "last_failure": {"at": 5.0, "error": "disk full"}},
+                "lifecycle": {"passes": 0},
+                "scrub": {"cursor": "0a/1b", "paused": False, "running": True,
+                          "passes": 2, "chunks_verified": 1500,
+                          "bytes_verified": 3_500_000, "bad_found": 1, "healed": 1,
+                          "unrecoverable": 0},
+                "system_tables": {"published": 5, "applied": 12, "refused": 1, "syncs": 3,
+                                  "sync_failures": 2, "quorum_failures": 0, "quorum": 2}}
+        cluster.channel.counters.update(calls=40, failures=3, connections=2)
+        root.putChild(b"_z4", make_z4_resource(
+            clock, {"id": "node-1", "started": 0, "jobs": lambda: jobs}, cluster, Keys()))
         port = reactor.listenTCP(0, S3Site(root), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         self.data = self.mktemp()
@@ -84,6 +94,17 @@ class ClusterCLITests(TestCase):
         self.assertIn("2 alive, 1 suspect, 0 dead, 0 left", out)
         self.assertRegex(out, r"node\s+node-1")
         self.assertNotIn(SECRET, out)
+
+    async def test_status_replication_view(self):
+        status, out = await self.run_cli("--data", self.data, "cluster", "status")
+        self.assertEqual(status["jobs"]["system_tables"]["applied"], 12)
+        self.assertRegex(out, r"system tables\s+write quorum 2; 5 published, 12 applied, "
+                              r"1 refused; 3 syncs, 2 failed; 0 quorum failures")
+        self.assertRegex(out, r"peer channel\s+40 calls, 3 failed, 2 connections accepted")
+        self.assertRegex(out, r"channel packets\s+0 accepted, none dropped")
+        self.assertRegex(out, r"scrub\s+at 0a/1b; 2 passes, 1500 chunks \(3.5 MB\) "
+                              r"verified; 1 bad, 1 healed, 0 unrecoverable")
+        self.assertRegex(out, r"gc\s+4 runs, 1 failed \(last: disk full\)")
 
     async def test_signs_with_the_environment_key_first(self):
         self.patch(os, "environ", {"Z4_ACCESS_KEY": USER[0], "Z4_SECRET_KEY": USER[1]})

@@ -8,9 +8,11 @@ import os
 import socket
 import sys
 import time
+from contextlib import nullcontext
 
 from z4node.admin.backup import META_FILE, SnapshotError, restore_snapshot
 from z4node.admin.cluster_cli import ClusterCliError, add_cluster_commands
+from z4node.admin.output import ProgressDisplay, size, table
 from z4node.admin.server import SocketPath
 
 
@@ -50,14 +52,10 @@ def call(data_dir, command, **args):
     return answer["result"]
 
 
-def table(rows, columns):
-    """Rows of dicts as an aligned text table with the given columns."""
-    header = [title for title, _ in columns]
-    lines = [[_cell(row.get(field)) for _, field in columns] for row in rows]
-    widths = [max(len(x) for x in column) for column in zip(header, *lines)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip()]
-    out += ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
-    return "\n".join(out)
+def _records(rows, columns):
+    """Rows of dicts as a table of the given (title, field) columns."""
+    return table([title for title, _ in columns],
+                 [[_cell(row.get(field)) for _, field in columns] for row in rows])
 
 
 def _cell(value):
@@ -82,7 +80,7 @@ def key_create(args):
 
 def key_list(args):
     result = call(args.data, "key.list")
-    return result, table(result, [("NAME", "name"), ("ACCESS KEY ID", "access_key_id"),
+    return result, _records(result, [("NAME", "name"), ("ACCESS KEY ID", "access_key_id"),
                                   ("ADMIN", "admin"), ("CREATED", "created")])
 
 
@@ -94,7 +92,7 @@ def key_info(args):
         fields.insert(2, ("Secret access key", "secret_access_key"))
     text = _fields(result, fields)
     if result["grants"]:
-        text += "\n\n" + table(result["grants"], [("BUCKET", "bucket"), ("READ", "read"),
+        text += "\n\n" + _records(result["grants"], [("BUCKET", "bucket"), ("READ", "read"),
                                                   ("WRITE", "write"), ("OWNER", "owner")])
     else:
         text += "\n\nNo bucket grants."
@@ -126,17 +124,72 @@ def key_delete(args):
     return result, f"Deleted key {result['name']} ({result['access_key_id']})."
 
 
+# How often `z4 scrub status --watch` asks the node how far the pass is.
+SCRUB_POLL_SECONDS = 1.0
+
+
 def scrub_command(args):
     result = call(args.data, args.command)
+    if getattr(args, "watch", False):
+        result = watch_scrub(args, result)
+    return result, _scrub_text(result)
+
+
+def _scrub_text(result):
     state = "paused" if result["paused"] else ("running" if result["running"] else "off")
     where = ("between passes" if result["cursor"] is None
              else f"at directory {result['cursor'] or '(start)'}")
-    return result, _fields(dict(result, state=state, where=where), [
+    return _fields(dict(result, state=state, where=where), [
         ("Scrub", "state"), ("Position", "where"), ("Passes done", "passes"),
         ("Last pass finished", "last_pass_finished"), ("Chunks verified", "chunks_verified"),
         ("Bytes verified", "bytes_verified"), ("Bad chunks found", "bad_found"),
         ("Healed", "healed"), ("Unrecoverable", "unrecoverable"),
         ("Rate (bytes/s)", "rate")])
+
+
+def chunk_files(data_dir, cursor):
+    """(chunk files in the data dir, those in leaf directories up to
+    ``cursor``, the ones a scrub pass at ``cursor`` has done), or (None, 0)
+    if the CLI may not read chunks/ (run as another user): names only, no
+    stat, so it is cheap next to the scrub it measures."""
+    root = os.path.join(data_dir, "chunks")
+    total = done = 0
+    try:
+        for top in sorted(os.listdir(root)):
+            for mid in sorted(os.listdir(os.path.join(root, top))):
+                names = os.listdir(os.path.join(root, top, mid))
+                count = sum(1 for name in names if not name.endswith(".tmp"))
+                total += count
+                if cursor and f"{top}/{mid}" <= cursor:
+                    done += count
+    except OSError:
+        return None, 0
+    return total, done
+
+
+def watch_scrub(args, status, console=None, sleep=time.sleep):
+    """Follow the running scrub pass with a progress bar until it ends or
+    pauses; the last status. Chunks are counted once, at the start: the bar
+    is a guide, the node's counters are the truth."""
+    if status["cursor"] is None or status["paused"] or not status["running"]:
+        return status
+    total, done = chunk_files(args.data, status["cursor"])
+    start_chunks, passes = status["chunks_verified"], status["passes"]
+    with (nullcontext() if args.json
+          else ProgressDisplay("scrub", total, "chunks", console)) as bar:
+        while True:
+            if bar is not None:
+                verified = done + status["chunks_verified"] - start_chunks
+                bar.update(verified if total is None else min(verified, total),
+                           description=f"scrub ({size(status['bytes_verified'])} "
+                                       "verified in all)")
+            if status["cursor"] is None or status["passes"] != passes or status["paused"]:
+                break
+            sleep(SCRUB_POLL_SECONDS)
+            status = call(args.data, "scrub.status")
+        if bar is not None:
+            bar.finish("scrub paused" if status["paused"] else "scrub pass done")
+    return status
 
 
 def bucket_create(args):
@@ -146,7 +199,7 @@ def bucket_create(args):
 
 def bucket_list(args):
     result = call(args.data, "bucket.list")
-    return result, table(result, [("NAME", "name"), ("OWNER", "owner"),
+    return result, _records(result, [("NAME", "name"), ("OWNER", "owner"),
                                   ("CREATED", "created"), ("GRANTS", "grants"),
                                   ("POLICY", "policy"), ("PUBLIC", "public")])
 
@@ -183,17 +236,12 @@ def encryption_status(args):
             text += (f"\nA rotation finished at {_cell(result['finished'])} UTC: restart "
                      "the node with the new key in Z4_ENCRYPTION_KEY.")
         return result, text
+    total = result["total"]
+    percent = min(100 * result["done"] // total, 100) if total else 0
     return result, (f"Encryption at rest: on, rotating node key {result['from']} -> "
-                    f"{result['to']}\n{progress_bar(result)}"
+                    f"{result['to']}\n{min(result['done'], total):,}/{total:,} data keys "
+                    f"rewrapped ({percent}%)"
                     + ("" if result["running"] else "\n(paused: `z4 encryption rotate` resumes it)"))
-
-
-def progress_bar(status, width=30):
-    done, total = status["done"], max(status["total"], 1)
-    fraction = 1.0 if status.get("phase") == "finish" else min(done / total, 0.99)
-    filled = int(round(fraction * width))
-    return (f"[{'#' * filled}{'-' * (width - filled)}] {fraction * 100:3.0f}%  "
-            f"{min(done, total):,}/{total:,} data keys rewrapped")
 
 
 def _new_key(args):
@@ -229,31 +277,23 @@ def encryption_rotate(args):
     target = status.get("to", status.get("key_id"))
     if args.no_wait:
         return status, f"Rotating to node key {target}; `z4 encryption status` shows progress."
-    terminal = sys.stdout.isatty() and not args.json
-    shown = -1
-    total = status.get("total", 0)
-    while status.get("rotating"):
-        total = status["total"]
-        line = progress_bar(status)
-        if terminal:
-            print("\r" + line, end="", flush=True)
-        elif not args.json:
-            tenth = int(10 * status["done"] / max(status["total"], 1))
-            if tenth != shown:
-                print(line, flush=True)
-                shown = tenth
-        time.sleep(ROTATION_POLL_SECONDS)
-        try:
-            status = call(args.data, "encryption.status")
-        except CliError as e:
-            raise CliError(f"{e}\nThe rotation is recorded in the data dir: it carries "
-                           "on when the node starts again (with the old or the new "
-                           "key); run `z4 encryption rotate` to watch it.") from None
-    done_line = progress_bar({"done": total, "total": total, "phase": "finish"})
-    if terminal:
-        print("\r" + done_line)
-    elif not args.json:
-        print(done_line)
+    # No bar for a rotation that ended before this first look (nothing to show).
+    with (ProgressDisplay("rewrapping data keys", status["total"], "keys")
+          if status.get("rotating") and not args.json else nullcontext()) as bar:
+        while status.get("rotating"):
+            if bar is not None:
+                bar.update(min(status["done"], status["total"]), total=status["total"])
+            time.sleep(ROTATION_POLL_SECONDS)
+            try:
+                status = call(args.data, "encryption.status")
+            except CliError as e:
+                raise CliError(f"{e}\nThe rotation is recorded in the data dir: it "
+                               "carries on when the node starts again (with the old or "
+                               "the new key); run `z4 encryption rotate` to watch "
+                               "it.") from None
+        if bar is not None:
+            bar.update(bar.total)
+            bar.finish("data keys rewrapped")
     return status, (f"Rotation finished: the data dir's node key is now {status['key_id']}.\n"
                     "Set Z4_ENCRYPTION_KEY to the new key before the node's next start: "
                     "the old key no longer opens this data dir.")
@@ -347,11 +387,11 @@ def parser():
     encryption = families.add_parser(
         "encryption", help="encryption at rest").add_subparsers(dest="action", required=True)
     encryption.add_parser("status", help="whether the data dir is encrypted, and "
-                                         "any rotation's progress") \
+                                         "any rotation's progress", parents=[common]) \
         .set_defaults(run=encryption_status)
     p = encryption.add_parser(
         "rotate", help="rewrap every data key under a new node key (resumes an "
-                       "interrupted rotation)")
+                       "interrupted rotation)", parents=[common])
     p.add_argument("--new-key-file", metavar="PATH",
                    help=f"file holding the new key (- for stdin; default ${NEW_KEY_ENV}, "
                         "else a prompt)")
@@ -367,8 +407,11 @@ def parser():
     for action, text in (("status", "progress, rate and what was found"),
                          ("start", "resume, and begin a pass now if none is under way"),
                          ("pause", "stop reading chunk files until started again")):
-        scrub.add_parser(action, help=text, parents=[common]).set_defaults(
-            run=scrub_command, command=f"scrub.{action}")
+        p = scrub.add_parser(action, help=text, parents=[common])
+        p.set_defaults(run=scrub_command, command=f"scrub.{action}")
+        if action == "status":
+            p.add_argument("--watch", action="store_true",
+                           help="follow the running pass with a progress bar until it ends")
     p = families.add_parser(
         "backup", help="write a consistent snapshot of the running node's metadata",
         parents=[common])
@@ -380,7 +423,7 @@ def parser():
                         "no metadata there yet)", parents=[common])
     p.add_argument("snapshot", help="a file written by `z4 backup`")
     p.set_defaults(run=restore)
-    add_cluster_commands(families)
+    add_cluster_commands(families, common)
     return top
 
 
@@ -391,6 +434,10 @@ def main(argv=None):
     except (CliError, ClusterCliError) as e:
         print(f"z4: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C stops watching; the node carries on with what it was doing.
+        print("z4: interrupted (the node carries on)", file=sys.stderr)
+        return 130
     print(json.dumps(result, indent=2, sort_keys=True) if args.json else text)
     return 0
 

@@ -1,12 +1,14 @@
 """``z4 cluster status`` and ``z4 cluster members``: the peer status
-endpoints as tables (or the documents, with ``z4 --json``).
+endpoints as tables (or the documents, with ``--json``).
 
 Owns: finding the local node through its data directory (``node.json``,
 written by the node on start), signing the requests with the admin key
 (those endpoints answer admin keys only: ``$Z4_ACCESS_KEY`` and
 ``$Z4_SECRET_KEY`` if set, as the node reads them, else the
 ``credentials`` file the node wrote into its data dir), and rendering
-``/_z4/status`` and ``/_z4/peers``. Reads only; a blocking urllib call is
+``/_z4/status`` (membership, ring, DHT, and the replication view: the
+system tables' replication, the peer channel, scrub and GC) and
+``/_z4/peers``. Reads only; a blocking urllib call is
 fine in a CLI.
 
 Follows the ``z4`` command's conventions (``z4node.admin.cli``): the
@@ -26,6 +28,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
+from z4node.admin.output import size, table
 from z4node.s3 import sigv4
 
 # Seconds to wait for the node's answer: it is local and answers from memory.
@@ -38,14 +41,18 @@ class ClusterCliError(Exception):
     """Something the operator must fix; printed without a traceback."""
 
 
-def add_cluster_commands(subparsers):
+def add_cluster_commands(subparsers, common=None):
     """Add ``cluster status`` and ``cluster members`` to the ``z4`` parser's
-    subparsers; each sets ``run``."""
+    subparsers; each sets ``run``. ``common`` is a parent parser with the
+    options every command takes after its name (``--json``)."""
+    parents = [] if common is None else [common]
     cluster = subparsers.add_parser("cluster", help="cluster membership and health")
     commands = cluster.add_subparsers(dest="action", required=True)
-    commands.add_parser("status", help="this node's cluster health and counters") \
+    commands.add_parser("status", help="this node's cluster health, counters and "
+                                       "replication", parents=parents) \
         .set_defaults(run=cluster_status)
-    commands.add_parser("members", help="every member this node knows, with its state") \
+    commands.add_parser("members", help="every member this node knows, with its state",
+                        parents=parents) \
         .set_defaults(run=cluster_members)
     return cluster
 
@@ -129,15 +136,6 @@ def fetch(data_dir, path):
         raise ClusterCliError(f"{url}: {e}")
 
 
-def table(headers, rows):
-    """Left-aligned columns separated by two spaces."""
-    cells = [list(map(str, headers))] + [[("-" if c is None else str(c)) for c in r]
-                                         for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
-                     for row in cells)
-
-
 def address(pair):
     return f"{pair[0]}:{pair[1]}"
 
@@ -159,7 +157,6 @@ def render_status(status):
     membership = status["membership"]
     dht = status["dht"]
     counts = membership["members"]
-    dropped = membership["packets"]["dropped"]
     rows = [
         ["node", status["id"]],
         ["version", status["version"]],
@@ -173,15 +170,58 @@ def render_status(status):
                  f"{status['ring']['fingerprint']}"],
         ["dht", f"{dht.get('known_nodes', 0)} nodes known, {dht.get('own_records', 0)} "
                 f"own records"],
-        ["gossip packets", f"{membership['packets']['opened']} accepted, "
-                           + (", ".join(f"{n} {why}" for why, n in sorted(dropped.items()))
-                              or "none") + " dropped"],
+        ["gossip packets", packets(membership["packets"])],
     ]
     counters = membership["counters"]
     rows.append(["probes", f"{counters['probes']} sent, {counters['probe_failures']} failed, "
                            f"{counters['suspicions']} suspicions, "
                            f"{counters['refutations']} refutations"])
+    rows += replication_rows(status)
     return table(["", ""], rows).split("\n", 1)[1]
+
+
+def packets(counts):
+    """Accepted and dropped packets, dropped ones by reason."""
+    dropped = ", ".join(f"{n} {why}" for why, n in sorted(counts["dropped"].items()))
+    return f"{counts['opened']} accepted, {dropped or 'none'} dropped"
+
+
+def replication_rows(status):
+    """The replication view: how the tables every node holds (keys, buckets,
+    grants) travel, the peer channel they travel on, and the jobs that keep
+    the local chunks sound (scrub) and collected (GC). Parts a node does not
+    report (an older version) are left out."""
+    rows = []
+    jobs = status.get("jobs", {})
+    tables = jobs.get("system_tables")
+    if tables is not None:
+        rows.append(["system tables", (
+            f"write quorum {tables['quorum']}; {tables['published']} published, "
+            f"{tables['applied']} applied, {tables['refused']} refused; "
+            f"{tables['syncs']} syncs, {tables['sync_failures']} failed; "
+            f"{tables['quorum_failures']} quorum failures")])
+    channel = status.get("channel")
+    if channel is not None:
+        rows.append(["peer channel", (
+            f"{channel['calls']} calls, {channel['failures']} failed, "
+            f"{channel['connections']} connections accepted")])
+        rows.append(["channel packets", packets(channel["packets"])])
+    scrub = jobs.get("scrub")
+    if scrub is not None:
+        state = ("paused" if scrub["paused"] else
+                 "off" if not scrub["running"] else
+                 "between passes" if scrub["cursor"] is None else
+                 f"at {scrub['cursor'] or '(start)'}")
+        rows.append(["scrub", (
+            f"{state}; {scrub['passes']} passes, {scrub['chunks_verified']} chunks "
+            f"({size(scrub['bytes_verified'])}) verified; {scrub['bad_found']} bad, "
+            f"{scrub['healed']} healed, {scrub['unrecoverable']} unrecoverable")])
+    gc = jobs.get("gc")
+    if gc is not None:
+        rows.append(["gc", f"{gc['runs']} runs, {gc['failures']} failed"
+                     + (f" (last: {gc['last_failure']['error']})" if gc["last_failure"]
+                        else "")])
+    return rows
 
 
 def cluster_status(args):
