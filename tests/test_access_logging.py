@@ -162,6 +162,28 @@ class BucketLoggingTests(S3Assertions, TestCase):
                                    "PartitionDateSource": "Tomorrow"}}}})
 
 
+class TlsLoggingTests(TestCase):
+    def test_the_cipher_suite_and_tls_version_are_logged(self):
+        node = NodeProcess(self, env={"Z4_ACCESS_LOGGING_INTERVAL": "1"}, tls=True).start()
+        s3 = node.client()
+        s3.create_bucket(Bucket="src")
+        s3.create_bucket(Bucket="logs")
+        s3.put_bucket_policy(Bucket="logs", Policy=logging_policy("logs"))
+        s3.put_bucket_logging(Bucket="src", BucketLoggingStatus={
+            "LoggingEnabled": {"TargetBucket": "logs", "TargetPrefix": "logs/"}})
+        deadline = time.monotonic() + BucketLoggingTests.deadline_seconds
+        while True:
+            listed = s3.list_objects_v2(Bucket="logs").get("Contents", [])
+            if listed or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        body = s3.get_object(Bucket="logs", Key=listed[0]["Key"])["Body"].read()
+        record = parse_record(body.decode().splitlines()[0])
+        self.assertRegex(record["tls_version"], r"^TLSv1\.[23]$")
+        self.assertRegex(record["cipher_suite"], r"^[A-Z0-9_-]+$")
+        self.assertNotEqual(record["cipher_suite"], "-")
+
+
 class _Request:
     """What the hook reads of a twisted.web request."""
 

@@ -179,6 +179,20 @@ def log_object_key(config, source_owner, source_bucket, delivered, first_event, 
             f"{day}/{name}")
 
 
+def _tls(request):
+    """(cipher suite, TLS version) of a request that came over TLS to this
+    node, as OpenSSL names them (``ECDHE-RSA-AES128-GCM-SHA256``,
+    ``TLSv1.3``, S3's forms), else (None, None)."""
+    # The request keeps its transport after it finished (its channel it
+    # does not); a TLS transport's handle is the OpenSSL connection, a
+    # TCP transport's a socket.
+    handle = getattr(getattr(request, "transport", None), "getHandle", None)
+    connection = handle() if handle is not None else None
+    if not hasattr(connection, "get_cipher_name"):
+        return None, None
+    return connection.get_cipher_name(), connection.get_protocol_version_name()
+
+
 class _Buffer:
     def __init__(self, first_event, limit):
         # Past ``limit`` (the target has failed for a long while) the
@@ -253,6 +267,7 @@ class ServerAccessLog:
             signature = "SigV4" if credentials.signature_version == 4 else "SigV2"
             auth_type = "QueryString" if credentials.presigned else "AuthHeader"
         version = request.responseHeaders.getRawHeaders(b"x-amz-version-id")
+        cipher, tls_version = _tls(request)
         decision = call.decision
         return record(
             bucket.owner, bucket.name, now,
@@ -264,7 +279,7 @@ class ServerAccessLog:
             status, getattr(call, "error_code", None), bytes_out, None,
             int(seconds * 1000), None, headers.get("referer"), headers.get("user-agent"),
             version[0].decode("latin-1") if version else None, request_id,
-            signature, None, auth_type, headers.get("host"), None, None,
+            signature, cipher, auth_type, headers.get("host"), tls_version, None,
             "Yes" if decision is not None and decision.via == "acl" else None)
 
     async def deliver_all(self):
