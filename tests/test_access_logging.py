@@ -120,6 +120,11 @@ class BucketLoggingTests(S3Assertions, TestCase):
                          put["ResponseMetadata"]["RequestId"])
         self.assertEqual(get_record["operation"], "REST.GET.OBJECT")
         self.assertEqual(get_record["bytes_sent"], "5")
+        self.assertEqual((put_record["object_size"], get_record["object_size"]), ("5", "5"))
+        self.assertEqual(missing["object_size"], "-")
+        # Log objects belong to the target bucket's owner.
+        self.assertEqual(s3.get_object_acl(Bucket="logs", Key=objects[0]["Key"])["Owner"]["ID"],
+                         s3.get_bucket_acl(Bucket="logs")["Owner"]["ID"])
         self.assertEqual((missing["status"], missing["error_code"]), ("404", "NoSuchKey"))
         # A presigned URL's signature never reaches the log.
         self.assertEqual((presigned["auth_type"], presigned["signature_version"]),

@@ -95,6 +95,9 @@ _RESOURCE_NAMES = {
     "GetObjectRetention": "RETENTION", "PutObjectRetention": "RETENTION",
     "GetObjectLegalHold": "LEGAL_HOLD", "PutObjectLegalHold": "LEGAL_HOLD",
 }
+# Operations whose object size a record shows (see _object_size).
+_READS = frozenset({"GetObject", "HeadObject"})
+_WRITES = frozenset({"PutObject", "UploadPart"})
 # Copies are logged as S3 logs them: REST.COPY.<resource>.
 _COPIES = frozenset({"CopyObject", "UploadPartCopy"})
 
@@ -177,6 +180,28 @@ def log_object_key(config, source_owner, source_bucket, delivered, first_event, 
     day = time.strftime("%Y/%m/%d", time.gmtime(dated))
     return (f"{config['target_prefix']}{source_owner}/{REGION}/{source_bucket}/"
             f"{day}/{name}")
+
+
+def _object_size(request, call, status):
+    """The size of the object read or written, where the request shows
+    it: a GET's or HEAD's answer (the total of its Content-Range, else its
+    Content-Length), a PUT's or part's body as declared; else None."""
+    if status not in (200, 206):
+        return None
+    if call.operation in _READS:
+        answer = request.responseHeaders
+        ranged = answer.getRawHeaders(b"content-range")
+        if ranged:
+            total = ranged[0].rpartition(b"/")[2]
+            return int(total) if total.isdigit() else None
+        length = answer.getRawHeaders(b"content-length")
+        return int(length[0]) if length and length[0].isdigit() else None
+    if call.operation in _WRITES:
+        for name in ("x-amz-decoded-content-length", "content-length"):
+            value = call.headers.get(name, "")
+            if value.isdigit():
+                return int(value)
+    return None
 
 
 def _tls(request):
@@ -276,7 +301,8 @@ class ServerAccessLog:
             operation_name(call.method, call.operation, call.key), call.key,
             request_line(call.method, request.uri.decode("latin-1"),
                          request.clientproto.decode("latin-1")),
-            status, getattr(call, "error_code", None), bytes_out, None,
+            status, getattr(call, "error_code", None), bytes_out,
+            _object_size(request, call, status),
             int(seconds * 1000), None, headers.get("referer"), headers.get("user-agent"),
             version[0].decode("latin-1") if version else None, request_id,
             signature, cipher, auth_type, headers.get("host"), tls_version, None,
