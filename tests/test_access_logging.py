@@ -50,7 +50,8 @@ class BucketLoggingTests(S3Assertions, TestCase):
     deadline_seconds = 60
 
     def setUp(self):
-        self.node = NodeProcess(self, env={"Z4_ACCESS_LOGGING_INTERVAL": "1"}).start()
+        self.node = NodeProcess(self, env={"Z4_ACCESS_LOGGING_INTERVAL": "1"},
+                                args=["--metrics-public"]).start()
         self.s3 = self.node.client()
         for name in ("src", "logs", "closed"):
             self.s3.create_bucket(Bucket=name)
@@ -122,6 +123,12 @@ class BucketLoggingTests(S3Assertions, TestCase):
         self.assertEqual(get_record["bytes_sent"], "5")
         self.assertEqual((put_record["object_size"], get_record["object_size"]), ("5", "5"))
         self.assertEqual(missing["object_size"], "-")
+        # The delivery's counters are metrics.
+        with urllib.request.urlopen(self.node.endpoint + "/metrics") as reply:
+            exposition = reply.read().decode()
+        delivered = re.search(r"^z4_access_logging_objects_total (\S+)$", exposition, re.M)
+        self.assertGreaterEqual(float(delivered.group(1)), 1)
+        self.assertIn('z4_job_runs_total{task="access_logging"}', exposition)
         # Log objects belong to the target bucket's owner.
         self.assertEqual(s3.get_object_acl(Bucket="logs", Key=objects[0]["Key"])["Owner"]["ID"],
                          s3.get_bucket_acl(Bucket="logs")["Owner"]["ID"])

@@ -416,7 +416,10 @@ class Node(MultiService):
                                lambda: dict(self.lifecycle.totals,
                                             passes=self.lifecycle.passes))
         metrics.watch_counters("scrub", "Scrubber", self.scrubber.counters)
+        metrics.watch_counters("access_logging", "Server access log records and objects",
+                               lambda: self.server_access_log.counters)
         metrics.watch_jobs(lambda: {"gc": self.gc.status(),
+                                    "access_logging": self.server_access_log.job.status(),
                                     "dht_maintenance": self.cluster.dht.status()["maintenance"],
                                     "reactor_lag": metrics.lag.job.status()})
 
