@@ -327,7 +327,7 @@ class DeliveryTests(TestCase):
 
     def request(self, key="k"):
         self.log.answered(_Request(b"/src/" + key.encode()), _call(key), "RID", 200, 0,
-                          5, 0.002)
+                          5, 2.5)
 
     def delivered(self):
         return [(key, owner, data.decode().splitlines())
@@ -341,7 +341,11 @@ class DeliveryTests(TestCase):
         [(key, owner, lines)] = self.delivered()
         self.assertRegex(key, r"^p/2019-02-06-00-00-48-[0-9A-F]{16}$")
         self.assertEqual(owner, "o2")
-        self.assertEqual([parse_record(line)["key"] for line in lines], ["k", "other"])
+        records = [parse_record(line) for line in lines]
+        self.assertEqual([r["key"] for r in records], ["k", "other"])
+        # Dated when the request came in, 2.5 s before it was answered.
+        self.assertEqual(records[0]["time"], "[06/Feb/2019:00:00:35 +0000]")
+        self.assertEqual(records[0]["total_time"], "2500")
         self.assertEqual(self.log.counters["objects"], 1)
 
     def test_a_full_buffer_is_delivered_at_once(self):

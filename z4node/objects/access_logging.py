@@ -295,7 +295,7 @@ class ServerAccessLog:
         cipher, tls_version = _tls(request)
         decision = call.decision
         return record(
-            bucket.owner, bucket.name, now,
+            bucket.owner, bucket.name, now - seconds,
             getattr(request.getClientAddress(), "host", None),
             None if key is None else key.user_id, request_id,
             operation_name(call.method, call.operation, call.key), call.key,
