@@ -609,7 +609,7 @@ class Generator:
         return Request("GET", self.bucket(), query=[("policyStatus", None)])
 
     def op_Unimplemented(self):
-        name = self.rng.choice(["website", "logging", "notification", "replication", "select"])
+        name = self.rng.choice(["website", "notification", "replication", "select"])
         return Request(self.rng.choice(["GET", "PUT", "POST"]), self.bucket(),
                        self.rng.choice([None, "k"]), query=[(name, None)])
 

@@ -102,6 +102,8 @@ OPERATIONS = {
     "GetBucketPolicyStatus": ("s3:GetBucketPolicyStatus", "owner", None, False, False),
     "GetPublicAccessBlock": ("s3:GetBucketPublicAccessBlock", "owner", None, False, False),
     "PutPublicAccessBlock": ("s3:PutBucketPublicAccessBlock", "owner", None, False, False),
+    "GetBucketLogging": ("s3:GetBucketLogging", "owner", None, False, False),
+    "PutBucketLogging": ("s3:PutBucketLogging", "owner", None, False, False),
     "DeletePublicAccessBlock": ("s3:PutBucketPublicAccessBlock", "owner", None, False,
                                 False),
     "GetBucketAcl": ("s3:GetBucketAcl", "owner", "READ_ACP", False, False),

@@ -256,7 +256,7 @@ class ConnectionTests(S3Assertions, TestCase):
             ("HEAD", "/conn/missing", {}, b"", 404, b""),
             ("DELETE", "/conn/new", {}, b"", 204, b""),
             ("GET", "/conn?list-type=2", {}, b"", 200, None),
-            ("GET", "/conn?logging", {}, b"", 501, None),
+            ("GET", "/conn?website", {}, b"", 501, None),
             ("GET", "/conn/k", {}, b"", 200, b"0123456789"),
         ]
         sock = None

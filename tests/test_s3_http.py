@@ -511,7 +511,7 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual(raised.exception.code, "MethodNotAllowed")
 
     def test_unimplemented_subresources_are_refused(self):
-        for query in ({"logging": ""}, {"website": ""}, {"replication": ""},
+        for query in ({"notification": ""}, {"website": ""}, {"replication": ""},
                       {"inventory": ""}):
             with self.assertRaises(S3Error) as raised:
                 router.route("GET", "b", None, query, {})

@@ -634,7 +634,7 @@ class ObjectTests(S3Assertions, TestCase):
         for method, target in (("GET", "/"), ("GET", "/bkt"), ("HEAD", "/bkt"),
                                ("GET", "/bkt/k"), ("HEAD", "/bkt/k"), ("GET", "/bkt/nokey"),
                                ("HEAD", "/bkt/nokey"), ("GET", "/nobkt"),
-                               ("DELETE", "/bkt/nokey"), ("GET", "/bkt?logging"),
+                               ("DELETE", "/bkt/nokey"), ("GET", "/bkt?website"),
                                ("PATCH", "/bkt/k")):
             reply = s3http.request(self.node, method, target)
             request_id = reply.headers.get("x-amz-request-id")
@@ -648,7 +648,7 @@ class ObjectTests(S3Assertions, TestCase):
         self.assertEqual(len(seen), 11)
         reply = s3http.request(self.node, "GET", "/bkt/nokey")
         self.assertEqual(reply.error()["Resource"], "/bkt/nokey")
-        reply = s3http.request(self.node, "GET", "/bkt?logging")
+        reply = s3http.request(self.node, "GET", "/bkt?website")
         self.assertErrorReply(reply, "NotImplemented", 501)
         reply = s3http.request(self.node, "PATCH", "/bkt/k")
         self.assertErrorReply(reply, "MethodNotAllowed", 405)

@@ -1,7 +1,7 @@
 """The node: one service tree that opens the data directory, loads the
 system tables, makes sure an admin key exists, and serves the S3 API, the
-``/_z4/`` endpoints, the local admin socket, garbage collection and the
-lifecycle worker.
+``/_z4/`` endpoints, the local admin socket, garbage collection, the
+lifecycle worker and the delivery of server access logs.
 
 Start-up is asynchronous (the system tables load on a thread); the S3 port
 opens only when the node is ready, so a client that can connect can use it.
@@ -37,12 +37,13 @@ from z4node import __version__, durable
 from z4node.admin.backup import META_FILE
 from z4node.admin.server import AdminFactory, SocketPath
 from z4node.hlc import HybridLogicalClock
+from z4node.objects.access_logging import SERVICE_PRINCIPAL, ServerAccessLog
 from z4node.objects.lifecycle import DAY_SECONDS, LifecycleWorker
 from z4node.objects.service import ObjectService
 from z4node.objects.system import SystemTables
 from z4node.replication.everywhere import EverywhereTables
 from z4node.s3.api import S3Api, S3Resource
-from z4node.s3.authorization import BLOCK_SETTING
+from z4node.s3.authorization import BLOCK_SETTING, service_allowed
 from z4node.s3.handlers import HANDLERS, public_access
 from z4node.s3.http import MiB, S3Channel, S3Site, UploadBudget
 from z4node.storage.atrest import (EncryptionKeyError, EncryptionRefused, open_encryption,
@@ -196,6 +197,7 @@ class Node(MultiService):
         self.cluster = None
         self.metrics = None
         self.access_log = None
+        self.server_access_log = None
         # A twisted.logger observer for twistd to log to instead of its
         # text log (--log-format json); see setServiceParent.
         self.log_observer = None
@@ -320,6 +322,10 @@ class Node(MultiService):
         if self.metrics_access.enabled:
             self.metrics = NodeMetrics(self.reactor, self.node_id)
             self.metrics.lag.start()
+        self.server_access_log = ServerAccessLog(
+            self.reactor, self.objects, self._logging_may_deliver, random.Random(),
+            interval=access_logging_interval(self.environ))
+        self.server_access_log.start()
         api = S3Api(self.reactor, self.objects, HANDLERS, self.chunks.run, self.node_id,
                     debug=self.debug,
                     domains=[d for d in domains.split(",") if d.strip()],
@@ -380,10 +386,15 @@ class Node(MultiService):
             self.log.warn("could not tell systemd {state} through $NOTIFY_SOCKET: "
                           "{error}", state=state.decode(), error=e)
 
+    def _logging_may_deliver(self, target, prefix, source):
+        return service_allowed(self.system, SERVICE_PRINCIPAL, "s3:PutObject", target,
+                               prefix, source)
+
     def _request_hook(self):
         """What S3Api tells of each request answered: the metrics, the
-        access log, both, or None (nothing to pay on the hot path)."""
-        hooks = [hook.answered for hook in (self.metrics, self.access_log)
+        access log, the server access logs of buckets that turned them on."""
+        hooks = [hook.answered for hook in (self.metrics, self.access_log,
+                                            self.server_access_log)
                  if hook is not None]
         if len(hooks) < 2:
             return hooks[0] if hooks else None
@@ -405,7 +416,10 @@ class Node(MultiService):
                                lambda: dict(self.lifecycle.totals,
                                             passes=self.lifecycle.passes))
         metrics.watch_counters("scrub", "Scrubber", self.scrubber.counters)
+        metrics.watch_counters("access_logging", "Server access log records and objects",
+                               lambda: self.server_access_log.counters)
         metrics.watch_jobs(lambda: {"gc": self.gc.status(),
+                                    "access_logging": self.server_access_log.job.status(),
                                     "dht_maintenance": self.cluster.dht.status()["maintenance"],
                                     "reactor_lag": metrics.lag.job.status()})
 
@@ -413,6 +427,8 @@ class Node(MultiService):
         """The local background jobs' counters, for ``/_z4/status``."""
         return {"gc": self.gc.status(), "lifecycle": self.lifecycle.status(),
                 "scrub": self.scrubber.status(),
+                "access_logging": (self.server_access_log.status()
+                                   if self.server_access_log is not None else None),
                 "system_tables": self.everywhere.status()}
 
     def reload(self):
@@ -505,6 +521,10 @@ class Node(MultiService):
             if cut:
                 self.log.warn("stopping: cut {n} request(s) still running after "
                               "--stop-timeout {t} s", n=cut, t=timeout)
+        if self.server_access_log is not None:
+            # The records of the requests just finished, while the object
+            # layer still runs.
+            await self.server_access_log.stop()
         if self.rotation is not None:
             # The batch in flight commits or not; the cursor says which.
             await self.rotation.stop()
@@ -540,3 +560,23 @@ def lifecycle_settings(options, environ):
     dry_run = bool(options.get("lifecycle-dry-run")) or \
         environ.get("Z4_LIFECYCLE_DRY_RUN", "").lower() in ("1", "true", "yes")
     return interval, day, dry_run
+
+
+# Seconds between deliveries of server access logs; S3 delivers within
+# the hour, typically minutes.
+ACCESS_LOGGING_INTERVAL = 300.0
+
+
+def access_logging_interval(environ):
+    """Seconds between deliveries of server access logs: 300, or
+    $Z4_ACCESS_LOGGING_INTERVAL (tests set a second or two)."""
+    text = environ.get("Z4_ACCESS_LOGGING_INTERVAL")
+    if not text:
+        return ACCESS_LOGGING_INTERVAL
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not value > 0:
+        raise RuntimeError("Z4_ACCESS_LOGGING_INTERVAL must be a positive number of seconds")
+    return value

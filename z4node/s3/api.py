@@ -75,6 +75,8 @@ class S3Call:
     decision: object = None
     # Came over TLS: to this node, or to a trusted proxy that said so.
     secure: bool = False
+    # The S3 error code answered, if any (for the server access log).
+    error_code: str | None = None
 
     @property
     def resource(self):
@@ -225,19 +227,23 @@ class S3Api:
                 await authorization.authorize(self, call)
             response = await self._handlers[call.operation](self, call)
         except S3Error as e:
-            response = error_response(e, resource, request_id, method)
+            error = e
         except ObjectError as e:
-            response = error_response(object_error(e), resource, request_id, method)
+            error = object_error(e)
         except BodyIncomplete:
             if request.gone:
                 return call, None
-            response = error_response(S3Error("IncompleteBody"), resource,
-                                      request_id, method)
+            error = S3Error("IncompleteBody")
         except Exception:
             log.failure("S3 {method} {resource} failed (request {rid})",
                         method=method, resource=resource, rid=request_id)
-            response = error_response(S3Error("InternalError"), resource,
-                                      request_id, method)
+            error = S3Error("InternalError")
+        else:
+            error = None
+        if error is not None:
+            response = error_response(error, resource, request_id, method)
+            if call is not None:
+                call.error_code = error.code
         try:
             if call is not None and call.operation != "PreflightCors":
                 cors.decorate(self.system, call, response)

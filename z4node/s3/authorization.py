@@ -122,6 +122,8 @@ _NEEDS = {
     "GetBucketOwnershipControls": Need("s3:GetBucketOwnershipControls", OWNER),
     "PutBucketOwnershipControls": Need("s3:PutBucketOwnershipControls", OWNER),
     "DeleteBucketOwnershipControls": Need("s3:PutBucketOwnershipControls", OWNER),
+    "GetBucketLogging": Need("s3:GetBucketLogging", OWNER),
+    "PutBucketLogging": Need("s3:PutBucketLogging", OWNER),
     "PutBucketEncryption": OWNER,
     "GetBucketEncryption": OWNER,
     "DeleteBucketEncryption": OWNER,
@@ -304,6 +306,33 @@ def _grant_covers(system, key, bucket, level):
     if grant.can_own:
         return True
     return (level == READ and grant.can_read) or (level == WRITE and grant.can_write)
+
+
+def service_allowed(system, service, action, bucket_name, key_prefix, source_bucket):
+    """Whether the bucket's policy lets the service principal ``service``
+    (``logging.s3.amazonaws.com``) do ``action`` on every key under
+    ``key_prefix``, on behalf of ``source_bucket`` (the condition keys
+    ``aws:SourceArn`` and ``aws:SourceAccount`` name it and its owner).
+
+    Only a policy can let a service in: it holds no key, no grant, and no
+    ACL names it; a matching Deny wins. The answer is pessimistic (allowed
+    for every key under the prefix), so a later delivery cannot be refused
+    by a policy that allowed the configuration.
+    """
+    bucket = system.bucket(bucket_name)
+    policy = bucket_policy(bucket) if bucket is not None else None
+    if policy is None:
+        return False
+    source = system.bucket(source_bucket)
+    context = {"aws:sourcearn": [policies.ARN_PREFIX + source_bucket],
+               "aws:principaltype": ["AWSService"]}
+    if source is not None:
+        context["aws:sourceaccount"] = [source.owner]
+    query = policies.Query(policies.Principal(None, None, None, service=service), action,
+                           policies.ARN_PREFIX + bucket_name + "/" + key_prefix,
+                           context, any_object=True)
+    verdict = policies.evaluate(policy, query)
+    return verdict.deny is None and verdict.allow is not None
 
 
 # -- Block Public Access ---------------------------------------------------

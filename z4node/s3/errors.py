@@ -40,6 +40,7 @@ ERRORS = {
     "InvalidRetentionPeriod": (400, "Default retention period must be a positive integer value."),
     "InvalidRange": (416, "The requested range is not satisfiable"),
     "InvalidRequest": (400, "Invalid Request"),
+    "InvalidTargetBucketForLogging": (400, "The target bucket for logging does not exist, is not owned by you, or does not have the appropriate grants for the log-delivery group."),
     "KeyTooLongError": (400, "Your key is too long."),
     "MalformedACLError": (400, "The XML you provided was not well-formed or did not validate against our published schema."),
     "MalformedPolicy": (400, "Policies must be valid JSON and the first byte must be '{'"),

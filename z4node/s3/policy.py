@@ -18,7 +18,9 @@ What is understood:
   z4node keys named by ``{"AWS": [...]}`` entries: an access key id
   (``Z4...``), a canonical user id (64 hex digits) or the ARN
   ``arn:aws:iam::<any account>:user/<key name>``; also
-  ``{"CanonicalUser": "<user id>"}``.
+  ``{"CanonicalUser": "<user id>"}``; and service principals,
+  ``{"Service": "logging.s3.amazonaws.com"}`` (the one service that acts
+  here: server access log delivery, see ``z4node.objects.access_logging``).
 - ``Action`` / ``NotAction``: ``s3:`` actions, ``*`` and ``?`` wildcards,
   case-insensitive, checked against S3's action names.
 - ``Resource`` / ``NotResource``: ``arn:aws:s3:::bucket`` and
@@ -162,6 +164,8 @@ _USER_ID = re.compile(r"^[0-9a-f]{64}$")
 # Access key ids: generated ones are Z4 + 18 base32 characters; an admin
 # key taken from Z4_ACCESS_KEY may be any printable word.
 _ACCESS_KEY_ID = re.compile(r"^[A-Za-z0-9_.@+=-]{3,128}$")
+# A service principal's DNS name (logging.s3.amazonaws.com).
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$")
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
 _DEFAULT = re.compile(r"^\s*([^,\s]+)\s*,\s*'([^']*)'\s*$")
 
@@ -333,7 +337,7 @@ def _key_name(name):
 @dataclass(frozen=True)
 class PrincipalSpec:
     """One Principal entry: ``kind`` is ``any``, ``access_key``,
-    ``user_id`` or ``name``."""
+    ``user_id``, ``name`` or ``service``."""
 
     kind: str
     value: str = ""
@@ -343,6 +347,9 @@ class PrincipalSpec:
             return True
         if principal is None:
             return False
+        if self.kind == "service" or principal.service is not None:
+            # A service is named only as a service; "*" covers it too.
+            return self.kind == "service" and principal.service == self.value
         if self.kind == "access_key":
             return principal.access_key_id == self.value
         if self.kind == "user_id":
@@ -549,11 +556,11 @@ def _parse_principal(value, principal_exists):
         raise malformed("Invalid principal in policy")
     specs = []
     for kind, entries in value.items():
-        if kind not in ("AWS", "CanonicalUser"):
+        if kind not in ("AWS", "CanonicalUser", "Service"):
             raise malformed("Invalid principal in policy")
         for entry in _strings(entries, "Principal"):
             spec = _principal_spec(kind, entry.strip())
-            if spec.kind != "any" and principal_exists is not None \
+            if spec.kind not in ("any", "service") and principal_exists is not None \
                     and not principal_exists(spec):
                 raise malformed("Invalid principal in policy")
             specs.append(spec)
@@ -561,6 +568,12 @@ def _parse_principal(value, principal_exists):
 
 
 def _principal_spec(kind, entry):
+    if kind == "Service":
+        # AWS names services by DNS name (``logging.s3.amazonaws.com``);
+        # no wildcards.
+        if not _SERVICE_NAME.match(entry):
+            raise malformed("Invalid principal in policy")
+        return PrincipalSpec("service", entry.lower())
     if kind == "CanonicalUser":
         if not _USER_ID.match(entry):
             raise malformed("Invalid principal in policy")
@@ -745,11 +758,13 @@ def parse_date(text):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who asks, as Principal entries can name it; None is anonymous."""
+    """Who asks, as Principal entries can name it; None is anonymous. A
+    service principal (``service``: its DNS name) has no key."""
 
-    access_key_id: str
-    user_id: str
-    name: str
+    access_key_id: str | None
+    user_id: str | None
+    name: str | None
+    service: str | None = None
 
 
 @dataclass(frozen=True)

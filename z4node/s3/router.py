@@ -18,13 +18,14 @@ MAX_KEY_BYTES = 1024
 # Sub-resources S3 has that this server does not implement yet.
 UNIMPLEMENTED = frozenset({
     "accelerate", "analytics",
-    "intelligent-tiering", "inventory", "logging",
+    "intelligent-tiering", "inventory",
     "metadataTable", "metrics", "notification",
     "replication", "requestPayment", "restore", "select",
     "torrent", "website", "renameObject", "session",
 })
 # Sub-resources of buckets only: on an object they name nothing.
-BUCKET_ONLY = frozenset({"policy", "policyStatus", "ownershipControls", "publicAccessBlock"})
+BUCKET_ONLY = frozenset({"policy", "policyStatus", "ownershipControls", "publicAccessBlock",
+                         "logging"})
 # Bucket sub-resource -> {method: operation}.
 _BUCKET_SETTINGS = {
     "policy": {"GET": "GetBucketPolicy", "PUT": "PutBucketPolicy",
@@ -38,6 +39,7 @@ _BUCKET_SETTINGS = {
                           "DELETE": "DeleteBucketOwnershipControls"},
     "encryption": {"GET": "GetBucketEncryption", "PUT": "PutBucketEncryption",
                    "DELETE": "DeleteBucketEncryption"},
+    "logging": {"GET": "GetBucketLogging", "PUT": "PutBucketLogging"},
 }
 
 # Bucket sub-resources with a configuration document: query name ->

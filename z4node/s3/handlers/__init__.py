@@ -2,8 +2,8 @@
 operation the router can name to its coroutine ``handler(api, call)``."""
 
 from z4node.s3.handlers import (acl, buckets, cors, encryption, lifecycle, listing,
-                                multipart, object_lock, objects, policy, post_object,
-                                public_access, tagging, versioning)
+                                logging, multipart, object_lock, objects, policy,
+                                post_object, public_access, tagging, versioning)
 
 HANDLERS = {
     "ListBuckets": buckets.list_buckets,
@@ -17,6 +17,8 @@ HANDLERS = {
     "PutBucketEncryption": encryption.put_bucket_encryption,
     "GetBucketEncryption": encryption.get_bucket_encryption,
     "DeleteBucketEncryption": encryption.delete_bucket_encryption,
+    "GetBucketLogging": logging.get_bucket_logging,
+    "PutBucketLogging": logging.put_bucket_logging,
     "ListObjects": listing.list_objects_v1,
     "ListObjectsV2": listing.list_objects_v2,
     "GetObject": objects.get_object,
