@@ -126,6 +126,27 @@ def key_delete(args):
     return result, f"Deleted key {result['name']} ({result['access_key_id']})."
 
 
+_KMS_FIELDS = [("Name", "name"), ("Key id", "key_id"), ("ARN", "arn"),
+               ("Alias", "alias"), ("Created", "created"),
+               ("Master key id", "master_key_id"), ("Usable", "usable")]
+
+
+def kms_key_create(args):
+    result = call(args.data, "kms.key.create", name=args.name)
+    return result, _fields(result, _KMS_FIELDS)
+
+
+def kms_key_list(args):
+    result = call(args.data, "kms.key.list")
+    return result, table(result, [("NAME", "name"), ("KEY ID", "key_id"),
+                                  ("USABLE", "usable")])
+
+
+def kms_key_info(args):
+    result = call(args.data, "kms.key.info", name=args.name)
+    return result, _fields(result, _KMS_FIELDS)
+
+
 def scrub_command(args):
     result = call(args.data, args.command)
     state = "paused" if result["paused"] else ("running" if result["running"] else "off")
@@ -326,6 +347,20 @@ def parser():
     p = keys.add_parser("delete", help="delete a key", parents=[common])
     p.add_argument("name")
     p.set_defaults(run=key_delete)
+
+    kms_keys = families.add_parser("kms", help="SSE-KMS keys").add_subparsers(
+        dest="object", required=True).add_parser("key", help="KMS keys").add_subparsers(
+        dest="action", required=True)
+    p = kms_keys.add_parser("create", help="create a KMS key (wrapped by the KMS "
+                                           "master key)", parents=[common])
+    p.add_argument("name")
+    p.set_defaults(run=kms_key_create)
+    kms_keys.add_parser("list", help="list KMS keys",
+                        parents=[common]).set_defaults(run=kms_key_list)
+    p = kms_keys.add_parser("info", help="a KMS key (by name, alias/NAME, id or ARN)",
+                            parents=[common])
+    p.add_argument("name")
+    p.set_defaults(run=kms_key_info)
 
     buckets = families.add_parser("bucket", help="buckets and grants").add_subparsers(
         dest="action", required=True)
