@@ -1,6 +1,8 @@
 """Tests for z4node.objects.kms: the KMS master key, named KMS keys stored
 wrapped in the replicated system tables, and ``z4 kms key``."""
 
+import base64
+import hashlib
 import json
 import os
 import random
@@ -10,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.nodeprocess import NodeProcess
 from tests.test_everywhere import FakeNet
+from tests.test_sse import ErrorAssertions, sse_c
 from z4node.hlc import HybridLogicalClock
 from z4node.objects.kms import KeyManager, KmsUnavailable, arn, master_key_from
 from z4node.objects.system import AdminError, SystemTables
@@ -147,3 +150,219 @@ class KmsCliTests(TestCase):
         self.assertEqual(code, 1)
         self.assertIn("Z4_KMS_MASTER_KEY", err)
         self.assertNotIn("Traceback", err)
+
+
+KMS_ENV = {"Z4_KMS_MASTER_KEY": MASTER.hex()}
+NODE_KEY_ENV = dict(KMS_ENV, Z4_ENCRYPTION_KEY="a1" * 32)
+MiB = 1024 * 1024
+
+
+def kms(key_id=None, **extra):
+    args = {"ServerSideEncryption": "aws:kms", **extra}
+    if key_id is not None:
+        args["SSEKMSKeyId"] = key_id
+    return args
+
+
+class SseKmsCore(ErrorAssertions):
+    """SSE-KMS through boto3 against a real node (TLS, so that SSE-C can
+    be one side of a copy); run with and without a node key."""
+
+    env = NODE_KEY_ENV
+
+    def setUp(self):
+        self.node = NodeProcess(self, env=self.env, tls=True).start()
+        self.s3 = self.node.client()
+        self.s3.create_bucket(Bucket="bkt")
+        code, out, err = self.node.z4("kms", "key", "create", "photos", "--json")
+        self.assertEqual(code, 0, err)
+        self.key = json.loads(out)
+
+    def encryption_of(self, response):
+        return {name: response[name] for name in (
+            "ServerSideEncryption", "SSEKMSKeyId", "SSECustomerAlgorithm",
+            "BucketKeyEnabled") if name in response}
+
+    def test_put_get_head_by_every_name_of_the_key(self):
+        s3, arn_ = self.s3, self.key["arn"]
+        expected = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": arn_}
+        for name, reference in (("by-id", self.key["key_id"]), ("by-arn", arn_),
+                                ("by-alias", "alias/photos")):
+            body = os.urandom(6 * MiB) if name == "by-id" else name.encode() * 100
+            put = s3.put_object(Bucket="bkt", Key=name, Body=body, **kms(reference))
+            self.assertEqual(self.encryption_of(put), expected)
+            self.assertNotEqual(put["ETag"].strip('"'), hashlib.md5(body).hexdigest())
+            got = s3.get_object(Bucket="bkt", Key=name)
+            self.assertEqual(got["Body"].read(), body)
+            self.assertEqual(self.encryption_of(got), expected)
+            head = s3.head_object(Bucket="bkt", Key=name)
+            self.assertEqual(self.encryption_of(head), expected)
+            ranged = s3.get_object(Bucket="bkt", Key=name, Range="bytes=5-9")
+            self.assertEqual(ranged["Body"].read(), body[5:10])
+        # No key named: the default key (alias/aws/s3), made on first use.
+        put = s3.put_object(Bucket="bkt", Key="default", Body=b"d", **kms())
+        self.assertNotEqual(put["SSEKMSKeyId"], arn_)
+        self.assertEqual(put["SSEKMSKeyId"], s3.put_object(
+            Bucket="bkt", Key="default2", Body=b"d", **kms("alias/aws/s3"))["SSEKMSKeyId"])
+        # An encryption context and the bucket-key flag are kept and reported.
+        context = base64.b64encode(json.dumps({"project": "x"}).encode()).decode()
+        put = s3.put_object(Bucket="bkt", Key="ctx", Body=b"c",
+                            **kms(arn_, SSEKMSEncryptionContext=context, BucketKeyEnabled=True))
+        self.assertTrue(put["BucketKeyEnabled"])
+        self.assertEqual(put["SSEKMSEncryptionContext"], context)
+        self.assertEqual(s3.get_object(Bucket="bkt", Key="ctx")["Body"].read(), b"c")
+
+    def test_refusals(self):
+        s3 = self.s3
+        error = self.assertS3Error("KMS.NotFoundException", 400, s3.put_object, Bucket="bkt",
+                                   Key="k", Body=b"x",
+                                   **kms("00000000-0000-4000-8000-000000000000"))
+        self.assertIn("00000000-0000-4000-8000-000000000000", error["Error"]["Message"])
+        self.assertS3Error("KMS.NotFoundException", 400, s3.put_object, Bucket="bkt",
+                           Key="k", Body=b"x", **kms("alias/nothing"))
+        self.assertS3Error("InvalidArgument", 400, s3.put_object, Bucket="bkt", Key="k",
+                           Body=b"x", SSEKMSKeyId=self.key["key_id"])
+        self.assertS3Error("InvalidArgument", 400, s3.put_object, Bucket="bkt", Key="k",
+                           Body=b"x", **kms(SSEKMSEncryptionContext="not base64 json"))
+        self.assertS3Error("InvalidArgument", 400, s3.put_object, Bucket="bkt", Key="k",
+                           Body=b"x", **kms(), **sse_c())
+        s3.put_object(Bucket="bkt", Key="sealed", Body=b"x", **kms(self.key["key_id"]))
+        self.assertS3Error("InvalidRequest", 400, s3.get_object, Bucket="bkt",
+                           Key="sealed", **sse_c())
+        self.assertS3Error("NoSuchKey", 404, s3.get_object, Bucket="bkt", Key="k")
+
+    def test_bucket_default_kms(self):
+        s3 = self.s3
+        s3.put_bucket_encryption(Bucket="bkt", ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {
+                "SSEAlgorithm": "aws:kms", "KMSMasterKeyID": "alias/photos"},
+                "BucketKeyEnabled": True}]})
+        rule = s3.get_bucket_encryption(Bucket="bkt")["ServerSideEncryptionConfiguration"]
+        self.assertEqual(rule["Rules"][0]["ApplyServerSideEncryptionByDefault"],
+                         {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": self.key["arn"]})
+        self.assertTrue(rule["Rules"][0]["BucketKeyEnabled"])
+        put = s3.put_object(Bucket="bkt", Key="k", Body=b"by default")
+        self.assertEqual(self.encryption_of(put), {
+            "ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.key["arn"],
+            "BucketKeyEnabled": True})
+        self.assertEqual(s3.get_object(Bucket="bkt", Key="k")["Body"].read(), b"by default")
+        # A request's own encryption wins over the default.
+        put = s3.put_object(Bucket="bkt", Key="c", Body=b"c", **sse_c())
+        self.assertEqual(put["SSECustomerAlgorithm"], "AES256")
+        self.assertS3Error("KMS.NotFoundException", 400, s3.put_bucket_encryption,
+                           Bucket="bkt", ServerSideEncryptionConfiguration={"Rules": [{
+                               "ApplyServerSideEncryptionByDefault": {
+                                   "SSEAlgorithm": "aws:kms",
+                                   "KMSMasterKeyID": "alias/nothing"}}]})
+
+    def test_multipart(self):
+        s3 = self.s3
+        upload = s3.create_multipart_upload(Bucket="bkt", Key="mp",
+                                            **kms(self.key["key_id"]))
+        self.assertEqual(self.encryption_of(upload), {
+            "ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.key["arn"]})
+        bodies = [os.urandom(5 * MiB), b"the end"]
+        parts = []
+        for number, body in enumerate(bodies, 1):
+            part = s3.upload_part(Bucket="bkt", Key="mp", UploadId=upload["UploadId"],
+                                  PartNumber=number, Body=body)
+            self.assertEqual(part["SSEKMSKeyId"], self.key["arn"])
+            parts.append({"PartNumber": number, "ETag": part["ETag"]})
+        self.assertS3Error("InvalidRequest", 400, s3.upload_part, Bucket="bkt", Key="mp",
+                           UploadId=upload["UploadId"], PartNumber=3, Body=b"x", **sse_c())
+        done = s3.complete_multipart_upload(Bucket="bkt", Key="mp",
+                                            UploadId=upload["UploadId"],
+                                            MultipartUpload={"Parts": parts})
+        self.assertEqual(done["SSEKMSKeyId"], self.key["arn"])
+        got = s3.get_object(Bucket="bkt", Key="mp")
+        self.assertEqual(got["SSEKMSKeyId"], self.key["arn"])
+        self.assertEqual(got["Body"].read(), b"".join(bodies))
+
+    # Each way to write an object: (arguments of a write, of a read and of
+    # a copy from it).
+    def kinds(self):
+        return {
+            "none": ({}, {}, {}),
+            "sse-s3": ({"ServerSideEncryption": "AES256"}, {}, {}),
+            "sse-c": (sse_c(), sse_c(), sse_c(prefix="CopySource")),
+            "sse-kms": (kms(self.key["key_id"]), {}, {}),
+        }
+
+    def test_copies_between_every_kind(self):
+        s3 = self.s3
+        kinds = self.kinds()
+        if not self.node.env.get("Z4_ENCRYPTION_KEY"):
+            del kinds["sse-s3"]
+        body = os.urandom(5 * MiB + 7)
+        for source, (write, _, copy_from) in kinds.items():
+            s3.put_object(Bucket="bkt", Key=f"src-{source}", Body=body, **write)
+        for source, (_, _, copy_from) in kinds.items():
+            for target, (write, read, _) in kinds.items():
+                what = f"{source} -> {target}"
+                key = f"{source}-{target}"
+                copied = s3.copy_object(Bucket="bkt", Key=key, CopySource=f"bkt/src-{source}",
+                                        **copy_from, **write)
+                got = s3.get_object(Bucket="bkt", Key=key, **read)
+                self.assertEqual(got["Body"].read(), body, what)
+                self.assertEqual(copied.get("SSEKMSKeyId"), got.get("SSEKMSKeyId"), what)
+                self.assertEqual("SSEKMSKeyId" in got, target == "sse-kms", what)
+                # UploadPartCopy: the upload is the target kind, the source
+                # part is a range of the source.
+                upload = s3.create_multipart_upload(Bucket="bkt", Key="p-" + key, **write)
+                part = s3.upload_part_copy(
+                    Bucket="bkt", Key="p-" + key, UploadId=upload["UploadId"], PartNumber=1,
+                    CopySource=f"bkt/src-{source}", CopySourceRange="bytes=1-100",
+                    **copy_from, **read)
+                s3.complete_multipart_upload(
+                    Bucket="bkt", Key="p-" + key, UploadId=upload["UploadId"],
+                    MultipartUpload={"Parts": [{"PartNumber": 1,
+                                                "ETag": part["CopyPartResult"]["ETag"]}]})
+                got = s3.get_object(Bucket="bkt", Key="p-" + key, **read)
+                self.assertEqual(got["Body"].read(), body[1:101], "part " + what)
+                self.assertEqual("SSEKMSKeyId" in got, target == "sse-kms", "part " + what)
+        # An SSE-KMS source needs no key; SSE-C copy-source headers on it
+        # are refused, as on S3.
+        self.assertS3Error("InvalidRequest", 400, s3.copy_object, Bucket="bkt", Key="x",
+                           CopySource="bkt/src-sse-kms", **sse_c(prefix="CopySource"))
+
+    def test_aws_cli(self):
+        source = os.path.abspath(self.mktemp())
+        body = os.urandom(9 * MiB)  # over the CLI's multipart threshold
+        with open(source, "wb") as f:
+            f.write(body)
+        self.node.aws("s3", "cp", "--sse", "aws:kms", "--sse-kms-key-id",
+                      self.key["key_id"], source, "s3://bkt/cli")
+        head = self.node.aws("s3api", "head-object", "--bucket", "bkt", "--key", "cli")
+        self.assertIn('"ServerSideEncryption": "aws:kms"', head.stdout)
+        self.assertIn(self.key["arn"], head.stdout)
+        target = source + ".back"
+        self.node.aws("s3", "cp", "s3://bkt/cli", target)
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), body)
+        self.node.aws("s3", "cp", "--sse", "aws:kms", "s3://bkt/cli", "s3://bkt/cli-copy")
+        refused = self.node.aws("s3", "cp", "--sse", "aws:kms", "--sse-kms-key-id",
+                                "alias/nothing", source, "s3://bkt/nope", check=False)
+        self.assertNotEqual(refused.returncode, 0)
+        self.assertIn("KMS.NotFoundException", refused.stderr)
+
+
+class SseKmsTests(SseKmsCore, TestCase):
+    pass
+
+
+class SseKmsOnPlaintextNodeTests(SseKmsCore, TestCase):
+    """SSE-KMS needs no node key: the KMS key alone seals the data, so
+    nothing of an SSE-KMS object is readable in the data dir."""
+
+    env = KMS_ENV
+
+    def test_nothing_readable_on_disk(self):
+        body = b"a secret sentence that must not be on disk " * 200
+        self.s3.put_object(Bucket="bkt", Key="small", Body=body[:100], **kms())
+        self.s3.put_object(Bucket="bkt", Key="big", Body=body, **kms())
+        self.node.stop()
+        for directory, _, files in os.walk(self.node.data_dir):
+            for name in files:
+                with open(os.path.join(directory, name), "rb") as f:
+                    self.assertNotIn(b"must not be on disk", f.read(),
+                                     os.path.join(directory, name))

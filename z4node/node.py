@@ -216,6 +216,7 @@ class Node(MultiService):
         # Read here, so that a malformed key stops the node before it starts.
         self.kms = KeyManager(master_key_from(options, environ), self.system, reactor,
                               self.hlc)
+        self.objects.kms = self.kms
         self.gc = GarbageCollector(reactor, self.meta, self.chunks)
         self.gc.setServiceParent(self)
         self.at_rest = None

@@ -25,6 +25,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
+from z4node.objects.encryption import KmsRequest
+from z4node.objects.errors import ObjectError
+from z4node.objects.system import AdminError
 from z4node.storage.crypto import KEY_BYTES, key_id, parse_node_key
 from z4node.storage.meta import KmsKey
 
@@ -34,6 +37,10 @@ MASTER_KEY_ENV = "Z4_KMS_MASTER_KEY"
 ACCOUNT = "000000000000"
 REGION = "us-east-1"
 ARN_PREFIX = f"arn:aws:kms:{REGION}:{ACCOUNT}:"
+# The KMS key an aws:kms write uses when it names none (AWS's alias/aws/s3,
+# which S3 creates on first use): made on first use too.
+DEFAULT_NAME = "aws-s3"
+DEFAULT_ALIAS = "alias/aws/s3"
 
 
 class KmsUnavailable(Exception):
@@ -97,6 +104,8 @@ class KeyManager:
         """The live KMS key a request names (id, ARN, alias/NAME, alias
         ARN), or None."""
         reference = reference.strip()
+        if reference.endswith(DEFAULT_ALIAS):
+            reference = "alias/" + DEFAULT_NAME
         if reference.startswith("arn:aws:kms:"):
             reference = reference.split(":", 5)[-1]
         if reference.startswith("key/"):
@@ -118,6 +127,41 @@ class KeyManager:
         except (InvalidUnwrap, ValueError):
             raise KmsUnavailable(f"KMS key {kms_key.key_id}'s stored material is damaged") \
                 from None
+
+    def open_key(self, kms_key_id):
+        """The material of the KMS key an object was written with, or the
+        ObjectError a read is answered with."""
+        kms_key = self._system.kms_key(kms_key_id)
+        if kms_key is None:
+            raise ObjectError("KMS.NotFoundException",
+                              f"Key '{ARN_PREFIX}key/{kms_key_id}' does not exist")
+        try:
+            return self.material(kms_key)
+        except KmsUnavailable as e:
+            raise ObjectError("InternalError", str(e)) from None
+
+    async def request(self, reference, context=None, bucket_key=False):
+        """The KmsRequest of a write naming KMS key ``reference`` (None:
+        the default key, made on first use); ObjectError
+        KMS.NotFoundException for a key that does not exist, as S3 answers."""
+        if self._master is None:
+            raise ObjectError("NotImplemented",
+                              f"SSE-KMS needs the node to run with a KMS master key "
+                              f"({MASTER_KEY_ENV} or --kms-master-key-file).")
+        if reference is None or reference.strip() in ("", DEFAULT_ALIAS):
+            kms_key = self._system.kms_key_by_name(DEFAULT_NAME)
+            if kms_key is None:
+                try:
+                    kms_key = await self.create(DEFAULT_NAME)
+                except AdminError:
+                    # Made meanwhile, by a concurrent first use.
+                    kms_key = self._system.kms_key_by_name(DEFAULT_NAME)
+        else:
+            kms_key = self.find(reference)
+            if kms_key is None:
+                raise ObjectError("KMS.NotFoundException", f"Invalid keyId {reference}")
+        return KmsRequest(kms_key.key_id, arn(kms_key), self.open_key(kms_key.key_id),
+                          context, bucket_key)
 
     def summary(self, kms_key):
         return {"name": kms_key.name, "key_id": kms_key.key_id, "arn": arn(kms_key),
