@@ -347,7 +347,26 @@ class SseKmsCore(ErrorAssertions):
 
 
 class SseKmsTests(SseKmsCore, TestCase):
-    pass
+    def test_policy_conditions_on_sse_kms(self):
+        s3 = self.s3
+        s3.put_object(Bucket="bkt", Key="other-key", Body=b"x", **kms())  # makes aws-s3
+        s3.put_bucket_policy(Bucket="bkt", Policy=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+                 "Resource": "arn:aws:s3:::bkt/*",
+                 "Condition": {"StringNotEquals": {
+                     "s3:x-amz-server-side-encryption": "aws:kms"}}},
+                {"Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+                 "Resource": "arn:aws:s3:::bkt/*",
+                 "Condition": {"StringNotEqualsIfExists": {
+                     "s3:x-amz-server-side-encryption-aws-kms-key-id": self.key["arn"]}}},
+            ]}))
+        # The key named by ARN, id or alias: the condition sees its ARN.
+        for reference in (self.key["arn"], self.key["key_id"], "alias/photos"):
+            s3.put_object(Bucket="bkt", Key="ok", Body=b"x", **kms(reference))
+        for refused in ({}, {"ServerSideEncryption": "AES256"}, kms("alias/aws/s3")):
+            self.assertS3Error("AccessDenied", 403, s3.put_object, Bucket="bkt", Key="no",
+                               Body=b"x", **refused)
 
 
 class SseKmsOnPlaintextNodeTests(SseKmsCore, TestCase):
