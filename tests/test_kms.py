@@ -48,8 +48,7 @@ class KeyManagerTests(SynchronousTestCase):
     def setUp(self):
         self.net = FakeNet(3)
         self.managers = {
-            node: KeyManager(MASTER, self.net.system(node), self.net.clock,
-                             HybridLogicalClock(self.net.clock),
+            node: KeyManager(MASTER, self.net.system(node),
                              random_bytes=random.Random(node).randbytes)
             for node in ("n0", "n1", "n2")}
 
@@ -81,15 +80,30 @@ class KeyManagerTests(SynchronousTestCase):
 
     def test_another_master_key_opens_nothing(self):
         key = self.successResultOf(run(self.managers["n0"].create("photos")))
-        wrong = KeyManager(OTHER_MASTER, self.net.system("n1"), self.net.clock,
-                           HybridLogicalClock(self.net.clock))
+        wrong = KeyManager(OTHER_MASTER, self.net.system("n1"))
         error = self.assertRaises(KmsUnavailable, wrong.material, key)
         self.assertIn("master key", str(error))
         self.assertFalse(wrong.summary(key)["usable"])
 
+    def test_master_key_rotation_rewraps_kms_keys_only(self):
+        key = self.successResultOf(run(self.managers["n0"].create("photos")))
+        material = self.managers["n0"].material(key)
+        rotating = KeyManager(OTHER_MASTER, self.net.system("n1"),
+                              previous_master_key=MASTER)
+        # The previous master key still opens it, until the rewrap.
+        self.assertEqual(rotating.material(key), material)
+        self.assertTrue(rotating.summary(key)["needs_rewrap"])
+        self.assertEqual(self.successResultOf(run(rotating.rewrap())), ["photos"])
+        self.assertEqual(self.successResultOf(run(rotating.rewrap())), [])
+        new_only = KeyManager(OTHER_MASTER, self.net.system("n2"))
+        rewrapped = self.net.system("n2").kms_key(key.key_id)
+        self.assertNotEqual(rewrapped.wrapped, key.wrapped)
+        # Same material: every object's data key still opens.
+        self.assertEqual(new_only.material(rewrapped), material)
+        self.assertRaises(KmsUnavailable, self.managers["n2"].material, rewrapped)
+
     def test_without_a_master_key_kms_is_off(self):
-        off = KeyManager(None, self.net.system("n0"), self.net.clock,
-                         HybridLogicalClock(self.net.clock))
+        off = KeyManager(None, self.net.system("n0"))
         self.assertFalse(off.enabled)
         failure = self.failureResultOf(run(off.create("photos")), KmsUnavailable)
         self.assertIn("Z4_KMS_MASTER_KEY", str(failure.value))
@@ -107,7 +121,7 @@ class StoredKeysTests(TestCase):
         hlc = HybridLogicalClock(reactor)
         system = SystemTables(meta, hlc, reactor)
         yield run(system.load())
-        key = yield run(KeyManager(MASTER, system, reactor, hlc).create("photos"))
+        key = yield run(KeyManager(MASTER, system).create("photos"))
         yield meta.stop()
 
         meta = MetaStore(reactor, os.path.join(path, "meta.sqlite3"))
@@ -143,6 +157,7 @@ class KmsCliTests(TestCase):
         self.assertIn("exists already", err)
         code, _, err = node.z4("kms", "key", "info", "nothing")
         self.assertEqual((code, "no KMS key" in err), (1, True), err)
+        self.assertIn("none", self.z4(node, "kms", "rewrap"))
 
     def test_without_a_master_key_create_says_how_to_set_one(self):
         node = NodeProcess(self).start()

@@ -180,9 +180,9 @@ def makeService(options):
     from z4node.storage.atrest import KEY_ENV
     from z4node.storage.crypto import EncryptionKeyError, parse_node_key
 
-    from z4node.objects.kms import MASTER_KEY_ENV
+    from z4node.objects.kms import MASTER_KEY_ENV, PREVIOUS_MASTER_KEY_ENV
 
-    for name in (KEY_ENV, MASTER_KEY_ENV):
+    for name in (KEY_ENV, MASTER_KEY_ENV, PREVIOUS_MASTER_KEY_ENV):
         if os.environ.get(name):
             try:
                 parse_node_key(os.environ[name], name=name)

@@ -128,7 +128,8 @@ def key_delete(args):
 
 _KMS_FIELDS = [("Name", "name"), ("Key id", "key_id"), ("ARN", "arn"),
                ("Alias", "alias"), ("Created", "created"),
-               ("Master key id", "master_key_id"), ("Usable", "usable")]
+               ("Master key id", "master_key_id"), ("Usable", "usable"),
+               ("Needs rewrap", "needs_rewrap")]
 
 
 def kms_key_create(args):
@@ -145,6 +146,12 @@ def kms_key_list(args):
 def kms_key_info(args):
     result = call(args.data, "kms.key.info", name=args.name)
     return result, _fields(result, _KMS_FIELDS)
+
+
+def kms_rewrap(args):
+    result = call(args.data, "kms.rewrap")
+    names = ", ".join(result["rewrapped"]) or "none: every KMS key was wrapped by it already"
+    return result, f"KMS keys wrapped by the current KMS master key: {names}."
 
 
 def scrub_command(args):
@@ -348,8 +355,12 @@ def parser():
     p.add_argument("name")
     p.set_defaults(run=key_delete)
 
-    kms_keys = families.add_parser("kms", help="SSE-KMS keys").add_subparsers(
-        dest="object", required=True).add_parser("key", help="KMS keys").add_subparsers(
+    kms = families.add_parser("kms", help="SSE-KMS keys").add_subparsers(
+        dest="object", required=True)
+    kms.add_parser("rewrap", help="after a KMS master key rotation, wrap every KMS key "
+                                  "under the current master key",
+                   parents=[common]).set_defaults(run=kms_rewrap)
+    kms_keys = kms.add_parser("key", help="KMS keys").add_subparsers(
         dest="action", required=True)
     p = kms_keys.add_parser("create", help="create a KMS key (wrapped by the KMS "
                                            "master key)", parents=[common])

@@ -44,7 +44,7 @@ class AdminCommands:
             "scrub.pause": self.scrub_pause,
             "meta.snapshot": self.meta_snapshot,
             "kms.key.create": self.kms_key_create, "kms.key.list": self.kms_key_list,
-            "kms.key.info": self.kms_key_info,
+            "kms.key.info": self.kms_key_info, "kms.rewrap": self.kms_rewrap,
         }
         self._snapshotting = False
 
@@ -149,6 +149,10 @@ class AdminCommands:
         if kms_key is None:
             raise AdminError(f"no KMS key named {name!r}")
         return kms.summary(kms_key)
+
+    async def kms_rewrap(self):
+        """After a KMS master key rotation: every KMS key wrapped anew."""
+        return {"rewrapped": await self._node.kms.rewrap()}
 
     # -- encryption ----------------------------------------------------------
 

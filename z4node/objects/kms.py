@@ -14,6 +14,13 @@ An SSE-KMS object gets its own random data key, wrapped by its KMS key
 (``objects.encryption`` keeps that record in the version's metadata); the
 KMS key's material never seals data itself.
 
+Rotating the master key rewraps the KMS keys' material, nothing else:
+each node runs with the new key in ``Z4_KMS_MASTER_KEY`` and the old one in
+``Z4_KMS_PREVIOUS_MASTER_KEY``, which opens what is still wrapped by it;
+``z4 kms rewrap`` then wraps every such KMS key under the new master key
+(a replicated change). Objects are untouched: their data keys are wrapped
+by the KMS keys, whose material stays the same.
+
 Keys are named as AWS names them: a request may give the key id (a UUID),
 its ARN, ``alias/NAME`` or the alias ARN; responses give the key's ARN.
 """
@@ -29,9 +36,9 @@ from z4node.objects.encryption import KmsRequest
 from z4node.objects.errors import ObjectError
 from z4node.objects.system import AdminError
 from z4node.storage.crypto import KEY_BYTES, key_id, parse_node_key
-from z4node.storage.meta import KmsKey
 
 MASTER_KEY_ENV = "Z4_KMS_MASTER_KEY"
+PREVIOUS_MASTER_KEY_ENV = "Z4_KMS_PREVIOUS_MASTER_KEY"
 # The account and region in the ARNs the node gives its keys; clients only
 # echo them back.
 ACCOUNT = "000000000000"
@@ -59,6 +66,13 @@ def master_key_from(options, environ):
     return None
 
 
+def previous_master_key_from(environ):
+    """The master key being rotated away from, or None."""
+    if environ.get(PREVIOUS_MASTER_KEY_ENV):
+        return parse_node_key(environ[PREVIOUS_MASTER_KEY_ENV], name=PREVIOUS_MASTER_KEY_ENV)
+    return None
+
+
 def _wrapping_key(master, kms_key_id):
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None,
                 info=b"z4node kms key wrap " + kms_key_id.encode()).derive(master)
@@ -72,12 +86,15 @@ class KeyManager:
     """Creates KMS keys and opens them, with the master key it was given
     (None: SSE-KMS is off and every KMS request says so)."""
 
-    def __init__(self, master_key, system, clock, hlc, random_bytes=os.urandom):
+    def __init__(self, master_key, system, random_bytes=os.urandom,
+                 previous_master_key=None):
         self._master = master_key
         self._master_id = key_id(master_key).hex() if master_key else None
+        # master key id -> master key: every key that may open a KMS key.
+        self._masters = {self._master_id: master_key} if master_key else {}
+        if previous_master_key is not None:
+            self._masters.setdefault(key_id(previous_master_key).hex(), previous_master_key)
         self._system = system
-        self._clock = clock
-        self._hlc = hlc
         self._random_bytes = random_bytes
 
     @property
@@ -96,9 +113,7 @@ class KeyManager:
         kms_key_id = str(uuid.UUID(bytes=self._random_bytes(16), version=4))
         material = self._random_bytes(KEY_BYTES)
         wrapped = aes_key_wrap(_wrapping_key(self._master, kms_key_id), material).hex()
-        record = KmsKey(kms_key_id, name, wrapped, self._master_id,
-                        self._clock.seconds(), self._hlc.now())
-        return await self._system.add_kms_key(record)
+        return await self._system.add_kms_key(kms_key_id, name, wrapped, self._master_id)
 
     def find(self, reference):
         """The live KMS key a request names (id, ARN, alias/NAME, alias
@@ -117,16 +132,33 @@ class KeyManager:
     def material(self, kms_key):
         """A KMS key's material, opened with the master key."""
         self._require_master()
-        if kms_key.master_id != self._master_id:
+        master = self._masters.get(kms_key.master_id)
+        if master is None:
             raise KmsUnavailable(
                 f"KMS key {kms_key.key_id} is wrapped by KMS master key "
                 f"{kms_key.master_id}, not by this node's ({self._master_id})")
         try:
-            return aes_key_unwrap(_wrapping_key(self._master, kms_key.key_id),
+            return aes_key_unwrap(_wrapping_key(master, kms_key.key_id),
                                   bytes.fromhex(kms_key.wrapped))
         except (InvalidUnwrap, ValueError):
             raise KmsUnavailable(f"KMS key {kms_key.key_id}'s stored material is damaged") \
                 from None
+
+    async def rewrap(self):
+        """Wrap every KMS key this node can open but that is not wrapped by
+        the current master key under the current one; their names. Keys
+        that no master key of this node opens are left as they are (a
+        KmsUnavailable names the first)."""
+        self._require_master()
+        done = []
+        for kms_key in self._system.kms_keys():
+            if kms_key.master_id == self._master_id:
+                continue
+            material = self.material(kms_key)
+            wrapped = aes_key_wrap(_wrapping_key(self._master, kms_key.key_id), material)
+            await self._system.rewrap_kms_key(kms_key, wrapped.hex(), self._master_id)
+            done.append(kms_key.name)
+        return done
 
     def open_key(self, kms_key_id):
         """The material of the KMS key an object was written with, or the
@@ -167,5 +199,6 @@ class KeyManager:
         return {"name": kms_key.name, "key_id": kms_key.key_id, "arn": arn(kms_key),
                 "alias": "alias/" + kms_key.name, "created": kms_key.created,
                 "master_key_id": kms_key.master_id,
-                "usable": self.enabled and kms_key.master_id == self._master_id}
+                "usable": kms_key.master_id in self._masters,
+                "needs_rewrap": kms_key.master_id != self._master_id}
 

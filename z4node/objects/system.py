@@ -306,13 +306,23 @@ class SystemTables:
         return sorted((k for k in self._kms_keys.values() if not k.deleted),
                       key=lambda k: k.name)
 
-    async def add_kms_key(self, key):
-        """Store a new KMS key record, unless its name is taken."""
-        if not _KEY_NAME.match(key.name):
+    async def add_kms_key(self, key_id, name, wrapped, master_id):
+        """Store a new KMS key (its material ``wrapped`` by the master key
+        ``master_id``), unless its name is taken."""
+        if not _KEY_NAME.match(name):
             raise AdminError(
                 "KMS key names are 1-64 letters, digits, '_', '.', '@' or '-'")
-        if self.kms_key_by_name(key.name) is not None:
-            raise AdminError(f"a KMS key named {key.name!r} exists already")
+        if self.kms_key_by_name(name) is not None:
+            raise AdminError(f"a KMS key named {name!r} exists already")
+        key = KmsKey(key_id, name, wrapped, master_id, self._clock.seconds(),
+                     self._hlc.now())
+        await self._store(self._kms_keys, key)
+        return key
+
+    async def rewrap_kms_key(self, key, wrapped, master_id):
+        """Store a KMS key's material wrapped anew (a master key rotation)."""
+        key = KmsKey(key.key_id, key.name, wrapped, master_id, key.created,
+                     self._hlc.now())
         await self._store(self._kms_keys, key)
         return key
 
