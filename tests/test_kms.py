@@ -362,6 +362,34 @@ class SseKmsCore(ErrorAssertions):
 
 
 class SseKmsTests(SseKmsCore, TestCase):
+    def test_parts_and_reads_refuse_encryption_headers(self):
+        """A part's encryption is its upload's: UploadPart, UploadPartCopy
+        (and GET, HEAD) given x-amz-server-side-encryption or its KMS
+        headers are 400 InvalidArgument, as on S3, not silently ignored."""
+        s3 = self.s3
+        s3.put_object(Bucket="bkt", Key="src", Body=b"source")
+        upload = s3.create_multipart_upload(Bucket="bkt", Key="mp", **kms())["UploadId"]
+        for header, value in (("x-amz-server-side-encryption", "aws:kms"),
+                              ("x-amz-server-side-encryption", "AES256"),
+                              ("x-amz-server-side-encryption-aws-kms-key-id",
+                               self.key["key_id"])):
+            client = self.node.client()
+
+            def add(request, header=header, value=value, **kwargs):
+                request.headers[header] = value
+            for operation in ("UploadPart", "UploadPartCopy", "GetObject"):
+                client.meta.events.register(f"before-sign.s3.{operation}", add)
+            what = f"{header}: {value}"
+            error = self.assertS3Error("InvalidArgument", 400, client.upload_part,
+                                       Bucket="bkt", Key="mp", UploadId=upload,
+                                       PartNumber=1, Body=b"x")
+            self.assertEqual(error["Error"]["ArgumentName"], header, what)
+            self.assertS3Error("InvalidArgument", 400, client.upload_part_copy,
+                               Bucket="bkt", Key="mp", UploadId=upload, PartNumber=1,
+                               CopySource="bkt/src")
+            self.assertS3Error("InvalidArgument", 400, client.get_object,
+                               Bucket="bkt", Key="src")
+
     def test_policy_conditions_on_sse_kms(self):
         s3 = self.s3
         s3.put_object(Bucket="bkt", Key="other-key", Body=b"x", **kms())  # makes aws-s3

@@ -164,13 +164,16 @@ def customer_key_headers(call, prefix=CUSTOMER):
     return any(prefix + name in call.headers for name in ("algorithm", "key", "key-md5"))
 
 
-def check_read(call):
-    """GET and HEAD take SSE-C headers, never the SSE-S3 one."""
-    if call.headers.get(SSE) is not None:
-        raise S3Error("InvalidArgument",
-                      "x-amz-server-side-encryption header is not supported for this "
-                      "operation.", extra={"ArgumentName": SSE,
-                                            "ArgumentValue": call.headers[SSE]})
+def customer_key_only(call):
+    """The SSE-C key of a request that takes only SSE-C headers: GET and
+    HEAD, and UploadPart and UploadPartCopy (their upload's encryption was
+    chosen when it was created). x-amz-server-side-encryption or its KMS
+    headers there are InvalidArgument, as S3 answers, not ignored."""
+    for name in (SSE, KMS_KEY_ID, KMS_CONTEXT):
+        if call.headers.get(name) is not None:
+            raise S3Error("InvalidArgument",
+                          f"{name} header is not supported for this operation.",
+                          extra={"ArgumentName": name, "ArgumentValue": call.headers[name]})
     return customer_key(call)
 
 

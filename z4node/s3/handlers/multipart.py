@@ -53,7 +53,7 @@ async def create_upload(api, call):
 async def upload_part(api, call):
     number = _part_number(call)
     upload = await api.objects.get_upload(call.bucket, call.key, call.query["uploadId"])
-    customer_key = sse.customer_key(call)
+    customer_key = sse.customer_key_only(call)
     require_digest_for_lock(api, call, upload.meta, what="Put Part")
     body, hashers, verify, found = api.body_pipeline(call)
     # An upload created with a checksum algorithm needs every part's
@@ -85,7 +85,7 @@ async def upload_part(api, call):
 
 async def upload_part_copy(api, call):
     number = _part_number(call)
-    customer_key = sse.customer_key(call)
+    customer_key = sse.customer_key_only(call)
     _, _, source, _, source_sealing = await read_copy_source(api, call)
     upload = await api.objects.get_upload(call.bucket, call.key, call.query["uploadId"])
     start, end = 0, source.size - 1

@@ -159,7 +159,7 @@ async def find_version(api, bucket, key, version_id):
 
 async def get_object(api, call):
     version_id = requested_version(call)
-    customer_key = sse.check_read(call)
+    customer_key = sse.customer_key_only(call)
     version = await find_version(api, call.bucket, call.key, version_id)
     sealing = api.objects.sealing_for(version, customer_key)
     headers = object_headers(version)
@@ -250,7 +250,7 @@ async def get_object_attributes(api, call):
     if not wanted or not wanted <= known:
         raise S3Error("InvalidArgument", "Invalid attribute name specified.",
                       extra={"ArgumentName": "x-amz-object-attributes"})
-    customer_key = sse.check_read(call)
+    customer_key = sse.customer_key_only(call)
     version = await find_version(api, call.bucket, call.key, version_id)
     # An SSE-C object's attributes need its key, as on S3.
     api.objects.sealing_for(version, customer_key)
