@@ -38,6 +38,23 @@ class MasterKeyTests(SynchronousTestCase):
         self.assertEqual(master_key_from({"kms-master-key-file": path},
                                          {"Z4_KMS_MASTER_KEY": MASTER.hex()}), OTHER_MASTER)
 
+    def test_the_option_checks_its_file(self):
+        from twisted.python import usage
+
+        from z4node.tap import Options
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("not a key")
+        for given in (path, path + ".missing"):
+            with self.assertRaises(usage.UsageError) as raised:
+                Options().parseOptions(["--kms-master-key-file", given])
+            self.assertIn("--kms-master-key-file", str(raised.exception))
+        with open(path, "w") as f:
+            f.write(MASTER.hex())
+        options = Options()
+        options.parseOptions(["--kms-master-key-file", path])
+        self.assertEqual(master_key_from(options, {}), MASTER)
+
     def test_a_malformed_key_is_refused_by_name(self):
         error = self.assertRaises(EncryptionKeyError, master_key_from, {},
                                   {"Z4_KMS_MASTER_KEY": "short"})
