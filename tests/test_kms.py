@@ -7,10 +7,11 @@ import json
 import os
 import random
 
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.nodeprocess import NodeProcess
+from tests.test_cluster_processes import ClusterNode
 from tests.test_everywhere import FakeNet
 from tests.test_sse import ErrorAssertions, sse_c
 from z4node.hlc import HybridLogicalClock
@@ -445,3 +446,52 @@ class SseKmsOnPlaintextNodeTests(SseKmsCore, TestCase):
                 with open(os.path.join(directory, name), "rb") as f:
                     self.assertNotIn(b"must not be on disk", f.read(),
                                      os.path.join(directory, name))
+
+
+class KmsClusterTests(TestCase):
+    """Three real nodes with one KMS master key: a KMS key made through one
+    node is on every node, and seals and opens objects on another. (Objects
+    themselves are not yet shared between nodes: each node serves its own.)"""
+
+    timeout = 300
+
+    @defer.inlineCallbacks
+    def eventually(self, check, what, limit=60):
+        """Call ``check()`` (blocking; on a thread) until it returns without
+        an exception; fail after ``limit`` seconds."""
+        start = reactor.seconds()
+        while True:
+            try:
+                result = yield threads.deferToThread(check)
+                return result
+            except Exception as e:
+                if reactor.seconds() - start > limit:
+                    self.fail(f"{what}: not within {limit} s ({e!r})")
+            yield task.deferLater(reactor, 0.2, lambda: None)
+
+    @defer.inlineCallbacks
+    def test_a_key_made_on_one_node_seals_objects_on_another(self):
+        base = os.path.abspath(self.mktemp())
+        first = ClusterNode(self, base, 0)
+        nodes = [first] + [ClusterNode(self, base, i, join=first.gossip) for i in (1, 2)]
+        for node in nodes:
+            node.env.update(KMS_ENV)
+            node.start()
+        code, out, err = nodes[0].z4("kms", "key", "create", "shared", "--json")
+        self.assertEqual(code, 0, err)
+        key = json.loads(out)
+
+        def known_on_every_node():
+            for node in nodes[1:]:
+                code, out, err = node.z4("kms", "key", "info", key["key_id"], "--json")
+                assert code == 0, err
+                assert json.loads(out)["usable"], out
+        yield self.eventually(known_on_every_node, "every node knows the KMS key")
+        writer = nodes[1].client()
+        yield self.eventually(lambda: writer.create_bucket(Bucket="bkt"), "a bucket")
+        body = os.urandom(MiB + 3)
+        put = writer.put_object(Bucket="bkt", Key="k", Body=body, **kms("alias/shared"))
+        self.assertEqual(put["SSEKMSKeyId"], key["arn"])
+
+        got = writer.get_object(Bucket="bkt", Key="k")
+        self.assertEqual((got["Body"].read(), got["SSEKMSKeyId"]), (body, key["arn"]))
