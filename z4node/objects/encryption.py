@@ -105,7 +105,8 @@ def _hkdf(secret, salt, info):
 
 
 class CustomerSealing:
-    """An SSE-C object's opened object key: seals and opens its bytes."""
+    """An SSE-C or SSE-KMS object's opened object key: seals and opens its
+    bytes (the same way for both: only what wraps the key differs)."""
 
     def __init__(self, object_key):
         self._object_key = object_key
