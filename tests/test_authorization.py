@@ -35,6 +35,12 @@ class MemoryMeta:
     def save_grant(self, grant):
         return succeed(None)
 
+    def load_kms_keys(self):
+        return succeed([])
+
+    def save_kms_key(self, key):
+        return succeed(None)
+
 
 def run(coroutine):
     from twisted.internet.defer import Deferred

@@ -40,6 +40,7 @@ from z4node.hlc import HybridLogicalClock
 from z4node.objects.access_logging import SERVICE_PRINCIPAL, ServerAccessLog
 from z4node.objects.lifecycle import DAY_SECONDS, LifecycleWorker
 from z4node.objects.service import ObjectService
+from z4node.objects.kms import KeyManager, master_key_from, previous_master_key_from
 from z4node.objects.system import SystemTables
 from z4node.replication.everywhere import EverywhereTables
 from z4node.s3.api import S3Api, S3Resource
@@ -214,6 +215,10 @@ class Node(MultiService):
         self.hlc = HybridLogicalClock(reactor)
         self.system = SystemTables(self.meta, self.hlc, reactor)
         self.objects = ObjectService(reactor, self.meta, self.chunks, self.system, self.hlc)
+        # Read here, so that a malformed key stops the node before it starts.
+        self.kms = KeyManager(master_key_from(options, environ), self.system,
+                              previous_master_key=previous_master_key_from(environ))
+        self.objects.kms = self.kms
         self.gc = GarbageCollector(reactor, self.meta, self.chunks)
         self.gc.setServiceParent(self)
         self.at_rest = None

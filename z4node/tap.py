@@ -97,6 +97,10 @@ class Options(usage.Options):
         ["metrics-token", None, None,
          "Bearer token that Prometheus scrapes /metrics with (default: "
          "$Z4_METRICS_TOKEN; the environment keeps it out of `ps`)."],
+        ["kms-master-key-file", None, None,
+         "PATH: file holding the KMS master key (32 bytes, hex or base64), the same on "
+         "every node, which SSE-KMS keys are wrapped by (default: $Z4_KMS_MASTER_KEY; "
+         "without either, SSE-KMS is off)."],
         ["log-format", None, "text", "The node log's format: text, or json (one "
          "twisted.logger JSON event per line)."],
         ["access-log", None, None,
@@ -141,6 +145,15 @@ class Options(usage.Options):
             if not os.path.isdir(os.path.dirname(self["access-log"])):
                 raise usage.UsageError(f"--access-log: no directory "
                                        f"{os.path.dirname(self['access-log'])}")
+        if self["kms-master-key-file"]:
+            from z4node.objects.kms import master_key_from
+            from z4node.storage.crypto import EncryptionKeyError
+
+            self["kms-master-key-file"] = os.path.abspath(self["kms-master-key-file"])
+            try:
+                master_key_from(self, {})
+            except (OSError, EncryptionKeyError) as e:
+                raise usage.UsageError(f"--kms-master-key-file: {e}")
         # Bad cluster options are usage errors now, not a failed start later.
         check_cluster_options(self, self["host"])
         if bool(self["tls-cert"]) != bool(self["tls-key"]):
@@ -167,11 +180,14 @@ def makeService(options):
     from z4node.storage.atrest import KEY_ENV
     from z4node.storage.crypto import EncryptionKeyError, parse_node_key
 
-    if os.environ.get(KEY_ENV):
-        try:
-            parse_node_key(os.environ[KEY_ENV])
-        except EncryptionKeyError as e:
-            raise SystemExit(f"z4node: {e}")
+    from z4node.objects.kms import MASTER_KEY_ENV, PREVIOUS_MASTER_KEY_ENV
+
+    for name in (KEY_ENV, MASTER_KEY_ENV, PREVIOUS_MASTER_KEY_ENV):
+        if os.environ.get(name):
+            try:
+                parse_node_key(os.environ[name], name=name)
+            except EncryptionKeyError as e:
+                raise SystemExit(f"z4node: {e}")
 
     try:
         node = Node.from_options(reactor, options, os.environ)

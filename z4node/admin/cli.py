@@ -124,6 +124,34 @@ def key_delete(args):
     return result, f"Deleted key {result['name']} ({result['access_key_id']})."
 
 
+_KMS_FIELDS = [("Name", "name"), ("Key id", "key_id"), ("ARN", "arn"),
+               ("Alias", "alias"), ("Created", "created"),
+               ("Master key id", "master_key_id"), ("Usable", "usable"),
+               ("Needs rewrap", "needs_rewrap")]
+
+
+def kms_key_create(args):
+    result = call(args.data, "kms.key.create", name=args.name)
+    return result, _fields(result, _KMS_FIELDS)
+
+
+def kms_key_list(args):
+    result = call(args.data, "kms.key.list")
+    return result, _records(result, [("NAME", "name"), ("KEY ID", "key_id"),
+                                     ("USABLE", "usable")])
+
+
+def kms_key_info(args):
+    result = call(args.data, "kms.key.info", name=args.name)
+    return result, _fields(result, _KMS_FIELDS)
+
+
+def kms_rewrap(args):
+    result = call(args.data, "kms.rewrap")
+    names = ", ".join(result["rewrapped"]) or "none: every KMS key was wrapped by it already"
+    return result, f"KMS keys wrapped by the current KMS master key: {names}."
+
+
 # How often `z4 scrub status --watch` asks the node how far the pass is.
 SCRUB_POLL_SECONDS = 1.0
 
@@ -366,6 +394,24 @@ def parser():
     p = keys.add_parser("delete", help="delete a key", parents=[common])
     p.add_argument("name")
     p.set_defaults(run=key_delete)
+
+    kms = families.add_parser("kms", help="SSE-KMS keys").add_subparsers(
+        dest="object", required=True)
+    kms.add_parser("rewrap", help="after a KMS master key rotation, wrap every KMS key "
+                                  "under the current master key",
+                   parents=[common]).set_defaults(run=kms_rewrap)
+    kms_keys = kms.add_parser("key", help="KMS keys").add_subparsers(
+        dest="action", required=True)
+    p = kms_keys.add_parser("create", help="create a KMS key (wrapped by the KMS "
+                                           "master key)", parents=[common])
+    p.add_argument("name")
+    p.set_defaults(run=kms_key_create)
+    kms_keys.add_parser("list", help="list KMS keys",
+                        parents=[common]).set_defaults(run=kms_key_list)
+    p = kms_keys.add_parser("info", help="a KMS key (by name, alias/NAME, id or ARN)",
+                            parents=[common])
+    p.add_argument("name")
+    p.set_defaults(run=kms_key_info)
 
     buckets = families.add_parser("bucket", help="buckets and grants").add_subparsers(
         dest="action", required=True)

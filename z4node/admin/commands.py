@@ -9,6 +9,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from z4node.admin.backup import SnapshotError, take_snapshot
 from z4node.objects.errors import ObjectError
+from z4node.objects.kms import KmsUnavailable
 from z4node.objects.system import AdminError
 from z4node.s3 import authorization
 from z4node.storage.crypto import EncryptionKeyError, parse_node_key
@@ -42,6 +43,8 @@ class AdminCommands:
             "scrub.status": self.scrub_status, "scrub.start": self.scrub_start,
             "scrub.pause": self.scrub_pause,
             "meta.snapshot": self.meta_snapshot,
+            "kms.key.create": self.kms_key_create, "kms.key.list": self.kms_key_list,
+            "kms.key.info": self.kms_key_info, "kms.rewrap": self.kms_rewrap,
         }
         self._snapshotting = False
 
@@ -55,6 +58,8 @@ class AdminCommands:
             raise AdminError(f"bad arguments for {command}: {e}") from None
         except ObjectError as e:
             raise AdminError(e.message or e.code) from None
+        except KmsUnavailable as e:
+            raise AdminError(str(e)) from None
 
     def _key(self, name):
         key = self._system.key_by_name(name)
@@ -126,6 +131,28 @@ class AdminCommands:
             bool(old and old.can_write) and not (remove_all or write),
             bool(old and old.can_own) and not (remove_all or owner))
         return _grant_summary(grant)
+
+    # -- KMS keys ------------------------------------------------------------
+
+    async def kms_key_create(self, name):
+        kms = self._node.kms
+        return kms.summary(await kms.create(name))
+
+    async def kms_key_list(self):
+        kms = self._node.kms
+        return [kms.summary(k) for k in self._system.kms_keys()]
+
+    async def kms_key_info(self, name):
+        """A KMS key by name, alias/NAME, id or ARN."""
+        kms = self._node.kms
+        kms_key = kms.find(name) or self._system.kms_key_by_name(name)
+        if kms_key is None:
+            raise AdminError(f"no KMS key named {name!r}")
+        return kms.summary(kms_key)
+
+    async def kms_rewrap(self):
+        """After a KMS master key rotation: every KMS key wrapped anew."""
+        return {"rewrapped": await self._node.kms.rewrap()}
 
     # -- encryption ----------------------------------------------------------
 

@@ -64,6 +64,8 @@ class ObjectService:
     # The ObjectOwnership of a bucket created without one (the node's
     # --object-ownership): ACLs on, as Ceph RGW and MinIO have them.
     default_ownership = "ObjectWriter"
+    # The node's objects.kms.KeyManager, which opens SSE-KMS objects.
+    kms = None
 
     def __init__(self, clock, meta, chunks, system, hlc, random_bytes=os.urandom):
         self._clock = clock
@@ -78,11 +80,26 @@ class ObjectService:
         """Whether every object is sealed under the node key (SSE-S3)."""
         return self._meta.at_rest.encrypted
 
-    @staticmethod
-    def sealing_for(version, customer_key):
-        """The SSE-C sealing a read of ``version`` needs (None if it is not
-        SSE-C); ObjectError if ``customer_key`` (or its absence) does not fit."""
-        return encryption.sealing_for(version.meta, customer_key)
+    def sealing_for(self, version, customer_key):
+        """The SSE-C or SSE-KMS sealing a read of ``version`` needs (None if
+        it is neither); ObjectError if ``customer_key`` (or its absence)
+        does not fit."""
+        return encryption.sealing_for(version.meta, customer_key, self._open_kms_key)
+
+    def _open_kms_key(self, kms_key_id):
+        if self.kms is None:
+            raise ObjectError("InternalError", "This node has no key manager.")
+        return self.kms.open_key(kms_key_id)
+
+    async def kms_request(self, reference, context=None, bucket_key=False):
+        """The KmsRequest for a write naming KMS key ``reference`` (see
+        ``objects.kms.KeyManager.request``)."""
+        if self.kms is None:
+            raise ObjectError("NotImplemented", "This node has no key manager.")
+        return await self.kms.request(reference, context, bucket_key)
+
+    def _part_sealing(self, upload, customer_key):
+        return encryption.part_sealing(upload.meta, customer_key, self._open_kms_key)
 
     # -- buckets -------------------------------------------------------------
 
@@ -208,9 +225,9 @@ class ObjectService:
         return lambda old: lock.check_removable(old, now)
 
     async def put_object(self, bucket, key, body, *, owner, meta, hashers=(),
-                         verify=None, precondition=None, customer_key=None):
+                         verify=None, precondition=None, customer_key=None, kms=None):
         """Store ``body`` as the new version of key, SSE-C encrypted with
-        ``customer_key`` if given.
+        ``customer_key`` or SSE-KMS with ``kms`` (a KmsRequest) if given.
 
         ``verify(stored)`` is called once the whole body is stored and
         before anything is committed; it raises to refuse the object (a
@@ -222,16 +239,14 @@ class ObjectService:
         # Object Lock); applied after verify, which may add to ``meta``.
         self._version_meta(target, meta)
         record = sealing = None
-        if customer_key is not None:
-            record, sealing = encryption.new_record(customer_key)
+        if (kms or customer_key) is not None:
+            record, sealing = encryption.new_record(kms or customer_key)
         stored = await streams.store_body(self._chunks, body, hashers, sealing=sealing)
         try:
             if verify is not None:
                 verify(stored)
             # After verify, which may record checksums in ``meta``.
-            meta = {k: v for k, v in meta.items() if k != encryption.META_KEY}
-            if record is not None:
-                meta[encryption.META_KEY] = record
+            meta = encryption.with_record(meta, record)
             target = self.bucket(bucket)
             meta = self._version_meta(target, meta)
             etag = sealing.etag(stored.md5) if sealing else stored.md5.hex()
@@ -246,18 +261,19 @@ class ObjectService:
         return version
 
     async def copy_object(self, source, bucket, key, *, owner, meta, precondition=None,
-                          source_sealing=None, customer_key=None):
+                          source_sealing=None, customer_key=None, kms=None):
         """A new version of key with the bytes of ``source``: no byte is
         copied, the new record points at the same chunks -- unless either
-        side is SSE-C (``source_sealing`` opens the source, ``customer_key``
-        seals the copy), which takes a copy of the bytes sealed anew."""
+        side is SSE-C or SSE-KMS (``source_sealing`` opens the source,
+        ``customer_key`` or ``kms`` seals the copy), which takes a copy of
+        the bytes sealed anew."""
         target = self.bucket(bucket)
-        if source_sealing is not None or customer_key is not None:
+        if source_sealing is not None or (kms or customer_key) is not None:
             body = self.read(source, 0, source.size - 1, source_sealing)
             return await self.put_object(bucket, key, body, owner=owner, meta=meta,
                                          precondition=precondition,
-                                         customer_key=customer_key)
-        meta = {k: v for k, v in meta.items() if k != encryption.META_KEY}
+                                         customer_key=customer_key, kms=kms)
+        meta = encryption.with_record(meta, None)
         meta = self._version_meta(target, meta)
         streams.pin_version(self._chunks, source)
         try:
@@ -417,13 +433,14 @@ class ObjectService:
 
     # -- multipart uploads ---------------------------------------------------
 
-    async def create_upload(self, bucket, key, *, owner, meta, customer_key=None):
+    async def create_upload(self, bucket, key, *, owner, meta, customer_key=None, kms=None):
         target = self.bucket(bucket)
         if not lock.enabled(target) and (meta.get("retention") or "legal_hold" in meta):
             raise ObjectError("InvalidRequest", "Bucket is missing Object Lock Configuration")
-        meta = {k: v for k, v in meta.items() if k != encryption.META_KEY}
-        if customer_key is not None:
-            meta[encryption.META_KEY], _ = encryption.new_record(customer_key)
+        record = None
+        if (kms or customer_key) is not None:
+            record, _ = encryption.new_record(kms or customer_key)
+        meta = encryption.with_record(meta, record)
         # Hex: an id starting with "-" (possible in base64) is taken for an
         # option by command-line tools such as the aws CLI.
         upload_id = self._random_bytes(24).hex()
@@ -447,7 +464,7 @@ class ObjectService:
         # MetaStore.put_part), not by when their last byte came.
         began = self._hlc.now()
         upload = await self.get_upload(bucket, key, upload_id)
-        sealing = encryption.part_sealing(upload.meta, customer_key)
+        sealing = self._part_sealing(upload, customer_key)
         stored = await streams.store_body(self._chunks, body, hashers, inline_limit=-1,
                                           sealing=sealing)
         try:
@@ -477,7 +494,7 @@ class ObjectService:
         """
         upload = await self.get_upload(bucket, key, upload_id)
         # Refuse a key that does not fit before reading a byte.
-        sealing = encryption.part_sealing(upload.meta, customer_key)
+        sealing = self._part_sealing(upload, customer_key)
         setting = upload.meta.get("checksum")
         whole = (start, end) == (0, source.size - 1)
         by_reference = (whole and source.inline is None and "parts" not in source.meta
@@ -545,7 +562,7 @@ class ObjectService:
                 raise
             return await self._completed_before(bucket, key, upload_id, digest)
         if customer_key is not None:
-            encryption.part_sealing(upload.meta, customer_key)
+            self._part_sealing(upload, customer_key)
         target = self.bucket(bucket)
         # The version's timestamp and id are made here: build() runs on the
         # database's writer thread.

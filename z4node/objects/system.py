@@ -1,4 +1,4 @@
-"""The system tables: access keys, buckets and grants.
+"""The system tables: access keys, buckets, grants and KMS keys.
 
 They are small and every request consults them, so they live in memory,
 loaded once at start and written through to the metadata store (each change
@@ -22,7 +22,7 @@ from twisted.internet.defer import DeferredLock
 
 from z4node.objects.errors import ObjectError
 from z4node.replication.errors import QuorumNotReached
-from z4node.storage.meta import AccessKey, Bucket, Grant, live_bucket_owner
+from z4node.storage.meta import AccessKey, Bucket, Grant, KmsKey, live_bucket_owner
 
 # S3's rules for new bucket names: 3-63 characters of lower-case letters,
 # digits, dots and hyphens, starting and ending with a letter or digit, not
@@ -60,6 +60,7 @@ class SystemTables:
         self._keys = {}
         self._buckets = {}
         self._grants = {}
+        self._kms_keys = {}
         self._settings_lock = DeferredLock()
         self._replication = None
 
@@ -75,6 +76,8 @@ class SystemTables:
                             lambda entry: self._merge(Bucket, self._buckets, entry))
         everywhere.register("grants", lambda: self._entries(self._grants),
                             lambda entry: self._merge(Grant, self._grants, entry))
+        everywhere.register("kms_keys", lambda: self._entries(self._kms_keys),
+                            lambda entry: self._merge(KmsKey, self._kms_keys, entry))
 
     @staticmethod
     def _entries(table):
@@ -132,6 +135,8 @@ class SystemTables:
             self._buckets[bucket.name] = bucket
         for grant in grants:
             self._grants[(grant.bucket, grant.access_key_id)] = grant
+        for kms_key in await self._meta.load_kms_keys():
+            self._kms_keys[kms_key.key_id] = kms_key
 
     # -- access keys ---------------------------------------------------------
 
@@ -286,6 +291,41 @@ class SystemTables:
         await self._store(self._grants, grant)
         return grant
 
+    # -- KMS keys (their material is wrapped; objects.kms opens it) ----------
+
+    def kms_key(self, key_id):
+        key = self._kms_keys.get(key_id)
+        return None if key is None or key.deleted else key
+
+    def kms_key_by_name(self, name):
+        # As for access keys: the oldest of two same-named keys answers.
+        named = [k for k in self._kms_keys.values() if k.name == name and not k.deleted]
+        return min(named, key=lambda k: (k.created, k.key_id), default=None)
+
+    def kms_keys(self):
+        return sorted((k for k in self._kms_keys.values() if not k.deleted),
+                      key=lambda k: k.name)
+
+    async def add_kms_key(self, key_id, name, wrapped, master_id):
+        """Store a new KMS key (its material ``wrapped`` by the master key
+        ``master_id``), unless its name is taken."""
+        if not _KEY_NAME.match(name):
+            raise AdminError(
+                "KMS key names are 1-64 letters, digits, '_', '.', '@' or '-'")
+        if self.kms_key_by_name(name) is not None:
+            raise AdminError(f"a KMS key named {name!r} exists already")
+        key = KmsKey(key_id, name, wrapped, master_id, self._clock.seconds(),
+                     self._hlc.now())
+        await self._store(self._kms_keys, key)
+        return key
+
+    async def rewrap_kms_key(self, key, wrapped, master_id):
+        """Store a KMS key's material wrapped anew (a master key rotation)."""
+        key = KmsKey(key.key_id, key.name, wrapped, master_id, key.created,
+                     self._hlc.now())
+        await self._store(self._kms_keys, key)
+        return key
+
 
 def _entry_key(record):
     """The key a record has in its in-memory table."""
@@ -293,6 +333,8 @@ def _entry_key(record):
         return record.access_key_id
     if isinstance(record, Bucket):
         return record.name
+    if isinstance(record, KmsKey):
+        return record.key_id
     return (record.bucket, record.access_key_id)
 
 
@@ -302,7 +344,8 @@ def _entry_id(record):
     return "\0".join(key) if isinstance(key, tuple) else key
 
 
-_TABLE_NAME = {AccessKey: "keys", Bucket: "buckets", Grant: "grants"}
+_TABLE_NAME = {AccessKey: "keys", Bucket: "buckets", Grant: "grants", KmsKey: "kms_keys"}
 _SAVE = {AccessKey: lambda meta, r: meta.save_key(r),
+         KmsKey: lambda meta, r: meta.save_kms_key(r),
          Bucket: lambda meta, r: meta.save_bucket(r),
          Grant: lambda meta, r: meta.save_grant(r)}

@@ -55,6 +55,7 @@ from urllib.parse import parse_qsl
 from twisted.logger import Logger
 
 from z4node.objects.errors import ObjectError
+from z4node.objects.kms import arn
 from z4node.s3 import acl as acls
 from z4node.s3 import policy as policies
 from z4node.s3.errors import S3Error
@@ -439,6 +440,17 @@ def _iso(seconds):
     return datetime.fromtimestamp(int(seconds), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _kms_key_as_arn(api, context):
+    """s3:x-amz-server-side-encryption-aws-kms-key-id is the key's ARN, as
+    S3's documentation has policies name it, whether the request named the
+    key by id, ARN or alias (a key this node does not know stays as sent)."""
+    name = "s3:x-amz-server-side-encryption-aws-kms-key-id"
+    if name in context and api.objects.kms is not None:
+        kms_key = api.objects.kms.find(context[name][0])
+        if kms_key is not None:
+            context[name] = [arn(kms_key)]
+
+
 def request_context(api, call):
     """The condition keys of a request (lower-cased names -> [values])."""
     headers, key, request = call.headers, call.access_key, call.request
@@ -466,6 +478,7 @@ def request_context(api, call):
     for header, name in _RENAMED_HEADER_KEYS.items():
         if header in headers:
             context[name] = [headers[header].strip()]
+    _kms_key_as_arn(api, context)
     if call.operation in _LISTINGS:
         for name in _LISTING_KEYS:
             if name in call.query:

@@ -1,5 +1,5 @@
 """The metadata store: SQLite tables for access keys, buckets, grants,
-object versions, multipart state and chunk reference counts.
+KMS keys, object versions, multipart state and chunk reference counts.
 
 Every row that can be replicated carries an HLC timestamp, and deletes are
 tombstones (``deleted`` flags, delete-marker versions), never missing rows,
@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS grants (
     can_read INTEGER NOT NULL, can_write INTEGER NOT NULL,
     can_own INTEGER NOT NULL, hlc INTEGER NOT NULL,
     PRIMARY KEY (bucket, access_key_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kms_keys (
+    key_id TEXT PRIMARY KEY, name TEXT NOT NULL, wrapped TEXT NOT NULL,
+    master_id TEXT NOT NULL, created REAL NOT NULL, hlc INTEGER NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS versions (
     bucket TEXT NOT NULL, key BLOB NOT NULL, hlc INTEGER NOT NULL,
     version_id TEXT NOT NULL, delete_marker INTEGER NOT NULL,
@@ -87,7 +91,8 @@ CREATE INDEX IF NOT EXISTS completed_uploads_by_age ON completed_uploads (comple
 """
 
 # Every table whose rows carry an HLC timestamp (MetaStore.newest_hlc).
-_HLC_TABLES = ("versions", "heads", "uploads", "parts", "access_keys", "buckets", "grants")
+_HLC_TABLES = ("versions", "heads", "uploads", "parts", "access_keys", "buckets", "grants",
+               "kms_keys")
 # The clock's durable high-water mark, in node_settings.
 HLC_SETTING = "hlc_high_water"
 
@@ -146,6 +151,20 @@ class Grant:
     can_write: bool
     can_own: bool
     hlc: int
+
+
+@dataclass
+class KmsKey:
+    """A named KMS key (``objects.kms``): its key material, wrapped by the
+    KMS master key whose id is ``master_id``; never stored in the clear."""
+
+    key_id: str
+    name: str
+    wrapped: str
+    master_id: str
+    created: float
+    hlc: int
+    deleted: bool = False
 
 
 @dataclass
@@ -484,6 +503,26 @@ class MetaStore:
                 (key.access_key_id, key.name,
                  at_rest.seal_secret(key.access_key_id, key.secret), key.user_id,
                  int(key.is_admin), key.created, key.hlc, int(key.deleted)))
+        return self.db.write(write)
+
+    def load_kms_keys(self):
+        """Every KMS key record, tombstones included."""
+        def read(c):
+            return [KmsKey(k, n, w, m, cr, h, bool(d)) for k, n, w, m, cr, h, d in c.execute(
+                "SELECT key_id, name, wrapped, master_id, created, hlc, deleted"
+                " FROM kms_keys")]
+        return self.db.read(read)
+
+    def save_kms_key(self, key):
+        def write(c):
+            c.execute(
+                "INSERT INTO kms_keys VALUES (?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (key_id) DO UPDATE SET name=excluded.name,"
+                " wrapped=excluded.wrapped, master_id=excluded.master_id,"
+                " created=excluded.created, hlc=excluded.hlc, deleted=excluded.deleted"
+                " WHERE excluded.hlc > kms_keys.hlc",
+                (key.key_id, key.name, key.wrapped, key.master_id, key.created,
+                 key.hlc, int(key.deleted)))
         return self.db.write(write)
 
     def save_grant(self, grant):

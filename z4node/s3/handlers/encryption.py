@@ -5,8 +5,11 @@ bucket says, as on S3 since 2023: a bucket without a configuration reports
 the default rule, AES256, and deleting the configuration brings that
 default back. The configuration is kept (and returned) for the tools that
 set and check it. A node without a node key cannot encrypt: it has no
-default rule to report and refuses to record one. SSE-KMS rules are not
-implemented; SSE-C is per request and never a bucket default (as on S3).
+default rule to report and refuses to record one. An SSE-KMS rule
+(``aws:kms`` with a KMSMasterKeyID, or none for the default KMS key) needs
+the node's KMS master key, not a node key: a write that names no encryption
+then gets SSE-KMS with that key (``sse.kms_request``). SSE-C is per request
+and never a bucket default (as on S3).
 """
 
 from z4node.s3 import sse, xml
@@ -29,14 +32,23 @@ async def put_bucket_encryption(api, call):
     if default is None:
         raise S3Error("MalformedXML")
     algorithm = (xml.text(default, "SSEAlgorithm") or "").strip()
-    if algorithm in sse.KMS:
-        raise S3Error("NotImplemented", sse.NO_KMS)
-    if algorithm != sse.AES256:
-        raise S3Error("MalformedXML", f"SSEAlgorithm {algorithm!r} is not AES256.")
-    if not api.objects.encrypts_at_rest:
-        raise S3Error("NotImplemented", sse.NO_NODE_KEY)
+    key_id = (xml.text(default, "KMSMasterKeyID") or "").strip() or None
     bucket_key = (xml.text(rules[0], "BucketKeyEnabled", "false") or "").strip().lower()
     config = {"algorithm": algorithm, "bucket_key": bucket_key == "true"}
+    if algorithm == sse.AWS_KMS:
+        # The key must exist now (S3 would fail every write later); its ARN
+        # is what is kept and reported.
+        config["key_id"] = (await api.objects.kms_request(key_id)).arn
+    elif algorithm in sse.KMS:
+        raise S3Error("NotImplemented", sse.NO_DSSE)
+    elif algorithm != sse.AES256:
+        raise S3Error("MalformedXML", f"SSEAlgorithm {algorithm!r} is not AES256 or aws:kms.")
+    elif key_id is not None:
+        raise S3Error("InvalidArgument", "a KMSMasterKeyID is allowed only if "
+                      "SSEAlgorithm is aws:kms.",
+                      extra={"ArgumentName": "ApplyServerSideEncryptionByDefault"})
+    elif not api.objects.encrypts_at_rest:
+        raise S3Error("NotImplemented", sse.NO_NODE_KEY)
     await api.system.update_bucket_settings(
         call.bucket, lambda settings: settings.__setitem__(SETTING, config))
     return Response()
@@ -50,9 +62,12 @@ async def get_bucket_encryption(api, call):
             raise S3Error("ServerSideEncryptionConfigurationNotFoundError",
                           extra={"BucketName": call.bucket})
         config = _DEFAULT
+    rule = [("SSEAlgorithm", config["algorithm"])]
+    if config.get("key_id"):
+        rule.append(("KMSMasterKeyID", config["key_id"]))
     body = xml.document("ServerSideEncryptionConfiguration", [
         ("Rule", [
-            ("ApplyServerSideEncryptionByDefault", [("SSEAlgorithm", config["algorithm"])]),
+            ("ApplyServerSideEncryptionByDefault", rule),
             ("BucketKeyEnabled", bool(config.get("bucket_key"))),
         ]),
     ])

@@ -39,9 +39,10 @@ async def create_upload(api, call):
         headers["x-amz-checksum-algorithm"] = algorithm
         headers["x-amz-checksum-type"] = kind
     customer_key = sse.write_encryption(api, call)
+    kms = await sse.kms_request(api, call)
     upload = await api.objects.create_upload(
         call.bucket, call.key, owner=authorization.owner_id(call), meta=meta,
-        customer_key=customer_key)
+        customer_key=customer_key, kms=kms)
     body = xml.document("InitiateMultipartUploadResult", [
         ("Bucket", call.bucket), ("Key", call.key), ("UploadId", upload.upload_id)])
     headers.update(sse.response_headers(api, upload.meta))
@@ -52,7 +53,7 @@ async def create_upload(api, call):
 async def upload_part(api, call):
     number = _part_number(call)
     upload = await api.objects.get_upload(call.bucket, call.key, call.query["uploadId"])
-    customer_key = sse.customer_key(call)
+    customer_key = sse.customer_key_only(call)
     require_digest_for_lock(api, call, upload.meta, what="Put Part")
     body, hashers, verify, found = api.body_pipeline(call)
     # An upload created with a checksum algorithm needs every part's
@@ -76,7 +77,7 @@ async def upload_part(api, call):
         call.bucket, call.key, upload.upload_id, number, body,
         hashers=hashers, verify=verify_and_record, meta=meta, customer_key=customer_key)
     headers = {"etag": conditions.quoted(part.etag)}
-    headers.update(sse.key_response_headers(api, customer_key))
+    headers.update(sse.response_headers(api, upload.meta))
     for algorithm, value in meta["checksums"].items():
         headers[checksums.header_name(algorithm)] = value
     return Response(headers=headers)
@@ -84,8 +85,9 @@ async def upload_part(api, call):
 
 async def upload_part_copy(api, call):
     number = _part_number(call)
-    customer_key = sse.customer_key(call)
+    customer_key = sse.customer_key_only(call)
     _, _, source, _, source_sealing = await read_copy_source(api, call)
+    upload = await api.objects.get_upload(call.bucket, call.key, call.query["uploadId"])
     start, end = 0, source.size - 1
     spec = call.headers.get("x-amz-copy-source-range")
     if spec is not None:
@@ -98,7 +100,7 @@ async def upload_part_copy(api, call):
         ("LastModified", xml.iso8601(part.last_modified)),
         ("ETag", conditions.quoted(part.etag))])
     headers = {"content-type": "application/xml"}
-    headers.update(sse.key_response_headers(api, customer_key))
+    headers.update(sse.response_headers(api, upload.meta))
     return Response(headers=headers, body=body)
 
 

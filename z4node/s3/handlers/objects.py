@@ -159,7 +159,7 @@ async def find_version(api, bucket, key, version_id):
 
 async def get_object(api, call):
     version_id = requested_version(call)
-    customer_key = sse.check_read(call)
+    customer_key = sse.customer_key_only(call)
     version = await find_version(api, call.bucket, call.key, version_id)
     sealing = api.objects.sealing_for(version, customer_key)
     headers = object_headers(version)
@@ -250,7 +250,7 @@ async def get_object_attributes(api, call):
     if not wanted or not wanted <= known:
         raise S3Error("InvalidArgument", "Invalid attribute name specified.",
                       extra={"ArgumentName": "x-amz-object-attributes"})
-    customer_key = sse.check_read(call)
+    customer_key = sse.customer_key_only(call)
     version = await find_version(api, call.bucket, call.key, version_id)
     # An SSE-C object's attributes need its key, as on S3.
     api.objects.sealing_for(version, customer_key)
@@ -295,6 +295,7 @@ async def put_object(api, call):
     meta = acl_meta(api, call, new_version_meta(api, call))
     require_digest_for_lock(api, call, meta)
     customer_key = sse.write_encryption(api, call)
+    kms = await sse.kms_request(api, call)
     precondition = await early_write_precondition(api, call)
     body, hashers, verify, found = api.body_pipeline(call)
 
@@ -307,7 +308,7 @@ async def put_object(api, call):
     version = await api.objects.put_object(
         call.bucket, call.key, body, owner=new_owner(call, meta), meta=meta,
         hashers=hashers, verify=verify_and_record, precondition=precondition,
-        customer_key=customer_key)
+        customer_key=customer_key, kms=kms)
     headers = {"etag": conditions.quoted(version.etag)}
     headers.update(sse.response_headers(api, version.meta))
     for algorithm, value in found.items():
@@ -394,7 +395,7 @@ async def read_copy_source(api, call):
 # Version metadata a copy never takes from its source: its multipart layout,
 # its encryption (the copy is sealed anew), and its Object Lock state (a
 # copy's lock comes from the request or the bucket's default, as in S3).
-_NOT_COPIED = ("parts", encryption.META_KEY, "retention", "legal_hold")
+_NOT_COPIED = ("parts", *encryption.RECORD_KEYS, "retention", "legal_hold")
 
 
 def _directive(call, header):
@@ -408,6 +409,7 @@ def _directive(call, header):
 async def copy_object(api, call):
     bucket, key, source, source_version_id, source_sealing = await read_copy_source(api, call)
     customer_key = sse.write_encryption(api, call)
+    kms = await sse.kms_request(api, call)
     directive = _directive(call, "x-amz-metadata-directive")
     tagging = _directive(call, "x-amz-tagging-directive")
     if directive == "REPLACE":
@@ -436,7 +438,7 @@ async def copy_object(api, call):
     meta.update(lock_meta_from_headers(api, call.headers))
     version = await api.objects.copy_object(
         source, call.bucket, call.key, owner=new_owner(call, meta), meta=meta,
-        source_sealing=source_sealing, customer_key=customer_key)
+        source_sealing=source_sealing, customer_key=customer_key, kms=kms)
     body = xml.document("CopyObjectResult", [
         ("LastModified", xml.iso8601(version.last_modified)),
         ("ETag", conditions.quoted(version.etag)),

@@ -316,11 +316,12 @@ async def post_object(api, call):
         raise S3Error("NotImplemented", "The x-amz-website-redirect-location field is not "
                       "implemented for POST uploads.")
     customer_key = sse.write_encryption(api, call)
+    kms = await sse.kms_request(api, call)
     meta = acl_meta(api, call, _metadata(fields))
     meta.update(lock_meta_from_headers(api, fields))
     version = await api.objects.put_object(
         call.bucket, key, _file_bytes(form, size_range, api.max_upload_bytes),
-        owner=new_owner(call, meta), meta=meta, customer_key=customer_key)
+        owner=new_owner(call, meta), meta=meta, customer_key=customer_key, kms=kms)
     await _drain(form)
     etag = conditions.quoted(version.etag)
     location = f"http://{call.headers.get('host', '')}/{call.bucket}/{quote(key)}"
