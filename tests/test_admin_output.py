@@ -3,6 +3,7 @@ the progress display in both forms (rich's bar on a terminal, plain lines
 elsewhere), `z4 scrub status --watch` following a pass, and --json accepted
 by every command. No node: the admin socket's answers are faked."""
 
+import argparse
 import io
 import os
 
@@ -152,19 +153,21 @@ class ScrubWatchTests(TestCase):
 class JsonEverywhereTests(TestCase):
     def test_every_command_takes_json_after_its_name(self):
         top = cli.parser()
-        families = next(a for a in top._actions if a.dest == "family").choices
-        checked = 0
-        for family, family_parser in families.items():
-            actions = [a for a in family_parser._actions if a.dest == "action"]
-            commands = actions[0].choices if actions else {None: family_parser}
-            for name, command in commands.items():
-                argv = [family] + ([name] if name else [])
-                argv += [x.metavar or "X" for x in command._actions
-                         if not x.option_strings]
-                if family == "bucket" and name in ("allow", "deny"):
-                    argv += ["--key", "k"]
-                args = top.parse_args(argv + ["--json"])
-                self.assertTrue(args.json, argv)
-                self.assertFalse(top.parse_args(argv).json, argv)
-                checked += 1
-        self.assertGreaterEqual(checked, 15)
+        commands = []
+
+        def walk(parser, argv):
+            nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+            if not nested:
+                commands.append((argv, parser))
+                return
+            for name, child in nested[0].choices.items():
+                walk(child, argv + [name])
+        walk(top, [])
+        for argv, command in commands:
+            argv = argv + [x.metavar or "X" for x in command._actions if not x.option_strings]
+            if argv[:1] == ["bucket"] and argv[1] in ("allow", "deny"):
+                argv += ["--key", "k"]
+            args = top.parse_args(argv + ["--json"])
+            self.assertTrue(args.json, argv)
+            self.assertFalse(top.parse_args(argv).json, argv)
+        self.assertGreaterEqual(len(commands), 15)
