@@ -30,6 +30,8 @@ still counts toward the replication factor; a call to it fails fast and
 counts as a missing answer.
 """
 
+import abc
+
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
@@ -37,16 +39,16 @@ from z4node.cluster.channel import CallError, Reply, RpcError
 from z4node.replication.errors import QuorumNotReached, first_successes
 
 
-class Schema:
-    """How a table's entries are keyed. Subclass and override."""
+class Schema(abc.ABC):
+    """How a table's entries are keyed."""
 
+    @abc.abstractmethod
     def partition(self, entry):
         """The ring key (bytes) whose owners hold ``entry``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def sort_key(self, entry):
         """What names ``entry`` within its partition (JSON-able)."""
-        raise NotImplementedError
 
     @staticmethod
     def hlc(entry):
@@ -58,17 +60,17 @@ class Schema:
         return max(present, key=self.hlc, default=None)
 
 
-class LocalStore:
-    """This node's copy of a table's partitions. Subclass and override;
-    both return awaitables."""
+class LocalStore(abc.ABC):
+    """This node's copy of a table's partitions; both methods return
+    awaitables."""
 
+    @abc.abstractmethod
     def apply(self, entry):
         """Merge ``entry`` (last-writer-wins by HLC)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def get(self, partition, sort_key):
         """The entry stored under those keys, tombstones included, or None."""
-        raise NotImplementedError
 
 
 class PartitionedTable:
