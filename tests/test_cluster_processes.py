@@ -11,7 +11,7 @@ import os
 import signal
 
 import treq
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, reactor, task, threads
 from twisted.trial.unittest import TestCase
 
 from tests.nodeprocess import NodeProcess
@@ -61,6 +61,23 @@ class ClusterNode(NodeProcess):
         except Exception:
             return None
         return {m["id"]: m["state"] for m in peers["members"]}
+
+
+@defer.inlineCallbacks
+def eventually(testcase, check, what, limit=60, nodes=()):
+    """Call ``check()`` (blocking; run on a thread) until it returns without
+    an exception, and return what it returned; fail ``testcase`` after
+    ``limit`` seconds, with the end of each of ``nodes``' logs."""
+    start = reactor.seconds()
+    while True:
+        try:
+            result = yield threads.deferToThread(check)
+            return result
+        except Exception as e:
+            if reactor.seconds() - start > limit:
+                logs = "\n".join(f"--- {n.id}\n{n.log()[-3000:]}" for n in nodes)
+                testcase.fail(f"{what}: not within {limit} s ({e!r})\n{logs}")
+        yield sleep(0.2)
 
 
 def start_cluster(testcase, count):

@@ -7,11 +7,11 @@ import json
 import os
 import random
 
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer, reactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.nodeprocess import NodeProcess
-from tests.test_cluster_processes import ClusterNode
+from tests.test_cluster_processes import ClusterNode, eventually
 from tests.test_everywhere import FakeNet
 from tests.test_sse import ErrorAssertions, sse_c
 from z4node.hlc import HybridLogicalClock
@@ -456,20 +456,6 @@ class KmsClusterTests(TestCase):
     timeout = 300
 
     @defer.inlineCallbacks
-    def eventually(self, check, what, limit=60):
-        """Call ``check()`` (blocking; on a thread) until it returns without
-        an exception; fail after ``limit`` seconds."""
-        start = reactor.seconds()
-        while True:
-            try:
-                result = yield threads.deferToThread(check)
-                return result
-            except Exception as e:
-                if reactor.seconds() - start > limit:
-                    self.fail(f"{what}: not within {limit} s ({e!r})")
-            yield task.deferLater(reactor, 0.2, lambda: None)
-
-    @defer.inlineCallbacks
     def test_a_key_made_on_one_node_seals_objects_on_another(self):
         base = os.path.abspath(self.mktemp())
         first = ClusterNode(self, base, 0)
@@ -486,9 +472,11 @@ class KmsClusterTests(TestCase):
                 code, out, err = node.z4("kms", "key", "info", key["key_id"], "--json")
                 assert code == 0, err
                 assert json.loads(out)["usable"], out
-        yield self.eventually(known_on_every_node, "every node knows the KMS key")
+        yield eventually(self, known_on_every_node, "every node knows the KMS key",
+                         nodes=nodes)
         writer = nodes[1].client()
-        yield self.eventually(lambda: writer.create_bucket(Bucket="bkt"), "a bucket")
+        yield eventually(self, lambda: writer.create_bucket(Bucket="bkt"), "a bucket",
+                         nodes=nodes)
         body = os.urandom(MiB + 3)
         put = writer.put_object(Bucket="bkt", Key="k", Body=body, **kms("alias/shared"))
         self.assertEqual(put["SSEKMSKeyId"], key["arn"])

@@ -12,17 +12,13 @@ import time
 import urllib.request
 
 from botocore.exceptions import ClientError
-from twisted.internet import defer, reactor, task, threads
+from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from tests.test_cluster_processes import start_cluster
+from tests.test_cluster_processes import eventually, start_cluster
 from z4node.admin.cluster_cli import signed_headers
 
 NODES = 3
-
-
-def sleep(seconds):
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 class SystemReplicationTests(TestCase):
@@ -31,20 +27,8 @@ class SystemReplicationTests(TestCase):
     def setUp(self):
         self.nodes = start_cluster(self, NODES)
 
-    @defer.inlineCallbacks
-    def eventually(self, check, what, limit=60):
-        """Call ``check()`` (blocking; run on a thread) until it returns
-        without an exception; fail after ``limit`` seconds."""
-        start = reactor.seconds()
-        while True:
-            try:
-                result = yield threads.deferToThread(check)
-                return result
-            except Exception as e:
-                if reactor.seconds() - start > limit:
-                    logs = "\n".join(f"--- {n.id}\n{n.log()[-3000:]}" for n in self.nodes)
-                    self.fail(f"{what}: not within {limit} s ({e!r})\n{logs}")
-            yield sleep(0.2)
+    def eventually(self, check, what):
+        return eventually(self, check, what, nodes=self.nodes)
 
     @staticmethod
     def status(node, path="/_z4/status"):
