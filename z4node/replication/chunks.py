@@ -58,6 +58,26 @@ class ReplicatedChunks:
     def owners(self, digest):
         return self._cluster.owners(digest, self.replication)
 
+    # -- what the object layer uses of a chunk store, over the ring --------------
+
+    def run(self, fn, *args):
+        """Run ``fn`` on the chunk I/O pool."""
+        return self.store.run(fn, *args)
+
+    def pin(self, digest):
+        self.store.pin(digest)
+
+    def unpin(self, digest):
+        self.store.unpin(digest)
+
+    def put_chunk(self, digest, data):
+        return Deferred.fromCoroutine(self.put(digest, data))
+
+    def get_chunk(self, digest, then=None):
+        """The verified bytes of a chunk from wherever a copy is, or
+        ``then(bytes)`` computed on the chunk I/O pool."""
+        return Deferred.fromCoroutine(self.get(digest, then))
+
     # -- put ---------------------------------------------------------------------
 
     async def put(self, digest, data):
@@ -87,21 +107,23 @@ class ReplicatedChunks:
             data = await body.read_all(MAX_CHUNK_BYTES)
         except RpcError as e:
             raise CallError("TooLarge", str(e)) from None
-        if chunk_hash(data) != digest:
+        if await self.store.run(chunk_hash, data) != digest:
             raise CallError("BadDigest", f"the bytes sent do not hash to {digest.hex()}")
         await self.store.put_chunk(digest, data)
         return Reply({})
 
     # -- get ---------------------------------------------------------------------
 
-    async def get(self, digest):
-        """The verified bytes of a chunk, from this node or an owner."""
+    async def get(self, digest, then=None):
+        """The verified bytes of a chunk, from this node or an owner (or
+        ``then(bytes)``, computed on the chunk I/O pool)."""
         self.counters["gets"] += 1
         local = self._cluster.local.id
         try:
-            return await self.store.get_chunk(digest)
+            return await self.store.get_chunk(digest, then)
         except (ChunkMissing, ChunkCorrupted):
-            pass
+            if self.owners(digest) == [local]:
+                raise
         for owner in self.owners(digest):
             if owner == local:
                 continue
@@ -113,12 +135,12 @@ class ReplicatedChunks:
                 self.log.info("chunk {hash}: no copy from {owner} ({why})",
                               hash=digest.hex(), owner=owner, why=str(e))
                 continue
-            if chunk_hash(data) != digest:
+            if await self.store.run(chunk_hash, data) != digest:
                 self.counters["bad_copies"] += 1
                 self.log.warn("chunk {hash}: {owner} sent bytes that do not hash to it; "
                               "trying the next owner", hash=digest.hex(), owner=owner)
                 continue
-            return data
+            return data if then is None else await self.store.run(then, data)
         self.counters["missing"] += 1
         raise ChunkMissing(digest.hex())
 
