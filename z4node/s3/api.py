@@ -247,7 +247,7 @@ class S3Api:
         try:
             if call is not None and call.operation != "PreflightCors":
                 cors.decorate(self.system, call, response)
-            await self._send(request, request_id, response)
+            await self.send(request, request_id, response)
         except Exception:
             log.failure("answering S3 {method} {resource} failed (request {rid})",
                         method=method, resource=resource, rid=request_id)
@@ -328,7 +328,10 @@ class S3Api:
                 return self.system.key_was_deleted(value)
         return False
 
-    async def _send(self, request, request_id, response):
+    async def send(self, request, request_id, response):
+        """Write ``response`` (a :class:`Response`) to ``request``: the
+        headers S3 sends, then the body or its stream, with backpressure.
+        The console sends the downloads it runs through the handlers so."""
         if request.gone:
             return
         request.prepare_close_if_body_unread()
