@@ -14,6 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 
+from z4node.s3 import authorization
+from z4node.s3.api import S3Api
 from z4node.s3.http import S3Site
 from z4node.web.console import Console
 from z4node.web.console_sessions import ConsoleSessions, check_secret, cookie_header
@@ -129,9 +131,14 @@ class ConsoleLoginTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.sessions = ConsoleSessions(self.clock)
-        self.objects_asked = []
-        api = SimpleNamespace(system=Keys(ADMIN, USER),
-                              new_request_id=lambda: self.objects_asked.append(1) or "R1")
+        self.s3_asked = []
+
+        async def authorize(api, call):
+            self.s3_asked.append(call.operation)
+        self.patch(authorization, "authorize", authorize)
+        # StringTransport's peer is this proxy.
+        api = S3Api(self.clock, SimpleNamespace(system=Keys(ADMIN, USER)), {}, None,
+                    trusted_proxies={"192.168.1.1"})
         self.console = Console(self.clock, api, None, {"id": "node-1", "started": 0}, None,
                                sessions=self.sessions)
         z4 = new_z4_root()
@@ -240,6 +247,14 @@ class ConsoleLoginTests(SynchronousTestCase):
         self.assertIn(b"InvalidCsrfToken", body)
         self.assertIsNone(self.sessions.get(anonymous).access_key_id)
 
+    def test_cookie_is_secure_when_the_browser_came_over_tls(self):
+        # Through a --trusted-proxy that terminated TLS, as the S3 API
+        # believes it for aws:SecureTransport.
+        _, headers, _ = self.request("GET", "/login", headers={b"x-forwarded-proto": b"https"})
+        self.assertIn(b"Secure", headers.getRawHeaders(b"set-cookie")[0].split(b"; "))
+        _, headers, _ = self.request("GET", "/login")
+        self.assertNotIn(b"Secure", headers.getRawHeaders(b"set-cookie")[0].split(b"; "))
+
     def test_session_expires_on_the_clock(self):
         session_id, _ = self.log_in()
         self.clock.advance(self.sessions.idle_seconds + 1)
@@ -261,7 +276,7 @@ class ConsoleLoginTests(SynchronousTestCase):
         status, _, _ = self.request("PUT", "/object/photos?key=a", session_id,
                                     headers={b"x-z4-csrf": b"wrong"}, data=b"x")
         self.assertEqual(status, 403)
-        self.assertEqual(self.objects_asked, [])
+        self.assertEqual(self.s3_asked, [])
         # Another user's token is no good either.
         _, other = self.log_in(USER)
         status, _, _ = self.request("POST", "/keys/create", session_id,

@@ -137,6 +137,24 @@ class ConsoleNodeTests(TestCase):
         remaining = self.s3.list_object_versions(Bucket="shared", Prefix="v.txt")
         self.assertNotIn(oldest, [v["VersionId"] for v in remaining["Versions"]])
 
+    def test_versions_page_through(self):
+        self.s3.put_bucket_versioning(Bucket="shared",
+                                      VersioningConfiguration={"Status": "Enabled"})
+        # One page and one more; "v" and "v2" share the prefix, only "v" shows.
+        ids = [self.s3.put_object(Bucket="shared", Key="v", Body=b"%d" % i)["VersionId"]
+               for i in range(101)]
+        self.s3.put_object(Bucket="shared", Key="v2", Body=b"other")
+        console = ConsoleClient(self.node)
+        console.log_in(*self.node.credentials())
+        _, _, page = console.request("GET", "/versions/shared?key=v")
+        shown = re.findall(rb"<tr><td>([^<]+)</td>", page)
+        more = re.search(rb'<a href="/_z4/console([^"]+)">More versions', page)
+        self.assertIsNotNone(more, page)
+        _, _, rest = console.request("GET", more.group(1).decode().replace("&amp;", "&"))
+        shown += re.findall(rb"<tr><td>([^<]+)</td>", rest)
+        self.assertEqual([v.decode() for v in shown], ids[::-1])
+        self.assertNotIn(b"More versions", rest)
+
     def test_names_are_escaped(self):
         name = '<img src=x onerror="alert(1)">&.txt'
         self.s3.put_object(Bucket="shared", Key=name, Body=b"x")

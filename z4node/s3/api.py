@@ -285,12 +285,13 @@ class S3Api:
         call.raw_query = raw_query
         call.host_bucket = router.host_bucket(headers.get("host"), self.domains)
         call.bucket, call.key = router.decode_path(raw_path, call.host_bucket)
-        call.secure = self._is_secure(request, headers)
+        call.secure = self.is_secure(request, headers)
         return call
 
-    def _is_secure(self, request, headers):
+    def is_secure(self, request, headers):
         """Whether the request came over TLS: straight to this node, or to a
-        reverse proxy named by --trusted-proxy that says so."""
+        reverse proxy named by --trusted-proxy that says so (``headers``:
+        lower-case names; only ``x-forwarded-proto`` is read)."""
         if request.isSecure():
             return True
         if not self.trusted_proxies:

@@ -63,8 +63,10 @@ SECURITY_HEADERS = {
 STATIC = {"console.js": b"text/javascript; charset=utf-8",
           "console.css": b"text/css; charset=utf-8"}
 # Request headers an S3 call made for the console carries: what the object
-# layer needs of an upload, and what bucket policy conditions may test.
-PASSED_HEADERS = ("content-type", "content-length", "user-agent", "referer")
+# layer needs of an upload, what bucket policy conditions may test, and a
+# trusted proxy's word that the browser came over TLS.
+PASSED_HEADERS = ("content-type", "content-length", "user-agent", "referer",
+                  "x-forwarded-proto")
 
 
 class ConsoleError(Exception):
@@ -80,6 +82,17 @@ class ConsoleError(Exception):
 def _not_logged_in():
     return ConsoleError(403, "NotLoggedIn", "Log in first (your session may have "
                                             "expired).")
+
+
+def passed_headers(request):
+    """The request's :data:`PASSED_HEADERS` as the S3 pipeline reads
+    headers (lower-case names, wire strings)."""
+    headers = {}
+    for name in PASSED_HEADERS:
+        value = request.requestHeaders.getRawHeaders(name.encode("ascii"))
+        if value:
+            headers[name] = value[0].decode("latin-1")
+    return headers
 
 
 def session_id_of(request):
@@ -269,7 +282,7 @@ class Console(Resource):
         await self._form(request, session)
         self.sessions.end(session.id)
         self._send(request, 303, b"text/plain", b"", location=pages.url("/login"),
-                   cookie_value=cookie_header(None, request.isSecure()))
+                   cookie_value=cookie_header(None, self._secure(request)))
 
     # -- the cluster -----------------------------------------------------------
 
@@ -315,7 +328,7 @@ class Console(Resource):
         bucket = self._bucket(rest)
         object_key = self._object_key(query)
         key_marker = query.get("marker") or None
-        version_marker = query.get("version-marker") or None
+        version_marker = query.get("version_marker") or None
         await self._s3(request, key, "GET", "ListObjectVersions", bucket,
                        query={"versions": "", "prefix": object_key,
                               "max-keys": str(self.page_keys)})
@@ -428,11 +441,7 @@ class Console(Resource):
                 raw_path += "/" + quote(object_key, safe="")
         raw_path = raw_path.encode("ascii")
         query = dict(query or {})
-        headers = {}
-        for name in PASSED_HEADERS:
-            value = request.requestHeaders.getRawHeaders(name.encode("ascii"))
-            if value:
-                headers[name] = value[0].decode("latin-1")
+        headers = passed_headers(request)
         call = S3Call(request, self.api.new_request_id(), method, raw_path, query, headers)
         call.signed_headers = headers
         call.bucket, call.key = router.decode_path(raw_path)
@@ -443,7 +452,7 @@ class Console(Resource):
                                f"{endpoint.operation}")
         call.operation = operation
         call.access_key = key
-        call.secure = request.isSecure()
+        call.secure = self.api.is_secure(request, headers)
         await authorization.authorize(self.api, call)
         return call
 
@@ -461,6 +470,11 @@ class Console(Resource):
         return object_key
 
     # -- requests and answers ------------------------------------------------------
+
+    def _secure(self, request):
+        """Whether the browser came over TLS (for the cookie's Secure), as
+        the S3 API decides it for aws:SecureTransport."""
+        return self.api.is_secure(request, passed_headers(request))
 
     @staticmethod
     def _who(key, session):
@@ -496,11 +510,11 @@ class Console(Resource):
     def _redirect(self, request, location, session=None):
         """303 to ``location`` (a console URL); with ``session``, the
         cookie that hands it over."""
-        cookie = None if session is None else cookie_header(session, request.isSecure())
+        cookie = None if session is None else cookie_header(session, self._secure(request))
         self._send(request, 303, b"text/plain", b"", location=location, cookie_value=cookie)
 
     def _send_html(self, request, status, text, cookie=None):
-        value = None if cookie is None else cookie_header(cookie, request.isSecure())
+        value = None if cookie is None else cookie_header(cookie, self._secure(request))
         self._send(request, status, b"text/html; charset=utf-8", text.encode("utf-8"),
                    cookie_value=value)
 
