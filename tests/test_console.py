@@ -301,7 +301,8 @@ class ConsoleLoginTests(SynchronousTestCase):
     def test_bad_requests_get_error_pages(self):
         session_id, token = self.log_in()
         cases = [("GET", "/nowhere", {}, 404), ("DELETE", "/keys", {}, 405),
-                 ("GET", "/%ff", {}, 400),
+                 ("GET", "/%ff", {}, 400), ("GET", "/cluster/more", {}, 404),
+                 ("GET", "/buckets/a%2Fb", {}, 400), ("GET", "/object/a%2F..?key=k", {}, 400),
                  ("POST", "/grants", {"csrf": token, "change": "maybe"}, 400)]
         for method, path, form, expected in cases:
             status, headers, body = self.request(method, path, session_id, form or None)

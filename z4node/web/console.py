@@ -79,6 +79,16 @@ class ConsoleError(Exception):
         self.message = message
 
 
+def _no_such_page():
+    return ConsoleError(404, "NotFound", "The console has no such page.")
+
+
+def _no_more(rest):
+    """Refuse a path that goes on past a page that has no sub-pages."""
+    if rest:
+        raise _no_such_page()
+
+
 def _not_logged_in():
     return ConsoleError(403, "NotLoggedIn", "Log in first (your session may have "
                                             "expired).")
@@ -232,7 +242,7 @@ class Console(Resource):
             if any(page == name for _, page in self.pages):
                 raise ConsoleError(405, "MethodNotAllowed",
                                    f"{method} is not allowed here.")
-            raise ConsoleError(404, "NotFound", "The console has no such page.")
+            raise _no_such_page()
         if key is None:
             if method == "GET":
                 self._redirect(request, pages.url("/login"))
@@ -279,6 +289,7 @@ class Console(Resource):
                         cookie=session)
 
     async def logout(self, request, session, key, rest, query):
+        _no_more(rest)
         await self._form(request, session)
         self.sessions.end(session.id)
         self._send(request, 303, b"text/plain", b"", location=pages.url("/login"),
@@ -287,6 +298,7 @@ class Console(Resource):
     # -- the cluster -----------------------------------------------------------
 
     async def cluster_view(self, request, session, key, rest, query):
+        _no_more(rest)
         self._require_admin(key, "The cluster view")
         peers = peers_view(self.clock, self.node_info, self.cluster)
         status = status_view(self.clock, self.node_info, self.cluster)
@@ -388,6 +400,7 @@ class Console(Resource):
     # -- keys and grants -----------------------------------------------------------
 
     async def keys_view(self, request, session, key, rest, query, created=None):
+        _no_more(rest)
         who = self._who(key, session)
         if not key.is_admin:
             info = await self.admin.run("key.info", {"name": key.name})
@@ -409,7 +422,7 @@ class Console(Resource):
                 made["name"], made["access_key_id"], made["secret_access_key"]))
             return
         if rest != ["delete"]:
-            raise ConsoleError(404, "NotFound", "The console has no such page.")
+            raise _no_such_page()
         if name == key.name:
             raise ConsoleError(400, "Refused", "A key cannot delete itself here; log in "
                                                "with another admin key.")
@@ -418,6 +431,7 @@ class Console(Resource):
         self._redirect(request, pages.url("/keys"))
 
     async def change_grant(self, request, session, key, rest, query):
+        _no_more(rest)
         form = await self._form(request, session)
         self._require_admin(key, "Setting grants")
         change = form.get("change")
@@ -459,7 +473,10 @@ class Console(Resource):
     @staticmethod
     def _bucket(rest):
         if len(rest) != 1 or not rest[0]:
-            raise ConsoleError(404, "NotFound", "The console has no such page.")
+            raise _no_such_page()
+        if "/" in rest[0]:
+            # An escaped slash ("a%2Fb"): no bucket name has one.
+            raise S3Error("InvalidBucketName")
         return rest[0]
 
     @staticmethod
