@@ -229,6 +229,7 @@ class Console(Resource):
             return
         session = self.sessions.get(session_id_of(request) or "")
         if name == "login":
+            _no_more(rest)
             await self._login(request, method, session)
             return
         key = self._key_of(session)
