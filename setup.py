@@ -10,6 +10,8 @@ setup(
     # twisted/plugins has no __init__.py on purpose (Twisted's plugin layout):
     # it is listed by name so the plugin module is installed beside Twisted's.
     packages=find_packages(include=["z4node", "z4node.*"]) + ["twisted.plugins"],
+    # The console's script and style sheet, which the node serves itself.
+    package_data={"z4node.web": ["console.js", "console.css"]},
     install_requires=[
         "twisted[tls]>=24.7",
         # rich: the z4 command's progress bars (rate, ETA, redrawn in place

@@ -1,7 +1,8 @@
 """The node: one service tree that opens the data directory, loads the
 system tables, makes sure an admin key exists, and serves the S3 API, the
 ``/_z4/`` endpoints, the local admin socket, garbage collection, the
-lifecycle worker and the delivery of server access logs.
+lifecycle worker, the delivery of server access logs and the console
+(``/_z4/console``, :mod:`z4node.web.console`).
 
 Start-up is asynchronous (the system tables load on a thread); the S3 port
 opens only when the node is ready, so a client that can connect can use it.
@@ -35,6 +36,7 @@ from twisted.logger import Logger
 
 from z4node import __version__, durable
 from z4node.admin.backup import META_FILE
+from z4node.admin.commands import AdminCommands
 from z4node.admin.server import AdminFactory, SocketPath
 from z4node.hlc import HybridLogicalClock
 from z4node.objects.access_logging import SERVICE_PRINCIPAL, ServerAccessLog
@@ -59,6 +61,7 @@ from z4node.cluster.service import ClusterService
 from z4node.tap import (DEFAULT_MAX_CONNECTIONS, DEFAULT_STOP_TIMEOUT_SECONDS,
                         DEFAULT_UPLOAD_MEMORY_MIB)
 from z4node.web.accesslog import AccessLog
+from z4node.web.console import Console
 from z4node.web.health import NodeHealth, make_health_resource
 from z4node.web.metrics import TOKEN_ENV, MetricsAccess, MetricsResource, NodeMetrics
 from z4node.web.status import make_z4_resource, new_z4_root
@@ -363,9 +366,10 @@ class Node(MultiService):
         self.cluster = ClusterService.from_options(
             self.reactor, self.options, self.environ, self.node_id, self.host,
             self.s3_port, self.data_dir)
-        make_z4_resource(self.reactor, {"id": self.node_id, "started": self.started_at,
-                                        "jobs": self.jobs_status},
-                         self.cluster, self.system, root=z4)
+        node_info = {"id": self.node_id, "started": self.started_at, "jobs": self.jobs_status}
+        make_z4_resource(self.reactor, node_info, self.cluster, self.system, root=z4)
+        z4.putChild(b"console", Console(self.reactor, api, AdminCommands(self), node_info,
+                                        self.cluster))
         self.cluster.setServiceParent(self)
         # Before anything can answer a request (all of this runs without
         # yielding to the reactor): objects live on their ring owners.

@@ -247,7 +247,7 @@ class S3Api:
         try:
             if call is not None and call.operation != "PreflightCors":
                 cors.decorate(self.system, call, response)
-            await self._send(request, request_id, response)
+            await self.send(request, request_id, response)
         except Exception:
             log.failure("answering S3 {method} {resource} failed (request {rid})",
                         method=method, resource=resource, rid=request_id)
@@ -285,12 +285,13 @@ class S3Api:
         call.raw_query = raw_query
         call.host_bucket = router.host_bucket(headers.get("host"), self.domains)
         call.bucket, call.key = router.decode_path(raw_path, call.host_bucket)
-        call.secure = self._is_secure(request, headers)
+        call.secure = self.is_secure(request, headers)
         return call
 
-    def _is_secure(self, request, headers):
+    def is_secure(self, request, headers):
         """Whether the request came over TLS: straight to this node, or to a
-        reverse proxy named by --trusted-proxy that says so."""
+        reverse proxy named by --trusted-proxy that says so (``headers``:
+        lower-case names; only ``x-forwarded-proto`` is read)."""
         if request.isSecure():
             return True
         if not self.trusted_proxies:
@@ -328,7 +329,10 @@ class S3Api:
                 return self.system.key_was_deleted(value)
         return False
 
-    async def _send(self, request, request_id, response):
+    async def send(self, request, request_id, response):
+        """Write ``response`` (a :class:`Response`) to ``request``: the
+        headers S3 sends, then the body or its stream, with backpressure.
+        The console sends the downloads it runs through the handlers so."""
         if request.gone:
             return
         request.prepare_close_if_body_unread()

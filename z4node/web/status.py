@@ -106,7 +106,7 @@ class _Base(JSONResource):
         self.cluster = cluster
 
     def uptime(self):
-        return round(self.reactor.seconds() - self.node_info["started"], 3)
+        return uptime(self.reactor, self.node_info)
 
 
 class Ping(_Base):
@@ -115,17 +115,37 @@ class Ping(_Base):
                 "uptime": self.uptime()}
 
 
+def uptime(clock, node_info):
+    return round(clock.seconds() - node_info["started"], 3)
+
+
+def peers_view(clock, node_info, cluster):
+    """What ``/_z4/peers`` answers (the console shows it too)."""
+    now = clock.seconds()
+    members = []
+    for member in cluster.membership.all_members():
+        entry = member.to_json()
+        entry["self"] = member.id == node_info["id"]
+        entry["last_heard_ago"] = (
+            None if member.last_heard is None else round(now - member.last_heard, 3))
+        members.append(entry)
+    return {"id": node_info["id"], "members": members}
+
+
+def status_view(clock, node_info, cluster):
+    """What ``/_z4/status`` answers (the console shows it too)."""
+    status = {"id": node_info["id"], "version": z4node.__version__,
+              "uptime": uptime(clock, node_info)}
+    status.update(cluster.status())
+    jobs = node_info.get("jobs")
+    if jobs is not None:
+        status["jobs"] = jobs()
+    return status
+
+
 class Peers(_Base):
     def get(self, request):
-        now = self.reactor.seconds()
-        members = []
-        for member in self.cluster.membership.all_members():
-            entry = member.to_json()
-            entry["self"] = member.id == self.node_info["id"]
-            entry["last_heard_ago"] = (
-                None if member.last_heard is None else round(now - member.last_heard, 3))
-            members.append(entry)
-        return {"id": self.node_info["id"], "members": members}
+        return peers_view(self.reactor, self.node_info, self.cluster)
 
 
 class RingView(_Base):
@@ -183,13 +203,7 @@ class ProvidersOf(_Base):
 
 class Status(_Base):
     def get(self, request):
-        status = {"id": self.node_info["id"], "version": z4node.__version__,
-                  "uptime": self.uptime()}
-        status.update(self.cluster.status())
-        jobs = self.node_info.get("jobs")
-        if jobs is not None:
-            status["jobs"] = jobs()
-        return status
+        return status_view(self.reactor, self.node_info, self.cluster)
 
 
 def make_z4_resource(reactor, node_info, cluster, keys, root=None):
