@@ -24,6 +24,8 @@ class MemoryChunkStore:
         self.rotten = set()
 
     def put_chunk(self, digest, data):
+        # As ChunkStore does, a write of a chunk's content replaces a rotted file.
+        self.rotten.discard(digest)
         self.chunks[digest] = data
         return defer.succeed(None)
 
@@ -86,6 +88,27 @@ class ReplicatedChunkTests(SynchronousTestCase):
         third.rotten.add(self.digest)
         self.failureResultOf(run(reader.get(self.digest)), ChunkMissing)
         self.assertEqual(reader.counters["missing"], 1)
+
+    def test_an_owner_that_lacked_its_chunk_keeps_the_copy_it_read(self):
+        """Read repair for chunks: an owner that was down during the write
+        (or whose copy rotted) holds a good copy after reading it; a
+        reader that is not an owner keeps nothing."""
+        self.net.kill(self.owners[2])
+        self.successResultOf(run(self.net.nodes[self.outsider].put(self.digest, self.data)))
+        self.net.revive(self.owners[2])
+        self.successResultOf(run(self.net.nodes[self.outsider].get(self.digest)))
+        self.assertEqual(self.holders(), sorted(self.owners[:2]))
+        late = self.net.nodes[self.owners[2]]
+        self.assertEqual(self.successResultOf(run(late.get(self.digest))), self.data)
+        self.assertEqual(self.holders(), sorted(self.owners))
+        self.assertEqual(late.counters["repaired"], 1)
+        rotten = self.net.nodes[self.owners[0]]
+        rotten.store.rotten.add(self.digest)
+        self.assertEqual(self.successResultOf(run(rotten.get(self.digest))), self.data)
+        self.assertEqual(rotten.counters["repaired"], 1)
+        self.net.calls.clear()
+        self.successResultOf(run(rotten.get(self.digest)))
+        self.assertEqual(self.net.calls, [])
 
     def test_an_owner_refuses_bytes_that_are_not_the_chunk(self):
         owner = self.net.nodes[self.owners[0]]

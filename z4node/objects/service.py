@@ -158,7 +158,10 @@ class ObjectService:
         with the key's lock held."""
         if precondition is not None:
             precondition(await self._live_head(version.bucket, version.key))
-        if version.version_id == NULL_VERSION:
+        # Only a bucket with Object Lock can hold a protected version (and
+        # only then is the record read: its body may be unreadable).
+        target = self.system.bucket(version.bucket)
+        if version.version_id == NULL_VERSION and target is not None and lock.enabled(target):
             replaced = await self._read(version.bucket, self.tables.version(
                 version.bucket, version.key, NULL_VERSION))
             if replaced is not None:

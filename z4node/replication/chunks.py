@@ -14,7 +14,10 @@ a lie) costs one more call, never a wrong answer.
   :class:`~z4node.replication.errors.QuorumNotReached`.
 - **Get**: this node's copy first if it has one, then the owners in ring
   order; each remote copy is verified, and a bad or missing one moves on to
-  the next. None good: :class:`~z4node.storage.chunks.ChunkMissing`.
+  the next. None good: :class:`~z4node.storage.chunks.ChunkMissing`. An
+  owner that had to fetch its own chunk (it was down when the chunk was
+  written, or its copy rotted) keeps the good copy (read repair), without
+  delaying the read.
 
 Chunks travel in plaintext inside the peer channel, which is encrypted;
 each node seals what it stores under its own node key (at-rest encryption
@@ -51,7 +54,7 @@ class ReplicatedChunks:
         self.store = store
         self._cluster = cluster
         self.counters = {"puts": 0, "gets": 0, "remote_gets": 0, "bad_copies": 0,
-                         "missing": 0, "quorum_failures": 0}
+                         "missing": 0, "quorum_failures": 0, "repaired": 0}
         cluster.serve("chunk.put", self._serve_put)
         cluster.serve("chunk.get", self._serve_get)
 
@@ -140,9 +143,20 @@ class ReplicatedChunks:
                 self.log.warn("chunk {hash}: {owner} sent bytes that do not hash to it; "
                               "trying the next owner", hash=digest.hex(), owner=owner)
                 continue
+            if local in self.owners(digest):
+                self._repair(digest, data)
             return data if then is None else await self.store.run(then, data)
         self.counters["missing"] += 1
         raise ChunkMissing(digest.hex())
+
+    def _repair(self, digest, data):
+        """Store a verified copy of a chunk this node owns but lacked (a
+        rotted file is replaced), in the background."""
+        def failed(failure):
+            self.log.warn("chunk {hash}: keeping the copy fetched for repair failed: {why}",
+                          hash=digest.hex(), why=failure.getErrorMessage())
+        self.counters["repaired"] += 1
+        self.store.put_chunk(digest, data).addErrback(failed)
 
     async def _serve_get(self, peer_id, args, body):
         digest = _digest(args)
