@@ -9,6 +9,8 @@ anything but 127.0.0.1.
 import json
 import os
 import signal
+import time
+import urllib.request
 
 import treq
 from twisted.internet import defer, reactor, task, threads
@@ -78,6 +80,24 @@ def eventually(testcase, check, what, limit=60, nodes=()):
                 logs = "\n".join(f"--- {n.id}\n{n.log()[-3000:]}" for n in nodes)
                 testcase.fail(f"{what}: not within {limit} s ({e!r})\n{logs}")
         yield sleep(0.2)
+
+
+def node_view(node, path="/_z4/status"):
+    """A /_z4/ view of ``node`` (blocking), signed with its own admin key."""
+    url = node.endpoint + path
+    request = urllib.request.Request(url, headers=signed_headers(
+        url, node.credentials(), time.time()))
+    return json.loads(urllib.request.urlopen(request, timeout=2).read())
+
+
+def all_alive(nodes):
+    """A check for :func:`eventually`: every one of ``nodes`` sees all of
+    them alive."""
+    def check():
+        for node in nodes:
+            states = {m["id"]: m["state"] for m in node_view(node, "/_z4/peers")["members"]}
+            assert all(states.get(n.id) == "alive" for n in nodes), states
+    return check
 
 
 def start_cluster(testcase, count):

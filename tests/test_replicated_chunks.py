@@ -15,7 +15,7 @@ from z4node.storage.chunks import ChunkCorrupted, ChunkMissing, chunk_hash
 
 
 class MemoryChunkStore:
-    """ChunkStore's put_chunk/get_chunk in memory; ``lie`` makes get_chunk
+    """ChunkStore's put_chunk/get_chunk (and run, inline) in memory; ``lie`` makes get_chunk
     return other bytes than were stored (a peer that cannot be trusted)."""
 
     def __init__(self):
@@ -24,16 +24,21 @@ class MemoryChunkStore:
         self.rotten = set()
 
     def put_chunk(self, digest, data):
+        # As ChunkStore does, a write of a chunk's content replaces a rotted file.
+        self.rotten.discard(digest)
         self.chunks[digest] = data
         return defer.succeed(None)
 
-    def get_chunk(self, digest):
+    def get_chunk(self, digest, then=None):
         if digest in self.rotten:
             return defer.fail(ChunkCorrupted(digest.hex()))
         if digest not in self.chunks:
             return defer.fail(ChunkMissing(digest.hex()))
         data = self.chunks[digest]
         return defer.succeed(b"not " + data if self.lie else data)
+
+    def run(self, fn, *args):
+        return defer.succeed(fn(*args))
 
 
 def build(cluster):
@@ -83,6 +88,27 @@ class ReplicatedChunkTests(SynchronousTestCase):
         third.rotten.add(self.digest)
         self.failureResultOf(run(reader.get(self.digest)), ChunkMissing)
         self.assertEqual(reader.counters["missing"], 1)
+
+    def test_an_owner_that_lacked_its_chunk_keeps_the_copy_it_read(self):
+        """Read repair for chunks: an owner that was down during the write
+        (or whose copy rotted) holds a good copy after reading it; a
+        reader that is not an owner keeps nothing."""
+        self.net.kill(self.owners[2])
+        self.successResultOf(run(self.net.nodes[self.outsider].put(self.digest, self.data)))
+        self.net.revive(self.owners[2])
+        self.successResultOf(run(self.net.nodes[self.outsider].get(self.digest)))
+        self.assertEqual(self.holders(), sorted(self.owners[:2]))
+        late = self.net.nodes[self.owners[2]]
+        self.assertEqual(self.successResultOf(run(late.get(self.digest))), self.data)
+        self.assertEqual(self.holders(), sorted(self.owners))
+        self.assertEqual(late.counters["repaired"], 1)
+        rotten = self.net.nodes[self.owners[0]]
+        rotten.store.rotten.add(self.digest)
+        self.assertEqual(self.successResultOf(run(rotten.get(self.digest))), self.data)
+        self.assertEqual(rotten.counters["repaired"], 1)
+        self.net.calls.clear()
+        self.successResultOf(run(rotten.get(self.digest)))
+        self.assertEqual(self.net.calls, [])
 
     def test_an_owner_refuses_bytes_that_are_not_the_chunk(self):
         owner = self.net.nodes[self.owners[0]]

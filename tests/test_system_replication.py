@@ -8,15 +8,12 @@ anything but 127.0.0.1.
 
 import json
 import signal
-import time
-import urllib.request
 
 from botocore.exceptions import ClientError
 from twisted.internet import defer
 from twisted.trial.unittest import TestCase
 
-from tests.test_cluster_processes import eventually, start_cluster
-from z4node.admin.cluster_cli import signed_headers
+from tests.test_cluster_processes import all_alive, eventually, node_view, start_cluster
 
 NODES = 3
 
@@ -30,22 +27,6 @@ class SystemReplicationTests(TestCase):
     def eventually(self, check, what):
         return eventually(self, check, what, nodes=self.nodes)
 
-    @staticmethod
-    def status(node, path="/_z4/status"):
-        """A /_z4/ view of ``node``, signed with its own admin key."""
-        url = node.endpoint + path
-        request = urllib.request.Request(url, headers=signed_headers(
-            url, node.credentials(), time.time()))
-        return json.loads(urllib.request.urlopen(request, timeout=2).read())
-
-    def all_alive(self, nodes):
-        def check():
-            for node in nodes:
-                view = self.status(node, "/_z4/peers")
-                states = {m["id"]: m["state"] for m in view["members"]}
-                assert all(states.get(n.id) == "alive" for n in nodes), states
-        return check
-
     def create_key(self, node, name):
         code, out, err = node.z4("key", "create", name, "--json")
         self.assertEqual(code, 0, err)
@@ -54,13 +35,13 @@ class SystemReplicationTests(TestCase):
 
     @defer.inlineCallbacks
     def test_keys_and_buckets_on_every_node(self):
-        yield self.eventually(self.all_alive(self.nodes), "three nodes converge")
+        yield self.eventually(all_alive(self.nodes), "three nodes converge")
 
         # A key made through node 0 signs requests on node 2.
         alice = self.create_key(self.nodes[0], "alice")
         yield self.eventually(lambda: self.nodes[2].client(alice).list_buckets(),
                               "node 2 knows alice's key")
-        status = self.status(self.nodes[0])["jobs"]["system_tables"]
+        status = node_view(self.nodes[0])["jobs"]["system_tables"]
         self.assertGreater(status["published"], 0)
         self.assertEqual((status["quorum"], status["quorum_failures"]), (2, 0))
 

@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.fakecluster import FakeNet
 from z4node.cluster.channel import PeerChannel
 from z4node.replication.errors import QuorumNotReached
-from z4node.replication.table import LocalStore, PartitionedTable, Schema
+from z4node.replication.table import LocalStore, PartitionedTable, Schema, majority
 
 BUCKET = b"photos"
 
@@ -57,7 +57,7 @@ class QuorumTests(SynchronousTestCase):
             net = FakeNet(count, build)
             table = net.nodes["n0"]
             placed = table.owners(BUCKET)
-            self.assertEqual((len(placed), table.write_quorum(placed)), (owners, quorum))
+            self.assertEqual((len(placed), majority(placed)), (owners, quorum))
             # Exactly a quorum of owners reachable: the write is acknowledged...
             down = placed[quorum:]
             for member_id in down:

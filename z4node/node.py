@@ -371,6 +371,13 @@ class Node(MultiService):
         z4.putChild(b"console", Console(self.reactor, api, AdminCommands(self), node_info,
                                         self.cluster))
         self.cluster.setServiceParent(self)
+        # Before anything can answer a request (all of this runs without
+        # yielding to the reactor): objects live on their ring owners.
+        self.objects.replicate_with(self.cluster)
+        # Chunk references are counted where the versions are, not on the
+        # chunks' owners, until cluster-wide GC exists (issue 13): in a
+        # cluster, no chunk is deleted rather than a referenced one.
+        self.gc.deletes_chunks = lambda: len(self.cluster.ring) <= 1
         # Keys, buckets and grants are kept whole on every node.
         self.everywhere = EverywhereTables(self.reactor, self.cluster, random.Random())
         self.system.replicate_with(self.everywhere)

@@ -298,7 +298,9 @@ class LifecycleWorker(Service):
         cursor = json.loads(saved) if saved else None
         started = cursor["started"] if cursor else self._clock.seconds()
         done = []
-        buckets = [b for b in self._objects.system.buckets() if rules_of(b)]
+        # Each bucket's rules are carried out by one node, its first owner.
+        buckets = [b for b in self._objects.system.buckets()
+                   if rules_of(b) and self._objects.is_first_owner(b.name)]
         for bucket in buckets:
             if cursor is not None and bucket.name < cursor["bucket"]:
                 continue

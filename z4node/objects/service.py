@@ -1,25 +1,41 @@
-"""ObjectService: the S3 object model over the metadata store and the chunk
-store: buckets and their settings, object versions (versioning, delete
-markers, object lock, tags), copies, listings and multipart uploads.
+"""ObjectService: the S3 object model over the replicated tables and the
+replicated chunks: buckets and their settings, object versions
+(versioning, delete markers, object lock, tags), copies, listings and
+multipart uploads.
 
-It never parses HTTP and never touches a file: bytes arrive and leave as
-async iterables, records go to ``MetaStore``, chunks to ``ChunkStore``.
-A write is acknowledged (its coroutine returns) only after its chunks and
-its record are durable.
+It never parses HTTP and never touches a file or a peer: bytes arrive and
+leave as async iterables, records go to the bucket's owners through
+``ObjectTables``, chunks to theirs through ``ReplicatedChunks`` (DESIGN.md,
+"The paths of a request"). A single node is a cluster of one through the
+same code. A write is acknowledged (its coroutine returns) only after a
+write quorum of owners holds its chunks and its record durably.
+
+Checks that decide a write (preconditions, Object Lock, the part list of
+a completion) run here, in the coordinator, against a quorum read of the
+current state, while this node holds the key's lock: two writes of one key
+through the same node are serialized; two through different nodes are
+decided by their timestamps, the newer wins (docs/cluster.md).
 """
 
 import copy
 import hashlib
 import json
 import os
-from contextlib import contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+from twisted.internet.defer import DeferredLock
 
 from z4node.objects import checksums, encryption, lock, streams, versioning
 from z4node.objects.errors import ObjectError
 from z4node.objects.system import valid_bucket_name
+from z4node.objects.tables import ObjectTables
 from z4node.objects.versioning import NULL_VERSION
-from z4node.storage.meta import BucketMissing, Part, Upload, UploadMissing, Version
+from z4node.replication.chunks import ReplicatedChunks
+from z4node.replication.errors import QuorumNotReached
+from z4node.replication.solo import SoloCluster
+from z4node.storage.meta import Part, Upload, Version, VersionTombstone
+from z4node.storage.object_records import EndedUpload, ObjectRecords
 
 # S3's minimum size for every part of a multipart upload but the last.
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -34,14 +50,28 @@ def _parts_digest(requested):
     return hashlib.sha256(json.dumps(normal).encode("utf-8")).digest()
 
 
-@contextmanager
-def _bucket_still_there():
-    """A commit that found its bucket deleted meanwhile (checked in the
-    commit's transaction) is NoSuchBucket, as if it had come later."""
-    try:
-        yield
-    except BucketMissing:
-        raise ObjectError("NoSuchBucket") from None
+class KeyLocks:
+    """One lock per (bucket, key) in use, dropped when nobody holds or waits
+    for it."""
+
+    def __init__(self):
+        self._locks = {}
+
+    @asynccontextmanager
+    async def held(self, bucket, key):
+        name = (bucket, key)
+        entry = self._locks.get(name)
+        if entry is None:
+            entry = self._locks[name] = [DeferredLock(), 0]
+        entry[1] += 1
+        await entry[0].acquire()
+        try:
+            yield
+        finally:
+            entry[0].release()
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._locks[name]
 
 
 @dataclass
@@ -70,10 +100,73 @@ class ObjectService:
     def __init__(self, clock, meta, chunks, system, hlc, random_bytes=os.urandom):
         self._clock = clock
         self._meta = meta
-        self._chunks = chunks
+        self._store = chunks
+        self.records = ObjectRecords(meta, clock)
         self.system = system
         self._hlc = hlc
         self._random_bytes = random_bytes
+        self._key_locks = KeyLocks()
+        self.replicate_with(SoloCluster())
+
+    def replicate_with(self, cluster):
+        """Keep objects on their owners in ``cluster`` (a ClusterService);
+        until this is called the node is a cluster of one."""
+        self.cluster = cluster
+        self._chunks = ReplicatedChunks(self._store, cluster)
+        self.tables = ObjectTables(self.records, cluster)
+
+    def is_first_owner(self, bucket):
+        """Whether this node comes first among the bucket's owners (the one
+        that runs its background work, such as lifecycle rules)."""
+        return self.tables.owners(bucket)[0] == self.cluster.local.id
+
+    async def _unavailable(self, bucket, error):
+        """The ObjectError for a write or read that too few owners took:
+        NoSuchBucket if the bucket went meanwhile (its owners refuse it),
+        else ServiceUnavailable."""
+        if self.system.bucket(bucket) is None:
+            return ObjectError("NoSuchBucket")
+        return ObjectError("ServiceUnavailable", f"Too few of the bucket's nodes answered "
+                           f"({error}); try again.")
+
+    async def _read(self, bucket, read):
+        try:
+            return await read
+        except QuorumNotReached as e:
+            raise await self._unavailable(bucket, e) from None
+
+    async def _commit(self, record):
+        """Write a Version or VersionTombstone to the bucket's owners."""
+        try:
+            await self.tables.write_version(record)
+        except QuorumNotReached as e:
+            raise await self._unavailable(record.bucket, e) from None
+
+    async def _latest(self, bucket, key):
+        return await self._read(bucket, self.tables.latest(bucket, key))
+
+    async def _live_head(self, bucket, key):
+        """The newest version of key unless it is a delete marker (what a
+        precondition is checked against)."""
+        latest = await self._latest(bucket, key)
+        return None if latest is None or latest.delete_marker else latest
+
+    async def _install(self, version, precondition=None):
+        """Make ``version`` key's newest version, if ``precondition(current
+        live head or None)`` allows and Object Lock does not protect a
+        version it overwrites in place (the ``null`` version). Called
+        with the key's lock held."""
+        if precondition is not None:
+            precondition(await self._live_head(version.bucket, version.key))
+        # Only a bucket with Object Lock can hold a protected version (and
+        # only then is the record read: its body may be unreadable).
+        target = self.system.bucket(version.bucket)
+        if version.version_id == NULL_VERSION and target is not None and lock.enabled(target):
+            replaced = await self._read(version.bucket, self.tables.version(
+                version.bucket, version.key, NULL_VERSION))
+            if replaced is not None:
+                lock.check_removable(replaced, self._clock.seconds())
+        await self._commit(version)
 
     @property
     def encrypts_at_rest(self):
@@ -156,6 +249,16 @@ class ObjectService:
         now = self._clock.seconds()
         meta = self._meta
         versioned = versioning.status(bucket) is not None
+        # Asked of the bucket's owners first (this node may hold none of
+        # it), then of this node's copy in the tombstone's transaction.
+        keys, _ = await self._read(name, self.tables.list_heads(name, "", None, None, 1))
+        if keys:
+            raise ObjectError("BucketNotEmpty")
+        if versioned:
+            versions, _ = await self._read(name, self.tables.list_versions(
+                name, "", None, None, None, None, 1))
+            if versions:
+                raise ObjectError("BucketNotEmpty")
 
         def must_be_empty(c):
             if meta.bucket_has_objects(c, name) or (
@@ -176,7 +279,7 @@ class ObjectService:
         """
         self.bucket(bucket)
         if version_id is None:
-            version = await self._meta.get_latest(bucket, key)
+            version = await self._latest(bucket, key)
             if version is None:
                 raise ObjectError("NoSuchKey")
             if version.delete_marker:
@@ -192,7 +295,7 @@ class ObjectService:
         """The version named by ``version_id`` (delete markers included);
         NoSuchVersion if there is none."""
         hlc = versioning.version_hlc(version_id)
-        version = await self._meta.get_version(bucket, key, version_id, hlc)
+        version = await self._read(bucket, self.tables.version(bucket, key, version_id, hlc))
         if version is None:
             raise ObjectError("NoSuchVersion")
         return version
@@ -218,12 +321,6 @@ class ObjectService:
         return lock.with_default_retention(
             bucket, meta, self._clock.seconds() if now is None else now)
 
-    def _overwrite_guard(self):
-        """``replacing`` for a write: a version overwritten in place (the
-        ``null`` version) must not be protected by Object Lock."""
-        now = self._clock.seconds()
-        return lambda old: lock.check_removable(old, now)
-
     async def put_object(self, bucket, key, body, *, owner, meta, hashers=(),
                          verify=None, precondition=None, customer_key=None, kms=None):
         """Store ``body`` as the new version of key, SSE-C encrypted with
@@ -241,21 +338,23 @@ class ObjectService:
         record = sealing = None
         if (kms or customer_key) is not None:
             record, sealing = encryption.new_record(kms or customer_key)
-        stored = await streams.store_body(self._chunks, body, hashers, sealing=sealing)
+        try:
+            stored = await streams.store_body(self._chunks, body, hashers, sealing=sealing)
+        except QuorumNotReached as e:
+            raise await self._unavailable(bucket, e) from None
         try:
             if verify is not None:
                 verify(stored)
             # After verify, which may record checksums in ``meta``.
             meta = encryption.with_record(meta, record)
-            target = self.bucket(bucket)
-            meta = self._version_meta(target, meta)
-            etag = sealing.etag(stored.md5) if sealing else stored.md5.hex()
-            version = self._new_version(
-                target, key, delete_marker=False, size=stored.size, etag=etag,
-                owner=owner, meta=meta, chunks=stored.chunks, inline=stored.inline)
-            with _bucket_still_there():
-                await self._meta.put_version(version, self._clock.seconds(), precondition,
-                                             self._overwrite_guard())
+            async with self._key_locks.held(bucket, key):
+                target = self.bucket(bucket)
+                meta = self._version_meta(target, meta)
+                etag = sealing.etag(stored.md5) if sealing else stored.md5.hex()
+                version = self._new_version(
+                    target, key, delete_marker=False, size=stored.size, etag=etag,
+                    owner=owner, meta=meta, chunks=stored.chunks, inline=stored.inline)
+                await self._install(version, precondition)
         finally:
             streams.release(self._chunks, stored.chunks)
         return version
@@ -277,12 +376,11 @@ class ObjectService:
         meta = self._version_meta(target, meta)
         streams.pin_version(self._chunks, source)
         try:
-            version = self._new_version(
-                target, key, delete_marker=False, size=source.size, etag=source.etag,
-                owner=owner, meta=meta, chunks=list(source.chunks), inline=source.inline)
-            with _bucket_still_there():
-                await self._meta.put_version(version, self._clock.seconds(), precondition,
-                                             self._overwrite_guard())
+            async with self._key_locks.held(bucket, key):
+                version = self._new_version(
+                    target, key, delete_marker=False, size=source.size, etag=source.etag,
+                    owner=owner, meta=meta, chunks=list(source.chunks), inline=source.inline)
+                await self._install(version, precondition)
         finally:
             streams.release(self._chunks, source.chunks)
         return version
@@ -307,24 +405,38 @@ class ObjectService:
         it (or, with ``only_noncurrent``, it is the newest). Returns a
         :class:`Deletion`."""
         target = self.bucket(bucket)
-        now = self._clock.seconds()
-        if version_id is not None:
-            hlc = versioning.version_hlc(version_id)
-            removed = await self._meta.delete_version(
-                bucket, key, version_id, now, hlc,
-                check=lambda v: self._check_removal(v, now, bypass_governance, precondition),
-                only_noncurrent=only_noncurrent)
-            return Deletion(version_id, bool(removed and removed.delete_marker))
-        state = versioning.status(target)
-        marker = self._new_version(target, key, delete_marker=True, size=0, etag="",
-                                   owner=owner, meta={}, chunks=[], inline=None)
-        with _bucket_still_there():
-            await self._meta.delete_object(marker, now, precondition,
-                                           always=state is not None,
-                                           replacing=self._overwrite_guard())
+        async with self._key_locks.held(bucket, key):
+            if version_id is not None:
+                return await self._delete_version(bucket, key, version_id, bypass_governance,
+                                                  precondition, only_noncurrent)
+            state = versioning.status(target)
+            marker = self._new_version(target, key, delete_marker=True, size=0, etag="",
+                                       owner=owner, meta={}, chunks=[], inline=None)
+            current = await self._live_head(bucket, key)
+            if precondition is not None:
+                precondition(current)
+            # A never-versioned bucket gets a marker only over a live object
+            # (there it is a tombstone); otherwise always, as S3 does.
+            if state is not None or current is not None:
+                await self._install(marker)
         if state is None:
             return Deletion(None, False)
         return Deletion(marker.version_id, True)
+
+    async def _delete_version(self, bucket, key, version_id, bypass_governance,
+                              precondition, only_noncurrent):
+        hlc = versioning.version_hlc(version_id)
+        version = await self._read(bucket, self.tables.version(bucket, key, version_id, hlc))
+        if version is None:
+            return Deletion(version_id, False)
+        if only_noncurrent:
+            latest = await self._latest(bucket, key)
+            if latest is not None and latest.version_id == version_id:
+                return Deletion(version_id, False)
+        self._check_removal(version, self._clock.seconds(), bypass_governance, precondition)
+        await self._commit(VersionTombstone(bucket, key, version_id, version.hlc,
+                                            self._hlc.now()))
+        return Deletion(version_id, version.delete_marker)
 
     @staticmethod
     def _check_removal(version, now, bypass_governance, precondition):
@@ -334,7 +446,8 @@ class ObjectService:
 
     async def list_objects(self, bucket, prefix, delimiter, after, limit):
         self.bucket(bucket)
-        return await self._meta.list_heads(bucket, prefix, delimiter, after, limit)
+        return await self._read(bucket, self.tables.list_heads(bucket, prefix, delimiter,
+                                                               after, limit))
 
     async def list_versions(self, bucket, prefix, delimiter, key_marker,
                             version_id_marker, limit):
@@ -348,8 +461,8 @@ class ObjectService:
                                   "specified without a key marker.",
                                   argument=("version-id-marker", version_id_marker))
             marker_hlc = versioning.version_hlc(version_id_marker)
-        return await self._meta.list_versions(bucket, prefix, delimiter, key_marker,
-                                              version_id_marker, marker_hlc, limit)
+        return await self._read(bucket, self.tables.list_versions(
+            bucket, prefix, delimiter, key_marker, version_id_marker, marker_hlc, limit))
 
     # -- per-version metadata: tags, retention, legal hold ---------------------
 
@@ -358,25 +471,24 @@ class ObjectService:
         ``version_id`` names) in place: ``change(version)`` returns the new
         meta dict, inside the write. Its bytes, ETag and Last-Modified stay."""
         self.bucket(bucket)
-        named = version_id is not None
-        if not named:
-            latest = await self._meta.get_latest(bucket, key)
-            if latest is None or latest.delete_marker:
-                raise ObjectError("NoSuchKey", version=latest)
-            version_id, hlc = latest.version_id, latest.hlc
-        else:
-            hlc = versioning.version_hlc(version_id)
-
-        def checked(version):
+        async with self._key_locks.held(bucket, key):
+            if version_id is None:
+                version = await self._latest(bucket, key)
+                if version is None or version.delete_marker:
+                    raise ObjectError("NoSuchKey", version=version)
+            else:
+                hlc = versioning.version_hlc(version_id)
+                version = await self._read(bucket, self.tables.version(bucket, key,
+                                                                       version_id, hlc))
+                if version is None:
+                    raise ObjectError("NoSuchVersion")
             if version.delete_marker:
                 raise ObjectError("MethodNotAllowed", "The specified method is not "
                                   "allowed against this resource.", version=version)
-            return change(version)
-
-        version = await self._meta.update_version_meta(bucket, key, version_id,
-                                                       checked, hlc)
-        if version is None:
-            raise ObjectError("NoSuchVersion" if named else "NoSuchKey")
+            version.meta = change(version)
+            # A new edit stamp: replicas tell the newer edit by it.
+            version.stamp = self._hlc.now()
+            await self._commit(version)
         return version
 
     async def set_tags(self, bucket, key, version_id, tags):
@@ -445,16 +557,27 @@ class ObjectService:
         # option by command-line tools such as the aws CLI.
         upload_id = self._random_bytes(24).hex()
         upload = Upload(upload_id, bucket, key, self._hlc.now(), owner, meta)
-        with _bucket_still_there():
-            await self._meta.create_upload(upload)
+        try:
+            await self.tables.write_upload(upload)
+        except QuorumNotReached as e:
+            raise await self._unavailable(bucket, e) from None
         return upload
 
     async def get_upload(self, bucket, key, upload_id):
         self.bucket(bucket)
-        upload = await self._meta.get_upload(upload_id)
-        if upload is None or upload.bucket != bucket or upload.key != key:
+        upload = await self._read(bucket, self.tables.upload(bucket, upload_id))
+        if not isinstance(upload, Upload) or upload.key != key:
             raise ObjectError("NoSuchUpload")
         return upload
+
+    async def _store_part(self, upload, part):
+        try:
+            await self.tables.write_part(upload, part)
+        except QuorumNotReached as e:
+            if isinstance(await self._read(upload.bucket, self.tables.upload(
+                    upload.bucket, upload.upload_id)), EndedUpload):
+                raise ObjectError("NoSuchUpload") from None
+            raise await self._unavailable(upload.bucket, e) from None
 
     async def upload_part(self, bucket, key, upload_id, part_number, body, *,
                           hashers=(), verify=None, meta=None, customer_key=None):
@@ -465,17 +588,17 @@ class ObjectService:
         began = self._hlc.now()
         upload = await self.get_upload(bucket, key, upload_id)
         sealing = self._part_sealing(upload, customer_key)
-        stored = await streams.store_body(self._chunks, body, hashers, inline_limit=-1,
-                                          sealing=sealing)
+        try:
+            stored = await streams.store_body(self._chunks, body, hashers, inline_limit=-1,
+                                              sealing=sealing)
+        except QuorumNotReached as e:
+            raise await self._unavailable(bucket, e) from None
         try:
             if verify is not None:
                 verify(stored)
             etag = sealing.etag(stored.md5) if sealing else stored.md5.hex()
             part = Part(part_number, etag, stored.size, stored.chunks, began, meta or {})
-            try:
-                await self._meta.put_part(upload_id, part, self._clock.seconds())
-            except UploadMissing:
-                raise ObjectError("NoSuchUpload") from None
+            await self._store_part(upload, part)
         finally:
             streams.release(self._chunks, stored.chunks)
         return part
@@ -510,10 +633,7 @@ class ObjectService:
                     part_meta["checksums"] = {algorithm: source.meta["checksums"][algorithm]}
                 part = Part(part_number, source.etag, source.size, list(source.chunks),
                             self._hlc.now(), part_meta)
-                try:
-                    await self._meta.put_part(upload_id, part, self._clock.seconds())
-                except UploadMissing:
-                    raise ObjectError("NoSuchUpload") from None
+                await self._store_part(upload, part)
             finally:
                 streams.release(self._chunks, source.chunks)
             return part
@@ -533,13 +653,23 @@ class ObjectService:
 
     async def list_parts(self, bucket, key, upload_id, after_part, limit):
         upload = await self.get_upload(bucket, key, upload_id)
-        parts = await self._meta.list_parts(upload_id, after_part, limit)
+        parts = await self._read(bucket, self.tables.parts(bucket, upload_id, after_part,
+                                                           limit + 1))
         return upload, parts[:limit], limit > 0 and len(parts) > limit
+
+    async def _all_parts(self, bucket, upload_id):
+        parts = []
+        while True:
+            page = await self._read(bucket, self.tables.parts(
+                bucket, upload_id, parts[-1].part_number if parts else 0, 1000))
+            parts += page
+            if len(page) < 1000:
+                return parts
 
     async def list_uploads(self, bucket, prefix, delimiter, key_marker, upload_id_marker, limit):
         self.bucket(bucket)
-        return await self._meta.list_uploads(
-            bucket, prefix, delimiter, key_marker, upload_id_marker, limit)
+        return await self._read(bucket, self.tables.list_uploads(
+            bucket, prefix, delimiter, key_marker, upload_id_marker, limit))
 
     async def complete_upload(self, bucket, key, upload_id, requested, *,
                               owner, precondition=None, expected_checksum=None,
@@ -564,8 +694,6 @@ class ObjectService:
         if customer_key is not None:
             self._part_sealing(upload, customer_key)
         target = self.bucket(bucket)
-        # The version's timestamp and id are made here: build() runs on the
-        # database's writer thread.
         template = self._new_version(target, key, delete_marker=False, size=0, etag="",
                                      owner=owner, meta={}, chunks=[], inline=None)
         now = self._clock.seconds()
@@ -613,29 +741,40 @@ class ObjectService:
             template.chunks = [c for p in chosen for c in p.chunks]
             return template
 
+        async with self._key_locks.held(bucket, key):
+            try:
+                # Again under the lock: a completion that overtook this one
+                # has ended it.
+                upload = await self.get_upload(bucket, key, upload_id)
+            except ObjectError as e:
+                if e.code != "NoSuchUpload":
+                    raise
+                return await self._completed_before(bucket, key, upload_id, digest)
+            version = build(upload, await self._all_parts(bucket, upload_id))
+            await self._install(version, precondition)
+            await self._end_upload(EndedUpload(upload_id, bucket, key, digest,
+                                               version.version_id, version.hlc))
+        return version
+
+    async def _end_upload(self, ended):
         try:
-            with _bucket_still_there():
-                return await self._meta.complete_upload(
-                    upload, build, self._clock.seconds(), precondition,
-                    self._overwrite_guard(), parts_digest=digest)
-        except UploadMissing:
-            # Completed (or aborted) by a request that overtook this one.
-            return await self._completed_before(bucket, key, upload_id, digest)
+            await self.tables.write_upload(ended)
+        except QuorumNotReached as e:
+            raise await self._unavailable(ended.bucket, e) from None
 
     async def _completed_before(self, bucket, key, upload_id, digest):
         """The version a completion of ``upload_id`` with the same part
         list made, if it is remembered and still there; else NoSuchUpload."""
-        record = await self._meta.completed_upload(upload_id, self._clock.seconds())
-        if record is None or (record.bucket, record.key, record.parts) != (bucket, key, digest):
+        record = await self._read(bucket, self.tables.upload(bucket, upload_id))
+        if not isinstance(record, EndedUpload) or record.aborted or (
+                record.key, record.parts) != (key, digest):
             raise ObjectError("NoSuchUpload")
-        version = await self._meta.get_version(bucket, key, record.version_id, record.hlc)
+        version = await self._read(bucket, self.tables.version(
+            bucket, key, record.version_id, record.hlc))
         if version is None:
             raise ObjectError("NoSuchUpload")
         return version
 
     async def abort_upload(self, bucket, key, upload_id):
-        await self.get_upload(bucket, key, upload_id)
-        try:
-            await self._meta.abort_upload(upload_id, self._clock.seconds())
-        except UploadMissing:
-            raise ObjectError("NoSuchUpload") from None
+        upload = await self.get_upload(bucket, key, upload_id)
+        await self._end_upload(EndedUpload(upload_id, bucket, key, b"", "", upload.hlc))

@@ -98,7 +98,16 @@ class SystemTables:
         current = table.get(_entry_key(record))
         if current is not None and current.hlc >= record.hlc:
             return
-        await _SAVE[cls](self._meta, record)
+        if cls is Bucket and (record.deleted or current is None or current.deleted
+                              or current.created != record.created):
+            # A bucket deleted, or made anew under a used name: this node's
+            # share of what it held goes, as on the node that deleted it.
+            now = self._clock.seconds()
+            meta = self._meta
+            await meta.save_bucket(
+                record, lambda c: meta.purge_bucket_contents(c, record.name, now))
+        else:
+            await _SAVE[cls](self._meta, record)
         # Another, newer entry may have landed while this one was saved.
         current = table.get(_entry_key(record))
         if current is None or current.hlc < record.hlc:

@@ -14,7 +14,10 @@ a lie) costs one more call, never a wrong answer.
   :class:`~z4node.replication.errors.QuorumNotReached`.
 - **Get**: this node's copy first if it has one, then the owners in ring
   order; each remote copy is verified, and a bad or missing one moves on to
-  the next. None good: :class:`~z4node.storage.chunks.ChunkMissing`.
+  the next. None good: :class:`~z4node.storage.chunks.ChunkMissing`. An
+  owner that had to fetch its own chunk (it was down when the chunk was
+  written, or its copy rotted) keeps the good copy (read repair), without
+  delaying the read.
 
 Chunks travel in plaintext inside the peer channel, which is encrypted;
 each node seals what it stores under its own node key (at-rest encryption
@@ -51,12 +54,32 @@ class ReplicatedChunks:
         self.store = store
         self._cluster = cluster
         self.counters = {"puts": 0, "gets": 0, "remote_gets": 0, "bad_copies": 0,
-                         "missing": 0, "quorum_failures": 0}
+                         "missing": 0, "quorum_failures": 0, "repaired": 0}
         cluster.serve("chunk.put", self._serve_put)
         cluster.serve("chunk.get", self._serve_get)
 
     def owners(self, digest):
         return self._cluster.owners(digest, self.replication)
+
+    # -- what the object layer uses of a chunk store, over the ring --------------
+
+    def run(self, fn, *args):
+        """Run ``fn`` on the chunk I/O pool."""
+        return self.store.run(fn, *args)
+
+    def pin(self, digest):
+        self.store.pin(digest)
+
+    def unpin(self, digest):
+        self.store.unpin(digest)
+
+    def put_chunk(self, digest, data):
+        return Deferred.fromCoroutine(self.put(digest, data))
+
+    def get_chunk(self, digest, then=None):
+        """The verified bytes of a chunk from wherever a copy is, or
+        ``then(bytes)`` computed on the chunk I/O pool."""
+        return Deferred.fromCoroutine(self.get(digest, then))
 
     # -- put ---------------------------------------------------------------------
 
@@ -87,21 +110,23 @@ class ReplicatedChunks:
             data = await body.read_all(MAX_CHUNK_BYTES)
         except RpcError as e:
             raise CallError("TooLarge", str(e)) from None
-        if chunk_hash(data) != digest:
+        if await self.store.run(chunk_hash, data) != digest:
             raise CallError("BadDigest", f"the bytes sent do not hash to {digest.hex()}")
         await self.store.put_chunk(digest, data)
         return Reply({})
 
     # -- get ---------------------------------------------------------------------
 
-    async def get(self, digest):
-        """The verified bytes of a chunk, from this node or an owner."""
+    async def get(self, digest, then=None):
+        """The verified bytes of a chunk, from this node or an owner (or
+        ``then(bytes)``, computed on the chunk I/O pool)."""
         self.counters["gets"] += 1
         local = self._cluster.local.id
         try:
-            return await self.store.get_chunk(digest)
+            return await self.store.get_chunk(digest, then)
         except (ChunkMissing, ChunkCorrupted):
-            pass
+            if self.owners(digest) == [local]:
+                raise
         for owner in self.owners(digest):
             if owner == local:
                 continue
@@ -113,14 +138,25 @@ class ReplicatedChunks:
                 self.log.info("chunk {hash}: no copy from {owner} ({why})",
                               hash=digest.hex(), owner=owner, why=str(e))
                 continue
-            if chunk_hash(data) != digest:
+            if await self.store.run(chunk_hash, data) != digest:
                 self.counters["bad_copies"] += 1
                 self.log.warn("chunk {hash}: {owner} sent bytes that do not hash to it; "
                               "trying the next owner", hash=digest.hex(), owner=owner)
                 continue
-            return data
+            if local in self.owners(digest):
+                self._repair(digest, data)
+            return data if then is None else await self.store.run(then, data)
         self.counters["missing"] += 1
         raise ChunkMissing(digest.hex())
+
+    def _repair(self, digest, data):
+        """Store a verified copy of a chunk this node owns but lacked (a
+        rotted file is replaced), in the background."""
+        def failed(failure):
+            self.log.warn("chunk {hash}: keeping the copy fetched for repair failed: {why}",
+                          hash=digest.hex(), why=failure.getErrorMessage())
+        self.counters["repaired"] += 1
+        self.store.put_chunk(digest, data).addErrback(failed)
 
     async def _serve_get(self, peer_id, args, body):
         digest = _digest(args)

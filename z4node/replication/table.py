@@ -31,6 +31,7 @@ counts as a missing answer.
 """
 
 import abc
+import json
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -95,12 +96,6 @@ class PartitionedTable:
     def owners(self, partition):
         return self._cluster.owners(partition, self.replication)
 
-    @staticmethod
-    def write_quorum(owners):
-        return len(owners) // 2 + 1
-
-    read_quorum = write_quorum
-
     # -- write ---------------------------------------------------------------------
 
     async def write(self, entry):
@@ -108,7 +103,7 @@ class PartitionedTable:
         quorum of them holds it, else QuorumNotReached."""
         self.counters["writes"] += 1
         owners = self.owners(self.schema.partition(entry))
-        needed = self.write_quorum(owners)
+        needed = majority(owners)
         acked = await first_successes([self._apply_at(owner, entry) for owner in owners],
                                       needed)
         if acked < needed:
@@ -120,10 +115,10 @@ class PartitionedTable:
         if owner == self._cluster.local.id:
             return Deferred.fromCoroutine(_awaited(self.store.apply(entry)))
         return Deferred.fromCoroutine(self._cluster.call(
-            owner, f"table.{self.name}.apply", {"entry": entry}))
+            owner, f"table.{self.name}.apply", {}, json_body(entry)))
 
     async def _serve_apply(self, peer_id, args, body):
-        entry = args.get("entry")
+        entry = await read_json(body)
         if not isinstance(entry, dict):
             raise CallError("BadRequest", "entry must be an object")
         try:
@@ -139,39 +134,27 @@ class PartitionedTable:
         (a tombstone is returned as it is: the caller decides what it
         means); None if none has it. QuorumNotReached if too few answer."""
         self.counters["reads"] += 1
-        owners = self.owners(partition)
-        needed = self.read_quorum(owners)
-        local = self._cluster.local.id
-        # This node first when it is an owner: its answer costs no call.
-        ordered = sorted(owners, key=lambda owner: owner != local)
-        answers = {}
-        pending = list(ordered)
-        while len(answers) < needed and pending:
-            batch, pending = pending[:needed - len(answers)], pending[needed - len(answers):]
-            results = await _settle([self._get_at(owner, partition, sort_key)
-                                     for owner in batch])
-            for owner, (ok, value) in zip(batch, results):
-                if ok:
-                    answers[owner] = value
-        if len(answers) < needed:
+        try:
+            answers = await ask_quorum(
+                self._cluster, self.owners(partition),
+                lambda owner: self._get_at(owner, partition, sort_key))
+        except QuorumNotReached as e:
             self.counters["quorum_failures"] += 1
-            raise QuorumNotReached(f"{self.name}: {len(answers)} of the {needed} owners "
-                                   f"needed answered")
+            raise QuorumNotReached(f"{self.name}: {e}") from None
         newest = self.schema.newest(answers.values())
         if newest is not None:
             stale = [owner for owner, value in answers.items()
                      if value is None or self.schema.hlc(value) < self.schema.hlc(newest)]
             for owner in stale:
-                self._repair(owner, newest)
+                self.repair(owner, newest)
         return newest
 
     def _get_at(self, owner, partition, sort_key):
         if owner == self._cluster.local.id:
             return Deferred.fromCoroutine(_awaited(self.store.get(partition, sort_key)))
-        d = Deferred.fromCoroutine(self._cluster.call(
+        return Deferred.fromCoroutine(self._cluster.call(
             owner, f"table.{self.name}.get",
-            {"partition": partition.hex(), "sort": sort_key}))
-        return d.addCallback(lambda response: response.result.get("entry"))
+            {"partition": partition.hex(), "sort": sort_key})).addCallback(response_json)
 
     async def _serve_get(self, peer_id, args, body):
         try:
@@ -179,9 +162,10 @@ class PartitionedTable:
             sort_key = args["sort"]
         except (KeyError, TypeError, ValueError):
             raise CallError("BadRequest", "partition (hex) and sort are required") from None
-        return Reply({"entry": await self.store.get(partition, sort_key)})
+        return Reply({}, json_body(await self.store.get(partition, sort_key)))
 
-    def _repair(self, owner, entry):
+    def repair(self, owner, entry):
+        """Send ``entry`` to ``owner`` in the background (read repair)."""
         self.counters["read_repairs"] += 1
         d = self._apply_at(owner, entry)
 
@@ -198,6 +182,69 @@ class PartitionedTable:
         return dict(self.counters)
 
 
+def majority(owners):
+    """The quorum of a replica set: a majority of it."""
+    return len(owners) // 2 + 1
+
+
+async def ask_quorum(cluster, owners, ask):
+    """``{owner: answer}`` from a majority of ``owners``: ``ask(owner)``
+    (a Deferred) goes to as many as are still needed at a time, this node
+    first when it is an owner (its answer costs no call), and to the next
+    owners when some fail. QuorumNotReached if too few answer."""
+    needed = majority(owners)
+    local = cluster.local.id
+    pending = sorted(owners, key=lambda owner: owner != local)
+    answers = {}
+    while len(answers) < needed and pending:
+        batch, pending = pending[:needed - len(answers)], pending[needed - len(answers):]
+        results = await _settle([ask(owner) for owner in batch])
+        for owner, (ok, value) in zip(batch, results):
+            if ok:
+                answers[owner] = value
+    if len(answers) < needed:
+        raise QuorumNotReached(f"{len(answers)} of the {needed} owners needed answered")
+    return answers
+
+
+# The largest JSON document a peer call or reply carries in its body (an
+# entry with a large object's chunk list, a page of a listing).
+MAX_JSON_BYTES = 16 * 1024 * 1024
+
+
+async def json_body(value):
+    """A call's or reply's body holding ``value`` as JSON: entries and pages
+    go in the body, which is streamed, not in the call's header frame."""
+    yield json.dumps(value, separators=(",", ":")).encode("utf-8")
+
+
+async def read_json(body):
+    """The JSON value a :func:`json_body` carried; CallError if it is
+    missing or malformed."""
+    if body is None:
+        raise CallError("BadRequest", "the call needs a JSON body")
+    try:
+        return json.loads(await body.read_all(MAX_JSON_BYTES))
+    except RpcError as e:
+        raise CallError("TooLarge", str(e)) from None
+    except ValueError:
+        raise CallError("BadRequest", "the body is not JSON") from None
+
+
+async def _response_json(response):
+    if response.body is None:
+        raise RpcError("the reply has no body")
+    try:
+        return json.loads(await response.body.read_all(MAX_JSON_BYTES))
+    except ValueError:
+        raise RpcError("the reply's body is not JSON") from None
+
+
+def response_json(response):
+    """A Deferred of the JSON value in a reply's body."""
+    return Deferred.fromCoroutine(_response_json(response))
+
+
 async def _awaited(value):
     return await value
 
@@ -208,6 +255,6 @@ async def _settle(deferreds):
     for d in deferreds:
         try:
             results.append((True, await d))
-        except (RpcError, QuorumNotReached):
+        except (RpcError, CallError, QuorumNotReached):
             results.append((False, None))
     return results

@@ -41,7 +41,7 @@ class Database:
     # write can add to the batch it joins.
     max_batch = 256
 
-    def __init__(self, reactor, path, schema):
+    def __init__(self, reactor, path, schema, upgrade=None):
         self._reactor = reactor
         self._path = path
         self._queue = queue.SimpleQueue()
@@ -52,6 +52,8 @@ class Database:
         self._connections_lock = threading.Lock()
         writer = self._connect()
         writer.executescript(schema)
+        if upgrade is not None:
+            upgrade(writer)
         self._writer_connection = writer
         self._writer = threading.Thread(
             target=self._write_loop, name="z4-sqlite-writer", daemon=True)

@@ -7,8 +7,11 @@ pinned. Files with no row at all (left by a crash between writing a chunk
 and committing its version) and stray temp files are swept after the same
 grace period: a sweep walks the chunk directories one at a time, a bounded
 number of files per pass, so its memory stays flat however many chunks
-there are. Delete markers are dropped after their own, longer grace, so
-an old replica has time to learn of the delete before it is forgotten. In
+there are. Delete markers and the tombstones of deleted versions are
+dropped after their own, longer grace, so an old replica has time to learn
+of the delete before it is forgotten. In a cluster of several nodes no
+chunk file is deleted yet: references are counted where the versions are,
+not on the chunks' owners, and cluster-wide collection is still to come. In
 an encrypted data dir the same sweep drops the key rows of chunk files that
 were never renamed into place (a crash between the two), a batch a sweep.
 """
@@ -38,6 +41,10 @@ class GarbageCollector(Service):
 
     log = Logger()
 
+    # Whether chunk files may be deleted now (the node turns it off while
+    # it is in a cluster of several: see Node).
+    deletes_chunks = staticmethod(lambda: True)
+
     def __init__(self, clock, meta, chunks):
         self._clock = clock
         self._meta = meta
@@ -60,14 +67,15 @@ class GarbageCollector(Service):
         self.job.stop()
 
     def status(self):
-        """Passes run and failed, for ``/_z4/status``."""
-        return self.job.status()
+        """Passes run and failed, and whether chunks are deleted, for
+        ``/_z4/status``."""
+        return {**self.job.status(), "deletes_chunks": self.deletes_chunks()}
 
     async def _collect(self):
         now = self._clock.seconds()
         cutoff = now - self.chunk_grace_seconds
         deleted = 0
-        while True:
+        while self.deletes_chunks():
             candidates = await self._meta.unreferenced_chunks(cutoff, self.batch)
             candidates = [h for h in candidates if not self._chunks.is_pinned(h)]
             if not candidates:
@@ -78,10 +86,10 @@ class GarbageCollector(Service):
                         deleted += 1
             if len(candidates) < self.batch:
                 break
-        if self._sweep_cursor is None and now >= self._sweep_due:
+        if self._sweep_cursor is None and now >= self._sweep_due and self.deletes_chunks():
             self._sweep_due = now + self.chunk_grace_seconds
             self._sweep_cursor = ""
-        if self._sweep_cursor is not None:
+        if self._sweep_cursor is not None and self.deletes_chunks():
             deleted += await self._sweep_orphans(cutoff)
         older = hlclib.from_seconds(now - self.tombstone_grace_seconds)
         tombstones = await self._meta.collect_tombstones(older, self.batch)

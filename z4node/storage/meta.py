@@ -26,7 +26,6 @@ import json
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
-from twisted.internet.defer import succeed
 from twisted.logger import Logger
 
 from z4node import hlc as hlclib
@@ -60,8 +59,12 @@ CREATE TABLE IF NOT EXISTS versions (
     bucket TEXT NOT NULL, key BLOB NOT NULL, hlc INTEGER NOT NULL,
     version_id TEXT NOT NULL, delete_marker INTEGER NOT NULL,
     size INTEGER NOT NULL, etag TEXT NOT NULL, owner TEXT NOT NULL,
-    meta TEXT NOT NULL, chunks BLOB, inline BLOB,
+    meta TEXT NOT NULL, chunks BLOB, inline BLOB, stamp INTEGER,
     PRIMARY KEY (bucket, key, hlc)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS version_tombstones (
+    bucket TEXT NOT NULL, key BLOB NOT NULL, version_id TEXT NOT NULL,
+    hlc INTEGER NOT NULL, stamp INTEGER NOT NULL,
+    PRIMARY KEY (bucket, key, version_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS heads (
     bucket TEXT NOT NULL, key BLOB NOT NULL, hlc INTEGER NOT NULL,
     deleted INTEGER NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL,
@@ -92,7 +95,9 @@ CREATE INDEX IF NOT EXISTS completed_uploads_by_age ON completed_uploads (comple
 
 # Every table whose rows carry an HLC timestamp (MetaStore.newest_hlc).
 _HLC_TABLES = ("versions", "heads", "uploads", "parts", "access_keys", "buckets", "grants",
-               "kms_keys")
+               "kms_keys", "version_tombstones")
+# Columns that hold an HLC edit stamp (a metadata edit or a deletion).
+_STAMP_TABLES = ("versions", "version_tombstones")
 # The clock's durable high-water mark, in node_settings.
 HLC_SETTING = "hlc_high_water"
 
@@ -182,10 +187,33 @@ class Version:
     meta: dict
     chunks: list
     inline: bytes | None
+    # The HLC of the record's last edit (a tag, retention, hold or ACL
+    # change), which decides between two replicas' copies of it; None
+    # until it is first edited (then it is ``hlc``).
+    stamp: int | None = None
 
     @property
     def last_modified(self):
         return hlclib.wall_ms(self.hlc) / 1000.0
+
+    @property
+    def edited(self):
+        return self.hlc if self.stamp is None else self.stamp
+
+
+@dataclass
+class VersionTombstone:
+    """What remains of a version deleted by its id: kept (for the grace
+    period) so that a replica that still has the version learns it is
+    gone instead of bringing it back."""
+
+    bucket: str
+    key: str
+    version_id: str
+    hlc: int
+    stamp: int
+
+    edited = property(lambda self: self.stamp)
 
 
 @dataclass
@@ -195,6 +223,9 @@ class ListEntry:
     size: int
     etag: str
     owner: str
+    # A key whose newest version is a delete marker (listed only for
+    # replicas' pages that are merged, see list_heads).
+    deleted: bool = False
 
     @property
     def last_modified(self):
@@ -260,7 +291,7 @@ def _version_from_row(bucket, key, row, at_rest):
     """A Version from a row of ``_VERSION_COLUMNS``, its inline bytes opened
     with ``at_rest``; with ``at_rest=None`` the inline bytes are not read
     (``inline`` is None) -- for records whose body nobody will serve."""
-    hlc, version_id, delete_marker, size, etag, owner, meta, chunks, inline = row
+    hlc, version_id, delete_marker, size, etag, owner, meta, chunks, inline, stamp = row
     if inline is not None:
         if at_rest is None:
             inline = None
@@ -273,11 +304,11 @@ def _version_from_row(bucket, key, row, at_rest):
                     f" (hlc {hlc}): {e}") from None
     return Version(bucket, key.decode("utf-8"), hlc, version_id,
                    bool(delete_marker), size, etag, owner, json.loads(meta),
-                   unpack_chunks(chunks), inline)
+                   unpack_chunks(chunks), inline, stamp)
 
 
 _VERSION_COLUMNS = ("hlc, version_id, delete_marker, size, etag, owner, meta, "
-                    "chunks, inline")
+                    "chunks, inline, stamp")
 
 
 _MISS = object()
@@ -377,7 +408,7 @@ class MetaStore:
 
     def __init__(self, reactor, path):
         self._reactor = reactor
-        self.db = Database(reactor, path, SCHEMA)
+        self.db = Database(reactor, path, SCHEMA, upgrade=_upgrade)
         self.heads = HeadCache()
         self.at_rest = PLAINTEXT
 
@@ -443,6 +474,8 @@ class MetaStore:
         def read(c):
             newest = [c.execute(f"SELECT max(hlc) FROM {table}").fetchone()[0]
                       for table in _HLC_TABLES]
+            newest += [c.execute(f"SELECT max(stamp) FROM {table}").fetchone()[0]
+                       for table in _STAMP_TABLES]
             mark = c.execute("SELECT value FROM node_settings WHERE name=?",
                              (HLC_SETTING,)).fetchone()
             newest.append(int(mark[0]) if mark else None)
@@ -578,116 +611,10 @@ class MetaStore:
                 (bucket,)).fetchall():
             _add_refs(c, unpack_chunks(chunks), -1, now)
         c.execute("DELETE FROM versions WHERE bucket=?", (bucket,))
+        c.execute("DELETE FROM version_tombstones WHERE bucket=?", (bucket,))
         c.execute("DELETE FROM heads WHERE bucket=?", (bucket,))
 
     # -- object versions -----------------------------------------------------
-
-    def get_latest(self, bucket, key):
-        """The newest version of key, a delete marker included, or None."""
-        cache_key = (bucket, key)
-        cached = self.heads.get(cache_key)
-        if cached is not _MISS:
-            return succeed(cached)
-        generation = self.heads.generation
-        at_rest = self.at_rest
-
-        def read(c):
-            return _latest(c, bucket, key, at_rest)
-
-        def fill(version):
-            self.heads.fill(cache_key, version, generation)
-            return version
-        return self.db.read(read).addCallback(fill)
-
-    def get_head(self, bucket, key):
-        """The newest live version of key, or None (absent or deleted)."""
-        return self.get_latest(bucket, key).addCallback(
-            lambda v: None if v is None or v.delete_marker else v)
-
-    def get_version(self, bucket, key, version_id, hlc=None):
-        """One version of key by its id (``hlc``, when the id tells it,
-        makes the lookup one index seek), delete markers included; or None."""
-        at_rest = self.at_rest
-
-        def read(c):
-            return _version_by_id(c, bucket, key, version_id, hlc, at_rest)
-        return self.db.read(read)
-
-    def put_version(self, version, now, precondition=None, replacing=None):
-        """Make ``version`` the object's newest version, replacing the stored
-        version with the same version id (unversioned buckets keep one,
-        ``null``). ``precondition(current_head_or_None)`` runs inside the
-        transaction and may raise to cancel the write; so may
-        ``replacing(old_version)``, called with the version about to be
-        replaced. Fires with the replaced Version or None."""
-        def write(c):
-            _require_bucket(c, version.bucket)
-            current = _current_head(c, version.bucket, version.key)
-            if precondition is not None:
-                precondition(current)
-            return _install_version(c, version, now, self.at_rest, replacing)
-        return self._write_version(version.bucket, version.key, write)
-
-    def delete_object(self, tombstone, now, precondition=None, always=False,
-                      replacing=None):
-        """Write a delete marker as the newest version; fires with whether a
-        live object was there. Without ``always`` (unversioned buckets) the
-        marker is written only over a live object; with it (versioned and
-        suspended buckets) it is written whatever is there, as S3 does."""
-        def write(c):
-            _require_bucket(c, tombstone.bucket)
-            current = _current_head(c, tombstone.bucket, tombstone.key)
-            if precondition is not None:
-                precondition(current)
-            if current is None and not always:
-                return False
-            _install_version(c, tombstone, now, self.at_rest, replacing)
-            return current is not None
-        return self._write_version(tombstone.bucket, tombstone.key, write)
-
-    def delete_version(self, bucket, key, version_id, now, hlc=None, check=None,
-                       only_noncurrent=False):
-        """Remove one version for good (its chunks lose a reference) and
-        make the next newest version the head. ``check(version)`` runs in
-        the transaction first and may raise (a retention that forbids it).
-        With ``only_noncurrent`` the newest version is left alone (a
-        lifecycle rule for noncurrent versions judged it noncurrent, and it
-        may have become current since). Fires with the removed Version, or
-        None if there was none."""
-        def write(c):
-            version = _version_by_id(c, bucket, key, version_id, hlc)
-            if version is None:
-                return None
-            if only_noncurrent and c.execute(
-                    "SELECT 1 FROM heads WHERE bucket=? AND key=? AND hlc=?",
-                    (bucket, key.encode("utf-8"), version.hlc)).fetchone():
-                return None
-            if check is not None:
-                check(version)
-            _remove_version(c, version, now)
-            return version
-        return self._write_version(bucket, key, write)
-
-    def update_version_meta(self, bucket, key, version_id, change, hlc=None):
-        """Rewrite one version's metadata (tags, retention, legal hold) in
-        place: ``change(version)`` returns the new meta dict or raises.
-        Fires with the updated Version, or None if there is no such version."""
-        def write(c):
-            version = _version_by_id(c, bucket, key, version_id, hlc)
-            if version is None:
-                return None
-            version.meta = change(version)
-            c.execute("UPDATE versions SET meta=? WHERE bucket=? AND key=? AND hlc=?",
-                      (json.dumps(version.meta, sort_keys=True), bucket,
-                       key.encode("utf-8"), version.hlc))
-            return version
-        return self._write_version(bucket, key, write)
-
-    def list_versions(self, bucket, prefix, delimiter, key_marker,
-                      version_id_marker, marker_hlc, limit):
-        """One page of versions and delete markers; see :func:`list_versions`."""
-        return self.db.read(list_versions, bucket, prefix, delimiter, key_marker,
-                            version_id_marker, marker_hlc, limit)
 
     def versions_of_keys(self, bucket, after_key, limit):
         """Every version of the next ``limit`` keys after ``after_key`` (None:
@@ -704,123 +631,6 @@ class MetaStore:
                     f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket=? AND key=?"
                     " ORDER BY hlc DESC", (bucket, k))]) for k in keys]
         return self.db.read(read)
-
-    def list_heads(self, bucket, prefix, delimiter, after, limit):
-        """One page of live keys; see :func:`list_heads`."""
-        return self.db.read(list_heads, bucket, prefix, delimiter, after, limit)
-
-    # -- multipart uploads -------------------------------------------------
-
-    def create_upload(self, upload):
-        def write(c):
-            _require_bucket(c, upload.bucket)
-            c.execute("INSERT INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
-                      (upload.upload_id, upload.bucket, upload.key.encode("utf-8"),
-                       upload.hlc, upload.owner, json.dumps(upload.meta)))
-        return self.db.write(write)
-
-    def get_upload(self, upload_id):
-        def read(c):
-            return _get_upload(c, upload_id)
-        return self.db.read(read)
-
-    def put_part(self, upload_id, part, now):
-        """Store a part, replacing an upload of the same number that began
-        earlier (``part.hlc`` is when its upload began). A part whose
-        upload began before the stored one's is dropped: a client that
-        gave up on a slow upload and sent the part again completes with
-        the ETag of the retry, whichever upload ends last. Fires with
-        whether the part was stored."""
-        def write(c):
-            if _get_upload(c, upload_id) is None:
-                raise UploadMissing(upload_id)
-            old = c.execute("SELECT chunks, hlc FROM parts WHERE upload_id=? AND"
-                            " part_number=?", (upload_id, part.part_number)).fetchone()
-            if old is not None:
-                if old[1] > part.hlc:
-                    return False
-                _add_refs(c, unpack_chunks(old[0]), -1, now)
-            c.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?)",
-                      (upload_id, part.part_number, part.etag, part.size,
-                       pack_chunks(part.chunks), part.hlc, json.dumps(part.meta)))
-            _add_refs(c, part.chunks, +1, now)
-            return True
-        return self.db.write(write)
-
-    def list_parts(self, upload_id, after_part, limit):
-        """Parts numbered above ``after_part``, at most limit+1 (to tell truncation)."""
-        def read(c):
-            return [_part_from_row(r) for r in c.execute(
-                "SELECT part_number, etag, size, chunks, hlc, meta FROM parts"
-                " WHERE upload_id=? AND part_number>? ORDER BY part_number LIMIT ?",
-                (upload_id, after_part, limit + 1))]
-        return self.db.read(read)
-
-    def list_uploads(self, bucket, prefix, delimiter, key_marker, upload_id_marker, limit):
-        """One page of open uploads; see :func:`list_uploads`."""
-        return self.db.read(list_uploads, bucket, prefix, delimiter, key_marker,
-                            upload_id_marker, limit)
-
-    # How long a completed upload is remembered (MetaStore.completed_upload).
-    # SDKs retry a timed-out CompleteMultipartUpload within minutes; a day
-    # also covers a client that resumes the next morning. A row is ~150
-    # bytes: 10,000 completions a day keep 1.5 MB.
-    completed_upload_seconds = 24 * 3600
-
-    def complete_upload(self, upload, build, now, precondition=None, replacing=None,
-                        parts_digest=b""):
-        """Turn an upload's parts into a version of its key, atomically.
-
-        ``build(upload, parts)`` runs in the transaction with every stored
-        part and returns the Version to install (or raises, e.g. InvalidPart);
-        then the upload and its parts are dropped, and what it became is
-        remembered with ``parts_digest`` for :meth:`completed_upload`.
-        Fires with the Version.
-        """
-        upload_id = upload.upload_id
-
-        def write(c):
-            stored = _get_upload(c, upload_id)
-            if stored is None:
-                raise UploadMissing(upload_id)
-            parts = [_part_from_row(r) for r in c.execute(
-                "SELECT part_number, etag, size, chunks, hlc, meta FROM parts"
-                " WHERE upload_id=? ORDER BY part_number", (upload_id,))]
-            version = build(stored, parts)
-            _require_bucket(c, version.bucket)
-            if precondition is not None:
-                precondition(_current_head(c, version.bucket, version.key))
-            _install_version(c, version, now, self.at_rest, replacing)
-            self._drop_upload(c, upload_id, now)
-            c.execute("DELETE FROM completed_uploads WHERE completed<?",
-                      (now - self.completed_upload_seconds,))
-            c.execute("INSERT OR REPLACE INTO completed_uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
-                      (upload_id, version.bucket, version.key.encode("utf-8"),
-                       parts_digest, version.version_id, version.hlc, now))
-            return version
-        return self._write_version(upload.bucket, upload.key, write)
-
-    def completed_upload(self, upload_id, now):
-        """The CompletedUpload of an upload completed less than
-        ``completed_upload_seconds`` before ``now``, or None."""
-        def read(c):
-            row = c.execute(
-                "SELECT bucket, key, parts, version_id, hlc FROM completed_uploads"
-                " WHERE upload_id=? AND completed>=?",
-                (upload_id, now - self.completed_upload_seconds)).fetchone()
-            if row is None:
-                return None
-            bucket, key, parts, version_id, hlc = row
-            return CompletedUpload(upload_id, bucket, key.decode("utf-8"), bytes(parts),
-                                   version_id, hlc)
-        return self.db.read(read)
-
-    def abort_upload(self, upload_id, now):
-        def write(c):
-            if _get_upload(c, upload_id) is None:
-                raise UploadMissing(upload_id)
-            self._drop_upload(c, upload_id, now)
-        return self.db.write(write)
 
     @staticmethod
     def _drop_upload(c, upload_id, now):
@@ -885,7 +695,8 @@ class MetaStore:
         return self.db.read(read)
 
     def collect_tombstones(self, older_than_hlc, limit):
-        """Remove delete markers older than the grace period; fires with a count.
+        """Remove delete markers, and tombstones of versions deleted by id,
+        older than the grace period; fires with a count.
 
         Only in buckets that never had versioning: there a marker is the
         key's only version and nobody can list it. In a versioned bucket a
@@ -906,7 +717,9 @@ class MetaStore:
                 c.execute("DELETE FROM heads WHERE bucket=? AND key=? AND hlc=?",
                           (bucket, key, hlc))
                 collected.append((bucket, key.decode("utf-8")))
-            return len(rows)
+            gone = c.execute("DELETE FROM version_tombstones WHERE stamp<?",
+                             (older_than_hlc,)).rowcount
+            return len(rows) + gone
 
         def forget(result):
             for cache_key in collected:
@@ -930,13 +743,18 @@ def is_common_prefix(marker, prefix, delimiter):
             and common_prefix(marker, prefix, delimiter) == marker)
 
 
-def list_heads(c, bucket, prefix, delimiter, after, limit):
+def list_heads(c, bucket, prefix, delimiter, after, limit, with_deleted=False):
     """One page of live keys in byte order (runs on a reader thread).
 
     Returns ``(items, truncated)`` where items are ListEntry or str (a
     common prefix), at most ``limit`` of them, all greater than ``after``
     (a key or common prefix). A page costs O(page): each common prefix is
     skipped with one index seek past every key under it.
+
+    ``with_deleted`` lists keys whose newest version is a delete marker
+    too (``deleted`` set, outside common prefixes only), for a page that
+    will be merged with other replicas' pages: one replica's delete marker
+    must be able to hide another's stale live key.
     """
     prefix_b = prefix.encode("utf-8")
     delim_b = delimiter.encode("utf-8") if delimiter else b""
@@ -954,17 +772,21 @@ def list_heads(c, bucket, prefix, delimiter, after, limit):
     batch = max(limit + 1, 16)
     while True:
         op = ">=" if inclusive else ">"
+        live = "" if with_deleted else " AND deleted=0"
         rows = c.execute(
-            f"SELECT key, hlc, size, etag, owner FROM heads"
-            f" WHERE bucket=? AND key {op} ? AND deleted=0"
+            f"SELECT key, hlc, size, etag, owner, deleted FROM heads"
+            f" WHERE bucket=? AND key {op} ?{live}"
             f" ORDER BY key LIMIT ?", (bucket, cursor, batch)).fetchall()
         if not rows:
             return items, False
         jumped = False
-        for key, hlc, size, etag, owner in rows:
+        for key, hlc, size, etag, owner, deleted in rows:
             if not key.startswith(prefix_b):
                 return items, False
             common = common_prefix(key, prefix_b, delim_b)
+            if deleted and common is not None:
+                cursor, inclusive = key, False
+                continue
             if common is not None:
                 if len(items) == limit:
                     return items, True
@@ -976,7 +798,8 @@ def list_heads(c, bucket, prefix, delimiter, after, limit):
                 break
             if len(items) == limit:
                 return items, True
-            items.append(ListEntry(key.decode("utf-8"), hlc, size, etag, owner))
+            items.append(ListEntry(key.decode("utf-8"), hlc, size, etag, owner,
+                                   bool(deleted)))
             cursor, inclusive = key, False
         if not jumped and len(rows) < batch:
             return items, False
@@ -1044,7 +867,7 @@ def list_uploads(c, bucket, prefix, delimiter, key_marker, upload_id_marker, lim
 
 
 # Versions listed without their bytes or chunk lists.
-_LISTED_COLUMNS = "hlc, version_id, delete_marker, size, etag, owner, meta, NULL, NULL"
+_LISTED_COLUMNS = "hlc, version_id, delete_marker, size, etag, owner, meta, NULL, NULL, stamp"
 
 
 def list_versions(c, bucket, prefix, delimiter, key_marker, version_id_marker,
@@ -1133,6 +956,13 @@ def list_versions(c, bucket, prefix, delimiter, key_marker, version_id_marker,
             return items, False
 
 
+def _upgrade(c):
+    """Bring a data dir made by an older z4node up to SCHEMA."""
+    columns = {row[1] for row in c.execute("PRAGMA table_info(versions)")}
+    if "stamp" not in columns:
+        c.execute("ALTER TABLE versions ADD COLUMN stamp INTEGER")
+
+
 def _require_bucket(c, bucket):
     """BucketMissing unless ``bucket`` is live, checked in the write's own
     transaction: a write that began before a DeleteBucket and commits
@@ -1186,7 +1016,7 @@ def _version_by_id(c, bucket, key, version_id, hlc=None, at_rest=None):
     return _version_from_row(bucket, kb, row, at_rest) if row else None
 
 
-def _install_version(c, version, now, at_rest, replacing=None):
+def _install_version(c, version, now, at_rest):
     """Insert a version, replacing the one with the same version id, and move
     the head if it is newer (last writer wins by HLC). Inline bytes are
     sealed here, inside the transaction, with the current node key."""
@@ -1195,17 +1025,18 @@ def _install_version(c, version, now, at_rest, replacing=None):
         f"SELECT {_VERSION_COLUMNS} FROM versions WHERE bucket=? AND key=? AND"
         " version_id=?", (version.bucket, kb, version.version_id)).fetchall()]
     for old in replaced:
-        if replacing is not None:
-            replacing(old)
         _add_refs(c, old.chunks, -1, now)
         c.execute("DELETE FROM versions WHERE bucket=? AND key=? AND hlc=?",
                   (version.bucket, kb, old.hlc))
-    c.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    c.execute("INSERT INTO versions (bucket, key, hlc, version_id, delete_marker, size,"
+              " etag, owner, meta, chunks, inline, stamp)"
+              " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
               (version.bucket, kb, version.hlc, version.version_id,
                int(version.delete_marker), version.size, version.etag,
                version.owner, json.dumps(version.meta, sort_keys=True),
                pack_chunks(version.chunks) if version.chunks else None,
-               None if version.inline is None else at_rest.seal_inline(version.inline)))
+               None if version.inline is None else at_rest.seal_inline(version.inline),
+               version.stamp))
     _add_refs(c, version.chunks, +1, now)
     c.execute(
         "INSERT INTO heads VALUES (?, ?, ?, ?, ?, ?, ?)"

@@ -1,0 +1,102 @@
+"""Three real ``twistd z4node`` processes are one store: an object written
+through one node is read, listed and deleted through the others, a
+multipart upload begun on one node is completed on another, and with one
+node killed (SIGKILL) the other two still take writes and serve every
+object; the killed node, restarted, serves what was written without it.
+
+Every process this test starts, it stops (addCleanup). Nothing listens on
+anything but 127.0.0.1.
+"""
+
+import hashlib
+import os
+import signal
+
+from botocore.exceptions import ClientError
+from twisted.internet import defer
+from twisted.trial.unittest import TestCase
+
+from tests.test_cluster_processes import all_alive, eventually, start_cluster
+
+NODES = 3
+MIB = 1024 * 1024
+
+
+def body(client, key, bucket="data"):
+    return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def listed(client, bucket="data"):
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+class ObjectReplicationTests(TestCase):
+    timeout = 400
+
+    def setUp(self):
+        self.nodes = start_cluster(self, NODES)
+
+    def eventually(self, check, what, limit=60):
+        return eventually(self, check, what, limit=limit, nodes=self.nodes)
+
+    @defer.inlineCallbacks
+    def test_any_node_answers_and_two_of_three_suffice(self):
+        yield self.eventually(all_alive(self.nodes),
+                              "three nodes converge")
+        clients = [node.client() for node in self.nodes]
+        clients[0].create_bucket(Bucket="data")
+        for client in clients:
+            yield self.eventually(lambda c=client: c.head_bucket(Bucket="data"),
+                                  "every node knows the bucket")
+
+        # Written through node 0 (one small object, one of several chunks),
+        # read back through the other two.
+        small, large = b"hello, cluster", os.urandom(9 * MIB + 123)
+        clients[0].put_object(Bucket="data", Key="small", Body=small)
+        clients[0].put_object(Bucket="data", Key="dir/large", Body=large)
+        for client in clients[1:]:
+            self.assertEqual(body(client, "small"), small)
+            self.assertEqual(hashlib.sha256(body(client, "dir/large")).digest(),
+                             hashlib.sha256(large).digest())
+            self.assertEqual(listed(client), ["dir/large", "small"])
+
+        # A multipart upload begun on node 1, its parts sent to nodes 1 and
+        # 2, completed through node 2, read through node 0.
+        upload = clients[1].create_multipart_upload(Bucket="data", Key="mp")["UploadId"]
+        parts = [os.urandom(5 * MIB), os.urandom(MIB)]
+        etags = [clients[1 + n].upload_part(Bucket="data", Key="mp", UploadId=upload,
+                                            PartNumber=n + 1, Body=part)["ETag"]
+                 for n, part in enumerate(parts)]
+        clients[2].complete_multipart_upload(
+            Bucket="data", Key="mp", UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": n + 1, "ETag": etag}
+                                       for n, etag in enumerate(etags)]})
+        self.assertEqual(body(clients[0], "mp"), b"".join(parts))
+
+        # Deleted through node 2: gone on node 0.
+        clients[2].delete_object(Bucket="data", Key="small")
+        with self.assertRaises(ClientError) as raised:
+            clients[0].get_object(Bucket="data", Key="small")
+        self.assertEqual(raised.exception.response["Error"]["Code"], "NoSuchKey")
+
+        # Node 0 is killed: nodes 1 and 2 (a majority of every replica set)
+        # still take writes and serve everything written before.
+        victim = self.nodes[0]
+        victim.kill(signal.SIGKILL)
+        later = os.urandom(5 * MIB + 7)
+        yield self.eventually(
+            lambda: clients[1].put_object(Bucket="data", Key="later", Body=later),
+            "a write with one node down")
+        self.assertEqual(body(clients[2], "later"), later)
+        self.assertEqual(hashlib.sha256(body(clients[2], "dir/large")).digest(),
+                         hashlib.sha256(large).digest())
+        self.assertEqual(listed(clients[2]), ["dir/large", "later", "mp"])
+
+        # Restarted, node 0 serves what was written without it.
+        victim.start()
+        restarted = victim.client()
+        got = yield self.eventually(lambda: body(restarted, "later"),
+                                    "the restarted node serves the later write")
+        self.assertEqual(got, later)
+        self.assertEqual(listed(restarted), ["dir/large", "later", "mp"])

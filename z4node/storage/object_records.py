@@ -1,0 +1,270 @@
+"""This node's replica of the object tables: versions (with the tombstones
+of versions deleted by id), multipart uploads and their parts.
+
+Owns applying a replicated entry to the local SQLite tables and reading
+entries back for the coordinators (``z4node.objects.tables``). Every apply
+merges: an entry older than what is stored changes nothing, so applying
+one twice, or an old one after a new one, is harmless, and replicas that
+receive the same entries in any order end up equal.
+
+- A version is replaced only by a copy with a newer edit stamp
+  (:attr:`Version.edited`); a :class:`VersionTombstone` removes the
+  version it names when it is newer, and stays to stop an older copy from
+  coming back.
+- An upload, once ended (completed or aborted), stays ended: its record
+  and parts are dropped, and what it became is kept for a day so that a
+  retried completion gets its answer.
+
+Reference counts of chunks (the ``chunks`` table) move with what is
+installed and removed here, as GC expects.
+"""
+
+import json
+from dataclasses import dataclass
+
+from twisted.internet.defer import succeed
+
+from z4node.storage.meta import (
+    _MISS, CompletedUpload, UploadMissing, VersionTombstone, _add_refs, _get_upload, _install_version, _latest, _part_from_row, _remove_version,
+    _require_bucket, _version_by_id, list_heads, list_uploads, list_versions, pack_chunks,
+    unpack_chunks)
+
+
+@dataclass
+class EndedUpload(CompletedUpload):
+    """An upload that was completed (``version_id`` names what it became)
+    or aborted (``version_id`` is empty)."""
+
+    @property
+    def aborted(self):
+        return not self.version_id
+
+
+class ObjectRecords:
+    """The object tables of this node (see the module docstring); every
+    method returns a Deferred."""
+
+    # How long an ended upload is remembered. SDKs retry a timed-out
+    # CompleteMultipartUpload within minutes; a day also covers a client
+    # that resumes the next morning. A row is ~150 bytes.
+    ended_upload_seconds = 24 * 3600
+
+    def __init__(self, meta, clock):
+        self._meta = meta
+        self._clock = clock
+
+    @property
+    def _db(self):
+        return self._meta.db
+
+    def _write_key(self, bucket, key, fn):
+        """A write that changes key's versions; the head cache forgets key
+        when it completes, committed or not."""
+        heads = self._meta.heads
+
+        def forget(result):
+            heads.forget((bucket, key))
+            return result
+        return self._db.write(fn).addBoth(forget)
+
+    # -- versions ----------------------------------------------------------------
+
+    def latest(self, bucket, key, with_tombstones=False):
+        """``(newest version or None, tombstones)``: the newest version of
+        key, a delete marker included, and (``with_tombstones``) the
+        tombstones of versions at least as new, which a coordinator
+        merging several replicas' answers needs."""
+        at_rest = self._meta.at_rest
+        if not with_tombstones:
+            cache_key = (bucket, key)
+            cached = self._meta.heads.get(cache_key)
+            if cached is not _MISS:
+                return succeed((cached, []))
+            generation = self._meta.heads.generation
+
+            def fill(version):
+                self._meta.heads.fill(cache_key, version, generation)
+                return version, []
+            return self._db.read(lambda c: _latest(c, bucket, key, at_rest)).addCallback(fill)
+
+        def read(c):
+            version = _latest(c, bucket, key, at_rest)
+            return version, _tombstones(c, bucket, key, version.hlc if version else 0)
+        return self._db.read(read)
+
+    def version(self, bucket, key, version_id, hlc=None):
+        """The version of key named ``version_id`` (delete markers
+        included), its VersionTombstone, or None."""
+        at_rest = self._meta.at_rest
+
+        def read(c):
+            found = _version_by_id(c, bucket, key, version_id, hlc, at_rest)
+            if found is not None:
+                return found
+            return _tombstone(c, bucket, key, version_id)
+        return self._db.read(read)
+
+    def apply_version(self, record):
+        """Merge a Version or VersionTombstone; fires with whether it
+        changed anything. BucketMissing if the bucket is not live here."""
+        now = self._clock.seconds()
+        at_rest = self._meta.at_rest
+
+        def write(c):
+            _require_bucket(c, record.bucket)
+            kb = record.key.encode("utf-8")
+            tombstone = _tombstone(c, record.bucket, record.key, record.version_id)
+            if tombstone is not None and tombstone.stamp >= record.edited:
+                return False
+            stored = _version_by_id(c, record.bucket, record.key, record.version_id)
+            if stored is not None and stored.edited >= record.edited:
+                return False
+            if isinstance(record, VersionTombstone):
+                if stored is not None:
+                    _remove_version(c, stored, now)
+                c.execute("INSERT OR REPLACE INTO version_tombstones VALUES (?, ?, ?, ?, ?)",
+                          (record.bucket, kb, record.version_id, record.hlc, record.stamp))
+                return True
+            if tombstone is not None:
+                c.execute("DELETE FROM version_tombstones WHERE bucket=? AND key=? AND"
+                          " version_id=?", (record.bucket, kb, record.version_id))
+            _install_version(c, record, now, at_rest)
+            return True
+        return self._write_key(record.bucket, record.key, write)
+
+    def list_heads(self, bucket, prefix, delimiter, after, limit, with_deleted=False):
+        """One page of keys; see :func:`z4node.storage.meta.list_heads`."""
+        return self._db.read(list_heads, bucket, prefix, delimiter, after, limit,
+                             with_deleted)
+
+    def list_versions(self, bucket, prefix, delimiter, key_marker, version_id_marker,
+                      marker_hlc, limit, with_tombstones=False):
+        """``(items, truncated, tombstones)``: one page of versions (see
+        :func:`z4node.storage.meta.list_versions`) and, with
+        ``with_tombstones``, the tombstones among the page's keys."""
+        def read(c):
+            items, truncated = list_versions(c, bucket, prefix, delimiter, key_marker,
+                                             version_id_marker, marker_hlc, limit)
+            tombstones = []
+            keys = [item[0].key for item in items if not isinstance(item, str)]
+            if with_tombstones and keys:
+                tombstones = [VersionTombstone(bucket, k.decode("utf-8"), v, h, s)
+                              for k, v, h, s in c.execute(
+                                  "SELECT key, version_id, hlc, stamp FROM version_tombstones"
+                                  " WHERE bucket=? AND key>=? AND key<=?",
+                                  (bucket, keys[0].encode("utf-8"),
+                                   keys[-1].encode("utf-8")))]
+            return items, truncated, tombstones
+        return self._db.read(read)
+
+    # -- multipart uploads ----------------------------------------------------------
+
+    def upload(self, upload_id):
+        """The Upload, its EndedUpload if it ended less than
+        ``ended_upload_seconds`` ago, or None."""
+        since = self._clock.seconds() - self.ended_upload_seconds
+
+        def read(c):
+            return _get_upload(c, upload_id) or _ended(c, upload_id, since)
+        return self._db.read(read)
+
+    def apply_upload(self, upload):
+        """Record a new upload (unless it ended already); BucketMissing if
+        the bucket is not live here."""
+        def write(c):
+            _require_bucket(c, upload.bucket)
+            if _ended(c, upload.upload_id, None) is not None:
+                return False
+            return c.execute("INSERT OR IGNORE INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
+                             (upload.upload_id, upload.bucket, upload.key.encode("utf-8"),
+                              upload.hlc, upload.owner, json.dumps(upload.meta))).rowcount > 0
+        return self._db.write(write)
+
+    def apply_part(self, upload, part):
+        """Store a part of ``upload`` (recording the upload too if this
+        replica missed it), replacing a part of the same number whose
+        upload began earlier (``part.hlc``); a part that began before the
+        stored one is dropped, so a client that gave up on a slow upload
+        and sent the part again completes with the ETag of the retry.
+        UploadMissing if the upload ended."""
+        now = self._clock.seconds()
+
+        def write(c):
+            _require_bucket(c, upload.bucket)
+            if _ended(c, upload.upload_id, None) is not None:
+                raise UploadMissing(upload.upload_id)
+            c.execute("INSERT OR IGNORE INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
+                      (upload.upload_id, upload.bucket, upload.key.encode("utf-8"),
+                       upload.hlc, upload.owner, json.dumps(upload.meta)))
+            old = c.execute("SELECT chunks, hlc FROM parts WHERE upload_id=? AND"
+                            " part_number=?", (upload.upload_id, part.part_number)).fetchone()
+            if old is not None:
+                if old[1] >= part.hlc:
+                    return False
+                _add_refs(c, unpack_chunks(old[0]), -1, now)
+            c.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (upload.upload_id, part.part_number, part.etag, part.size,
+                       pack_chunks(part.chunks), part.hlc, json.dumps(part.meta)))
+            _add_refs(c, part.chunks, +1, now)
+            return True
+        return self._db.write(write)
+
+    def end_upload(self, ended):
+        """Record that an upload ended (an EndedUpload): its record and
+        parts go; the first end recorded stays."""
+        now = self._clock.seconds()
+        meta = self._meta
+
+        def write(c):
+            if _ended(c, ended.upload_id, None) is not None:
+                return False
+            meta._drop_upload(c, ended.upload_id, now)
+            c.execute("DELETE FROM completed_uploads WHERE completed<?",
+                      (now - self.ended_upload_seconds,))
+            c.execute("INSERT INTO completed_uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      (ended.upload_id, ended.bucket, ended.key.encode("utf-8"),
+                       ended.parts, ended.version_id, ended.hlc, now))
+            return True
+        return self._db.write(write)
+
+    def ended_uploads(self, upload_ids):
+        """The subset of ``upload_ids`` that ended."""
+        def read(c):
+            return {u for u in upload_ids if _ended(c, u, None) is not None}
+        return self._db.read(read)
+
+    def parts(self, upload_id, after_part, limit):
+        """Parts numbered above ``after_part``, at most ``limit``."""
+        def read(c):
+            return [_part_from_row(r) for r in c.execute(
+                "SELECT part_number, etag, size, chunks, hlc, meta FROM parts"
+                " WHERE upload_id=? AND part_number>? ORDER BY part_number LIMIT ?",
+                (upload_id, after_part, limit))]
+        return self._db.read(read)
+
+    def list_uploads(self, bucket, prefix, delimiter, key_marker, upload_id_marker, limit):
+        """One page of open uploads; see :func:`z4node.storage.meta.list_uploads`."""
+        return self._db.read(list_uploads, bucket, prefix, delimiter, key_marker,
+                             upload_id_marker, limit)
+
+
+def _tombstone(c, bucket, key, version_id):
+    row = c.execute("SELECT hlc, stamp FROM version_tombstones WHERE bucket=? AND key=?"
+                    " AND version_id=?", (bucket, key.encode("utf-8"), version_id)).fetchone()
+    return VersionTombstone(bucket, key, version_id, *row) if row else None
+
+
+def _tombstones(c, bucket, key, from_hlc):
+    return [VersionTombstone(bucket, key, v, h, s) for v, h, s in c.execute(
+        "SELECT version_id, hlc, stamp FROM version_tombstones WHERE bucket=? AND key=?"
+        " AND hlc>=?", (bucket, key.encode("utf-8"), from_hlc))]
+
+
+def _ended(c, upload_id, since):
+    row = c.execute("SELECT bucket, key, parts, version_id, hlc, completed FROM"
+                    " completed_uploads WHERE upload_id=?", (upload_id,)).fetchone()
+    if row is None or (since is not None and row[5] < since):
+        return None
+    bucket, key, parts, version_id, hlc, _ = row
+    return EndedUpload(upload_id, bucket, key.decode("utf-8"), bytes(parts), version_id, hlc)
+
