@@ -22,14 +22,18 @@ talks to:
   ``owners()`` sees the new placement.
 """
 
+import json
+import os
 import random
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
+from z4node import durable
 from z4node.cluster.channel import CallError, ChannelFactory, PeerChannel, Reply, RpcError
 from z4node.cluster.dht import ProviderDirectory, RecordSigner
 from z4node.cluster.members import IN_CLUSTER, IN_LAYOUT, Member
@@ -37,6 +41,10 @@ from z4node.cluster.membership import Membership
 from z4node.cluster.options import check_cluster_options, load_secret
 from z4node.cluster.ring import Ring
 from z4node.cluster.sealing import Sealer, derive_key
+
+
+# In the data dir: the gossip addresses of the layout's other members.
+PEERS_FILE = "peers.json"
 
 
 class ClusterService(MultiService):
@@ -48,11 +56,16 @@ class ClusterService(MultiService):
     # many nodes; after that the DHT's own lookups keep it filled.
     dht_seed_target = ProviderDirectory.ksize
 
-    def __init__(self, reactor, rng, secret, local, interface, join=(), vnodes=None):
+    def __init__(self, reactor, rng, secret, local, interface, join=(), vnodes=None,
+                 peers_file=None):
         MultiService.__init__(self)
         self._reactor = reactor
         self._interface = interface
         self._join = list(join)
+        # Where the members' gossip addresses are kept for the next start.
+        self._peers_file = peers_file
+        self._peers_saved = None
+        self._peers_writes = succeed(None)  # one write at a time, in order
         self.vnodes = vnodes
         self.local = local
         self.membership = Membership(
@@ -99,7 +112,8 @@ class ClusterService(MultiService):
         # Seeded from the OS: two nodes must not pick the same probe order.
         rng = random.Random()
         interface = "" if s3_host in ("0.0.0.0", "::") else s3_host
-        return cls(reactor, rng, secret, local, interface, join, options["vnodes"])
+        return cls(reactor, rng, secret, local, interface, join, options["vnodes"],
+                   os.path.join(data_dir, PEERS_FILE))
 
     # -- what the rest of the node calls ---------------------------------------
 
@@ -155,6 +169,7 @@ class ClusterService(MultiService):
     def _membership_changed(self, event):
         if event.changes_ring:
             self.ring = Ring(self.membership.members(IN_LAYOUT), self.vnodes)
+            self._remember_peers()
         if event.kind == "joined":
             self._seed_dht(event.member)
         for callback in list(self._subscribers):
@@ -162,6 +177,40 @@ class ClusterService(MultiService):
                 callback(event)
             except Exception:
                 self.log.failure("cluster subscriber failed on {event}", event=event)
+
+    def _remember_peers(self):
+        """Save the layout's gossip addresses (in the background): a
+        restart joins through them. Without this a node started without
+        ``--join`` (a cluster's first) came back alone and stayed alone,
+        since the others stop probing a member they declared dead."""
+        if self._peers_file is None:
+            return
+        addresses = sorted({m.gossip for m in self.membership.members(IN_LAYOUT)
+                            if m.id != self.local.id})
+        data = json.dumps([list(a) for a in addresses]).encode("utf-8")
+        if data == self._peers_saved:
+            return
+        self._peers_saved = data
+
+        def write(_):
+            return deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                     durable.write_file, self._peers_file, data)
+        self._peers_writes.addCallback(write).addErrback(
+            lambda f: self.log.failure("cluster: saving the peer list failed", f))
+
+    def _remembered_peers(self):
+        """The gossip addresses saved by the last run (none if unreadable)."""
+        if self._peers_file is None:
+            return []
+        try:
+            with open(self._peers_file, "rb") as f:
+                return [(str(host), int(port)) for host, port in json.load(f)]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, TypeError) as e:
+            self.log.warn("cluster: ignoring the saved peer list {path}: {why}",
+                          path=self._peers_file, why=str(e))
+            return []
 
     def _seed_dht(self, member):
         if self._dht_seeding or not self._dht_listening \
@@ -198,8 +247,10 @@ class ClusterService(MultiService):
         d = self.dht.listen(self.local.dht_port, self._interface or "0.0.0.0")
         d.addCallback(self._dht_started)
         d.addErrback(lambda f: self.log.failure("DHT failed to start", f))
-        if self._join:
-            self.membership.join([a for a in self._join if a != self.local.gossip])
+        join = self._join + [a for a in self._remembered_peers() if a not in self._join]
+        join = [a for a in join if a != self.local.gossip]
+        if join:
+            self.membership.join(join)
 
     def _dht_started(self, port):
         self._dht_listening = True

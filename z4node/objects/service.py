@@ -685,12 +685,9 @@ class ObjectService:
         returns the version it made (an SDK retries after a timeout and
         must not be told NoSuchUpload for an upload that succeeded)."""
         digest = _parts_digest(requested)
-        try:
-            upload = await self.get_upload(bucket, key, upload_id)
-        except ObjectError as e:
-            if e.code != "NoSuchUpload":
-                raise
-            return await self._completed_before(bucket, key, upload_id, digest)
+        upload, done = await self._upload_or_completion(bucket, key, upload_id, digest)
+        if done is not None:
+            return done
         if customer_key is not None:
             self._part_sealing(upload, customer_key)
         target = self.bucket(bucket)
@@ -742,14 +739,11 @@ class ObjectService:
             return template
 
         async with self._key_locks.held(bucket, key):
-            try:
-                # Again under the lock: a completion that overtook this one
-                # has ended it.
-                upload = await self.get_upload(bucket, key, upload_id)
-            except ObjectError as e:
-                if e.code != "NoSuchUpload":
-                    raise
-                return await self._completed_before(bucket, key, upload_id, digest)
+            # Again under the lock: a completion that overtook this one has
+            # ended it.
+            upload, done = await self._upload_or_completion(bucket, key, upload_id, digest)
+            if done is not None:
+                return done
             version = build(upload, await self._all_parts(bucket, upload_id))
             await self._install(version, precondition)
             await self._end_upload(EndedUpload(upload_id, bucket, key, digest,
@@ -761,6 +755,17 @@ class ObjectService:
             await self.tables.write_upload(ended)
         except QuorumNotReached as e:
             raise await self._unavailable(ended.bucket, e) from None
+
+    async def _upload_or_completion(self, bucket, key, upload_id, digest):
+        """``(the open upload, None)``, or ``(None, the version)`` a
+        completion with the same part list made of an upload that ended;
+        NoSuchUpload otherwise."""
+        try:
+            return await self.get_upload(bucket, key, upload_id), None
+        except ObjectError as e:
+            if e.code != "NoSuchUpload":
+                raise
+        return None, await self._completed_before(bucket, key, upload_id, digest)
 
     async def _completed_before(self, bucket, key, upload_id, digest):
         """The version a completion of ``upload_id`` with the same part

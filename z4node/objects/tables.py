@@ -20,21 +20,16 @@ encoded by this module. This node's copy is ``ObjectRecords``.
 import base64
 import heapq
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, Reply
 from z4node.cluster.ring import bucket_key
-from z4node.replication.errors import QuorumNotReached
 from z4node.replication.table import (
     LocalStore, PartitionedTable, Schema, ask_quorum, json_body, read_json, response_json)
 from z4node.storage.meta import (
     BucketMissing, ListEntry, Part, Upload, UploadMissing, Version, VersionTombstone)
 from z4node.storage.object_records import EndedUpload
-
-# Keys whose owners disagreed in a listing, repaired per listing at most
-# (each repair is a quorum read of the key, in the background).
-LISTING_REPAIRS = 16
 
 
 # -- entries: records as JSON ---------------------------------------------------
@@ -293,22 +288,29 @@ class ObjectTables:
             return version
         answers = await self._ask(owners, "latest", {"bucket": bucket, "key": key},
                                   lambda: self._local_latest(bucket, key))
-        deleted = {}
+        tombstones = {}
         candidates = {}
         for owner, answer in answers.items():
             for entry in answer["tombstones"]:
                 tombstone = version_record(entry)
-                deleted[tombstone.version_id] = max(deleted.get(tombstone.version_id, 0),
-                                                    tombstone.stamp)
+                known = tombstones.get(tombstone.version_id)
+                if known is None or tombstone.stamp > known.stamp:
+                    tombstones[tombstone.version_id] = tombstone
             candidates[owner] = version_record(answer["version"])
-        live = [v for v in candidates.values()
-                if v is not None and deleted.get(v.version_id, -1) < v.edited]
+
+        def deleted_by(version):
+            tombstone = tombstones.get(version.version_id)
+            return tombstone if tombstone and tombstone.stamp >= version.edited else None
+        live = [v for v in candidates.values() if v is not None and not deleted_by(v)]
         newest = max(live, key=lambda v: (v.hlc, v.edited), default=None)
-        if newest is not None:
-            for owner, version in candidates.items():
-                if version is None or (version.hlc, version.edited) < (newest.hlc,
-                                                                        newest.edited):
-                    self.version_table.repair(owner, version_entry(newest))
+        for owner, version in candidates.items():
+            # An owner still holding a deleted version gets the tombstone;
+            # one without the newest version gets it.
+            if version is not None and deleted_by(version):
+                self.version_table.repair(owner, version_entry(deleted_by(version)))
+            if newest is not None and (version is None or (version.hlc, version.edited) < (
+                    newest.hlc, newest.edited) or deleted_by(version)):
+                self.version_table.repair(owner, version_entry(newest))
         return newest
 
     async def _local_latest(self, bucket, key):
@@ -340,7 +342,7 @@ class ObjectTables:
                               for item in answer["items"]], answer["truncated"])
                      for owner, answer in answers.items()}
             items, truncated, bound = _merge_pages(pages.values(), _head_order, _newer_head)
-            self._repair_keys(bucket, pages, items)
+            items = await self._settle(bucket, pages, items)
             visible = [i for i in items if isinstance(i, str) or not i.deleted]
             if len(visible) > limit:
                 return visible[:limit], True
@@ -360,16 +362,33 @@ class ObjectTables:
         args = await read_json(body)
         return Reply({}, json_body(await self._local_heads(args)))
 
-    def _repair_keys(self, bucket, pages, items):
-        """Read (and so repair) in the background the keys whose newest head
-        some owner did not have."""
-        seen = {owner: {item.key: item.hlc for item in page if not isinstance(item, str)}
-                for owner, (page, _) in pages.items()}
+    async def _settle(self, bucket, pages, items):
+        """``items``, each key whose owners' heads disagreed replaced by what
+        a quorum read of the key says (which also repairs the owners). A
+        page alone cannot tell a key an owner missed from a version an
+        owner missed the deletion of (a version deleted by id leaves no
+        head), so the read, which weighs version tombstones, decides."""
+        seen = [{item.key: item.hlc for item in page if not isinstance(item, str)}
+                for page, _ in pages.values()]
         disagreed = [item.key for item in items if not isinstance(item, str) and any(
-            keys.get(item.key) != item.hlc for keys in seen.values())]
-        for key in disagreed[:LISTING_REPAIRS]:
-            Deferred.fromCoroutine(self.latest(bucket, key)).addErrback(
-                lambda f: f.trap(QuorumNotReached, CallError))
+            keys.get(item.key) != item.hlc for keys in seen)]
+        if not disagreed:
+            return items
+        try:
+            newest = dict(zip(disagreed, await gatherResults(
+                [Deferred.fromCoroutine(self.latest(bucket, key)) for key in disagreed],
+                consumeErrors=True)))
+        except FirstError as e:
+            e.subFailure.raiseException()
+        settled = []
+        for item in items:
+            version = None if isinstance(item, str) else newest.get(item.key, item)
+            if version is item or isinstance(item, str):
+                settled.append(item)
+            elif version is not None:
+                settled.append(ListEntry(item.key, version.hlc, version.size, version.etag,
+                                         version.owner, version.delete_marker))
+        return settled
 
     async def list_versions(self, bucket, prefix, delimiter, key_marker, version_id_marker,
                             marker_hlc, limit):
@@ -547,7 +566,9 @@ def _merge_pages(pages, order, newer):
         if bound is not None and order(item) > order(bound):
             break
         if merged and order(merged[-1]) == order(item):
-            merged[-1] = newer(merged[-1], item)
+            # The same common prefix from two owners is one; entries merge.
+            if not isinstance(item, str):
+                merged[-1] = newer(merged[-1], item)
         else:
             merged.append(item)
     return merged, truncated, bound
