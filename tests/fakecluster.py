@@ -7,7 +7,7 @@ the call log) and :class:`FakeCluster` (what a node's code sees: local
 member, membership, owners from a real ring, serve, call, subscribe).
 """
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from z4node.cluster.channel import CallError, PeerChannel, RemoteError, Response, RpcError
@@ -53,6 +53,24 @@ class FakeMembership:
         return [m for m in self.net.members.values() if m.state in states]
 
 
+class FakeDht:
+    """The provider directory: records kept in the FakeNet, found at once."""
+
+    def __init__(self, net, member_id):
+        self.net = net
+        self.member_id = member_id
+
+    def provide(self, chunk_hash):
+        self.net.providers.setdefault(chunk_hash, set()).add(self.member_id)
+        return succeed(None)
+
+    def unprovide(self, chunk_hash):
+        self.net.providers.get(chunk_hash, set()).discard(self.member_id)
+
+    def providers(self, chunk_hash):
+        return succeed(set(self.net.providers.get(chunk_hash, ())))
+
+
 class FakeCluster:
     """What code on the channel uses of ClusterService, over a FakeNet."""
 
@@ -60,8 +78,12 @@ class FakeCluster:
         self.net = net
         self.local = net.members[member_id]
         self.membership = FakeMembership(net)
+        self.dht = FakeDht(net, member_id)
         self.handlers = {}
         self.subscribers = []
+
+    def is_alive(self, member_id):
+        return self.net.members[member_id].state in IN_CLUSTER
 
     def serve(self, op, handler):
         self.handlers[op] = handler
@@ -75,6 +97,8 @@ class FakeCluster:
 
     async def call(self, member_id, op, args, body=None):
         self.net.calls.append((self.local.id, member_id, op))
+        if self.local.state is not State.ALIVE:
+            raise RpcError(f"{self.local.id} is down: it calls nobody")
         target = self.net.clusters[member_id]
         if member_id in self.net.stalled:
             # No answer: the channel's call timeout ends the wait.
@@ -103,6 +127,7 @@ class FakeNet:
         self.members = {f"n{i}": FakeMember(f"n{i}") for i in range(count)}
         self.unreachable = set()
         self.stalled = set()
+        self.providers = {}  # chunk hash -> ids of the members providing it
         self.calls = []
         self.clusters = {m: FakeCluster(self, m) for m in self.members}
         self.nodes = {m: build(c) for m, c in self.clusters.items()} if build else {}
@@ -113,5 +138,5 @@ class FakeNet:
     def revive(self, member_id):
         self.members[member_id].state = State.ALIVE
         for cluster in self.clusters.values():
-            for callback in cluster.subscribers:
+            for callback in list(cluster.subscribers):
                 callback(MemberEvent("alive", self.members[member_id]))

@@ -1,4 +1,4 @@
-"""Tests for `z4 cluster status|members`: a real HTTP node in this process,
+"""Tests for `z4 cluster status|members|hints`: a real HTTP node in this process,
 the CLI's blocking urllib calls in a thread, under a parser shaped like the
 z4 command's (top-level --data and --json, commands returning
 (result, text))."""
@@ -50,7 +50,15 @@ class ClusterCLITests(TestCase):
                           "bytes_verified": 3_500_000, "bad_found": 1, "healed": 1,
                           "unrecoverable": 0},
                 "system_tables": {"published": 5, "applied": 12, "refused": 1, "syncs": 3,
-                                  "sync_failures": 2, "quorum_failures": 0, "quorum": 2}}
+                                  "sync_failures": 2, "quorum_failures": 0, "quorum": 2},
+                "hints": {"queues": {"node-3": {"count": 12, "bytes": 3_000_000,
+                                                "oldest_age": 95.4}},
+                          "window": 10800.0, "rate": 32 * 2**20, "handed_off": 20,
+                          "hand_off_failures": 0, "skipped": 1, "held": 30,
+                          "delivered": 17, "delivered_bytes": 4_000_000,
+                          "already_there": 2, "undeliverable": 0, "expired": 0,
+                          "copies_dropped": 5, "delivery": {"runs": 3, "failures": 0,
+                                                             "last_failure": None}}}
         cluster.channel.counters.update(calls=40, failures=3, connections=2)
         root.putChild(b"_z4", make_z4_resource(
             clock, {"id": "node-1", "started": 0, "jobs": lambda: jobs}, cluster, Keys()))
@@ -105,6 +113,17 @@ class ClusterCLITests(TestCase):
         self.assertRegex(out, r"scrub\s+at 0a/1b; 2 passes, 1500 chunks \(3.5 MB\) "
                               r"verified; 1 bad, 1 healed, 0 unrecoverable")
         self.assertRegex(out, r"gc\s+4 runs, 1 failed \(last: disk full\)")
+        self.assertRegex(out, r"hints\s+12 held for 1 nodes \(3.0 MB\); 17 delivered, "
+                              r"2 already there, 0 expired, 1 skipped")
+
+    async def test_hints_table(self):
+        hints, out = await self.run_cli("--data", self.data, "cluster", "hints")
+        self.assertEqual(hints["queues"]["node-3"]["count"], 12)
+        lines = out.splitlines()
+        self.assertRegex(lines[0], r"^FOR NODE\s+HINTS\s+BYTES\s+OLDEST")
+        self.assertRegex(lines[1], r"^node-3\s+12\s+3.0 MB\s+95s")
+        self.assertIn("17 delivered (4.0 MB of chunks), 2 already there, 0 undeliverable, "
+                      "0 expired after 3 h, 1 skipped", out)
 
     async def test_signs_with_the_environment_key_first(self):
         self.patch(os, "environ", {"Z4_ACCESS_KEY": USER[0], "Z4_SECRET_KEY": USER[1]})

@@ -20,6 +20,7 @@ from z4node.storage.atrest import (ENCRYPTION_SETTING, KEY_ENV, ROTATION_SETTING
                                    EncryptionRefused)
 from z4node.storage.chunks import CHUNK_SIZE, ChunkCorrupted
 from z4node.storage.gc import GarbageCollector
+from z4node.storage.hint_store import HintStore
 from z4node.storage.crypto import (AtRest, EncryptionKeyError, KeyRing, KeyUnavailable,
                                    Tampered, key_id, parse_node_key)
 from z4node.storage.meta import RecordCorrupted
@@ -408,6 +409,22 @@ class RotationTests(EncryptedEngineTestCase):
         self.assertIn("rotated out", str(raised.exception))
         reopened = await self.open(directory, NEW_ENV)
         await self.check(reopened, contents, key)
+
+    async def test_hinted_entries_are_sealed_and_survive_a_rotation(self):
+        directory = self.new_dir()
+        engine = await self.open(directory)
+        secret = "the inline bytes of a small object"
+        await HintStore(engine.meta).add_entry("n2", "versions", {"inline": secret}, 1.0)
+        raw = await engine.meta.db.read(
+            lambda c: c.execute("SELECT entry FROM hints").fetchone()[0])
+        self.assertNotIn(secret.encode(), raw)
+        rotation = self.rotation(engine)
+        await rotation.start(NEW_KEY)
+        await rotation.resume()
+        engine.close()
+        reopened = await self.open(directory, NEW_ENV)
+        [hint] = await HintStore(reopened.meta).batch("n2", 0, 10)
+        self.assertEqual((hint.table, hint.entry), ("versions", {"inline": secret}))
 
     async def test_crash_mid_rotation_then_resume_with_either_key(self):
         for restart_env in (ENV, NEW_ENV):

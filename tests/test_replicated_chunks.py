@@ -29,6 +29,9 @@ class MemoryChunkStore:
         self.chunks[digest] = data
         return defer.succeed(None)
 
+    def has_chunk(self, digest):
+        return defer.succeed(digest in self.chunks and digest not in self.rotten)
+
     def get_chunk(self, digest, then=None):
         if digest in self.rotten:
             return defer.fail(ChunkCorrupted(digest.hex()))

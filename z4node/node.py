@@ -45,6 +45,7 @@ from z4node.objects.service import ObjectService
 from z4node.objects.kms import KeyManager, master_key_from, previous_master_key_from
 from z4node.objects.system import SystemTables
 from z4node.replication.everywhere import EverywhereTables
+from z4node.replication.hints import HintedHandoff
 from z4node.s3.api import S3Api, S3Resource
 from z4node.s3.authorization import BLOCK_SETTING, service_allowed
 from z4node.s3.handlers import HANDLERS, public_access
@@ -53,6 +54,7 @@ from z4node.storage.atrest import (EncryptionKeyError, EncryptionRefused, open_e
                                    use_at_rest)
 from z4node.storage.chunks import ChunkStore
 from z4node.storage.gc import GarbageCollector
+from z4node.storage.hint_store import HintStore
 from z4node.storage.meta import MetaStore
 from z4node.storage.rotation import KeyRotation
 from z4node.storage.scrub import MB, Scrubber
@@ -373,7 +375,13 @@ class Node(MultiService):
         self.cluster.setServiceParent(self)
         # Before anything can answer a request (all of this runs without
         # yielding to the reactor): objects live on their ring owners.
-        self.objects.replicate_with(self.cluster)
+        hours, rate = options.get("hint-window"), options.get("hint-rate")
+        self.handoff = HintedHandoff(
+            self.reactor, self.cluster, HintStore(self.meta), self.chunks,
+            window=None if hours is None else hours * 3600,
+            rate=None if rate is None else rate * MB)
+        self.objects.replicate_with(self.cluster, self.handoff)
+        self.handoff.setServiceParent(self)
         # Chunk references are counted where the versions are, not on the
         # chunks' owners, until cluster-wide GC exists (issue 13): in a
         # cluster, no chunk is deleted rather than a referenced one.
@@ -445,7 +453,8 @@ class Node(MultiService):
                 "scrub": self.scrubber.status(),
                 "access_logging": (self.server_access_log.status()
                                    if self.server_access_log is not None else None),
-                "system_tables": self.everywhere.status()}
+                "system_tables": self.everywhere.status(),
+                "hints": self.handoff.status()}
 
     def reload(self):
         """SIGHUP: read the TLS certificate again, reopen the access log."""

@@ -84,6 +84,11 @@ class Options(usage.Options):
         ["scrub-rate", None, 8.0,
          "MB/s the scrubber reads chunk files at to check them (0: no scrubbing).",
          float],
+        ["hint-window", None, 3.0,
+         "Hours a node keeps a hint (a copy held for an owner that was down) "
+         "undelivered before dropping it; anti-entropy restores the rest.", float],
+        ["hint-rate", None, 32.0,
+         "MB/s at most a node sends hinted chunks to their owners at.", float],
         ["object-ownership", None, "ObjectWriter",
          "ObjectOwnership of a bucket created without x-amz-object-ownership: "
          "ObjectWriter (ACLs on, the writer owns an object), BucketOwnerPreferred "
@@ -131,6 +136,9 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must be at least 1")
         if self["scrub-rate"] < 0:
             raise usage.UsageError("--scrub-rate must be 0 (off) or more")
+        for name in ("hint-window", "hint-rate"):
+            if not self[name] > 0:
+                raise usage.UsageError(f"--{name} must be a positive number")
         if not self["stop-timeout"] >= 0:
             raise usage.UsageError("--stop-timeout must be 0 or more seconds")
         for name in ("lifecycle-interval", "lifecycle-test-day-seconds"):

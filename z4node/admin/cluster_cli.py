@@ -1,4 +1,4 @@
-"""``z4 cluster status`` and ``z4 cluster members``: the peer status
+"""``z4 cluster status``, ``members`` and ``hints``: the peer status
 endpoints as tables (or the documents, with ``--json``).
 
 Owns: finding the local node through its data directory (``node.json``,
@@ -7,9 +7,9 @@ written by the node on start), signing the requests with the admin key
 ``$Z4_SECRET_KEY`` if set, as the node reads them, else the
 ``credentials`` file the node wrote into its data dir), and rendering
 ``/_z4/status`` (membership, ring, DHT, and the replication view: the
-system tables' replication, the peer channel, scrub and GC) and
-``/_z4/peers``. Reads only; a blocking urllib call is
-fine in a CLI.
+system tables' replication, the peer channel, hints, scrub and GC),
+its hint queues per target node, and ``/_z4/peers``. Reads only; a
+blocking urllib call is fine in a CLI.
 
 Follows the ``z4`` command's conventions (``z4node.admin.cli``): the
 top-level parser has ``--data`` and ``--json``; each command is
@@ -42,7 +42,7 @@ class ClusterCliError(Exception):
 
 
 def add_cluster_commands(subparsers, common=None):
-    """Add ``cluster status`` and ``cluster members`` to the ``z4`` parser's
+    """Add ``cluster status``, ``members`` and ``hints`` to the ``z4`` parser's
     subparsers; each sets ``run``. ``common`` is a parent parser with the
     options every command takes after its name (``--json``)."""
     parents = [] if common is None else [common]
@@ -54,6 +54,9 @@ def add_cluster_commands(subparsers, common=None):
     commands.add_parser("members", help="every member this node knows, with its state",
                         parents=parents) \
         .set_defaults(run=cluster_members)
+    commands.add_parser("hints", help="the hints this node holds for nodes that were "
+                                      "down, per node", parents=parents) \
+        .set_defaults(run=cluster_hints)
     return cluster
 
 
@@ -216,12 +219,40 @@ def replication_rows(status):
             f"{state}; {scrub['passes']} passes, {scrub['chunks_verified']} chunks "
             f"({size(scrub['bytes_verified'])}) verified; {scrub['bad_found']} bad, "
             f"{scrub['healed']} healed, {scrub['unrecoverable']} unrecoverable")])
+    hints = jobs.get("hints")
+    if hints is not None:
+        queued = hints["queues"].values()
+        rows.append(["hints", (
+            f"{sum(q['count'] for q in queued)} held for {len(hints['queues'])} nodes "
+            f"({size(sum(q['bytes'] for q in queued))}); {hints['delivered']} delivered, "
+            f"{hints['already_there']} already there, {hints['expired']} expired, "
+            f"{hints['skipped']} skipped")])
     gc = jobs.get("gc")
     if gc is not None:
         rows.append(["gc", f"{gc['runs']} runs, {gc['failures']} failed"
                      + (f" (last: {gc['last_failure']['error']})" if gc["last_failure"]
                         else "")])
     return rows
+
+
+def render_hints(hints):
+    """The hint queues this node holds, one row per target node."""
+    rows = [[target, q["count"], size(q["bytes"]), f"{q['oldest_age']:.0f}s"]
+            for target, q in hints["queues"].items()]
+    text = table(["FOR NODE", "HINTS", "BYTES", "OLDEST"], rows) if rows \
+        else "no hints held: every write reached its owners"
+    return text + (f"\n{hints['delivered']} delivered ({size(hints['delivered_bytes'])} of "
+                   f"chunks), {hints['already_there']} already there, "
+                   f"{hints['undeliverable']} undeliverable, {hints['expired']} expired "
+                   f"after {hints['window'] / 3600:g} h, {hints['skipped']} skipped")
+
+
+def cluster_hints(args):
+    status = fetch(args.data, "/_z4/status")
+    hints = status.get("jobs", {}).get("hints")
+    if hints is None:
+        raise ClusterCliError("this node does not report hints (it runs an older z4node)")
+    return hints, render_hints(hints)
 
 
 def cluster_status(args):

@@ -108,12 +108,13 @@ class ObjectService:
         self._key_locks = KeyLocks()
         self.replicate_with(SoloCluster())
 
-    def replicate_with(self, cluster):
-        """Keep objects on their owners in ``cluster`` (a ClusterService);
-        until this is called the node is a cluster of one."""
+    def replicate_with(self, cluster, handoff=None):
+        """Keep objects on their owners in ``cluster`` (a ClusterService),
+        with hints for owners that are down through ``handoff`` (a
+        HintedHandoff); until this is called the node is a cluster of one."""
         self.cluster = cluster
-        self._chunks = ReplicatedChunks(self._store, cluster)
-        self.tables = ObjectTables(self.records, cluster)
+        self._chunks = ReplicatedChunks(self._store, cluster, handoff)
+        self.tables = ObjectTables(self.records, cluster, handoff)
 
     def is_first_owner(self, bucket):
         """Whether this node comes first among the bucket's owners (the one

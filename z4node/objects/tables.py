@@ -230,14 +230,15 @@ class ObjectTables:
 
     log = Logger()
 
-    def __init__(self, records, cluster):
+    def __init__(self, records, cluster, handoff=None):
         self._records = records
         self._cluster = cluster
         self.version_table = PartitionedTable("versions", _VersionSchema(),
-                                         _VersionStore(records), cluster)
+                                              _VersionStore(records), cluster, handoff)
         self.upload_table = PartitionedTable("uploads", _UploadSchema(),
-                                        _UploadStore(records), cluster)
-        self.part_table = PartitionedTable("parts", _PartSchema(), _PartStore(records), cluster)
+                                             _UploadStore(records), cluster, handoff)
+        self.part_table = PartitionedTable("parts", _PartSchema(), _PartStore(records),
+                                           cluster, handoff)
         for op, handler in (("latest", self._serve_latest), ("heads", self._serve_heads),
                             ("versions", self._serve_versions),
                             ("uploads", self._serve_uploads), ("parts", self._serve_parts),

@@ -12,12 +12,17 @@ a lie) costs one more call, never a wrong answer.
   one) and the put returns once a majority of min(3, layout) *true owners*
   hold it durably; fewer, and it raises
   :class:`~z4node.replication.errors.QuorumNotReached`.
+  An owner that membership says is down is not called; an owner that is
+  down or does not answer gets a hint instead (:mod:`z4node.replication.hints`),
+  which never counts toward the quorum.
 - **Get**: this node's copy first if it has one, then the owners in ring
-  order; each remote copy is verified, and a bad or missing one moves on to
-  the next. None good: :class:`~z4node.storage.chunks.ChunkMissing`. An
+  order, then the nodes the DHT names as providers of the hash (hint
+  holders); each remote copy is verified, and a bad or missing one moves on
+  to the next. None good: :class:`~z4node.storage.chunks.ChunkMissing`. An
   owner that had to fetch its own chunk (it was down when the chunk was
   written, or its copy rotted) keeps the good copy (read repair), without
-  delaying the read.
+  delaying the read; a copy found only through the DHT is sent on to the
+  owners too.
 
 Chunks travel in plaintext inside the peer channel, which is encrypted;
 each node seals what it stores under its own node key (at-rest encryption
@@ -25,10 +30,10 @@ stays per node). SSE-C chunks are ciphertext already, named by the hash of
 that ciphertext, and travel as they are.
 """
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
-from z4node.cluster.channel import CallError, Reply, RpcError
+from z4node.cluster.channel import CallError, RemoteError, Reply, RpcError
 from z4node.replication.errors import QuorumNotReached, first_successes
 from z4node.storage.chunks import CHUNK_SIZE, ChunkCorrupted, ChunkMissing, chunk_hash
 
@@ -43,20 +48,24 @@ class ReplicatedChunks:
     ``store`` is this node's :class:`~z4node.storage.chunks.ChunkStore` (or
     anything with its ``put_chunk``/``get_chunk``); ``cluster`` what the
     peer channel and the ring offer (``owners``, ``serve``, ``call``,
-    ``local``).
+    ``local``, ``is_alive``, ``dht``); ``handoff`` the node's
+    :class:`~z4node.replication.hints.HintedHandoff` (None: no hints).
     """
 
     log = Logger()
 
     replication = 3
 
-    def __init__(self, store, cluster):
+    def __init__(self, store, cluster, handoff=None):
         self.store = store
         self._cluster = cluster
+        self._handoff = handoff
         self.counters = {"puts": 0, "gets": 0, "remote_gets": 0, "bad_copies": 0,
-                         "missing": 0, "quorum_failures": 0, "repaired": 0}
+                         "missing": 0, "quorum_failures": 0, "repaired": 0,
+                         "found_through_dht": 0}
         cluster.serve("chunk.put", self._serve_put)
         cluster.serve("chunk.get", self._serve_get)
+        cluster.serve("chunk.has", self._serve_has)
 
     def owners(self, digest):
         return self._cluster.owners(digest, self.replication)
@@ -89,21 +98,37 @@ class ReplicatedChunks:
         self.counters["puts"] += 1
         owners = self.owners(digest)
         needed = len(owners) // 2 + 1
-        acked = await first_successes([self._put_at(owner, digest, data) for owner in owners],
-                                      needed)
+        acked = await first_successes(
+            [self._put_at(owner, owners, digest, data) for owner in owners], needed)
         if acked < needed:
             self.counters["quorum_failures"] += 1
             raise QuorumNotReached(f"chunk {digest.hex()}: {acked} of the {needed} owners "
                                    "needed hold it")
 
-    def _put_at(self, owner, digest, data):
+    def _put_at(self, owner, owners, digest, data):
+        """Put the chunk on one owner; if it is down or does not answer, a
+        hint goes to a holder in the background (and the put still fails:
+        a hint is not an owner's copy)."""
         if owner == self._cluster.local.id:
             return self.store.put_chunk(digest, data)
-        return Deferred.fromCoroutine(self._cluster.call(
-            owner, "chunk.put", {"hash": digest.hex()}, _one_piece(data)))
+        if not self._cluster.is_alive(owner):
+            self._hand_off(owner, owners, digest, data)
+            return fail(RpcError(f"chunk.put: {owner} is down"))
+        d = Deferred.fromCoroutine(self._cluster.call(
+            owner, "chunk.put", {"hash": digest.hex()}, one_piece(data)))
+
+        def unreached(failure):
+            if failure.check(RpcError) and not failure.check(RemoteError):
+                self._hand_off(owner, owners, digest, data)
+            return failure
+        return d.addErrback(unreached)
+
+    def _hand_off(self, owner, owners, digest, data):
+        if self._handoff is not None:
+            self._handoff.hand_off_chunk(owner, owners, digest, data)
 
     async def _serve_put(self, peer_id, args, body):
-        digest = _digest(args)
+        digest = digest_arg(args)
         if body is None:
             raise CallError("BadRequest", "chunk.put needs the chunk as its body")
         try:
@@ -127,27 +152,64 @@ class ReplicatedChunks:
         except (ChunkMissing, ChunkCorrupted):
             if self.owners(digest) == [local]:
                 raise
-        for owner in self.owners(digest):
+        owners = self.owners(digest)
+        for owner in owners:
             if owner == local:
                 continue
-            self.counters["remote_gets"] += 1
-            try:
-                response = await self._cluster.call(owner, "chunk.get", {"hash": digest.hex()})
-                data = await response.body.read_all(MAX_CHUNK_BYTES)
-            except RpcError as e:
-                self.log.info("chunk {hash}: no copy from {owner} ({why})",
-                              hash=digest.hex(), owner=owner, why=str(e))
+            data = await self._fetch(owner, digest)
+            if data is None:
                 continue
-            if await self.store.run(chunk_hash, data) != digest:
-                self.counters["bad_copies"] += 1
-                self.log.warn("chunk {hash}: {owner} sent bytes that do not hash to it; "
-                              "trying the next owner", hash=digest.hex(), owner=owner)
-                continue
-            if local in self.owners(digest):
+            if local in owners:
                 self._repair(digest, data)
+            return data if then is None else await self.store.run(then, data)
+        for provider in await self._providers(digest):
+            if provider == local or provider in owners:
+                continue
+            data = await self._fetch(provider, digest)
+            if data is None:
+                continue
+            self.counters["found_through_dht"] += 1
+            for owner in owners:
+                if owner == local:
+                    self._repair(digest, data)
+                else:
+                    self._put_at(owner, owners, digest, data).addErrback(
+                        self._not_passed_on, digest, owner)
             return data if then is None else await self.store.run(then, data)
         self.counters["missing"] += 1
         raise ChunkMissing(digest.hex())
+
+    async def _fetch(self, member, digest):
+        """The verified bytes of a chunk from ``member``, or None."""
+        self.counters["remote_gets"] += 1
+        try:
+            response = await self._cluster.call(member, "chunk.get", {"hash": digest.hex()})
+            data = await response.body.read_all(MAX_CHUNK_BYTES)
+        except RpcError as e:
+            self.log.info("chunk {hash}: no copy from {member} ({why})",
+                          hash=digest.hex(), member=member, why=str(e))
+            return None
+        if await self.store.run(chunk_hash, data) != digest:
+            self.counters["bad_copies"] += 1
+            self.log.warn("chunk {hash}: {member} sent bytes that do not hash to it; "
+                          "trying the next copy", hash=digest.hex(), member=member)
+            return None
+        return data
+
+    async def _providers(self, digest):
+        """The members the DHT names as holding ``digest`` (hint holders);
+        none if the lookup fails."""
+        try:
+            return sorted(await self._cluster.dht.providers(digest))
+        except Exception as e:
+            self.log.info("chunk {hash}: DHT lookup failed ({why})", hash=digest.hex(),
+                          why=str(e))
+            return []
+
+    def _not_passed_on(self, failure, digest, owner):
+        self.log.info("chunk {hash}: passing the copy found through the DHT to {owner} "
+                      "failed: {why}", hash=digest.hex(), owner=owner,
+                      why=failure.getErrorMessage())
 
     def _repair(self, digest, data):
         """Store a verified copy of a chunk this node owns but lacked (a
@@ -159,20 +221,23 @@ class ReplicatedChunks:
         self.store.put_chunk(digest, data).addErrback(failed)
 
     async def _serve_get(self, peer_id, args, body):
-        digest = _digest(args)
+        digest = digest_arg(args)
         try:
             data = await self.store.get_chunk(digest)
         except ChunkMissing:
             raise CallError("NoSuchChunk", digest.hex()) from None
         except ChunkCorrupted:
             raise CallError("ChunkCorrupted", digest.hex()) from None
-        return Reply({}, _one_piece(data))
+        return Reply({}, one_piece(data))
+
+    async def _serve_has(self, peer_id, args, body):
+        return Reply({"has": await self.store.has_chunk(digest_arg(args))})
 
     def status(self):
         return dict(self.counters)
 
 
-def _digest(args):
+def digest_arg(args):
     try:
         digest = bytes.fromhex(args["hash"])
     except (KeyError, TypeError, ValueError):
@@ -182,5 +247,5 @@ def _digest(args):
     return digest
 
 
-async def _one_piece(data):
+async def one_piece(data):
     yield data

@@ -16,7 +16,9 @@ nothing.
   store when this node is one) and the write returns once ``write_quorum``
   *true owners* hold it; fewer, and it raises
   :class:`~z4node.replication.errors.QuorumNotReached` (the copies that did
-  land stay, and the newest wins wherever they meet).
+  land stay, and the newest wins wherever they meet). An owner that is down
+  is not called, and an owner that is down or does not answer gets a hint
+  (:mod:`z4node.replication.hints`), which never counts toward the quorum.
 - **Read**: ``read_quorum`` owners are asked (this node first when it owns
   the partition); the newest answer wins. An owner that answered something
   older, or nothing, is sent the newest in the background (read repair),
@@ -33,10 +35,10 @@ counts as a missing answer.
 import abc
 import json
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
-from z4node.cluster.channel import CallError, Reply, RpcError
+from z4node.cluster.channel import CallError, RemoteError, Reply, RpcError
 from z4node.replication.errors import QuorumNotReached, first_successes
 
 
@@ -75,17 +77,20 @@ class LocalStore(abc.ABC):
 
 
 class PartitionedTable:
-    """One table partitioned over the ring (see the module docstring)."""
+    """One table partitioned over the ring (see the module docstring);
+    ``handoff`` is the node's :class:`~z4node.replication.hints.HintedHandoff`
+    (None: no hints)."""
 
     log = Logger()
 
     replication = 3
 
-    def __init__(self, name, schema, store, cluster):
+    def __init__(self, name, schema, store, cluster, handoff=None):
         self.name = name
         self.schema = schema
         self.store = store
         self._cluster = cluster
+        self._handoff = handoff
         self.counters = {"writes": 0, "reads": 0, "quorum_failures": 0,
                          "read_repairs": 0, "repair_failures": 0}
         cluster.serve(f"table.{name}.apply", self._serve_apply)
@@ -102,14 +107,33 @@ class PartitionedTable:
         """Store ``entry`` on its partition's owners; returns once a write
         quorum of them holds it, else QuorumNotReached."""
         self.counters["writes"] += 1
-        owners = self.owners(self.schema.partition(entry))
+        partition = self.schema.partition(entry)
+        owners = self.owners(partition)
         needed = majority(owners)
-        acked = await first_successes([self._apply_at(owner, entry) for owner in owners],
-                                      needed)
+        acked = await first_successes(
+            [self._write_at(owner, owners, partition, entry) for owner in owners], needed)
         if acked < needed:
             self.counters["quorum_failures"] += 1
             raise QuorumNotReached(f"{self.name}: {acked} of the {needed} owners needed "
                                    f"hold the write")
+
+    def _write_at(self, owner, owners, partition, entry):
+        """Apply a write on one owner; if it is down or does not answer, a
+        hint goes to a holder in the background (and this still fails: a
+        hint is not an owner's copy)."""
+        if owner != self._cluster.local.id and not self._cluster.is_alive(owner):
+            self._hand_off(owner, owners, partition, entry)
+            return fail(RpcError(f"{self.name}: {owner} is down"))
+
+        def unreached(failure):
+            if failure.check(RpcError) and not failure.check(RemoteError):
+                self._hand_off(owner, owners, partition, entry)
+            return failure
+        return self._apply_at(owner, entry).addErrback(unreached)
+
+    def _hand_off(self, owner, owners, partition, entry):
+        if self._handoff is not None:
+            self._handoff.hand_off_entry(owner, owners, partition, self.name, entry)
 
     def _apply_at(self, owner, entry):
         if owner == self._cluster.local.id:

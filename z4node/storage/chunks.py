@@ -181,6 +181,11 @@ class ChunkStore:
             return False
         return True
 
+    def has_chunk(self, digest):
+        """Whether an intact copy of ``digest`` is stored (read and hashed:
+        cheaper than sending the chunk to a node that has it)."""
+        return self._serialized(digest, self._intact, digest)
+
     def get_chunk(self, digest, then=None):
         """The verified bytes of a chunk (ChunkMissing, ChunkCorrupted), or
         ``then(bytes)`` computed on the chunk I/O pool (to decrypt them)."""

@@ -91,6 +91,12 @@ CREATE TABLE IF NOT EXISTS completed_uploads (
     parts BLOB NOT NULL, version_id TEXT NOT NULL, hlc INTEGER NOT NULL,
     completed REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS completed_uploads_by_age ON completed_uploads (completed);
+CREATE TABLE IF NOT EXISTS hints (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, chunk BLOB,
+    tbl TEXT, entry BLOB, size INTEGER NOT NULL, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS hints_by_target ON hints (target, id);
+CREATE UNIQUE INDEX IF NOT EXISTS hints_of_chunks ON hints (chunk, target)
+    WHERE chunk IS NOT NULL;
 """
 
 # Every table whose rows carry an HLC timestamp (MetaStore.newest_hlc).

@@ -2,7 +2,8 @@
 small transactions with a persisted cursor, without rewriting data.
 
 What holds a wrapped data key: every row of ``chunk_keys`` (one per chunk
-file), every inline object in ``versions``, every access-key secret. The
+file), every inline object in ``versions``, every access-key secret, every
+hinted table entry (``hints``, rewrapped in the last step). The
 crawler walks them in key order, a batch per write transaction; each
 transaction rewraps its batch *and* advances the cursor
 (``node_settings.encryption_rotation``), so a crash loses at most the batch
@@ -231,6 +232,18 @@ def _finish(c, at_rest, state, now):
             "SELECT bucket, key, hlc, inline FROM versions WHERE inline IS NOT NULL"
             " AND substr(inline, 2, ?) != ?", (KEY_ID_BYTES, current)).fetchall():
         _rewrap_inline(c, at_rest, bucket, key, hlc, inline)
+    # Hinted entries are few (they live hours at most): rewrapped here.
+    for hint_id, sealed in c.execute(
+            "SELECT id, entry FROM hints WHERE entry IS NOT NULL"
+            " AND substr(entry, 2, ?) != ?", (KEY_ID_BYTES, current)).fetchall():
+        try:
+            rewrapped = at_rest.rewrap_inline(sealed)
+        except Tampered as e:
+            log.error("encryption: hint {id} is damaged ({error}); it will be dropped",
+                      id=hint_id, error=str(e))
+            continue
+        if rewrapped is not None:
+            c.execute("UPDATE hints SET entry=? WHERE id=?", (rewrapped, hint_id))
     for access_key_id, secret in c.execute(
             "SELECT access_key_id, secret FROM access_keys").fetchall():
         try:
