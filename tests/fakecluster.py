@@ -54,21 +54,28 @@ class FakeMembership:
 
 
 class FakeDht:
-    """The provider directory: records kept in the FakeNet, found at once."""
+    """The provider directory: records kept in the FakeNet (by the hex
+    hash, as ProviderDirectory takes it), found at once."""
 
     def __init__(self, net, member_id):
         self.net = net
         self.member_id = member_id
 
+    @staticmethod
+    def _key(chunk_hash):
+        if not isinstance(chunk_hash, str):
+            raise TypeError("the provider directory takes hex chunk hashes")
+        return chunk_hash
+
     def provide(self, chunk_hash):
-        self.net.providers.setdefault(chunk_hash, set()).add(self.member_id)
+        self.net.providers.setdefault(self._key(chunk_hash), set()).add(self.member_id)
         return succeed(None)
 
     def unprovide(self, chunk_hash):
-        self.net.providers.get(chunk_hash, set()).discard(self.member_id)
+        self.net.providers.get(self._key(chunk_hash), set()).discard(self.member_id)
 
     def providers(self, chunk_hash):
-        return succeed(set(self.net.providers.get(chunk_hash, ())))
+        return succeed(set(self.net.providers.get(self._key(chunk_hash), ())))
 
 
 class FakeCluster:
@@ -127,7 +134,7 @@ class FakeNet:
         self.members = {f"n{i}": FakeMember(f"n{i}") for i in range(count)}
         self.unreachable = set()
         self.stalled = set()
-        self.providers = {}  # chunk hash -> ids of the members providing it
+        self.providers = {}  # hex chunk hash -> ids of the members providing it
         self.calls = []
         self.clusters = {m: FakeCluster(self, m) for m in self.members}
         self.nodes = {m: build(c) for m, c in self.clusters.items()} if build else {}

@@ -118,7 +118,7 @@ class HintedHandoffTests(TestCase):
         self.assertNotIn(holder, owners)
         await self.until(lambda: self.queued(holder) >= 1, "the chunk hint is held")
         self.assertIn(self.digest, self.node(holder).chunks.chunks)
-        self.assertEqual(self.net.providers[self.digest], {holder})
+        self.assertEqual(self.net.providers[self.digest.hex()], {holder})
         self.assertNotIn(self.digest, self.node(target).chunks.chunks)
         entry_owners = self.node("n0").table.owners(PARTITION)
         if target in entry_owners:
@@ -134,7 +134,7 @@ class HintedHandoffTests(TestCase):
                              ["value"], "v7")
         # The holder's copy was only for the hint: gone, and no longer offered.
         self.assertNotIn(self.digest, self.node(holder).chunks.chunks)
-        self.assertEqual(self.net.providers[self.digest], set())
+        self.assertEqual(self.net.providers[self.digest.hex()], set())
         for member in self.net.members:
             self.assertEqual(await self.node(member).handoff._hints.queues(), {})
 

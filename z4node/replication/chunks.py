@@ -200,7 +200,7 @@ class ReplicatedChunks:
         """The members the DHT names as holding ``digest`` (hint holders);
         none if the lookup fails."""
         try:
-            return sorted(await self._cluster.dht.providers(digest))
+            return sorted(await self._cluster.dht.providers(digest.hex()))
         except Exception as e:
             self.log.info("chunk {hash}: DHT lookup failed ({why})", hash=digest.hex(),
                           why=str(e))

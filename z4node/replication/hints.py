@@ -202,7 +202,7 @@ class HintedHandoff(Service):
             self._chunks.unpin(digest)
         self._held(target, len(data))
         if not self._owns(digest):
-            d = self._cluster.dht.provide(digest)
+            d = self._cluster.dht.provide(digest.hex())
             d.addErrback(lambda f: self.log.info(
                 "chunk {hash}: announcing the hinted copy in the DHT failed: {why}",
                 hash=digest.hex(), why=f.getErrorMessage()))
@@ -339,7 +339,7 @@ class HintedHandoff(Service):
         if self._owns(digest) or await self._hints.holds_chunk(digest) \
                 or self._chunks.is_pinned(digest):
             return
-        self._cluster.dht.unprovide(digest)
+        self._cluster.dht.unprovide(digest.hex())
         if await self._chunks.delete_chunk(digest, math.inf):
             self.counters["copies_dropped"] += 1
 
