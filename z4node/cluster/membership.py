@@ -802,6 +802,12 @@ class Membership(DatagramProtocol):
 
     _GOSSIP = {"alive": _alive, "suspect": _suspect, "dead": _dead}
 
+    @property
+    def has_joined(self):
+        """Whether this node knows the cluster: a ``--join`` (or a remembered
+        peer) answered, or there was nobody to join."""
+        return self.joined or not self._join_addrs
+
     # -- status ---------------------------------------------------------------
 
     def status(self):
@@ -813,7 +819,7 @@ class Membership(DatagramProtocol):
         return {
             "members": by_state,
             "incarnation": self.local.incarnation,
-            "joined": self.joined or not self._join_addrs,
+            "joined": self.has_joined,
             "health_score": self.health.score,
             "probe_interval": self.health.scale(self.probe_interval),
             "suspicion_timeout": [minimum, maximum],

@@ -115,6 +115,17 @@ class Ring:
     def member_ids(self):
         return sorted(self._members)
 
+    def to_json(self):
+        """What placement depends on, as JSON (:meth:`from_json` rebuilds
+        an equal ring)."""
+        return {"vnodes": self.vnodes,
+                "members": [[m.id, m.capacity, m.zone]
+                            for m in sorted(self._members.values(), key=lambda m: m.id)]}
+
+    @classmethod
+    def from_json(cls, value):
+        return cls([RingMember(*member) for member in value["members"]], value["vnodes"])
+
     def fingerprint(self):
         """A short digest of everything placement depends on.
 
