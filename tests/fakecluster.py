@@ -102,7 +102,16 @@ class FakeCluster:
 
     @property
     def ring(self):
-        return Ring([RingMember(m.id) for m in self.membership.members(IN_LAYOUT)])
+        return Ring([RingMember(m.id, m.capacity, m.zone)
+                     for m in self.membership.members(IN_LAYOUT)])
+
+    @property
+    def draining(self):
+        return self.local.capacity == 0
+
+    async def drain(self):
+        self.local.capacity = 0.0
+        self.net._announce("updated", self.local.id)
 
     def owners(self, key, n=3):
         return self.ring.owners(key, n)

@@ -135,6 +135,32 @@ class RebalanceTests(TestCase):
         self.assertEqual(self.total("dropped_copies"), 0)
         self.assertGreaterEqual(self.total("unplaced"), len(gained))
 
+    async def test_a_drained_node_holds_no_last_copy(self):
+        digests = await self.write()
+        drained = self.net.nodes["n1"]
+        self.assertFalse(drained.rebalancer.drained())
+        await self.net.clusters["n1"].drain()
+        await self.until(drained.rebalancer.drained, "n1 drains")
+        await self.until(self.settled, "every node settles on the ring without n1")
+        self.assertEqual([files for _, _, files in os.walk(
+            os.path.join(self.base, "n1", "chunks")) if files], [])
+        ring = self.net.clusters["n0"].ring
+        self.assertNotIn("n1", ring)
+        for digest in digests:
+            holders = {m for m in self.net.members
+                       if os.path.exists(self.net.nodes[m].chunks.path(digest))}
+            self.assertEqual(holders, set(ring.owners(digest, 3)))
+
+    async def test_a_pass_that_left_a_chunk_unplaced_runs_again(self):
+        digests = await self.write()
+        self.net.add("n4", self.build)
+        self.net.unreachable.add("n4")
+        await self.until(lambda: self.total("passes_completed") >= 4, "the passes end")
+        self.assertFalse(self.settled())
+        self.net.unreachable.discard("n4")
+        await self.until(self.settled, "a later pass places what was left")
+        self.assert_placed(digests)
+
     async def test_a_restart_moves_nothing(self):
         await self.write()
         path = os.path.join(self.base, "n1", LAYOUT_FILE)

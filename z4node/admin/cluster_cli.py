@@ -45,7 +45,8 @@ class ClusterCliError(Exception):
 def add_cluster_commands(subparsers, common=None):
     """Add ``cluster status``, ``members`` and ``hints`` to the ``z4`` parser's
     subparsers; each sets ``run``. ``common`` is a parent parser with the
-    options every command takes after its name (``--json``)."""
+    options every command takes after its name (``--json``). Returns the
+    ``cluster`` family's subparsers, for commands that use the admin socket."""
     parents = [] if common is None else [common]
     cluster = subparsers.add_parser("cluster", help="cluster membership and health")
     commands = cluster.add_subparsers(dest="action", required=True)
@@ -58,7 +59,7 @@ def add_cluster_commands(subparsers, common=None):
     commands.add_parser("hints", help="the hints this node holds for nodes that were "
                                       "down, per node", parents=parents) \
         .set_defaults(run=cluster_hints)
-    return cluster
+    return commands
 
 
 def node_url(data_dir):

@@ -33,10 +33,11 @@ Owns the rebalancing of this node's chunk files and object records:
 - One chunk moves at a time, at most ``rate`` bytes/s, so moving data does
   not crowd out clients.
 - A ring change during a pass ends it; the next pass starts over for the
-  newest ring, still from the settled one. When a pass ends, the ring it
-  placed for becomes the settled ring. A chunk or bucket that could not be
-  placed (a new owner down) is counted as ``unplaced``; read repair, hints
-  and, later, anti-entropy restore it.
+  newest ring, still from the settled one. When a pass ends having placed
+  everything, the ring it placed for becomes the settled ring. A chunk or
+  bucket that could not be placed (a new owner down) is counted as
+  ``unplaced``, a displaced copy still pinned or hinted as ``kept``; then
+  the settled ring stays and another pass runs ``retry_seconds`` later.
 """
 
 import json
@@ -71,6 +72,9 @@ class Rebalancer(Service):
     check_interval = 5.0  # seconds between looks at the ring
     rate = 32 * MiB  # bytes/s of chunks sent
     save_interval = 5.0  # seconds between saves of a pass's cursor
+    # After a pass that left something unplaced (an owner down), the next
+    # one starts this long after it: each pass walks every chunk file.
+    retry_seconds = 600.0
 
     def __init__(self, clock, cluster, chunks, hints, path, tables=None, settle=None,
                  rate=None):
@@ -85,6 +89,7 @@ class Rebalancer(Service):
         if rate is not None:
             self.rate = rate
         self._ring_since = clock.seconds()
+        self._retry_at = None
         self._stopping = False
         self._saved_at = None
         self.settled = None  # the settled Ring
@@ -92,8 +97,11 @@ class Rebalancer(Service):
         self.progress = None  # the fraction of the hash space a pass has walked
         self.counters = {"passes": 0, "passes_completed": 0, "chunks_changed": 0,
                          "moved_chunks": 0, "moved_bytes": 0, "dropped_copies": 0,
-                         "unplaced": 0, "buckets_changed": 0, "moved_records": 0,
-                         "unplaced_buckets": 0}
+                         "kept_copies": 0, "unplaced": 0, "buckets_changed": 0,
+                         "moved_records": 0, "unplaced_buckets": 0}
+        # What the last completed pass left undone: {"ring", "finished",
+        # "unplaced", "unplaced_buckets", "kept_copies"}.
+        self.last_pass = None
         self._job = PeriodicJob("rebalance", clock, self.check)
         cluster.subscribe(self._member_changed)
 
@@ -134,6 +142,7 @@ class Rebalancer(Service):
     def _member_changed(self, event):
         if event.changes_ring:
             self._ring_since = self._clock.seconds()
+            self._retry_at = None
 
     async def check(self):
         """One look at the ring (the periodic job): settle on it, or move
@@ -145,7 +154,8 @@ class Rebalancer(Service):
         if self.settled is None:
             self.settled = ring
             await self._save()
-        elif ring.fingerprint() != self.settled.fingerprint():
+        elif ring.fingerprint() != self.settled.fingerprint() and (
+                self._retry_at is None or self._clock.seconds() >= self._retry_at):
             await self._pass(self.settled, ring)
 
     # -- a pass ------------------------------------------------------------------
@@ -157,6 +167,8 @@ class Rebalancer(Service):
             target, source) else ""
         self.counters["passes"] += 1
         self.progress, self._saved_at = 0.0, self._clock.seconds()
+        undone = ("unplaced", "unplaced_buckets", "kept_copies")
+        before = {name: self.counters[name] for name in undone}
         self.log.info("rebalance: moving chunks from ring {old} to ring {new}{resumed}",
                       old=source, new=target, resumed=f" (resuming after {after})"
                       if after else "")
@@ -180,10 +192,21 @@ class Rebalancer(Service):
         if self._tables is not None and not await self._move_records(old, new, target):
             self.progress = None
             return
-        self.settled, self.cursor, self.progress = new, None, None
-        await self._save()
         self.counters["passes_completed"] += 1
-        self.log.info("rebalance: chunks placed for ring {new}", new=target)
+        self.last_pass = {"ring": target, "finished": self._clock.seconds(),
+                          **{name: self.counters[name] - before[name] for name in undone}}
+        self.cursor, self.progress = None, None
+        if any(self.last_pass[name] for name in undone):
+            # The settled ring stays: the next pass retries what is left.
+            self._retry_at = self._clock.seconds() + self.retry_seconds
+            await self._save()
+            self.log.warn("rebalance: a pass for ring {new} left {left}; another runs in "
+                          "{retry:.0f} s", new=target, retry=self.retry_seconds,
+                          left={name: self.last_pass[name] for name in undone})
+            return
+        self.settled = new
+        await self._save()
+        self.log.info("rebalance: data placed for ring {new}", new=target)
 
     async def _place(self, digest, old, new):
         replication = ReplicatedChunks.replication
@@ -279,9 +302,19 @@ class Rebalancer(Service):
         """Delete this node's copy of a chunk it no longer owns, now that its
         owners hold it."""
         if self._chunks.is_pinned(digest) or await self._hints.holds_chunk(digest):
+            self.counters["kept_copies"] += 1
             return
         if await self._chunks.delete_chunk(digest, math.inf):
             self.counters["dropped_copies"] += 1
+
+    def drained(self):
+        """Whether this node drained: a completed pass for a ring without
+        it placed every chunk and bucket elsewhere and kept no copy, so it
+        holds no last copy of anything."""
+        last, ring = self.last_pass, self._cluster.ring
+        return (self._cluster.local.id not in ring and last is not None
+                and last["ring"] == ring.fingerprint()
+                and not (last["unplaced"] or last["unplaced_buckets"] or last["kept_copies"]))
 
     # -- status ------------------------------------------------------------------
 
@@ -295,4 +328,5 @@ class Rebalancer(Service):
                  "settled" if settled == ring.fingerprint() else "waiting")
         return {"state": state, "progress": self.progress, "settled_ring": settled,
                 "ring": ring.fingerprint(), "rate": self.rate, **self.counters,
-                "job": self._job.status()}
+                "last_pass": self.last_pass, "draining": self._cluster.draining,
+                "drained": self.drained(), "job": self._job.status()}
