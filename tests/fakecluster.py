@@ -46,6 +46,8 @@ class FakeMember:
 
 
 class FakeMembership:
+    has_joined = True
+
     def __init__(self, net):
         self.net = net
 
@@ -98,9 +100,21 @@ class FakeCluster:
     def subscribe(self, callback):
         self.subscribers.append(callback)
 
+    @property
+    def ring(self):
+        return Ring([RingMember(m.id, m.capacity, m.zone)
+                     for m in self.membership.members(IN_LAYOUT)])
+
+    @property
+    def draining(self):
+        return self.local.capacity == 0
+
+    async def drain(self):
+        self.local.capacity = 0.0
+        self.net._announce("updated", self.local.id)
+
     def owners(self, key, n=3):
-        ring = Ring([RingMember(m.id) for m in self.membership.members(IN_LAYOUT)])
-        return ring.owners(key, n)
+        return self.ring.owners(key, n)
 
     async def call(self, member_id, op, args, body=None):
         self.net.calls.append((self.local.id, member_id, op))
@@ -139,11 +153,27 @@ class FakeNet:
         self.clusters = {m: FakeCluster(self, m) for m in self.members}
         self.nodes = {m: build(c) for m, c in self.clusters.items()} if build else {}
 
+    def _announce(self, kind, member_id):
+        for cluster in list(self.clusters.values()):
+            for callback in list(cluster.subscribers):
+                callback(MemberEvent(kind, self.members[member_id]))
+
+    def add(self, member_id, build=None):
+        """A new member joins; ``build(cluster)`` makes what it runs."""
+        self.members[member_id] = FakeMember(member_id)
+        self.clusters[member_id] = FakeCluster(self, member_id)
+        if build is not None:
+            self.nodes[member_id] = build(self.clusters[member_id])
+        self._announce("joined", member_id)
+
+    def forget(self, member_id):
+        """A member leaves the layout (it left, or was dead too long)."""
+        self.members[member_id].state = State.LEFT
+        self._announce("forgotten", member_id)
+
     def kill(self, member_id):
         self.members[member_id].state = State.DEAD
 
     def revive(self, member_id):
         self.members[member_id].state = State.ALIVE
-        for cluster in self.clusters.values():
-            for callback in list(cluster.subscribers):
-                callback(MemberEvent("alive", self.members[member_id]))
+        self._announce("alive", member_id)

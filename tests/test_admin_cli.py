@@ -246,8 +246,11 @@ class AdminCliTests(S3Assertions, TestCase):
         self.admin.create_bucket(Bucket="bkt")
         self.admin.put_object(Bucket="bkt", Key="k", Body=os.urandom(50_000))
         text = self.z4("cluster", "status")
-        for row in ("system tables", "peer channel", "channel packets", "scrub", "gc"):
+        for row in ("system tables", "peer channel", "channel packets", "scrub", "hints",
+                    "rebalance", "gc"):
             self.assertRegex(text, rf"(?m)^{row}\s+\S", row)
+        # A node alone has nowhere to move its data.
+        self.assertIn("no other node takes data", self.z4_fails("cluster", "drain"))
         status = json.loads(self.z4("cluster", "status", "--json"))
         self.assertIn("quorum", status["jobs"]["system_tables"])
         self.assertIn("calls", status["channel"])

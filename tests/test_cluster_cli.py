@@ -58,7 +58,13 @@ class ClusterCLITests(TestCase):
                           "delivered": 17, "delivered_bytes": 4_000_000,
                           "already_there": 2, "undeliverable": 0, "expired": 0,
                           "copies_dropped": 5, "delivery": {"runs": 3, "failures": 0,
-                                                             "last_failure": None}}}
+                                                             "last_failure": None}},
+                "rebalance": {"state": "moving", "progress": 0.3, "settled_ring": "a1",
+                              "ring": "b2", "rate": 32 * 2**20, "passes": 1,
+                              "passes_completed": 0, "chunks_changed": 40,
+                              "moved_chunks": 12, "moved_bytes": 48_000_000,
+                              "dropped_copies": 3, "unplaced": 0,
+                              "job": {"runs": 9, "failures": 0, "last_failure": None}}}
         cluster.channel.counters.update(calls=40, failures=3, connections=2)
         root.putChild(b"_z4", make_z4_resource(
             clock, {"id": "node-1", "started": 0, "jobs": lambda: jobs}, cluster, Keys()))
@@ -113,6 +119,8 @@ class ClusterCLITests(TestCase):
         self.assertRegex(out, r"scrub\s+at 0a/1b; 2 passes, 1500 chunks \(3.5 MB\) "
                               r"verified; 1 bad, 1 healed, 0 unrecoverable")
         self.assertRegex(out, r"gc\s+4 runs, 1 failed \(last: disk full\)")
+        self.assertRegex(out, r"rebalance\s+moving \[######--------------\]  30%; "
+                              r"12 chunks \(48.0 MB\) moved, 3 copies dropped, 0 unplaced")
         self.assertRegex(out, r"hints\s+12 held for 1 nodes \(3.0 MB\); 17 delivered, "
                               r"2 already there, 0 expired, 1 skipped")
 

@@ -33,9 +33,9 @@ class ClusterNode(NodeProcess):
     ``--join``; started in a session of its own so signals meant for it (or
     for the test) never cross over."""
 
-    def __init__(self, testcase, base, index, join=None, secret=SECRET):
+    def __init__(self, testcase, base, index, join=None, secret=SECRET, args=()):
         self.id = f"node-{index}"
-        args = ["--id", self.id] + (["--join", join] if join else [])
+        args = ["--id", self.id] + (["--join", join] if join else []) + list(args)
         NodeProcess.__init__(self, testcase, data_dir=os.path.join(base, self.id),
                              env={"Z4_CLUSTER_KEY": secret}, args=args)
 
@@ -100,12 +100,13 @@ def all_alive(nodes):
     return check
 
 
-def start_cluster(testcase, count):
-    """``count`` started ClusterNodes, every one after the first joining
-    through it; each is stopped when ``testcase`` ends."""
+def start_cluster(testcase, count, args=()):
+    """``count`` started ClusterNodes (with the extra command-line
+    ``args``), every one after the first joining through it; each is
+    stopped when ``testcase`` ends."""
     base = os.path.abspath(testcase.mktemp())
-    first = ClusterNode(testcase, base, 0)
-    nodes = [first] + [ClusterNode(testcase, base, i, join=first.gossip)
+    first = ClusterNode(testcase, base, 0, args=args)
+    nodes = [first] + [ClusterNode(testcase, base, i, join=first.gossip, args=args)
                        for i in range(1, count)]
     for node in nodes:
         node.start()

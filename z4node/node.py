@@ -46,6 +46,7 @@ from z4node.objects.kms import KeyManager, master_key_from, previous_master_key_
 from z4node.objects.system import SystemTables
 from z4node.replication.everywhere import EverywhereTables
 from z4node.replication.hints import HintedHandoff
+from z4node.replication.rebalance import LAYOUT_FILE, Rebalancer
 from z4node.s3.api import S3Api, S3Resource
 from z4node.s3.authorization import BLOCK_SETTING, service_allowed
 from z4node.s3.handlers import HANDLERS, public_access
@@ -376,12 +377,20 @@ class Node(MultiService):
         # Before anything can answer a request (all of this runs without
         # yielding to the reactor): objects live on their ring owners.
         hours, rate = options.get("hint-window"), options.get("hint-rate")
+        hints = HintStore(self.meta)
         self.handoff = HintedHandoff(
-            self.reactor, self.cluster, HintStore(self.meta), self.chunks,
+            self.reactor, self.cluster, hints, self.chunks,
             window=None if hours is None else hours * 3600,
             rate=None if rate is None else rate * MB)
         self.objects.replicate_with(self.cluster, self.handoff)
         self.handoff.setServiceParent(self)
+        rate = options.get("rebalance-rate")
+        self.rebalance = Rebalancer(
+            self.reactor, self.cluster, self.chunks, hints,
+            os.path.join(self.data_dir, LAYOUT_FILE), tables=self.objects.tables,
+            settle=options.get("rebalance-delay"),
+            rate=None if rate is None else rate * MB)
+        self.rebalance.setServiceParent(self)
         # Chunk references are counted where the versions are, not on the
         # chunks' owners, until cluster-wide GC exists (issue 13): in a
         # cluster, no chunk is deleted rather than a referenced one.
@@ -454,7 +463,8 @@ class Node(MultiService):
                 "access_logging": (self.server_access_log.status()
                                    if self.server_access_log is not None else None),
                 "system_tables": self.everywhere.status(),
-                "hints": self.handoff.status()}
+                "hints": self.handoff.status(),
+                "rebalance": self.rebalance.status()}
 
     def reload(self):
         """SIGHUP: read the TLS certificate again, reopen the access log."""

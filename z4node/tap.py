@@ -89,6 +89,11 @@ class Options(usage.Options):
          "undelivered before dropping it; anti-entropy restores the rest.", float],
         ["hint-rate", None, 32.0,
          "MB/s at most a node sends hinted chunks to their owners at.", float],
+        ["rebalance-delay", None, 30.0,
+         "Seconds the ring must stay unchanged (a node joined, left or was "
+         "forgotten) before chunks move to their new owners.", float],
+        ["rebalance-rate", None, 32.0,
+         "MB/s at most a node sends chunks to their new owners at.", float],
         ["object-ownership", None, "ObjectWriter",
          "ObjectOwnership of a bucket created without x-amz-object-ownership: "
          "ObjectWriter (ACLs on, the writer owns an object), BucketOwnerPreferred "
@@ -136,7 +141,9 @@ class Options(usage.Options):
                 raise usage.UsageError(f"--{name} must be at least 1")
         if self["scrub-rate"] < 0:
             raise usage.UsageError("--scrub-rate must be 0 (off) or more")
-        for name in ("hint-window", "hint-rate"):
+        if not self["rebalance-delay"] >= 0:
+            raise usage.UsageError("--rebalance-delay must be 0 or more seconds")
+        for name in ("hint-window", "hint-rate", "rebalance-rate"):
             if not self[name] > 0:
                 raise usage.UsageError(f"--{name} must be a positive number")
         if not self["stop-timeout"] >= 0:

@@ -220,6 +220,43 @@ def watch_scrub(args, status, console=None, sleep=time.sleep):
     return status
 
 
+# How often `z4 cluster drain --watch` asks the node how far the move is.
+DRAIN_POLL_SECONDS = 1.0
+
+
+def drain_command(args, console=None, sleep=time.sleep):
+    status = call(args.data, "cluster.drain")
+    if args.watch and not status["drained"]:
+        with (nullcontext() if args.json
+              else ProgressDisplay("drain", 100, "%", console)) as bar:
+            while not status["drained"]:
+                if bar is not None:
+                    bar.update(round(100 * (status["progress"] or 0)),
+                               description=f"drain ({status['moved_chunks']} chunks, "
+                                           f"{size(status['moved_bytes'])} moved)")
+                sleep(DRAIN_POLL_SECONDS)
+                status = call(args.data, "cluster.drain.status")
+            if bar is not None:
+                bar.finish("drained")
+    return status, _drain_text(status)
+
+
+def _drain_text(status):
+    if status["drained"]:
+        return ("Drained: this node holds no last copy of anything; it can be stopped "
+                "and its data dir removed.")
+    last = status["last_pass"] or {}
+    left = ", ".join(f"{last[k]} {k.replace('_', ' ')}" for k in
+                     ("unplaced", "unplaced_buckets", "kept_copies") if last.get(k))
+    return (f"Draining: {status['state']}"
+            + (f" ({round(100 * status['progress'])}%)" if status["progress"] is not None
+               else "")
+            + f"; {status['moved_chunks']} chunks ({size(status['moved_bytes'])}) moved"
+            + (f"; the last pass left {left} (a node was down), the next one retries"
+               if left else "")
+            + ". Do not stop the node until `z4 cluster drain` says it is drained.")
+
+
 def bucket_create(args):
     result = call(args.data, "bucket.create", name=args.name, owner=args.owner)
     return result, f"Created bucket {result['name']} (owner {result['owner']})."
@@ -469,7 +506,13 @@ def parser():
                         "no metadata there yet)", parents=[common])
     p.add_argument("snapshot", help="a file written by `z4 backup`")
     p.set_defaults(run=restore)
-    add_cluster_commands(families, common)
+    cluster = add_cluster_commands(families, common)
+    p = cluster.add_parser(
+        "drain", help="move this node's data to the others, so that it can be removed",
+        parents=[common])
+    p.add_argument("--watch", action="store_true",
+                   help="follow the move until the node holds no last copy of anything")
+    p.set_defaults(run=drain_command)
     return top
 
 

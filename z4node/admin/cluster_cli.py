@@ -7,7 +7,8 @@ written by the node on start), signing the requests with the admin key
 ``$Z4_SECRET_KEY`` if set, as the node reads them, else the
 ``credentials`` file the node wrote into its data dir), and rendering
 ``/_z4/status`` (membership, ring, DHT, and the replication view: the
-system tables' replication, the peer channel, hints, scrub and GC),
+system tables' replication, the peer channel, hints, rebalancing with a
+progress bar, scrub and GC),
 its hint queues per target node, and ``/_z4/peers``. Reads only; a
 blocking urllib call is fine in a CLI.
 
@@ -44,7 +45,8 @@ class ClusterCliError(Exception):
 def add_cluster_commands(subparsers, common=None):
     """Add ``cluster status``, ``members`` and ``hints`` to the ``z4`` parser's
     subparsers; each sets ``run``. ``common`` is a parent parser with the
-    options every command takes after its name (``--json``)."""
+    options every command takes after its name (``--json``). Returns the
+    ``cluster`` family's subparsers, for commands that use the admin socket."""
     parents = [] if common is None else [common]
     cluster = subparsers.add_parser("cluster", help="cluster membership and health")
     commands = cluster.add_subparsers(dest="action", required=True)
@@ -57,7 +59,7 @@ def add_cluster_commands(subparsers, common=None):
     commands.add_parser("hints", help="the hints this node holds for nodes that were "
                                       "down, per node", parents=parents) \
         .set_defaults(run=cluster_hints)
-    return cluster
+    return commands
 
 
 def node_url(data_dir):
@@ -227,6 +229,17 @@ def replication_rows(status):
             f"({size(sum(q['bytes'] for q in queued))}); {hints['delivered']} delivered, "
             f"{hints['already_there']} already there, {hints['expired']} expired, "
             f"{hints['skipped']} skipped")])
+    rebalance = jobs.get("rebalance")
+    if rebalance is not None:
+        state = rebalance["state"]
+        if state == "moving":
+            state = f"moving {progress_bar(rebalance['progress'])}"
+        elif state == "waiting":
+            state = "waiting for the ring to settle"
+        rows.append(["rebalance", (
+            f"{state}; {rebalance['moved_chunks']} chunks ({size(rebalance['moved_bytes'])}) "
+            f"moved, {rebalance['dropped_copies']} copies dropped, "
+            f"{rebalance['unplaced']} unplaced")])
     gc = jobs.get("gc")
     if gc is not None:
         rows.append(["gc", f"{gc['runs']} runs, {gc['failures']} failed"
@@ -253,6 +266,12 @@ def cluster_hints(args):
     if hints is None:
         raise ClusterCliError("this node does not report hints (it runs an older z4node)")
     return hints, render_hints(hints)
+
+
+def progress_bar(fraction, width=20):
+    """``[######--------------]  30%``: a bar for one line of a table."""
+    filled = round(fraction * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {fraction * 100:3.0f}%"
 
 
 def cluster_status(args):

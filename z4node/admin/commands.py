@@ -42,6 +42,8 @@ class AdminCommands:
             "encryption.rotate": self.encryption_rotate,
             "scrub.status": self.scrub_status, "scrub.start": self.scrub_start,
             "scrub.pause": self.scrub_pause,
+            "cluster.drain": self.cluster_drain,
+            "cluster.drain.status": self.cluster_drain_status,
             "meta.snapshot": self.meta_snapshot,
             "kms.key.create": self.kms_key_create, "kms.key.list": self.kms_key_list,
             "kms.key.info": self.kms_key_info, "kms.rewrap": self.kms_rewrap,
@@ -155,6 +157,22 @@ class AdminCommands:
         return {"rewrapped": await self._node.kms.rewrap()}
 
     # -- encryption ----------------------------------------------------------
+
+    async def cluster_drain(self):
+        """Begin draining this node: it leaves the ring, and its data moves
+        to the others (see ``cluster_drain_status``)."""
+        cluster = self._node.cluster
+        if cluster is None:
+            raise AdminError("the node is still starting; try again in a moment")
+        others = [m for m in cluster.ring.member_ids if m != cluster.local.id]
+        if not others:
+            raise AdminError("no other node takes data: draining would leave its data "
+                             "nowhere")
+        await cluster.drain()
+        return self._node.rebalance.status()
+
+    async def cluster_drain_status(self):
+        return self._node.rebalance.status()
 
     async def scrub_status(self):
         return self._node.scrubber.status()

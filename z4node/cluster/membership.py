@@ -802,6 +802,20 @@ class Membership(DatagramProtocol):
 
     _GOSSIP = {"alive": _alive, "suspect": _suspect, "dead": _dead}
 
+    def set_capacity(self, capacity):
+        """Announce a new capacity for this node (0: it is draining and owns
+        nothing), with a new incarnation, so every member rebuilds its ring."""
+        self.local.capacity = capacity
+        self.local.incarnation += 1
+        self._broadcast_alive(self.local)
+        self._emit("updated", self.local)
+
+    @property
+    def has_joined(self):
+        """Whether this node knows the cluster: a ``--join`` (or a remembered
+        peer) answered, or there was nobody to join."""
+        return self.joined or not self._join_addrs
+
     # -- status ---------------------------------------------------------------
 
     def status(self):
@@ -813,7 +827,7 @@ class Membership(DatagramProtocol):
         return {
             "members": by_state,
             "incarnation": self.local.incarnation,
-            "joined": self.joined or not self._join_addrs,
+            "joined": self.has_joined,
             "health_score": self.health.score,
             "probe_interval": self.health.scale(self.probe_interval),
             "suspicion_timeout": [minimum, maximum],

@@ -72,7 +72,8 @@ class Ring:
     """An immutable ring over a set of members.
 
     ``members`` are objects with ``id`` (str), ``capacity`` (float, relative
-    weight; 1.0 is a typical node) and ``zone`` (str or None).
+    weight; 1.0 is a typical node) and ``zone`` (str or None). A member of
+    capacity 0 is draining (``z4 cluster drain``): it owns nothing.
     """
 
     # Virtual nodes per unit of capacity. 150 keeps the most loaded of 100
@@ -82,7 +83,8 @@ class Ring:
 
     def __init__(self, members=(), vnodes=None):
         self.vnodes = self.default_vnodes if vnodes is None else vnodes
-        self._members = {m.id: RingMember(m.id, m.capacity, m.zone) for m in members}
+        self._members = {m.id: RingMember(m.id, m.capacity, m.zone) for m in members
+                         if m.capacity > 0}
         # Each point is packed into one integer, hash then member index, and
         # sorting bare integers is several times faster than sorting
         # (hash, id) pairs. The rare point two members share (a 64-bit
@@ -114,6 +116,17 @@ class Ring:
     @property
     def member_ids(self):
         return sorted(self._members)
+
+    def to_json(self):
+        """What placement depends on, as JSON (:meth:`from_json` rebuilds
+        an equal ring)."""
+        return {"vnodes": self.vnodes,
+                "members": [[m.id, m.capacity, m.zone]
+                            for m in sorted(self._members.values(), key=lambda m: m.id)]}
+
+    @classmethod
+    def from_json(cls, value):
+        return cls([RingMember(*member) for member in value["members"]], value["vnodes"])
 
     def fingerprint(self):
         """A short digest of everything placement depends on.

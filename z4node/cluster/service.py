@@ -13,6 +13,8 @@ talks to:
 - ``cluster.owners(key, n)`` — the ``n`` member ids that own ``key``
   (bytes: a chunk's raw hash, or ``ring.bucket_key(name)``), alive or not;
 - ``cluster.is_alive(member_id)`` — whether a write can go there now;
+- ``cluster.drain()`` — this node leaves the ring (capacity 0) so that its
+  data moves away (``z4node.replication.rebalance``);
 - ``cluster.dht.provide(hash)`` / ``cluster.dht.providers(hash)``;
 - ``cluster.serve(op, handler)`` and ``cluster.call(member_id, op, args,
   body)`` — the peer channel (:mod:`z4node.cluster.channel`), which listens
@@ -45,6 +47,8 @@ from z4node.cluster.sealing import Sealer, derive_key
 
 # In the data dir: the gossip addresses of the layout's other members.
 PEERS_FILE = "peers.json"
+# In the data dir while the node drains (it keeps capacity 0 across restarts).
+DRAIN_FILE = "draining"
 
 
 class ClusterService(MultiService):
@@ -57,7 +61,7 @@ class ClusterService(MultiService):
     dht_seed_target = ProviderDirectory.ksize
 
     def __init__(self, reactor, rng, secret, local, interface, join=(), vnodes=None,
-                 peers_file=None):
+                 peers_file=None, drain_file=None):
         MultiService.__init__(self)
         self._reactor = reactor
         self._interface = interface
@@ -66,6 +70,7 @@ class ClusterService(MultiService):
         self._peers_file = peers_file
         self._peers_saved = None
         self._peers_writes = succeed(None)  # one write at a time, in order
+        self._drain_file = drain_file
         self.vnodes = vnodes
         self.local = local
         self.membership = Membership(
@@ -102,9 +107,12 @@ class ClusterService(MultiService):
         """
         advertise, join = check_cluster_options(options, s3_host)
         secret = load_secret(environ, options["cluster-key-file"], data_dir, bool(join))
+        drain_file = os.path.join(data_dir, DRAIN_FILE)
+        # A node that began draining stays draining when it restarts.
+        capacity = 0.0 if os.path.exists(drain_file) else options["capacity"]
         local = Member(
             node_id, (advertise, options["gossip-port"]), options["dht-port"],
-            (advertise, s3_port), options["zone"], options["capacity"],
+            (advertise, s3_port), options["zone"], capacity,
             # Wall-clock seconds: a restarted node's first incarnation is
             # already newer than anything the cluster remembers of it.
             incarnation=int(reactor.seconds()),
@@ -113,7 +121,7 @@ class ClusterService(MultiService):
         rng = random.Random()
         interface = "" if s3_host in ("0.0.0.0", "::") else s3_host
         return cls(reactor, rng, secret, local, interface, join, options["vnodes"],
-                   os.path.join(data_dir, PEERS_FILE))
+                   os.path.join(data_dir, PEERS_FILE), drain_file)
 
     # -- what the rest of the node calls ---------------------------------------
 
@@ -121,6 +129,22 @@ class ClusterService(MultiService):
         """The ids of the ``n`` members owning ``key`` (bytes), in preference
         order, whether or not they are alive now."""
         return self.ring.owners(key, n)
+
+    @property
+    def draining(self):
+        """Whether this node is draining: capacity 0, owning nothing."""
+        return self.local.capacity == 0
+
+    async def drain(self):
+        """Start draining this node: remember it in the data dir (a restart
+        keeps draining), then announce capacity 0, so every member's ring
+        leaves this node out and the rebalancers move its data away."""
+        if self.draining:
+            return
+        if self._drain_file is not None:
+            await deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                    durable.write_file, self._drain_file, b"draining\n")
+        self.membership.set_capacity(0.0)
 
     def is_alive(self, member_id):
         """Whether ``member_id`` is alive or suspect (worth sending to)."""

@@ -248,6 +248,45 @@ class ObjectTables:
     def owners(self, bucket):
         return self._cluster.owners(bucket_key(bucket), PartitionedTable.replication)
 
+    # -- a bucket's partition whole (for moving it to new owners) ---------------
+
+    def buckets_held(self):
+        """The buckets this node holds records of."""
+        return self._records.buckets_held()
+
+    async def partition_entries(self, bucket, page=200):
+        """Every record of ``bucket`` this node holds, as ``(table,
+        entry)`` pairs, read a page at a time."""
+        after = None
+        while True:
+            versions = await self._records.versions_after(bucket, after, page)
+            for version in versions:
+                yield self.version_table, version_entry(version)
+            if len(versions) < page:
+                break
+            after = (versions[-1].key, versions[-1].hlc)
+        after = None
+        while True:
+            tombstones = await self._records.tombstones_after(bucket, after, page)
+            for tombstone in tombstones:
+                yield self.version_table, version_entry(tombstone)
+            if len(tombstones) < page:
+                break
+            after = (tombstones[-1].key, tombstones[-1].version_id)
+        for upload in await self._records.uploads_of(bucket):
+            yield self.upload_table, upload_entry(upload)
+            if isinstance(upload, EndedUpload):
+                continue
+            number = 0
+            while True:
+                parts = await self._records.parts(upload.upload_id, number, page)
+                for part in parts:
+                    yield self.part_table, {"upload": upload_entry(upload),
+                                            "part": part_entry(part)}
+                if len(parts) < page:
+                    break
+                number = parts[-1].part_number
+
     def _solo(self, owners):
         """Whether this node is the bucket's only owner: one answer, no merge."""
         return owners == [self._cluster.local.id]

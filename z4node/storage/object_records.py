@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from twisted.internet.defer import succeed
 
 from z4node.storage.meta import (
-    _MISS, CompletedUpload, UploadMissing, VersionTombstone, _add_refs, _get_upload, _install_version, _latest, _part_from_row, _remove_version,
-    _require_bucket, _version_by_id, list_heads, list_uploads, list_versions, pack_chunks,
-    unpack_chunks)
+    _MISS, _VERSION_COLUMNS, CompletedUpload, UploadMissing, VersionTombstone, _add_refs,
+    _get_upload, _install_version, _latest, _part_from_row, _remove_version,
+    _require_bucket, _version_by_id, _version_from_row, list_heads, list_uploads,
+    list_versions, pack_chunks, unpack_chunks)
 
 
 @dataclass
@@ -240,6 +241,59 @@ class ObjectRecords:
                 "SELECT part_number, etag, size, chunks, hlc, meta FROM parts"
                 " WHERE upload_id=? AND part_number>? ORDER BY part_number LIMIT ?",
                 (upload_id, after_part, limit))]
+        return self._db.read(read)
+
+    # -- a bucket's records whole, for moving them to new owners -------------
+
+    def buckets_held(self):
+        """The live buckets this node holds any object record of."""
+        def read(c):
+            return [row[0] for row in c.execute(
+                "SELECT bucket FROM versions UNION SELECT bucket FROM version_tombstones"
+                " UNION SELECT bucket FROM uploads UNION SELECT bucket FROM completed_uploads"
+                " INTERSECT SELECT name FROM buckets WHERE deleted=0 ORDER BY 1")]
+        return self._db.read(read)
+
+    def versions_after(self, bucket, after, limit):
+        """Up to ``limit`` versions of ``bucket`` (delete markers included)
+        after ``after`` (a ``(key, hlc)`` cursor, or None), in key order."""
+        at_rest = self._meta.at_rest
+
+        def read(c):
+            where, params = "", ()
+            if after is not None:
+                where, params = " AND (key, hlc) > (?, ?)", (after[0].encode("utf-8"), after[1])
+            rows = c.execute(
+                f"SELECT key, {_VERSION_COLUMNS} FROM versions WHERE bucket=?{where}"
+                " ORDER BY key, hlc LIMIT ?", (bucket, *params, limit)).fetchall()
+            return [_version_from_row(bucket, row[0], row[1:], at_rest) for row in rows]
+        return self._db.read(read)
+
+    def tombstones_after(self, bucket, after, limit):
+        """Up to ``limit`` VersionTombstones of ``bucket`` after ``after``
+        (a ``(key, version_id)`` cursor, or None)."""
+        def read(c):
+            where, params = "", ()
+            if after is not None:
+                where, params = " AND (key, version_id) > (?, ?)", (
+                    after[0].encode("utf-8"), after[1])
+            return [VersionTombstone(bucket, key.decode("utf-8"), version_id, hlc, stamp)
+                    for key, version_id, hlc, stamp in c.execute(
+                        "SELECT key, version_id, hlc, stamp FROM version_tombstones"
+                        f" WHERE bucket=?{where} ORDER BY key, version_id LIMIT ?",
+                        (bucket, *params, limit))]
+        return self._db.read(read)
+
+    def uploads_of(self, bucket):
+        """Every open upload of ``bucket`` and every one ended and still
+        remembered (as EndedUpload)."""
+        def read(c):
+            open_ = [_get_upload(c, u) for (u,) in c.execute(
+                "SELECT upload_id FROM uploads WHERE bucket=? ORDER BY upload_id", (bucket,))]
+            ended = [_ended(c, u, None) for (u,) in c.execute(
+                "SELECT upload_id FROM completed_uploads WHERE bucket=? ORDER BY upload_id",
+                (bucket,))]
+            return open_ + ended
         return self._db.read(read)
 
     def list_uploads(self, bucket, prefix, delimiter, key_marker, upload_id_marker, limit):

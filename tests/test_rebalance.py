@@ -1,0 +1,246 @@
+"""Rebalancing (z4node.replication.rebalance) on fake nodes with real chunk
+stores, real SQLite records and a fake clock: after a join, a member
+forgotten, or both one after the other, every chunk ends on exactly its
+owners in the new ring, each added copy is sent once, and displaced copies
+are deleted only once their new owners hold them; a bucket's records
+reach the owner a join added; a restart moves nothing."""
+
+import os
+from types import SimpleNamespace
+
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from tests.fakecluster import FakeNet
+from z4node.objects.tables import ObjectTables
+from z4node.replication.chunks import ReplicatedChunks
+from z4node.replication.rebalance import LAYOUT_FILE, Rebalancer
+from z4node.storage.chunks import ChunkStore, chunk_hash
+from z4node.storage.meta import MetaStore, Part, Upload, Version, VersionTombstone
+from z4node.storage.object_records import ObjectRecords
+
+CHUNKS = 40
+
+
+class NoHints:
+    """The one thing rebalancing asks of the hint queue."""
+
+    def holds_chunk(self, digest):
+        return defer.succeed(False)
+
+
+class RebalanceTests(TestCase):
+    def setUp(self):
+        self.base = os.path.abspath(self.mktemp())
+        self.net = FakeNet(4, self.build)
+        self.clock = self.net.clock
+
+    def build(self, cluster):
+        directory = os.path.join(self.base, cluster.local.id)
+        chunks = ChunkStore(reactor, os.path.join(directory, "chunks"))
+        chunks.start()
+        self.addCleanup(chunks.stop)
+        rebalancer = Rebalancer(cluster.net.clock, cluster, chunks, NoHints(),
+                                os.path.join(directory, LAYOUT_FILE))
+        rebalancer.rate = 1e12
+        rebalancer.startService()
+        self.addCleanup(rebalancer.stopService)
+        return SimpleNamespace(chunks=chunks, rebalancer=rebalancer,
+                               manager=ReplicatedChunks(chunks, cluster))
+
+    async def until(self, condition, what):
+        for _ in range(2000):
+            if condition():
+                return
+            self.clock.advance(1)
+            await deferLater(reactor, 0.002, lambda: None)
+        self.fail(f"never happened: {what}")
+
+    def live(self):
+        return [m for m in self.net.members if self.net.members[m].state.value == "alive"]
+
+    def settled(self):
+        fingerprint = self.net.clusters["n0"].ring.fingerprint()
+        return all(self.net.nodes[m].rebalancer.status()["state"] == "settled"
+                   and self.net.nodes[m].rebalancer.settled.fingerprint() == fingerprint
+                   for m in self.live())
+
+    async def write(self):
+        digests = []
+        members = sorted(self.net.members)
+        for i in range(CHUNKS):
+            data = os.urandom(1000 + i)
+            digest = chunk_hash(data)
+            await self.net.nodes[members[i % len(members)]].manager.put(digest, data)
+            digests.append(digest)
+        await self.until(self.settled, "every node settles on the first ring")
+        return digests
+
+    def holders(self, digest):
+        return {m for m in self.live()
+                if os.path.exists(self.net.nodes[m].chunks.path(digest))}
+
+    def total(self, counter):
+        return sum(self.net.nodes[m].rebalancer.counters[counter] for m in self.net.nodes)
+
+    def assert_placed(self, digests):
+        ring = self.net.clusters["n0"].ring
+        for digest in digests:
+            self.assertEqual(self.holders(digest), set(ring.owners(digest, 3)), digest.hex())
+
+    async def test_a_join_moves_only_what_the_new_node_owns(self):
+        digests = await self.write()
+        self.net.add("n4", self.build)
+        await self.until(self.settled, "every node settles on the ring with n4")
+        self.assert_placed(digests)
+        ring = self.net.clusters["n0"].ring
+        gained = sum(1 for d in digests if "n4" in ring.owners(d, 3))
+        self.assertGreater(gained, 0)
+        # Each of n4's copies was sent once, and one old copy of each dropped.
+        self.assertEqual(self.total("moved_chunks"), gained)
+        self.assertEqual(self.total("dropped_copies"), gained)
+        self.assertEqual(self.total("unplaced"), 0)
+
+    async def test_a_forgotten_member_s_chunks_are_copied_again(self):
+        digests = await self.write()
+        before = self.net.clusters["n0"].ring
+        self.net.forget("n2")
+        await self.until(self.settled, "every node settles on the ring without n2")
+        self.assert_placed(digests)
+        # A copy sent for each chunk n2 owned, by one survivor.
+        lost = sum(1 for d in digests if "n2" in before.owners(d, 3))
+        self.assertEqual(self.total("moved_chunks"), lost)
+
+    async def test_a_join_then_another_ends_placed_for_the_newest_ring(self):
+        digests = await self.write()
+        self.net.add("n4", self.build)
+        await self.until(lambda: any(self.net.nodes[m].rebalancer.counters["passes"]
+                                     for m in self.net.nodes), "a pass starts")
+        self.net.add("n5", self.build)
+        await self.until(self.settled, "every node settles on the ring with n4 and n5")
+        self.assert_placed(digests)
+        self.assertEqual(self.total("unplaced"), 0)
+
+    async def test_a_new_owner_down_keeps_the_displaced_copy(self):
+        digests = await self.write()
+        self.net.add("n4", self.build)
+        self.net.kill("n4")
+        ring = self.net.clusters["n0"].ring
+        gained = [d for d in digests if "n4" in ring.owners(d, 3)]
+        await self.until(lambda: self.total("passes_completed") >= 4, "the passes end")
+        for digest in gained:
+            # Still three copies: the displaced owner kept its own.
+            self.assertEqual(len(self.holders(digest)), 3)
+        self.assertEqual(self.total("dropped_copies"), 0)
+        self.assertGreaterEqual(self.total("unplaced"), len(gained))
+
+    async def test_a_drained_node_holds_no_last_copy(self):
+        digests = await self.write()
+        drained = self.net.nodes["n1"]
+        self.assertFalse(drained.rebalancer.drained())
+        await self.net.clusters["n1"].drain()
+        await self.until(drained.rebalancer.drained, "n1 drains")
+        await self.until(self.settled, "every node settles on the ring without n1")
+        self.assertEqual([files for _, _, files in os.walk(
+            os.path.join(self.base, "n1", "chunks")) if files], [])
+        ring = self.net.clusters["n0"].ring
+        self.assertNotIn("n1", ring)
+        for digest in digests:
+            holders = {m for m in self.net.members
+                       if os.path.exists(self.net.nodes[m].chunks.path(digest))}
+            self.assertEqual(holders, set(ring.owners(digest, 3)))
+
+    async def test_a_pass_that_left_a_chunk_unplaced_runs_again(self):
+        digests = await self.write()
+        self.net.add("n4", self.build)
+        self.net.unreachable.add("n4")
+        await self.until(lambda: self.total("passes_completed") >= 4, "the passes end")
+        self.assertFalse(self.settled())
+        self.net.unreachable.discard("n4")
+        await self.until(self.settled, "a later pass places what was left")
+        self.assert_placed(digests)
+
+    async def test_a_restart_moves_nothing(self):
+        await self.write()
+        path = os.path.join(self.base, "n1", LAYOUT_FILE)
+        await self.until(lambda: os.path.exists(path), "the settled ring is saved")
+        old = self.net.nodes["n1"].rebalancer
+        old.stopService()
+        cluster = self.net.clusters["n1"]
+        cluster.subscribers.remove(old._member_changed)
+        again = Rebalancer(self.clock, cluster, self.net.nodes["n1"].chunks, NoHints(), path)
+        again.startService()
+        self.addCleanup(again.stopService)
+        self.assertEqual(again.settled.fingerprint(), old.settled.fingerprint())
+        self.clock.advance(Rebalancer.settle_seconds + Rebalancer.check_interval)
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertEqual(again.counters["passes"], 0)
+        self.assertEqual(again.status()["state"], "settled")
+
+
+class RecordRebalanceTests(TestCase):
+    """Object records of buckets whose owners changed reach the added owner."""
+
+    BUCKETS = [f"bucket-{i}" for i in range(8)]
+
+    def setUp(self):
+        self.base = os.path.abspath(self.mktemp())
+        self.net = FakeNet(4, self.build)
+        self.clock = self.net.clock
+
+    def build(self, cluster):
+        directory = os.path.join(self.base, cluster.local.id)
+        os.makedirs(directory)
+        meta = MetaStore(reactor, os.path.join(directory, "meta.sqlite3"))
+        meta.start()
+        self.addCleanup(meta.stop)
+        meta.db.write_blocking(lambda c: c.executemany(
+            "INSERT INTO buckets (name, owner, created, hlc) VALUES (?, 'o', 0, 1)",
+            [(b,) for b in self.BUCKETS]))
+        chunks = ChunkStore(reactor, os.path.join(directory, "chunks"))
+        chunks.start()
+        self.addCleanup(chunks.stop)
+        records = ObjectRecords(meta, cluster.net.clock)
+        tables = ObjectTables(records, cluster)
+        rebalancer = Rebalancer(cluster.net.clock, cluster, chunks, NoHints(),
+                                os.path.join(directory, LAYOUT_FILE), tables=tables)
+        rebalancer.startService()
+        self.addCleanup(rebalancer.stopService)
+        return SimpleNamespace(records=records, tables=tables, rebalancer=rebalancer)
+
+    until = RebalanceTests.until
+    live = RebalanceTests.live
+    settled = RebalanceTests.settled
+
+    async def test_a_join_sends_the_added_owner_its_buckets_records(self):
+        hlc = 1000
+        for n, bucket in enumerate(self.BUCKETS):
+            for i in range(3):
+                hlc += 1
+                version = Version(bucket, f"key-{i}", hlc, f"v{hlc}", False, 1, "etag", "o",
+                                  {}, [], b"x")
+                await self.net.nodes[f"n{n % 4}"].tables.write_version(version)
+            hlc += 1
+            await self.net.nodes["n0"].tables.write_version(
+                VersionTombstone(bucket, "key-0", f"v{hlc - 3}", hlc - 3, hlc))
+            upload = Upload(f"up-{bucket}", bucket, "big", hlc, "o", {})
+            await self.net.nodes["n1"].tables.write_upload(upload)
+            await self.net.nodes["n1"].tables.write_part(
+                upload, Part(1, "etag-1", 5, [], hlc, {}))
+        await self.until(self.settled, "every node settles on the first ring")
+        self.net.add("n4", self.build)
+        await self.until(self.settled, "every node settles on the ring with n4")
+        gained = [b for b in self.BUCKETS if "n4" in self.net.nodes["n0"].tables.owners(b)]
+        self.assertTrue(gained)
+        new = self.net.nodes["n4"].records
+        for bucket in gained:
+            self.assertEqual([v.key for v in await new.versions_after(bucket, None, 10)],
+                             ["key-1", "key-2"])
+            [tombstone] = await new.tombstones_after(bucket, None, 10)
+            self.assertEqual(tombstone.key, "key-0")
+            [upload] = await new.uploads_of(bucket)
+            self.assertEqual([p.etag for p in await new.parts(upload.upload_id, 0, 10)],
+                             ["etag-1"])
+        for bucket in set(self.BUCKETS) - set(gained):
+            self.assertEqual(await new.versions_after(bucket, None, 10), [])
