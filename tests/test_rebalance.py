@@ -30,26 +30,17 @@ class NoHints:
         return defer.succeed(False)
 
 
-class RebalanceTests(TestCase):
+class FakeNodes:
+    """Four fake nodes, each built by the test case's ``build(cluster)`` in
+    a directory of its own under ``self.base``, and how to wait for them."""
+
     def setUp(self):
         self.base = os.path.abspath(self.mktemp())
         self.net = FakeNet(4, self.build)
         self.clock = self.net.clock
 
-    def build(self, cluster):
-        directory = os.path.join(self.base, cluster.local.id)
-        chunks = ChunkStore(reactor, os.path.join(directory, "chunks"))
-        chunks.start()
-        self.addCleanup(chunks.stop)
-        rebalancer = Rebalancer(cluster.net.clock, cluster, chunks, NoHints(),
-                                os.path.join(directory, LAYOUT_FILE))
-        rebalancer.rate = 1e12
-        rebalancer.startService()
-        self.addCleanup(rebalancer.stopService)
-        return SimpleNamespace(chunks=chunks, rebalancer=rebalancer,
-                               manager=ReplicatedChunks(chunks, cluster))
-
     async def until(self, condition, what):
+        """Run the fake clock (letting disk threads answer) until ``condition()``."""
         for _ in range(2000):
             if condition():
                 return
@@ -65,6 +56,21 @@ class RebalanceTests(TestCase):
         return all(self.net.nodes[m].rebalancer.status()["state"] == "settled"
                    and self.net.nodes[m].rebalancer.settled.fingerprint() == fingerprint
                    for m in self.live())
+
+
+class RebalanceTests(FakeNodes, TestCase):
+    def build(self, cluster):
+        directory = os.path.join(self.base, cluster.local.id)
+        chunks = ChunkStore(reactor, os.path.join(directory, "chunks"))
+        chunks.start()
+        self.addCleanup(chunks.stop)
+        rebalancer = Rebalancer(cluster.net.clock, cluster, chunks, NoHints(),
+                                os.path.join(directory, LAYOUT_FILE))
+        rebalancer.rate = 1e12
+        rebalancer.startService()
+        self.addCleanup(rebalancer.stopService)
+        return SimpleNamespace(chunks=chunks, rebalancer=rebalancer,
+                               manager=ReplicatedChunks(chunks, cluster))
 
     async def write(self):
         digests = []
@@ -179,15 +185,10 @@ class RebalanceTests(TestCase):
         self.assertEqual(again.status()["state"], "settled")
 
 
-class RecordRebalanceTests(TestCase):
+class RecordRebalanceTests(FakeNodes, TestCase):
     """Object records of buckets whose owners changed reach the added owner."""
 
     BUCKETS = [f"bucket-{i}" for i in range(8)]
-
-    def setUp(self):
-        self.base = os.path.abspath(self.mktemp())
-        self.net = FakeNet(4, self.build)
-        self.clock = self.net.clock
 
     def build(self, cluster):
         directory = os.path.join(self.base, cluster.local.id)
@@ -208,10 +209,6 @@ class RecordRebalanceTests(TestCase):
         rebalancer.startService()
         self.addCleanup(rebalancer.stopService)
         return SimpleNamespace(records=records, tables=tables, rebalancer=rebalancer)
-
-    until = RebalanceTests.until
-    live = RebalanceTests.live
-    settled = RebalanceTests.settled
 
     async def test_a_join_sends_the_added_owner_its_buckets_records(self):
         hlc = 1000

@@ -129,14 +129,7 @@ class ReplicatedChunks:
 
     async def _serve_put(self, peer_id, args, body):
         digest = digest_arg(args)
-        if body is None:
-            raise CallError("BadRequest", "chunk.put needs the chunk as its body")
-        try:
-            data = await body.read_all(MAX_CHUNK_BYTES)
-        except RpcError as e:
-            raise CallError("TooLarge", str(e)) from None
-        if await self.store.run(chunk_hash, data) != digest:
-            raise CallError("BadDigest", f"the bytes sent do not hash to {digest.hex()}")
+        data = await received_chunk(body, digest, self.store.run)
         await self.store.put_chunk(digest, data)
         return Reply({})
 
@@ -245,6 +238,21 @@ def digest_arg(args):
     if len(digest) != 32:
         raise CallError("BadRequest", "a chunk hash is 32 bytes")
     return digest
+
+
+async def received_chunk(body, digest, run):
+    """The bytes of chunk ``digest`` a peer sent as a call's ``body``,
+    checked against the name (hashed through ``run``, the chunk I/O pool);
+    CallError if they are missing, too long or not that chunk."""
+    if body is None:
+        raise CallError("BadRequest", "the call needs the chunk as its body")
+    try:
+        data = await body.read_all(MAX_CHUNK_BYTES)
+    except RpcError as e:
+        raise CallError("TooLarge", str(e)) from None
+    if await run(chunk_hash, data) != digest:
+        raise CallError("BadDigest", f"the bytes sent do not hash to {digest.hex()}")
+    return data
 
 
 async def one_piece(data):
