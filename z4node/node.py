@@ -539,6 +539,12 @@ class Node(MultiService):
 
     async def _stop(self):
         self._notify_systemd(b"STOPPING=1")
+        if self.cluster is not None and self.cluster.draining and not self.rebalance.drained():
+            # A stop cannot be refused; say loudly what it may cost. The
+            # drain resumes when the node starts again (DATA/draining).
+            self.log.error("stopping while draining, before the drain finished: this node "
+                           "may hold the last copy of some data; start it again and wait "
+                           "for `z4 cluster drain --watch` to say it is drained")
         # No new connections from here on; the requests in progress finish
         # while the cluster is still joined (they need their peers), then
         # the children stop, the cluster service last, leaving gracefully.

@@ -120,8 +120,10 @@ class ClusterService(MultiService):
         # Seeded from the OS: two nodes must not pick the same probe order.
         rng = random.Random()
         interface = "" if s3_host in ("0.0.0.0", "::") else s3_host
-        return cls(reactor, rng, secret, local, interface, join, options["vnodes"],
-                   os.path.join(data_dir, PEERS_FILE), drain_file)
+        service = cls(reactor, rng, secret, local, interface, join, options["vnodes"],
+                      os.path.join(data_dir, PEERS_FILE), drain_file)
+        service.membership.dead_retention = options["dead-grace"] * 3600
+        return service
 
     # -- what the rest of the node calls ---------------------------------------
 
