@@ -167,6 +167,28 @@ class RebalanceTests(FakeNodes, TestCase):
         await self.until(self.settled, "a later pass places what was left")
         self.assert_placed(digests)
 
+    async def test_a_chunk_not_yet_moved_is_read_from_its_previous_owners(self):
+        digests = await self.write()
+        before = self.net.clusters["n0"].ring
+        self.net.add("n4", self.build)
+        self.joined_at = self.clock.seconds()
+        ring = self.net.clusters["n0"].ring
+        digest = next(d for d in digests if "n4" in ring.owners(d, 3))
+        [displaced] = set(before.owners(digest, 3)) - set(ring.owners(digest, 3))
+        # Before any pass: only the displaced owner has a copy.
+        for member in ring.owners(digest, 3):
+            if member != "n4":
+                os.unlink(self.net.nodes[member].chunks.path(digest))
+        # Read through a node that knows the previous ring (not the new one).
+        member = next(m for m in ring.owners(digest, 3) if m != "n4")
+        await self.until(lambda: self.net.clusters[member].previous_ring is not None,
+                         "the node knows data is moving")
+        self.assertLess(self.clock.seconds() - self.joined_at, Rebalancer.settle_seconds)
+        reader = self.net.nodes[member].manager
+        self.assertEqual(chunk_hash(await reader.get(digest)), digest)
+        self.assertEqual(reader.counters["found_on_previous_owners"], 1)
+        self.assertTrue(os.path.exists(self.net.nodes[displaced].chunks.path(digest)))
+
     async def test_a_restart_moves_nothing(self):
         await self.write()
         path = os.path.join(self.base, "n1", LAYOUT_FILE)
