@@ -253,9 +253,9 @@ class HintedHandoff(Service):
         Deferred.fromCoroutine(self._deliver_all()).addBoth(finished)
 
     async def _deliver_all(self):
-        expired = await self._hints.expire(self._clock.seconds() - self.window)
-        for digest in expired:
-            self.counters["expired"] += 1
+        expired, chunks = await self._hints.expire(self._clock.seconds() - self.window)
+        self.counters["expired"] += expired
+        for digest in chunks:
             await self._drop_copy(digest)
         self.queues = await self._hints.queues()
         for target in list(self.queues):
