@@ -189,6 +189,36 @@ class RebalanceTests(FakeNodes, TestCase):
         self.assertEqual(reader.counters["found_on_previous_owners"], 1)
         self.assertTrue(os.path.exists(self.net.nodes[displaced].chunks.path(digest)))
 
+    async def test_a_pass_cut_by_a_crash_resumes_at_its_cursor(self):
+        digests = await self.write()
+        before = self.net.clusters["n0"].ring
+        self.net.forget("n2")
+        ring = self.net.clusters["n0"].ring
+        # n0 sends a copy of each chunk it shares with n2, slowly: one a second.
+        sender = self.net.nodes["n0"].rebalancer
+        sender.rate = 1000
+        await self.until(lambda: (sender.progress or 0) > 0.4, "n0's pass is under way")
+        self.clock.advance(Rebalancer.save_interval)
+        await self.until(lambda: sender.cursor is not None, "a cursor exists")
+        sender.stopService()  # as a crash would, once the cursor was saved
+        path = os.path.join(self.base, "n0", LAYOUT_FILE)
+        await self.until(lambda: "pass" in open(path).read() and
+                         '"after"' in open(path).read(), "the cursor is on disk")
+        self.net.clusters["n0"].subscribers.remove(sender._member_changed)
+        again = Rebalancer(self.clock, self.net.clusters["n0"], self.net.nodes["n0"].chunks,
+                           NoHints(), path)
+        again.rate = 1e12
+        again.startService()
+        self.addCleanup(again.stopService)
+        self.assertIsNotNone(again.cursor)
+        self.net.nodes["n0"].rebalancer = again
+        await self.until(self.settled, "every node settles without n2")
+        self.assert_placed(digests)
+        # The resumed pass looked only at the chunks after its cursor.
+        shared = sum(1 for d in digests if {"n0", "n2"} <= set(before.owners(d, 3)))
+        self.assertLess(again.counters["chunks_changed"], shared)
+        self.assertEqual(ring.fingerprint(), again.settled.fingerprint())
+
     async def test_a_restart_moves_nothing(self):
         await self.write()
         path = os.path.join(self.base, "n1", LAYOUT_FILE)
