@@ -88,11 +88,15 @@ class FakeCluster:
         self.local = net.members[member_id]
         self.membership = FakeMembership(net)
         self.dht = FakeDht(net, member_id)
+        self.previous_ring = None
         self.handlers = {}
         self.subscribers = []
 
     def is_alive(self, member_id):
         return self.net.members[member_id].state in IN_CLUSTER
+
+    def previous_owners(self, key, n=3):
+        return [] if self.previous_ring is None else self.previous_ring.owners(key, n)
 
     def serve(self, op, handler):
         self.handlers[op] = handler

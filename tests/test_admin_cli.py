@@ -247,10 +247,12 @@ class AdminCliTests(S3Assertions, TestCase):
         self.admin.put_object(Bucket="bkt", Key="k", Body=os.urandom(50_000))
         text = self.z4("cluster", "status")
         for row in ("system tables", "peer channel", "channel packets", "scrub", "hints",
-                    "rebalance", "gc"):
+                    "rebalance", "anti-entropy", "gc"):
             self.assertRegex(text, rf"(?m)^{row}\s+\S", row)
-        # A node alone has nowhere to move its data.
+        # A node alone has nowhere to move its data, and nobody to compare with.
         self.assertIn("no other node takes data", self.z4_fails("cluster", "drain"))
+        self.assertRegex(self.z4("cluster", "repair"),
+                         r"Anti-entropy pass done in [\d.]+ s: 0 entries repaired")
         status = json.loads(self.z4("cluster", "status", "--json"))
         self.assertIn("quorum", status["jobs"]["system_tables"])
         self.assertIn("calls", status["channel"])

@@ -64,7 +64,13 @@ class ClusterCLITests(TestCase):
                               "passes_completed": 0, "chunks_changed": 40,
                               "moved_chunks": 12, "moved_bytes": 48_000_000,
                               "dropped_copies": 3, "unplaced": 0,
-                              "job": {"runs": 9, "failures": 0, "last_failure": None}}}
+                              "job": {"runs": 9, "failures": 0, "last_failure": None}},
+                "antientropy": {"interval": 600.0, "passes": 4, "syncs": 8,
+                                "sync_failures": 1, "partitions_differing": 2, "calls": 30,
+                                "pulled": 7, "pushed": 3,
+                                "last_pass": {"finished": 5.0, "seconds": 0.25,
+                                              "repaired": 2},
+                                "job": {"runs": 4, "failures": 0, "last_failure": None}}}
         cluster.channel.counters.update(calls=40, failures=3, connections=2)
         root.putChild(b"_z4", make_z4_resource(
             clock, {"id": "node-1", "started": 0, "jobs": lambda: jobs}, cluster, Keys()))
@@ -121,6 +127,8 @@ class ClusterCLITests(TestCase):
         self.assertRegex(out, r"gc\s+4 runs, 1 failed \(last: disk full\)")
         self.assertRegex(out, r"rebalance\s+moving \[######--------------\]  30%; "
                               r"12 chunks \(48.0 MB\) moved, 3 copies dropped, 0 unplaced")
+        self.assertRegex(out, r"anti-entropy\s+last pass 0.2 s, 2 repaired; 4 passes, "
+                              r"7 pulled, 3 pushed, 1 syncs failed")
         self.assertRegex(out, r"hints\s+12 held for 1 nodes \(3.0 MB\); 17 delivered, "
                               r"2 already there, 0 expired, 1 skipped")
 

@@ -57,7 +57,7 @@ class ParseTests(SynchronousTestCase):
 
     def test_invalid_values(self):
         for argv in (["--gossip-port", "0"], ["--dht-port", "9671"], ["--vnodes", "0"],
-                     ["--capacity", "0"]):
+                     ["--capacity", "0"], ["--dead-grace", "0"]):
             self.assertRaises(usage.UsageError, check_cluster_options, parse(*argv), "h")
 
 

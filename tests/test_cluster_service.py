@@ -20,7 +20,7 @@ from z4node.admin.cluster_cli import signed_headers
 from z4node.cluster.channel import CallError, RemoteError, Reply
 from z4node.cluster.members import Member, State
 from z4node.cluster.options import CLUSTER_OPTIONS
-from z4node.cluster.service import ClusterService
+from z4node.cluster.service import DRAIN_FILE, ClusterService
 from z4node.replication.chunks import ReplicatedChunks
 from z4node.storage.chunks import CHUNK_SIZE, ChunkStore, chunk_hash
 from z4node.s3.http import S3Site
@@ -188,3 +188,26 @@ class PushPullHandlerTests(SynchronousTestCase):
         for args in ({}, {"state": None}, {"state": {"members": "x"}}):
             failure = self.failureResultOf(self.serve(args), CallError)
             self.assertEqual(failure.value.code, "BadRequest")
+
+
+class FromOptionsTests(SynchronousTestCase):
+    def build(self, data_dir, *argv):
+        options = Options()
+        options.parseOptions(list(argv))
+        return ClusterService.from_options(
+            reactor, options, {"Z4_CLUSTER_KEY": "x" * 32}, "node-0", "127.0.0.1", 9670,
+            data_dir)
+
+    def test_dead_grace_sets_how_long_a_dead_member_keeps_its_ranges(self):
+        cluster = self.build(self.mktemp(), "--dead-grace", "0.5")
+        self.assertEqual(cluster.membership.dead_retention, 1800)
+
+    def test_a_draining_node_stays_draining_across_a_restart(self):
+        data_dir = self.mktemp()
+        os.makedirs(data_dir)
+        self.assertFalse(self.build(data_dir).draining)
+        with open(os.path.join(data_dir, DRAIN_FILE), "w") as f:
+            f.write("draining\n")
+        cluster = self.build(data_dir, "--capacity", "2")
+        self.assertTrue(cluster.draining)
+        self.assertNotIn("node-0", cluster.ring)

@@ -4,6 +4,7 @@ multipart upload begun on one node is completed on another, and with one
 node killed (SIGKILL) the other two still take writes and serve every
 object; the killed node, restarted, serves what was written without it.
 A node killed in the middle of a stream of PUTs loses no acknowledged one.
+The aws CLI copies a file up through one node and down through another.
 
 Every process this test starts, it stops (addCleanup). Nothing listens on
 anything but 127.0.0.1.
@@ -103,6 +104,20 @@ class ObjectReplicationTests(TestCase):
                                     "the restarted node serves the later write")
         self.assertEqual(got, later)
         self.assertEqual(listed(restarted), ["dir/large", "later", "mp"])
+
+        # The aws CLI: a file copied up through node 0 (a multipart upload
+        # at this size), down through node 1, listed through node 2.
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        source, copy = os.path.join(directory, "up.bin"), os.path.join(directory, "down.bin")
+        with open(source, "wb") as f:
+            f.write(os.urandom(20 * MIB + 5))
+        self.nodes[0].aws("s3", "cp", source, "s3://data/cli/file.bin")
+        self.nodes[1].aws("s3", "cp", "s3://data/cli/file.bin", copy)
+        with open(source, "rb") as a, open(copy, "rb") as b:
+            self.assertEqual(hashlib.sha256(a.read()).digest(), hashlib.sha256(b.read()).digest())
+        self.assertIn("cli/file.bin", self.nodes[2].aws("s3", "ls", "--recursive",
+                                                        "s3://data/").stdout)
 
     @defer.inlineCallbacks
     def test_a_node_killed_mid_stream_loses_no_acknowledged_put(self):

@@ -30,26 +30,17 @@ class NoHints:
         return defer.succeed(False)
 
 
-class RebalanceTests(TestCase):
+class FakeNodes:
+    """Four fake nodes, each built by the test case's ``build(cluster)`` in
+    a directory of its own under ``self.base``, and how to wait for them."""
+
     def setUp(self):
         self.base = os.path.abspath(self.mktemp())
         self.net = FakeNet(4, self.build)
         self.clock = self.net.clock
 
-    def build(self, cluster):
-        directory = os.path.join(self.base, cluster.local.id)
-        chunks = ChunkStore(reactor, os.path.join(directory, "chunks"))
-        chunks.start()
-        self.addCleanup(chunks.stop)
-        rebalancer = Rebalancer(cluster.net.clock, cluster, chunks, NoHints(),
-                                os.path.join(directory, LAYOUT_FILE))
-        rebalancer.rate = 1e12
-        rebalancer.startService()
-        self.addCleanup(rebalancer.stopService)
-        return SimpleNamespace(chunks=chunks, rebalancer=rebalancer,
-                               manager=ReplicatedChunks(chunks, cluster))
-
     async def until(self, condition, what):
+        """Run the fake clock (letting disk threads answer) until ``condition()``."""
         for _ in range(2000):
             if condition():
                 return
@@ -65,6 +56,21 @@ class RebalanceTests(TestCase):
         return all(self.net.nodes[m].rebalancer.status()["state"] == "settled"
                    and self.net.nodes[m].rebalancer.settled.fingerprint() == fingerprint
                    for m in self.live())
+
+
+class RebalanceTests(FakeNodes, TestCase):
+    def build(self, cluster):
+        directory = os.path.join(self.base, cluster.local.id)
+        chunks = ChunkStore(reactor, os.path.join(directory, "chunks"))
+        chunks.start()
+        self.addCleanup(chunks.stop)
+        rebalancer = Rebalancer(cluster.net.clock, cluster, chunks, NoHints(),
+                                os.path.join(directory, LAYOUT_FILE))
+        rebalancer.rate = 1e12
+        rebalancer.startService()
+        self.addCleanup(rebalancer.stopService)
+        return SimpleNamespace(chunks=chunks, rebalancer=rebalancer,
+                               manager=ReplicatedChunks(chunks, cluster))
 
     async def write(self):
         digests = []
@@ -161,6 +167,58 @@ class RebalanceTests(TestCase):
         await self.until(self.settled, "a later pass places what was left")
         self.assert_placed(digests)
 
+    async def test_a_chunk_not_yet_moved_is_read_from_its_previous_owners(self):
+        digests = await self.write()
+        before = self.net.clusters["n0"].ring
+        self.net.add("n4", self.build)
+        self.joined_at = self.clock.seconds()
+        ring = self.net.clusters["n0"].ring
+        digest = next(d for d in digests if "n4" in ring.owners(d, 3))
+        [displaced] = set(before.owners(digest, 3)) - set(ring.owners(digest, 3))
+        # Before any pass: only the displaced owner has a copy.
+        for member in ring.owners(digest, 3):
+            if member != "n4":
+                os.unlink(self.net.nodes[member].chunks.path(digest))
+        # Read through a node that knows the previous ring (not the new one).
+        member = next(m for m in ring.owners(digest, 3) if m != "n4")
+        await self.until(lambda: self.net.clusters[member].previous_ring is not None,
+                         "the node knows data is moving")
+        self.assertLess(self.clock.seconds() - self.joined_at, Rebalancer.settle_seconds)
+        reader = self.net.nodes[member].manager
+        self.assertEqual(chunk_hash(await reader.get(digest)), digest)
+        self.assertEqual(reader.counters["found_on_previous_owners"], 1)
+        self.assertTrue(os.path.exists(self.net.nodes[displaced].chunks.path(digest)))
+
+    async def test_a_pass_cut_by_a_crash_resumes_at_its_cursor(self):
+        digests = await self.write()
+        before = self.net.clusters["n0"].ring
+        self.net.forget("n2")
+        ring = self.net.clusters["n0"].ring
+        # n0 sends a copy of each chunk it shares with n2, slowly: one a second.
+        sender = self.net.nodes["n0"].rebalancer
+        sender.rate = 1000
+        await self.until(lambda: (sender.progress or 0) > 0.4, "n0's pass is under way")
+        self.clock.advance(Rebalancer.save_interval)
+        await self.until(lambda: sender.cursor is not None, "a cursor exists")
+        sender.stopService()  # as a crash would, once the cursor was saved
+        path = os.path.join(self.base, "n0", LAYOUT_FILE)
+        await self.until(lambda: "pass" in open(path).read() and
+                         '"after"' in open(path).read(), "the cursor is on disk")
+        self.net.clusters["n0"].subscribers.remove(sender._member_changed)
+        again = Rebalancer(self.clock, self.net.clusters["n0"], self.net.nodes["n0"].chunks,
+                           NoHints(), path)
+        again.rate = 1e12
+        again.startService()
+        self.addCleanup(again.stopService)
+        self.assertIsNotNone(again.cursor)
+        self.net.nodes["n0"].rebalancer = again
+        await self.until(self.settled, "every node settles without n2")
+        self.assert_placed(digests)
+        # The resumed pass looked only at the chunks after its cursor.
+        shared = sum(1 for d in digests if {"n0", "n2"} <= set(before.owners(d, 3)))
+        self.assertLess(again.counters["chunks_changed"], shared)
+        self.assertEqual(ring.fingerprint(), again.settled.fingerprint())
+
     async def test_a_restart_moves_nothing(self):
         await self.write()
         path = os.path.join(self.base, "n1", LAYOUT_FILE)
@@ -179,15 +237,10 @@ class RebalanceTests(TestCase):
         self.assertEqual(again.status()["state"], "settled")
 
 
-class RecordRebalanceTests(TestCase):
+class RecordRebalanceTests(FakeNodes, TestCase):
     """Object records of buckets whose owners changed reach the added owner."""
 
     BUCKETS = [f"bucket-{i}" for i in range(8)]
-
-    def setUp(self):
-        self.base = os.path.abspath(self.mktemp())
-        self.net = FakeNet(4, self.build)
-        self.clock = self.net.clock
 
     def build(self, cluster):
         directory = os.path.join(self.base, cluster.local.id)
@@ -208,10 +261,6 @@ class RecordRebalanceTests(TestCase):
         rebalancer.startService()
         self.addCleanup(rebalancer.stopService)
         return SimpleNamespace(records=records, tables=tables, rebalancer=rebalancer)
-
-    until = RebalanceTests.until
-    live = RebalanceTests.live
-    settled = RebalanceTests.settled
 
     async def test_a_join_sends_the_added_owner_its_buckets_records(self):
         hlc = 1000

@@ -44,6 +44,7 @@ from z4node.objects.lifecycle import DAY_SECONDS, LifecycleWorker
 from z4node.objects.service import ObjectService
 from z4node.objects.kms import KeyManager, master_key_from, previous_master_key_from
 from z4node.objects.system import SystemTables
+from z4node.replication.antientropy import AntiEntropy
 from z4node.replication.everywhere import EverywhereTables
 from z4node.replication.hints import HintedHandoff
 from z4node.replication.rebalance import LAYOUT_FILE, Rebalancer
@@ -391,6 +392,12 @@ class Node(MultiService):
             settle=options.get("rebalance-delay"),
             rate=None if rate is None else rate * MB)
         self.rebalance.setServiceParent(self)
+        minutes = options.get("repair-interval")
+        tables = self.objects.tables
+        self.antientropy = AntiEntropy(
+            self.reactor, random.Random(), self.cluster, tables.version_table,
+            tables.partitions_held, interval=None if minutes is None else minutes * 60)
+        self.antientropy.setServiceParent(self)
         # Chunk references are counted where the versions are, not on the
         # chunks' owners, until cluster-wide GC exists (issue 13): in a
         # cluster, no chunk is deleted rather than a referenced one.
@@ -464,7 +471,8 @@ class Node(MultiService):
                                    if self.server_access_log is not None else None),
                 "system_tables": self.everywhere.status(),
                 "hints": self.handoff.status(),
-                "rebalance": self.rebalance.status()}
+                "rebalance": self.rebalance.status(),
+                "antientropy": self.antientropy.status()}
 
     def reload(self):
         """SIGHUP: read the TLS certificate again, reopen the access log."""
@@ -539,6 +547,12 @@ class Node(MultiService):
 
     async def _stop(self):
         self._notify_systemd(b"STOPPING=1")
+        if self.cluster is not None and self.cluster.draining and not self.rebalance.drained():
+            # A stop cannot be refused; say loudly what it may cost. The
+            # drain resumes when the node starts again (DATA/draining).
+            self.log.error("stopping while draining, before the drain finished: this node "
+                           "may hold the last copy of some data; start it again and wait "
+                           "for `z4 cluster drain --watch` to say it is drained")
         # No new connections from here on; the requests in progress finish
         # while the cluster is still joined (they need their peers), then
         # the children stop, the cluster service last, leaving gracefully.

@@ -89,6 +89,9 @@ class Options(usage.Options):
          "undelivered before dropping it; anti-entropy restores the rest.", float],
         ["hint-rate", None, 32.0,
          "MB/s at most a node sends hinted chunks to their owners at.", float],
+        ["repair-interval", None, 10.0,
+         "Minutes between anti-entropy passes, in which each node compares the "
+         "Merkle trees of the object versions it holds with the other owners'.", float],
         ["rebalance-delay", None, 30.0,
          "Seconds the ring must stay unchanged (a node joined, left or was "
          "forgotten) before chunks move to their new owners.", float],
@@ -143,7 +146,7 @@ class Options(usage.Options):
             raise usage.UsageError("--scrub-rate must be 0 (off) or more")
         if not self["rebalance-delay"] >= 0:
             raise usage.UsageError("--rebalance-delay must be 0 or more seconds")
-        for name in ("hint-window", "hint-rate", "rebalance-rate"):
+        for name in ("hint-window", "hint-rate", "rebalance-rate", "repair-interval"):
             if not self[name] > 0:
                 raise usage.UsageError(f"--{name} must be a positive number")
         if not self["stop-timeout"] >= 0:

@@ -257,6 +257,14 @@ def _drain_text(status):
             + ". Do not stop the node until `z4 cluster drain` says it is drained.")
 
 
+def repair_command(args):
+    result = call(args.data, "cluster.repair")
+    last = result["last_pass"]
+    return result, (f"Anti-entropy pass done in {last['seconds']:.1f} s: {result['repaired']} "
+                    f"entries repaired ({result['pulled']} pulled, {result['pushed']} pushed "
+                    f"since start; {result['sync_failures']} syncs failed).")
+
+
 def bucket_create(args):
     result = call(args.data, "bucket.create", name=args.name, owner=args.owner)
     return result, f"Created bucket {result['name']} (owner {result['owner']})."
@@ -513,6 +521,10 @@ def parser():
     p.add_argument("--watch", action="store_true",
                    help="follow the move until the node holds no last copy of anything")
     p.set_defaults(run=drain_command)
+    cluster.add_parser(
+        "repair", help="compare this node's object versions with the other owners' now "
+                       "(anti-entropy) and repair what differs", parents=[common]) \
+        .set_defaults(run=repair_command)
     return top
 
 

@@ -240,6 +240,14 @@ def replication_rows(status):
             f"{state}; {rebalance['moved_chunks']} chunks ({size(rebalance['moved_bytes'])}) "
             f"moved, {rebalance['dropped_copies']} copies dropped, "
             f"{rebalance['unplaced']} unplaced")])
+    antientropy = jobs.get("antientropy")
+    if antientropy is not None:
+        last = antientropy["last_pass"]
+        rows.append(["anti-entropy", (
+            (f"last pass {last['seconds']:.1f} s, {last['repaired']} repaired; "
+             if last else "no pass yet; ")
+            + f"{antientropy['passes']} passes, {antientropy['pulled']} pulled, "
+              f"{antientropy['pushed']} pushed, {antientropy['sync_failures']} syncs failed")])
     gc = jobs.get("gc")
     if gc is not None:
         rows.append(["gc", f"{gc['runs']} runs, {gc['failures']} failed"

@@ -44,6 +44,7 @@ class AdminCommands:
             "scrub.pause": self.scrub_pause,
             "cluster.drain": self.cluster_drain,
             "cluster.drain.status": self.cluster_drain_status,
+            "cluster.repair": self.cluster_repair,
             "meta.snapshot": self.meta_snapshot,
             "kms.key.create": self.kms_key_create, "kms.key.list": self.kms_key_list,
             "kms.key.info": self.kms_key_info, "kms.rewrap": self.kms_rewrap,
@@ -173,6 +174,14 @@ class AdminCommands:
 
     async def cluster_drain_status(self):
         return self._node.rebalance.status()
+
+    async def cluster_repair(self):
+        """An anti-entropy pass now: this node's object versions compared
+        with their other owners'; the entries repaired."""
+        if self._node.cluster is None:
+            raise AdminError("the node is still starting; try again in a moment")
+        repaired = await self._node.antientropy.run_now()
+        return dict(self._node.antientropy.status(), repaired=repaired)
 
     async def scrub_status(self):
         return self._node.scrubber.status()

@@ -28,6 +28,9 @@ CLUSTER_OPTIONS = [
     ["zone", None, None, "Failure domain of this node (rack, room, site); replicas "
                          "go to distinct zones."],
     ["capacity", None, 1.0, "Relative share of data this node takes (1.0 typical).", float],
+    ["dead-grace", None, 1.0,
+     "Hours a dead member keeps its place in the ring; then it is forgotten and "
+     "its data copied again from the surviving copies.", float],
     ["advertise", None, None, "Address other nodes use to reach this one "
                               "(default: --host; required when --host is a wildcard)."],
     ["cluster-key-file", None, None, "File holding the cluster secret "
@@ -72,6 +75,8 @@ def check_cluster_options(options, s3_host):
         raise usage.UsageError("--vnodes must be at least 1")
     if not options["capacity"] > 0:
         raise usage.UsageError("--capacity must be positive")
+    if not options["dead-grace"] > 0:
+        raise usage.UsageError("--dead-grace must be a positive number of hours")
     advertise = options["advertise"] or s3_host
     if advertise in ("", "0.0.0.0", "::"):
         raise usage.UsageError(

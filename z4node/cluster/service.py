@@ -12,6 +12,8 @@ talks to:
   suspect), as :class:`~z4node.cluster.membership.Member` snapshots;
 - ``cluster.owners(key, n)`` — the ``n`` member ids that own ``key``
   (bytes: a chunk's raw hash, or ``ring.bucket_key(name)``), alive or not;
+- ``cluster.previous_owners(key, n)`` — its owners in the ring whose data
+  is still moving to the current one, while it moves;
 - ``cluster.is_alive(member_id)`` — whether a write can go there now;
 - ``cluster.drain()`` — this node leaves the ring (capacity 0) so that its
   data moves away (``z4node.replication.rebalance``);
@@ -80,6 +82,9 @@ class ClusterService(MultiService):
             reactor, local.id, Sealer(derive_key(secret, b"dht"), reactor),
             RecordSigner(derive_key(secret, b"dht-record")))
         self.ring = Ring(self.membership.members(IN_LAYOUT), vnodes)
+        # The ring whose data is still moving to :attr:`ring` (None when
+        # none is): kept by the rebalancer, asked by readers.
+        self.previous_ring = None
         channel_key = derive_key(secret, b"channel")
         self.channel_sealer = Sealer(channel_key, reactor)
         self.handlers = {}
@@ -120,8 +125,10 @@ class ClusterService(MultiService):
         # Seeded from the OS: two nodes must not pick the same probe order.
         rng = random.Random()
         interface = "" if s3_host in ("0.0.0.0", "::") else s3_host
-        return cls(reactor, rng, secret, local, interface, join, options["vnodes"],
-                   os.path.join(data_dir, PEERS_FILE), drain_file)
+        service = cls(reactor, rng, secret, local, interface, join, options["vnodes"],
+                      os.path.join(data_dir, PEERS_FILE), drain_file)
+        service.membership.dead_retention = options["dead-grace"] * 3600
+        return service
 
     # -- what the rest of the node calls ---------------------------------------
 
@@ -145,6 +152,12 @@ class ClusterService(MultiService):
             await deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
                                     durable.write_file, self._drain_file, b"draining\n")
         self.membership.set_capacity(0.0)
+
+    def previous_owners(self, key, n=3):
+        """The owners of ``key`` in the ring whose data is still moving to
+        the current one; none when no data is moving."""
+        ring = self.previous_ring
+        return [] if ring is None else ring.owners(key, n)
 
     def is_alive(self, member_id):
         """Whether ``member_id`` is alive or suspect (worth sending to)."""

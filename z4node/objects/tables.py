@@ -143,6 +143,18 @@ class _VersionStore(LocalStore):
         bucket, key, version_id = sort_key
         return version_entry(await self.records.version(bucket, key, version_id))
 
+    # The Merkle reads anti-entropy compares (z4node.replication.antientropy).
+
+    def merkle_nodes(self, partition, nodes):
+        return self.records.merkle_nodes(partition.decode("utf-8"), nodes)
+
+    async def merkle_leaves(self, partition, prefixes):
+        """``[(sort key, (stamp, tombstone)), ...]``: newer compares greater."""
+        bucket = partition.decode("utf-8")
+        return [([bucket, key.decode("utf-8"), version_id], (stamp, tombstone))
+                for key, version_id, tombstone, stamp
+                in await self.records.merkle_leaves(bucket, prefixes)]
+
 
 class _UploadSchema(Schema):
     def partition(self, entry):
@@ -253,6 +265,10 @@ class ObjectTables:
     def buckets_held(self):
         """The buckets this node holds records of."""
         return self._records.buckets_held()
+
+    async def partitions_held(self):
+        """The ring keys of the buckets this node holds records of."""
+        return [bucket_key(bucket) for bucket in await self._records.buckets_held()]
 
     async def partition_entries(self, bucket, page=200):
         """Every record of ``bucket`` this node holds, as ``(table,

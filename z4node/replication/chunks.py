@@ -16,13 +16,15 @@ a lie) costs one more call, never a wrong answer.
   down or does not answer gets a hint instead (:mod:`z4node.replication.hints`),
   which never counts toward the quorum.
 - **Get**: this node's copy first if it has one, then the owners in ring
-  order, then the nodes the DHT names as providers of the hash (hint
-  holders); each remote copy is verified, and a bad or missing one moves on
-  to the next. None good: :class:`~z4node.storage.chunks.ChunkMissing`. An
-  owner that had to fetch its own chunk (it was down when the chunk was
-  written, or its copy rotted) keeps the good copy (read repair), without
-  delaying the read; a copy found only through the DHT is sent on to the
-  owners too.
+  order, then the owners in the ring whose data is still moving to the
+  current one (``cluster.previous_owners``, see
+  :mod:`z4node.replication.rebalance`), then the nodes the DHT names as
+  providers of the hash (hint holders); each remote copy is verified, and a
+  bad or missing one moves on to the next. None good:
+  :class:`~z4node.storage.chunks.ChunkMissing`. An owner that had to fetch
+  its own chunk (it was down when the chunk was written, or its copy
+  rotted) keeps the good copy (read repair), without delaying the read; a
+  copy found off the owners is sent on to them too.
 
 Chunks travel in plaintext inside the peer channel, which is encrypted;
 each node seals what it stores under its own node key (at-rest encryption
@@ -48,7 +50,7 @@ class ReplicatedChunks:
     ``store`` is this node's :class:`~z4node.storage.chunks.ChunkStore` (or
     anything with its ``put_chunk``/``get_chunk``); ``cluster`` what the
     peer channel and the ring offer (``owners``, ``serve``, ``call``,
-    ``local``, ``is_alive``, ``dht``); ``handoff`` the node's
+    ``local``, ``is_alive``, ``previous_owners``, ``dht``); ``handoff`` the node's
     :class:`~z4node.replication.hints.HintedHandoff` (None: no hints).
     """
 
@@ -62,7 +64,7 @@ class ReplicatedChunks:
         self._handoff = handoff
         self.counters = {"puts": 0, "gets": 0, "remote_gets": 0, "bad_copies": 0,
                          "missing": 0, "quorum_failures": 0, "repaired": 0,
-                         "found_through_dht": 0}
+                         "found_on_previous_owners": 0, "found_through_dht": 0}
         cluster.serve("chunk.put", self._serve_put)
         cluster.serve("chunk.get", self._serve_get)
         cluster.serve("chunk.has", self._serve_has)
@@ -129,14 +131,7 @@ class ReplicatedChunks:
 
     async def _serve_put(self, peer_id, args, body):
         digest = digest_arg(args)
-        if body is None:
-            raise CallError("BadRequest", "chunk.put needs the chunk as its body")
-        try:
-            data = await body.read_all(MAX_CHUNK_BYTES)
-        except RpcError as e:
-            raise CallError("TooLarge", str(e)) from None
-        if await self.store.run(chunk_hash, data) != digest:
-            raise CallError("BadDigest", f"the bytes sent do not hash to {digest.hex()}")
+        data = await received_chunk(body, digest, self.store.run)
         await self.store.put_chunk(digest, data)
         return Reply({})
 
@@ -162,22 +157,37 @@ class ReplicatedChunks:
             if local in owners:
                 self._repair(digest, data)
             return data if then is None else await self.store.run(then, data)
-        for provider in await self._providers(digest):
-            if provider == local or provider in owners:
-                continue
-            data = await self._fetch(provider, digest)
+        # No owner has it: the owners of the ring being retired (data still
+        # moving), then whoever the DHT names (hint holders).
+        previous = [m for m in self._cluster.previous_owners(digest, self.replication)
+                    if m != local and m not in owners]
+        data = await self._fetch_first(previous, digest)
+        if data is not None:
+            self.counters["found_on_previous_owners"] += 1
+        else:
+            providers = [p for p in await self._providers(digest)
+                         if p != local and p not in owners and p not in previous]
+            data = await self._fetch_first(providers, digest)
             if data is None:
-                continue
+                self.counters["missing"] += 1
+                raise ChunkMissing(digest.hex())
             self.counters["found_through_dht"] += 1
-            for owner in owners:
-                if owner == local:
-                    self._repair(digest, data)
-                else:
-                    self._put_at(owner, owners, digest, data).addErrback(
-                        self._not_passed_on, digest, owner)
-            return data if then is None else await self.store.run(then, data)
-        self.counters["missing"] += 1
-        raise ChunkMissing(digest.hex())
+        for owner in owners:
+            if owner == local:
+                self._repair(digest, data)
+            else:
+                self._put_at(owner, owners, digest, data).addErrback(
+                    self._not_passed_on, digest, owner)
+        return data if then is None else await self.store.run(then, data)
+
+    async def _fetch_first(self, members, digest):
+        """The verified bytes of a chunk from the first of ``members`` that
+        has a good copy, or None."""
+        for member in members:
+            data = await self._fetch(member, digest)
+            if data is not None:
+                return data
+        return None
 
     async def _fetch(self, member, digest):
         """The verified bytes of a chunk from ``member``, or None."""
@@ -245,6 +255,21 @@ def digest_arg(args):
     if len(digest) != 32:
         raise CallError("BadRequest", "a chunk hash is 32 bytes")
     return digest
+
+
+async def received_chunk(body, digest, run):
+    """The bytes of chunk ``digest`` a peer sent as a call's ``body``,
+    checked against the name (hashed through ``run``, the chunk I/O pool);
+    CallError if they are missing, too long or not that chunk."""
+    if body is None:
+        raise CallError("BadRequest", "the call needs the chunk as its body")
+    try:
+        data = await body.read_all(MAX_CHUNK_BYTES)
+    except RpcError as e:
+        raise CallError("TooLarge", str(e)) from None
+    if await run(chunk_hash, data) != digest:
+        raise CallError("BadDigest", f"the bytes sent do not hash to {digest.hex()}")
+    return data
 
 
 async def one_piece(data):

@@ -44,9 +44,10 @@ from twisted.python.failure import Failure
 
 from z4node.cluster.channel import CallError, RemoteError, Reply, RpcError
 from z4node.periodic import PeriodicJob
-from z4node.replication.chunks import MAX_CHUNK_BYTES, ReplicatedChunks, digest_arg, one_piece
+from z4node.replication.chunks import (
+    ReplicatedChunks, digest_arg, one_piece, received_chunk)
 from z4node.replication.table import json_body, read_json
-from z4node.storage.chunks import ChunkCorrupted, ChunkMissing, chunk_hash
+from z4node.storage.chunks import ChunkCorrupted, ChunkMissing
 
 MiB = 1024 * 1024
 
@@ -172,16 +173,9 @@ class HintedHandoff(Service):
         target = args.get("target")
         if not isinstance(target, str) or target == self._cluster.local.id:
             raise CallError("BadRequest", "target must be another member's id")
-        if body is None:
-            raise CallError("BadRequest", "hint.put needs the copy as its body")
         if "hash" in args:
             digest = digest_arg(args)
-            try:
-                data = await body.read_all(MAX_CHUNK_BYTES)
-            except RpcError as e:
-                raise CallError("TooLarge", str(e)) from None
-            if await self._chunks.run(chunk_hash, data) != digest:
-                raise CallError("BadDigest", f"the bytes sent do not hash to {digest.hex()}")
+            data = await received_chunk(body, digest, self._chunks.run)
             await self._hold_chunk(target, digest, data)
         else:
             table = args.get("table")
@@ -259,9 +253,9 @@ class HintedHandoff(Service):
         Deferred.fromCoroutine(self._deliver_all()).addBoth(finished)
 
     async def _deliver_all(self):
-        expired = await self._hints.expire(self._clock.seconds() - self.window)
-        for digest in expired:
-            self.counters["expired"] += 1
+        expired, chunks = await self._hints.expire(self._clock.seconds() - self.window)
+        self.counters["expired"] += expired
+        for digest in chunks:
             await self._drop_copy(digest)
         self.queues = await self._hints.queues()
         for target in list(self.queues):

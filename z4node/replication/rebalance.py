@@ -148,6 +148,9 @@ class Rebalancer(Service):
         """One look at the ring (the periodic job): settle on it, or move
         chunks for it, when it has been stable long enough."""
         ring = self._cluster.ring
+        moving = self.settled is not None and ring.fingerprint() != self.settled.fingerprint()
+        # Readers look for what has not moved yet on its previous owners.
+        self._cluster.previous_ring = self.settled if moving else None
         stable = self._clock.seconds() - self._ring_since >= self.settle_seconds
         if not stable or not self._cluster.membership.has_joined:
             return
@@ -205,6 +208,7 @@ class Rebalancer(Service):
                           left={name: self.last_pass[name] for name in undone})
             return
         self.settled = new
+        self._cluster.previous_ring = None
         await self._save()
         self.log.info("rebalance: data placed for ring {new}", new=target)
 

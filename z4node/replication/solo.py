@@ -22,6 +22,9 @@ class SoloCluster:
     def owners(self, key, n=3):
         return [self.local.id]
 
+    def previous_owners(self, key, n=3):
+        return []
+
     def serve(self, op, handler):
         """Nobody calls a cluster of one."""
 

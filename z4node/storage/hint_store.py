@@ -75,14 +75,14 @@ class HintStore:
         return self._meta.db.write(write)
 
     def expire(self, before):
-        """Drop every hint created before ``before``; the hashes of the
-        chunks whose hints were dropped."""
+        """Drop every hint created before ``before``; (how many were
+        dropped, the hashes of the chunks among them)."""
         def write(c):
             chunks = [row[0] for row in c.execute(
                 "SELECT DISTINCT chunk FROM hints WHERE created<? AND chunk IS NOT NULL",
                 (before,))]
-            c.execute("DELETE FROM hints WHERE created<?", (before,))
-            return chunks
+            dropped = c.execute("DELETE FROM hints WHERE created<?", (before,)).rowcount
+            return dropped, chunks
         return self._meta.db.write(write)
 
     def holds_chunk(self, digest):

@@ -30,6 +30,7 @@ from twisted.logger import Logger
 
 from z4node import hlc as hlclib
 from z4node.storage.chunks import HASH_SIZE
+from z4node.storage import merkle
 from z4node.storage.crypto import PLAINTEXT, KeyUnavailable, Tampered
 from z4node.storage.db import Database
 
@@ -97,7 +98,7 @@ CREATE TABLE IF NOT EXISTS hints (
 CREATE INDEX IF NOT EXISTS hints_by_target ON hints (target, id);
 CREATE UNIQUE INDEX IF NOT EXISTS hints_of_chunks ON hints (chunk, target)
     WHERE chunk IS NOT NULL;
-"""
+""" + merkle.SCHEMA
 
 # Every table whose rows carry an HLC timestamp (MetaStore.newest_hlc).
 _HLC_TABLES = ("versions", "heads", "uploads", "parts", "access_keys", "buckets", "grants",
@@ -618,6 +619,7 @@ class MetaStore:
             _add_refs(c, unpack_chunks(chunks), -1, now)
         c.execute("DELETE FROM versions WHERE bucket=?", (bucket,))
         c.execute("DELETE FROM version_tombstones WHERE bucket=?", (bucket,))
+        merkle.drop_bucket(c, bucket)
         c.execute("DELETE FROM heads WHERE bucket=?", (bucket,))
 
     # -- object versions -----------------------------------------------------
@@ -718,11 +720,20 @@ class MetaStore:
                 " json_extract(settings, '$.versioning') IS NOT NULL)"
                 " LIMIT ?", (older_than_hlc, limit)).fetchall()
             for bucket, key, hlc in rows:
+                for version_id, stamp in c.execute(
+                        "SELECT version_id, coalesce(stamp, hlc) FROM versions WHERE bucket=?"
+                        " AND key=? AND hlc<=? AND delete_marker=1",
+                        (bucket, key, hlc)).fetchall():
+                    merkle.change(c, bucket, key, version_id, (False, stamp), None)
                 c.execute("DELETE FROM versions WHERE bucket=? AND key=? AND hlc<=?"
                           " AND delete_marker=1", (bucket, key, hlc))
                 c.execute("DELETE FROM heads WHERE bucket=? AND key=? AND hlc=?",
                           (bucket, key, hlc))
                 collected.append((bucket, key.decode("utf-8")))
+            for bucket, key, version_id, stamp in c.execute(
+                    "SELECT bucket, key, version_id, stamp FROM version_tombstones"
+                    " WHERE stamp<?", (older_than_hlc,)).fetchall():
+                merkle.change(c, bucket, key, version_id, (True, stamp), None)
             gone = c.execute("DELETE FROM version_tombstones WHERE stamp<?",
                              (older_than_hlc,)).rowcount
             return len(rows) + gone
@@ -967,6 +978,12 @@ def _upgrade(c):
     columns = {row[1] for row in c.execute("PRAGMA table_info(versions)")}
     if "stamp" not in columns:
         c.execute("ALTER TABLE versions ADD COLUMN stamp INTEGER")
+    if c.execute("SELECT 1 FROM node_settings WHERE name=?",
+                 (merkle.BUILT_SETTING,)).fetchone() is None:
+        # A data dir from before the trees: build them, in one transaction.
+        c.execute("BEGIN")
+        merkle.build(c)
+        c.execute("COMMIT")
 
 
 def _require_bucket(c, bucket):

@@ -16,7 +16,8 @@ receive the same entries in any order end up equal.
   retried completion gets its answer.
 
 Reference counts of chunks (the ``chunks`` table) move with what is
-installed and removed here, as GC expects.
+installed and removed here, as GC expects, and so do the Merkle trees of
+the versions (:mod:`z4node.storage.merkle`), in the same transaction.
 """
 
 import json
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import succeed
 
+from z4node.storage import merkle
 from z4node.storage.meta import (
     _MISS, _VERSION_COLUMNS, CompletedUpload, UploadMissing, VersionTombstone, _add_refs,
     _get_upload, _install_version, _latest, _part_from_row, _remove_version,
@@ -120,7 +122,12 @@ class ObjectRecords:
             stored = _version_by_id(c, record.bucket, record.key, record.version_id)
             if stored is not None and stored.edited >= record.edited:
                 return False
-            if isinstance(record, VersionTombstone):
+            tombstoned = isinstance(record, VersionTombstone)
+            merkle.change(c, record.bucket, kb, record.version_id,
+                          (True, tombstone.stamp) if tombstone is not None
+                          else None if stored is None else (False, stored.edited),
+                          (tombstoned, record.edited))
+            if tombstoned:
                 if stored is not None:
                     _remove_version(c, stored, now)
                 c.execute("INSERT OR REPLACE INTO version_tombstones VALUES (?, ?, ?, ?, ?)",
@@ -242,6 +249,17 @@ class ObjectRecords:
                 " WHERE upload_id=? AND part_number>? ORDER BY part_number LIMIT ?",
                 (upload_id, after_part, limit))]
         return self._db.read(read)
+
+    # -- the Merkle trees of the versions, for anti-entropy ------------------
+
+    def merkle_nodes(self, bucket, nodes):
+        """``{node: hash}`` of the bucket's tree (0: empty)."""
+        return self._db.read(merkle.node_hashes, bucket, nodes)
+
+    def merkle_leaves(self, bucket, prefixes):
+        """The leaves in those leaf buckets: ``[(key bytes, version_id,
+        tombstone, stamp), ...]``."""
+        return self._db.read(merkle.leaves, bucket, prefixes)
 
     # -- a bucket's records whole, for moving them to new owners -------------
 

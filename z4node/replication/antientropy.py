@@ -1,0 +1,200 @@
+"""Merkle anti-entropy for a partitioned table: the owners of a partition
+compare the trees of their copies and exchange only the entries that
+differ (DESIGN.md, "Anti-entropy"; Dynamo section 4.7, Cassandra's repair,
+Garage's ``table/merkle.rs``).
+
+Owns the periodic pass and the peer operations it uses. The table's local
+store keeps the tree up to date on every write
+(:mod:`z4node.storage.merkle` for object versions) and answers
+``merkle_nodes(partition, nodes)`` and ``merkle_leaves(partition,
+prefixes)``; this module only compares.
+
+- Every ``interval`` seconds (the first pass after a random part of it, so
+  nodes do not all start together), a node takes each partition it holds
+  and owns, and syncs it with each other live owner.
+- A sync compares the roots; where they differ it asks for the 16 children
+  of every differing node, level by level (one call a level, whatever the
+  number of differing nodes), down to the leaf buckets that differ; then it
+  fetches those buckets' leaves. Each slot where the peer holds something
+  newer is read from the peer and applied here; each slot where this node
+  holds something newer, or the peer nothing, is sent to the peer. So the
+  calls and bytes grow with the number of differing entries, not with the
+  size of the table. Tombstones are entries like any other: the newest
+  edit wins, in whatever order things arrive.
+- A sync that fails (the peer went away) is counted and logged; the next
+  pass tries again. The loop never stops on an error.
+"""
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from z4node.cluster.channel import CallError, Reply, RpcError
+from z4node.periodic import PeriodicJob
+from z4node.replication.table import json_body, response_json
+from z4node.storage.merkle import DEPTH, ROOT, children
+
+# Tree nodes or leaf buckets asked for in one call at most (the children of
+# every node of a level of a full tree: 16 ** DEPTH).
+MAX_NODES = 16 ** DEPTH
+
+
+class AntiEntropy(Service):
+    """Anti-entropy passes over one partitioned table (see the module
+    docstring). ``table`` is a PartitionedTable whose store offers the
+    Merkle reads; ``partitions()`` returns the partitions this node holds."""
+
+    log = Logger()
+
+    interval = 600.0  # seconds between passes
+
+    def __init__(self, clock, rng, cluster, table, partitions, interval=None):
+        self._clock = clock
+        self._rng = rng
+        self._cluster = cluster
+        self._table = table
+        self._partitions = partitions
+        if interval is not None:
+            self.interval = interval
+        self._first = None
+        self._job = PeriodicJob(f"anti-entropy ({table.name})", clock, self.run_pass)
+        self.counters = {"passes": 0, "syncs": 0, "sync_failures": 0, "partitions_differing": 0,
+                         "calls": 0, "pulled": 0, "pushed": 0}
+        self.last_pass = None  # {"finished", "seconds", "repaired"}
+        cluster.serve(f"ae.{table.name}.nodes", self._serve_nodes)
+        cluster.serve(f"ae.{table.name}.leaves", self._serve_leaves)
+
+    # -- service -----------------------------------------------------------------
+
+    def startService(self):
+        Service.startService(self)
+        self._first = self._clock.callLater(self._rng.uniform(0, self.interval),
+                                            self._job.start, self.interval, True)
+
+    def stopService(self):
+        if self._first is not None and self._first.active():
+            self._first.cancel()
+        self._job.stop()
+        return Service.stopService(self)
+
+    # -- a pass --------------------------------------------------------------------
+
+    async def run_pass(self):
+        """Sync every partition this node owns with its other live owners;
+        the number of entries repaired (pulled and pushed)."""
+        started = self._clock.seconds()
+        before = self.counters["pulled"] + self.counters["pushed"]
+        local = self._cluster.local.id
+        for partition in await self._partitions():
+            owners = self._table.owners(partition)
+            if local not in owners:
+                continue
+            for peer in owners:
+                if peer == local or not self._cluster.is_alive(peer):
+                    continue
+                try:
+                    await self.sync(partition, peer)
+                except (RpcError, CallError) as e:
+                    self.counters["sync_failures"] += 1
+                    self.log.info("anti-entropy: {table} with {peer} failed ({why})",
+                                  table=self._table.name, peer=peer, why=str(e))
+        self.counters["passes"] += 1
+        repaired = self.counters["pulled"] + self.counters["pushed"] - before
+        self.last_pass = {"finished": self._clock.seconds(),
+                          "seconds": round(self._clock.seconds() - started, 3),
+                          "repaired": repaired}
+        return repaired
+
+    async def sync(self, partition, peer):
+        """Make this node's and ``peer``'s copies of ``partition`` equal."""
+        self.counters["syncs"] += 1
+        store = self._table.store
+        frontier = [ROOT]
+        for depth in range(DEPTH + 1):
+            mine = await store.merkle_nodes(partition, frontier)
+            theirs = await self._remote_nodes(peer, partition, frontier)
+            frontier = [node for node in frontier if mine[node] != theirs.get(node, 0)]
+            if not frontier:
+                return
+            if depth == 0:
+                self.counters["partitions_differing"] += 1
+            if depth < DEPTH:
+                frontier = [child for node in frontier for child in children(node)]
+        mine = dict((tuple(k), tuple(v)) for k, v in await store.merkle_leaves(partition,
+                                                                              frontier))
+        theirs = dict((tuple(k), tuple(v)) for k, v in await self._remote_leaves(
+            peer, partition, frontier))
+        for slot, leaf in theirs.items():
+            if slot not in mine or leaf > mine[slot]:
+                await self._pull(peer, partition, slot)
+        for slot, leaf in mine.items():
+            if slot not in theirs or leaf > theirs[slot]:
+                await self._push(peer, partition, slot)
+
+    async def _remote_nodes(self, peer, partition, nodes):
+        self.counters["calls"] += 1
+        response = await self._cluster.call(
+            peer, f"ae.{self._table.name}.nodes", {"partition": partition.hex(),
+                                                   "nodes": nodes})
+        return response.result["hashes"]
+
+    async def _remote_leaves(self, peer, partition, prefixes):
+        self.counters["calls"] += 1
+        response = await self._cluster.call(
+            peer, f"ae.{self._table.name}.leaves", {"partition": partition.hex(),
+                                                    "prefixes": prefixes})
+        return await response_json(response)
+
+    async def _pull(self, peer, partition, slot):
+        self.counters["calls"] += 1
+        response = await self._cluster.call(
+            peer, f"table.{self._table.name}.get",
+            {"partition": partition.hex(), "sort": list(slot)})
+        entry = await response_json(response)
+        if entry is not None:
+            await self._table.store.apply(entry)
+            self.counters["pulled"] += 1
+
+    async def _push(self, peer, partition, slot):
+        entry = await self._table.store.get(partition, list(slot))
+        if entry is None:
+            return
+        self.counters["calls"] += 1
+        await self._cluster.call(peer, f"table.{self._table.name}.apply", {},
+                                 json_body(entry))
+        self.counters["pushed"] += 1
+
+    # -- serving -------------------------------------------------------------------
+
+    async def _serve_nodes(self, peer_id, args, body):
+        partition, nodes = _tree_args(args, "nodes")
+        return Reply({"hashes": await self._table.store.merkle_nodes(partition, nodes)})
+
+    async def _serve_leaves(self, peer_id, args, body):
+        partition, prefixes = _tree_args(args, "prefixes")
+        leaves = await self._table.store.merkle_leaves(partition, prefixes)
+        return Reply({}, json_body([[list(k), list(v)] for k, v in leaves]))
+
+    # -- status --------------------------------------------------------------------
+
+    def run_now(self):
+        """A pass now (``z4 cluster repair``); a Deferred of the entries
+        repaired."""
+        return Deferred.fromCoroutine(self.run_pass())
+
+    def status(self):
+        return {"interval": self.interval, **self.counters, "last_pass": self.last_pass,
+                "job": self._job.status()}
+
+
+def _tree_args(args, name):
+    try:
+        partition = bytes.fromhex(args["partition"])
+        nodes = args[name]
+    except (KeyError, TypeError, ValueError):
+        raise CallError("BadRequest", f"partition (hex) and {name} are required") from None
+    if not isinstance(nodes, list) or len(nodes) > MAX_NODES or not all(
+            isinstance(n, str) and len(n) <= DEPTH
+            and all(ch in "0123456789abcdef" for ch in n) for n in nodes):
+        raise CallError("BadRequest", f"{name} must be at most {MAX_NODES} tree nodes")
+    return partition, nodes
