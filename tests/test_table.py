@@ -168,6 +168,18 @@ class ReadTests(SynchronousTestCase):
         d = run(self.table(a).write(entry("k", 2, "b")))
         self.assertEqual(self.successResultOf(d), None)
 
+    def test_an_owner_declared_dead_is_asked_last(self):
+        a, b, c = self.owners
+        self.successResultOf(run(self.table(a).write(entry("k", 1, "a"))))
+        # b hangs (a SIGSTOPped process) and membership declared it dead:
+        # the read goes to c at once instead of waiting out b's timeout.
+        self.net.stalled.add(b)
+        self.net.kill(b)
+        self.net.calls.clear()
+        self.assertEqual(self.successResultOf(run(self.table(a).read(BUCKET, "k")))["value"],
+                         "a")
+        self.assertEqual(self.net.calls, [(a, c, "table.objects.get")])
+
     def test_two_owners_down_fails_reads_and_writes(self):
         a, b, c = self.owners
         self.net.kill(b)

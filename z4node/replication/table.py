@@ -214,11 +214,15 @@ def majority(owners):
 async def ask_quorum(cluster, owners, ask):
     """``{owner: answer}`` from a majority of ``owners``: ``ask(owner)``
     (a Deferred) goes to as many as are still needed at a time, this node
-    first when it is an owner (its answer costs no call), and to the next
-    owners when some fail. QuorumNotReached if too few answer."""
+    first when it is an owner (its answer costs no call), then the owners
+    membership says are alive, and to the next owners when some fail; an
+    owner declared dead is asked last, so a read does not wait out a call
+    timeout while live owners could answer. QuorumNotReached if too few
+    answer."""
     needed = majority(owners)
     local = cluster.local.id
-    pending = sorted(owners, key=lambda owner: owner != local)
+    pending = sorted(owners, key=lambda owner: (
+        owner != local, owner != local and not cluster.is_alive(owner)))
     answers = {}
     while len(answers) < needed and pending:
         batch, pending = pending[:needed - len(answers)], pending[needed - len(answers):]
