@@ -59,12 +59,15 @@ class AntiEntropyTests(TestCase):
             PARTITION, [merkle.ROOT]))[merkle.ROOT]
 
     async def write_everywhere(self, count):
+        """``count`` versions stored on every replica (each replica's own
+        store, so that no write is still in flight when this returns)."""
         written = []
         for i in range(count):
             version = self.version(f"key-{i:04d}")
-            await self.net.nodes["n0"].write_version(version)
+            for member in self.net.members:
+                await self.apply_on(member, version)
             written.append(version)
-        self.assertEqual({await self.root(m) for m in self.net.members}.__len__(), 1)
+        self.assertEqual(len({await self.root(m) for m in self.net.members}), 1)
         return written
 
     async def diverge_and_sync(self, count, differing):
@@ -124,7 +127,7 @@ class AntiEntropyTests(TestCase):
         written = await self.write_everywhere(40)
         for version in written[:10]:
             self.hlc += 1
-            await self.net.nodes["n0"].write_version(VersionTombstone(
+            await self.apply_on("n0", VersionTombstone(
                 BUCKET, version.key, version.version_id, version.hlc, self.hlc))
         meta = self.metas["n0"]
 
