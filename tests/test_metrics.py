@@ -73,6 +73,18 @@ class RequestMetricsTests(TestCase):
         self.assertEqual(samples(a)[key], 1)
         self.assertNotIn(key, samples(b))
 
+    def test_hint_queues_per_target(self):
+        metrics = NodeMetrics(Clock(), "a")
+        queues = {"node-3": {"count": 12, "bytes": 3_000_000, "oldest_age": 95.5}}
+        metrics.watch_hint_queues(lambda: queues)
+        got = samples(metrics)
+        target = (("target", "node-3"),)
+        self.assertEqual((got[("z4_hints_queued", target)],
+                          got[("z4_hints_queued_bytes", target)],
+                          got[("z4_hints_oldest_age_seconds", target)]), (12, 3_000_000, 95.5))
+        queues.clear()
+        self.assertNotIn(("z4_hints_queued", target), samples(metrics))
+
     def test_process_metrics(self):
         got = samples(NodeMetrics(Clock(), "a"))
         self.assertGreater(got[("process_resident_memory_bytes", ())], 0)

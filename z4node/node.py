@@ -458,10 +458,19 @@ class Node(MultiService):
         metrics.watch_counters("scrub", "Scrubber", self.scrubber.counters)
         metrics.watch_counters("access_logging", "Server access log records and objects",
                                lambda: self.server_access_log.counters)
+        metrics.watch_counters("hints", "Hinted handoff", lambda: self.handoff.counters)
+        metrics.watch_hint_queues(lambda: self.handoff.status()["queues"])
+        metrics.watch_counters("rebalance", "Rebalancing on ring changes",
+                               lambda: self.rebalance.counters)
+        metrics.watch_counters("antientropy", "Anti-entropy of object versions",
+                               lambda: self.antientropy.counters)
         metrics.watch_jobs(lambda: {"gc": self.gc.status(),
                                     "access_logging": self.server_access_log.job.status(),
                                     "dht_maintenance": self.cluster.dht.status()["maintenance"],
-                                    "reactor_lag": metrics.lag.job.status()})
+                                    "reactor_lag": metrics.lag.job.status(),
+                                    "hint_delivery": self.handoff.status()["delivery"],
+                                    "rebalance": self.rebalance.status()["job"],
+                                    "antientropy": self.antientropy.status()["job"]})
 
     def jobs_status(self):
         """The local background jobs' counters, for ``/_z4/status``."""

@@ -166,6 +166,27 @@ class CountersCollector:
                            f"{self.what}: {name.replace('_', ' ')}.", value)
 
 
+class HintQueuesCollector:
+    """The hints this node holds, per target node: ``queues()`` returns
+    ``HintedHandoff.status()["queues"]``."""
+
+    def __init__(self, queues):
+        self.queues = queues
+
+    def collect(self):
+        count = GaugeMetricFamily("z4_hints_queued", "Hints held for a node that was down.",
+                                  labels=["target"])
+        size = GaugeMetricFamily("z4_hints_queued_bytes",
+                                 "Bytes of chunks held as hints for a node.", labels=["target"])
+        oldest = GaugeMetricFamily("z4_hints_oldest_age_seconds",
+                                   "Age of the oldest hint held for a node.", labels=["target"])
+        for target, queue in sorted(self.queues().items()):
+            count.add_metric([target], queue["count"])
+            size.add_metric([target], queue["bytes"])
+            oldest.add_metric([target], queue["oldest_age"])
+        return [count, size, oldest]
+
+
 class JobsCollector:
     """Runs and failed runs of the node's background jobs: ``jobs()``
     returns ``{name: PeriodicJob.status()}``."""
@@ -254,6 +275,9 @@ class NodeMetrics:
 
     def watch_counters(self, prefix, what, counters):
         self.registry.register(CountersCollector(prefix, what, counters))
+
+    def watch_hint_queues(self, queues):
+        self.registry.register(HintQueuesCollector(queues))
 
     def watch_jobs(self, jobs):
         self.registry.register(JobsCollector(jobs))
