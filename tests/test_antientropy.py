@@ -132,8 +132,9 @@ class AntiEntropyTests(TestCase):
         meta = self.metas["n0"]
 
         def snapshot(c):
-            return (c.execute("SELECT * FROM merkle_nodes ORDER BY 1, 2").fetchall(),
-                    c.execute("SELECT * FROM merkle_leaves ORDER BY 1, 3, 4").fetchall())
+            return (c.execute("SELECT * FROM merkle_buckets WHERE hash != 0"
+                              " ORDER BY 1, 2").fetchall(),
+                    c.execute("SELECT * FROM merkle_leaves ORDER BY 1, 2, 3, 4").fetchall())
         kept = await meta.db.read(snapshot)
         self.assertEqual(len(kept[1]), 40)
         await meta.db.write(merkle.build)

@@ -6,17 +6,20 @@ anti-entropy compares replicas without scanning them
 A *leaf* is one version slot, (key, version id), and says what the slot
 holds: a version or a tombstone (a version deleted by its id), and its edit
 stamp. An edit stamp is an HLC, unique per edit, so two replicas with equal
-leaves hold the same record. Leaves sit in buckets named by the first
-``DEPTH`` hex digits of a hash of the slot; each tree node (a prefix of
-those digits, the root being ``""``) holds the XOR of the hashes of the
-leaves below it, as Cassandra's trees combine rows. So a change updates
-``DEPTH + 1`` nodes without reading a sibling, and an empty node is simply
-absent. With 16 children a node and ``DEPTH`` 3 there are 4,096 leaf
-buckets: about 25 leaves each for 100,000 versions in a bucket.
+leaves hold the same record. Leaves sit in *leaf buckets* named by the
+first ``DEPTH`` hex digits of a hash of the slot; a tree node (a prefix of
+those digits, the root being ``""``) hashes to the XOR of the hashes of the
+leaves below it, as Cassandra's trees combine rows. Only the leaf buckets'
+hashes are stored: a write updates one leaf row and one bucket row, and a
+node above them is XORed from its buckets when anti-entropy asks (at most
+4,096 small rows, for the root). With 16 children a node and ``DEPTH`` 3
+there are 4,096 leaf buckets: about 25 leaves each for 100,000 versions in
+a bucket.
 
-Tables (in the metadata database): ``merkle_nodes`` (bucket, node, hash)
-and ``merkle_leaves`` (bucket, prefix, key, version id, tombstone, stamp).
-Every function here runs inside the caller's write transaction.
+Tables (in the metadata database): ``merkle_buckets`` (bucket, prefix,
+hash) and ``merkle_leaves`` (bucket, prefix, key, version id, tombstone,
+stamp). :func:`change`, :func:`drop_bucket` and :func:`build` run inside
+the caller's write transaction.
 """
 
 import hashlib
@@ -25,19 +28,18 @@ DEPTH = 3
 ROOT = ""
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS merkle_nodes (
-    bucket TEXT NOT NULL, node TEXT NOT NULL, hash INTEGER NOT NULL,
-    PRIMARY KEY (bucket, node)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS merkle_buckets (
+    bucket TEXT NOT NULL, prefix TEXT NOT NULL, hash INTEGER NOT NULL,
+    PRIMARY KEY (bucket, prefix)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS merkle_leaves (
     bucket TEXT NOT NULL, prefix TEXT NOT NULL, key BLOB NOT NULL,
     version_id TEXT NOT NULL, tombstone INTEGER NOT NULL, stamp INTEGER NOT NULL,
-    PRIMARY KEY (bucket, key, version_id)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS merkle_leaves_by_prefix ON merkle_leaves (bucket, prefix);
+    PRIMARY KEY (bucket, prefix, key, version_id)) WITHOUT ROWID;
 """
 
 # node_settings row saying the trees were built from the tables (a data dir
 # from before the trees existed gets them built once, at start).
-BUILT_SETTING = "merkle_built"
+BUILT_SETTING = "merkle_buckets_built"
 
 
 def position(key, version_id):
@@ -62,32 +64,28 @@ def change(c, bucket, key, version_id, old, new):
     delta = 0
     if old is not None:
         delta ^= leaf_hash(key, version_id, *old)
-        c.execute("DELETE FROM merkle_leaves WHERE bucket=? AND key=? AND version_id=?",
-                  (bucket, key, version_id))
     if new is not None:
         delta ^= leaf_hash(key, version_id, *new)
         c.execute("INSERT OR REPLACE INTO merkle_leaves VALUES (?, ?, ?, ?, ?, ?)",
                   (bucket, prefix, key, version_id, int(new[0]), new[1]))
-    for length in range(DEPTH + 1):
-        node = prefix[:length]
-        row = c.execute("SELECT hash FROM merkle_nodes WHERE bucket=? AND node=?",
-                        (bucket, node)).fetchone()
-        value = (row[0] if row else 0) ^ delta
-        if value:
-            c.execute("INSERT OR REPLACE INTO merkle_nodes VALUES (?, ?, ?)",
-                      (bucket, node, value))
-        else:
-            c.execute("DELETE FROM merkle_nodes WHERE bucket=? AND node=?", (bucket, node))
+    else:
+        c.execute("DELETE FROM merkle_leaves WHERE bucket=? AND prefix=? AND key=?"
+                  " AND version_id=?", (bucket, prefix, key, version_id))
+    # XOR in SQL, (a | b) - (a & b): one statement. A leaf bucket whose
+    # leaves cancel out stays as a 0, which reads the same as none.
+    c.execute("INSERT INTO merkle_buckets VALUES (?, ?, ?) ON CONFLICT (bucket, prefix)"
+              " DO UPDATE SET hash = (hash | excluded.hash) - (hash & excluded.hash)",
+              (bucket, prefix, delta))
 
 
 def drop_bucket(c, bucket):
-    c.execute("DELETE FROM merkle_nodes WHERE bucket=?", (bucket,))
+    c.execute("DELETE FROM merkle_buckets WHERE bucket=?", (bucket,))
     c.execute("DELETE FROM merkle_leaves WHERE bucket=?", (bucket,))
 
 
 def build(c):
     """Build every tree from the versions and tombstones stored."""
-    c.execute("DELETE FROM merkle_nodes")
+    c.execute("DELETE FROM merkle_buckets")
     c.execute("DELETE FROM merkle_leaves")
     for bucket, key, version_id, hlc, stamp in c.execute(
             "SELECT bucket, key, version_id, hlc, stamp FROM versions").fetchall():
@@ -99,12 +97,18 @@ def build(c):
 
 
 def node_hashes(c, bucket, nodes):
-    """``{node: hash}`` for each of ``nodes`` (0 for an empty one)."""
+    """``{node: hash}`` for each of ``nodes`` (0 for an empty one): the
+    XOR of the leaf buckets under it, computed here (one range read a node;
+    4,096 rows for the root), so that a write updates one row, not one per
+    level."""
     found = {}
     for node in nodes:
-        row = c.execute("SELECT hash FROM merkle_nodes WHERE bucket=? AND node=?",
-                        (bucket, node)).fetchone()
-        found[node] = row[0] if row else 0
+        value = 0
+        for (hash_,) in c.execute(
+                "SELECT hash FROM merkle_buckets WHERE bucket=? AND prefix>=? AND prefix<?",
+                (bucket, node, node + "g")):
+            value ^= hash_
+        found[node] = value
     return found
 
 
