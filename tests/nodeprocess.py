@@ -11,6 +11,7 @@ import configparser
 import datetime
 import ipaddress
 import os
+import random
 import signal
 import socket
 import ssl
@@ -25,23 +26,50 @@ SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(z4node.__file__)))
 BIN = os.path.dirname(sys.executable)
 
 
-def free_port(kind=socket.SOCK_STREAM):
+# Ports handed out in this process: nodes of one test are built before any
+# of them binds, so a port must not be chosen twice.
+_handed_out = set()
+_rng = random.Random()
+
+
+def _ephemeral_range():
+    """The range the kernel takes outgoing connections' ports from."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = map(int, f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port, kind):
     with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(kind=socket.SOCK_STREAM, *also):
+    """A port free on 127.0.0.1 for ``kind`` (and each socket kind in
+    ``also``), never handed out before in this process, and outside the
+    kernel's range for outgoing connections: a port bound to 0 comes from
+    that range, and a client connection (boto3, the peer channel) once took
+    one before the node it was meant for could bind it."""
+    low, high = _ephemeral_range()
+    candidates = range(10000, low) if low > 12000 else range(high + 1, 65536)
+    while True:
+        port = _rng.choice(candidates)
+        if port not in _handed_out and all(_bindable(port, k) for k in (kind, *also)):
+            _handed_out.add(port)
+            return port
 
 
 def free_gossip_port():
     """A port number free on 127.0.0.1 for both UDP (SWIM) and TCP (the
     peer channel, which listens at the gossip port number)."""
-    while True:
-        port = free_port(socket.SOCK_DGRAM)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
+    return free_port(socket.SOCK_DGRAM, socket.SOCK_STREAM)
 
 
 def self_signed_certificate(directory):
