@@ -14,7 +14,7 @@ from twisted.trial.unittest import TestCase
 from tests.fakecluster import FakeNet
 from z4node.cluster.ring import bucket_key
 from z4node.objects.tables import ObjectTables, version_entry
-from z4node.replication.antientropy import AntiEntropy
+from z4node.replication.antientropy import MAX_ENTRIES, AntiEntropy
 from z4node.storage import merkle
 from z4node.storage.meta import MetaStore, Version, VersionTombstone
 from z4node.storage.object_records import ObjectRecords
@@ -83,14 +83,17 @@ class AntiEntropyTests(TestCase):
 
     async def test_a_sync_costs_calls_in_proportion_to_the_difference(self):
         one, _ = await self.diverge_and_sync(300, 1)
-        # The root, three levels of children, the leaves, one entry.
-        self.assertLessEqual(one, merkle.DEPTH + 3)
+        # The root, three levels of children, the leaves, the entries.
+        self.assertEqual(one, merkle.DEPTH + 3)
         self.setUp()
         twenty, _ = await self.diverge_and_sync(300, 20)
-        self.assertLessEqual(twenty, merkle.DEPTH + 2 + 20)
         self.setUp()
-        same, _ = await self.diverge_and_sync(30, 20)
-        self.assertEqual(same, twenty)
+        small, _ = await self.diverge_and_sync(30, 20)
+        self.assertEqual((twenty, small), (merkle.DEPTH + 3, merkle.DEPTH + 3))
+        self.setUp()
+        # Past one call's worth of entries: one more call.
+        many, _ = await self.diverge_and_sync(30, MAX_ENTRIES + 44)
+        self.assertEqual(many, merkle.DEPTH + 4)
 
     async def test_equal_replicas_cost_one_call(self):
         await self.write_everywhere(50)

@@ -13,7 +13,8 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.fakecluster import FakeNet
-from z4node.objects.tables import ObjectTables
+from z4node.cluster.ring import Ring, RingMember, bucket_key
+from z4node.objects.tables import ObjectTables, version_entry
 from z4node.replication.chunks import ReplicatedChunks
 from z4node.replication.rebalance import LAYOUT_FILE, Rebalancer
 from z4node.storage.chunks import ChunkStore, chunk_hash
@@ -270,7 +271,8 @@ class RecordRebalanceTests(FakeNodes, TestCase):
                                 os.path.join(directory, LAYOUT_FILE), tables=tables)
         rebalancer.startService()
         self.addCleanup(rebalancer.stopService)
-        return SimpleNamespace(records=records, tables=tables, rebalancer=rebalancer)
+        return SimpleNamespace(meta=meta, records=records, tables=tables,
+                               rebalancer=rebalancer)
 
     async def test_a_join_sends_the_added_owner_its_buckets_records(self):
         hlc = 1000
@@ -303,3 +305,35 @@ class RecordRebalanceTests(FakeNodes, TestCase):
                              ["etag-1"])
         for bucket in set(self.BUCKETS) - set(gained):
             self.assertEqual(await new.versions_after(bucket, None, 10), [])
+
+    async def test_a_key_not_yet_moved_is_read_from_its_previous_owners(self):
+        before = self.net.clusters["n0"].ring
+        bucket = next(b for b in self.BUCKETS
+                      if "n4" in Ring([RingMember(m) for m in ("n0", "n1", "n2", "n3", "n4")])
+                      .owners(bucket_key(b), 3))
+        version = Version(bucket, "photo", 5000, "v5000", False, 1, "etag-photo", "o", {}, [],
+                          b"x")
+        for member in before.owners(bucket_key(bucket), 3):
+            await self.net.nodes[member].tables.version_table.store.apply(
+                version_entry(version))
+        await self.until(self.settled, "every node settles on the first ring")
+        self.net.add("n4", self.build)
+        owners = self.net.nodes["n0"].tables.owners(bucket)
+        staying = [m for m in owners if m != "n4"]
+        # As if two of its three owners had changed: only the displaced
+        # owner still has the record.
+        for member in staying:
+            await self.net.nodes[member].meta.db.write(lambda c: (
+                c.execute("DELETE FROM versions WHERE bucket=?", (bucket,)),
+                c.execute("DELETE FROM heads WHERE bucket=?", (bucket,))))
+            self.net.nodes[member].meta.heads.forget((bucket, "photo"))
+        reader = staying[0]
+        await self.until(lambda: self.net.clusters[reader].previous_ring is not None,
+                         "the reader knows data is moving")
+        found = await self.net.nodes[reader].tables.latest(bucket, "photo")
+        self.assertEqual(found.etag, "etag-photo")
+        # ... and read repair put it back on the current owners.
+        await self.until(lambda: all(
+            self.net.nodes[m].meta.db.read_blocking(lambda c: c.execute(
+                "SELECT count(*) FROM versions WHERE bucket=?", (bucket,)).fetchone()[0])
+            for m in owners), "the current owners have the record")

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, Reply
 from z4node.cluster.ring import bucket_key
+from z4node.replication.errors import QuorumNotReached
 from z4node.replication.table import (
     LocalStore, PartitionedTable, Schema, ask_quorum, json_body, read_json, response_json)
 from z4node.storage.meta import (
@@ -344,6 +345,12 @@ class ObjectTables:
             return version
         answers = await self._ask(owners, "latest", {"bucket": bucket, "key": key},
                                   lambda: self._local_latest(bucket, key))
+        if all(a["version"] is None and not a["tombstones"] for a in answers.values()):
+            # Nothing on the owners: while data moves to them after a ring
+            # change, it may still be only on the previous owners.
+            answers.update(await self._ask_previous(
+                bucket, owners, "latest", {"bucket": bucket, "key": key},
+                lambda: self._local_latest(bucket, key)))
         tombstones = {}
         candidates = {}
         for owner, answer in answers.items():
@@ -368,6 +375,20 @@ class ObjectTables:
                     newest.hlc, newest.edited) or deleted_by(version)):
                 self.version_table.repair(owner, version_entry(newest))
         return newest
+
+    async def _ask_previous(self, bucket, owners, op, args, local):
+        """``{owner: JSON answer}`` from the bucket's owners in the ring
+        whose data is still moving (those not owners now); {} if there are
+        none or too few answer."""
+        previous = [m for m in self._cluster.previous_owners(bucket_key(bucket),
+                                                            PartitionedTable.replication)
+                    if m not in owners]
+        if not previous:
+            return {}
+        try:
+            return await self._ask(previous, op, args, local)
+        except QuorumNotReached:
+            return {}
 
     async def _local_latest(self, bucket, key):
         version, tombstones = await self._records.latest(bucket, key, with_tombstones=True)

@@ -15,11 +15,11 @@ prefixes)``; this module only compares.
 - A sync compares the roots; where they differ it asks for the 16 children
   of every differing node, level by level (one call a level, whatever the
   number of differing nodes), down to the leaf buckets that differ; then it
-  fetches those buckets' leaves. Each slot where the peer holds something
-  newer is read from the peer and applied here; each slot where this node
-  holds something newer, or the peer nothing, is sent to the peer. So the
-  calls and bytes grow with the number of differing entries, not with the
-  size of the table. Tombstones are entries like any other: the newest
+  fetches those buckets' leaves. The entries of the slots where the peer
+  holds something newer are read from the peer and applied here, and those
+  where this node holds something newer, or the peer nothing, are sent to
+  the peer, up to ``MAX_ENTRIES`` a call. So the calls and bytes grow with
+  the number of differing entries, not with the size of the table. Tombstones are entries like any other: the newest
   edit wins, in whatever order things arrive.
 - A sync that fails (the peer went away) is counted and logged; the next
   pass tries again. The loop never stops on an error.
@@ -31,12 +31,14 @@ from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, Reply, RpcError
 from z4node.periodic import PeriodicJob
-from z4node.replication.table import json_body, response_json
+from z4node.replication.table import json_body, read_json, response_json
 from z4node.storage.merkle import DEPTH, ROOT, children
 
 # Tree nodes or leaf buckets asked for in one call at most (the children of
 # every node of a level of a full tree: 16 ** DEPTH).
 MAX_NODES = 16 ** DEPTH
+# Entries read or sent in one call at most.
+MAX_ENTRIES = 256
 
 
 class AntiEntropy(Service):
@@ -63,6 +65,8 @@ class AntiEntropy(Service):
         self.last_pass = None  # {"finished", "seconds", "repaired"}
         cluster.serve(f"ae.{table.name}.nodes", self._serve_nodes)
         cluster.serve(f"ae.{table.name}.leaves", self._serve_leaves)
+        cluster.serve(f"ae.{table.name}.entries", self._serve_entries)
+        cluster.serve(f"ae.{table.name}.apply", self._serve_apply)
 
     # -- service -----------------------------------------------------------------
 
@@ -124,12 +128,12 @@ class AntiEntropy(Service):
                                                                               frontier))
         theirs = dict((tuple(k), tuple(v)) for k, v in await self._remote_leaves(
             peer, partition, frontier))
-        for slot, leaf in theirs.items():
-            if slot not in mine or leaf > mine[slot]:
-                await self._pull(peer, partition, slot)
-        for slot, leaf in mine.items():
-            if slot not in theirs or leaf > theirs[slot]:
-                await self._push(peer, partition, slot)
+        pull = [slot for slot, leaf in theirs.items() if slot not in mine or leaf > mine[slot]]
+        push = [slot for slot, leaf in mine.items() if slot not in theirs or leaf > theirs[slot]]
+        for start in range(0, len(pull), MAX_ENTRIES):
+            await self._pull(peer, partition, pull[start:start + MAX_ENTRIES])
+        for start in range(0, len(push), MAX_ENTRIES):
+            await self._push(peer, partition, push[start:start + MAX_ENTRIES])
 
     async def _remote_nodes(self, peer, partition, nodes):
         self.counters["calls"] += 1
@@ -145,30 +149,61 @@ class AntiEntropy(Service):
                                                     "prefixes": prefixes})
         return await response_json(response)
 
-    async def _pull(self, peer, partition, slot):
+    async def _pull(self, peer, partition, slots):
+        """Read those entries from the peer (one call) and apply them here."""
         self.counters["calls"] += 1
         response = await self._cluster.call(
-            peer, f"table.{self._table.name}.get",
-            {"partition": partition.hex(), "sort": list(slot)})
-        entry = await response_json(response)
-        if entry is not None:
-            await self._table.store.apply(entry)
-            self.counters["pulled"] += 1
+            peer, f"ae.{self._table.name}.entries", {"partition": partition.hex()},
+            json_body([list(slot) for slot in slots]))
+        entries = await response_json(response)
+        if not isinstance(entries, list):
+            raise RpcError("the entries are not a list")
+        for entry in entries:
+            if entry is not None:
+                await self._table.store.apply(entry)
+                self.counters["pulled"] += 1
 
-    async def _push(self, peer, partition, slot):
-        entry = await self._table.store.get(partition, list(slot))
-        if entry is None:
+    async def _push(self, peer, partition, slots):
+        """Send the peer this node's entries for those slots (one call)."""
+        entries = [await self._table.store.get(partition, list(slot)) for slot in slots]
+        entries = [entry for entry in entries if entry is not None]
+        if not entries:
             return
         self.counters["calls"] += 1
-        await self._cluster.call(peer, f"table.{self._table.name}.apply", {},
-                                 json_body(entry))
-        self.counters["pushed"] += 1
+        await self._cluster.call(peer, f"ae.{self._table.name}.apply",
+                                 {"partition": partition.hex()}, json_body(entries))
+        self.counters["pushed"] += len(entries)
 
     # -- serving -------------------------------------------------------------------
 
     async def _serve_nodes(self, peer_id, args, body):
         partition, nodes = _tree_args(args, "nodes")
         return Reply({"hashes": await self._table.store.merkle_nodes(partition, nodes)})
+
+    async def _serve_entries(self, peer_id, args, body):
+        partition = _partition(args)
+        slots = await read_json(body)
+        if not isinstance(slots, list) or len(slots) > MAX_ENTRIES \
+                or not all(isinstance(slot, list) for slot in slots):
+            raise CallError("BadRequest", f"at most {MAX_ENTRIES} slots (lists) at a time")
+        try:
+            entries = [await self._table.store.get(partition, slot) for slot in slots]
+        except (TypeError, ValueError) as e:
+            raise CallError("BadRequest", f"not a slot of {self._table.name}: {e}") from None
+        return Reply({}, json_body(entries))
+
+    async def _serve_apply(self, peer_id, args, body):
+        _partition(args)
+        entries = await read_json(body)
+        if not isinstance(entries, list) or len(entries) > MAX_ENTRIES \
+                or not all(isinstance(entry, dict) for entry in entries):
+            raise CallError("BadRequest", f"at most {MAX_ENTRIES} entries (objects) at a time")
+        for entry in entries:
+            try:
+                await self._table.store.apply(entry)
+            except ValueError as e:
+                raise CallError("BadEntry", str(e)) from None
+        return Reply({})
 
     async def _serve_leaves(self, peer_id, args, body):
         partition, prefixes = _tree_args(args, "prefixes")
@@ -187,12 +222,16 @@ class AntiEntropy(Service):
                 "job": self._job.status()}
 
 
-def _tree_args(args, name):
+def _partition(args):
     try:
-        partition = bytes.fromhex(args["partition"])
-        nodes = args[name]
+        return bytes.fromhex(args["partition"])
     except (KeyError, TypeError, ValueError):
-        raise CallError("BadRequest", f"partition (hex) and {name} are required") from None
+        raise CallError("BadRequest", "partition (hex) is required") from None
+
+
+def _tree_args(args, name):
+    partition = _partition(args)
+    nodes = args.get(name)
     if not isinstance(nodes, list) or len(nodes) > MAX_NODES or not all(
             isinstance(n, str) and len(n) <= DEPTH
             and all(ch in "0123456789abcdef" for ch in n) for n in nodes):
