@@ -21,7 +21,9 @@ from z4node.cluster.channel import CallError, RemoteError, Reply
 from z4node.cluster.members import Member, State
 from z4node.cluster.options import CLUSTER_OPTIONS
 from z4node.cluster.service import DRAIN_FILE, ClusterService
+from z4node.replication.antientropy import AntiEntropy
 from z4node.replication.chunks import ReplicatedChunks
+from z4node.storage import merkle
 from z4node.storage.chunks import CHUNK_SIZE, ChunkStore, chunk_hash
 from z4node.s3.http import S3Site
 from z4node.web.status import make_z4_resource
@@ -159,6 +161,18 @@ class ClusterServiceTests(TestCase):
             got = yield defer.Deferred.fromCoroutine(manager.get(digest))
             self.assertEqual(got, data)
 
+    @defer.inlineCallbacks
+    def test_an_anti_entropy_sync_through_a_whole_tree_fits_the_channel(self):
+        first = yield self.start_node(0)
+        second = yield self.start_node(1, "127.0.0.1:%d" % first.local.gossip[1])
+        yield wait_for(lambda: len(first.membership.members()) == 2
+                       and len(second.membership.members()) == 2)
+        ours = AntiEntropy(reactor, random.Random(0), first, _WholeTreeDiffers(1), None)
+        AntiEntropy(reactor, random.Random(0), second, _WholeTreeDiffers(-2**63), None)
+        yield defer.ensureDeferred(ours.sync(b"bucket", second.local.id))
+        # The root, then 16, 256 and 4,096 nodes, then the (empty) leaves.
+        self.assertEqual(ours.counters["calls"], merkle.DEPTH + 2)
+
 
 def member(i):
     host = f"127.0.30.{i}"
@@ -188,6 +202,27 @@ class PushPullHandlerTests(SynchronousTestCase):
         for args in ({}, {"state": None}, {"state": {"members": "x"}}):
             failure = self.failureResultOf(self.serve(args), CallError)
             self.assertEqual(failure.value.code, "BadRequest")
+
+
+class _WholeTreeDiffers:
+    """A table whose every Merkle node differs from the other replica's
+    (``value`` everywhere) and holds no leaf: a sync walks every level of
+    the tree, 4,096 nodes at the last."""
+
+    name = "versions"
+
+    def __init__(self, value):
+        self.store = self
+        self.value = value
+
+    def owners(self, partition):
+        return []
+
+    async def merkle_nodes(self, partition, nodes):
+        return {node: self.value for node in nodes}
+
+    async def merkle_leaves(self, partition, prefixes):
+        return []
 
 
 class FromOptionsTests(SynchronousTestCase):

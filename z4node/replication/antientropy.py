@@ -135,18 +135,24 @@ class AntiEntropy(Service):
         for start in range(0, len(push), MAX_ENTRIES):
             await self._push(peer, partition, push[start:start + MAX_ENTRIES])
 
+    # Node lists and hashes go in the bodies, which stream: a level of 4,096
+    # nodes with their hashes is larger than a call's header frame.
+
     async def _remote_nodes(self, peer, partition, nodes):
         self.counters["calls"] += 1
         response = await self._cluster.call(
-            peer, f"ae.{self._table.name}.nodes", {"partition": partition.hex(),
-                                                   "nodes": nodes})
-        return response.result["hashes"]
+            peer, f"ae.{self._table.name}.nodes", {"partition": partition.hex()},
+            json_body(nodes))
+        hashes = await response_json(response)
+        if not isinstance(hashes, dict):
+            raise RpcError("the tree node hashes are not an object")
+        return hashes
 
     async def _remote_leaves(self, peer, partition, prefixes):
         self.counters["calls"] += 1
         response = await self._cluster.call(
-            peer, f"ae.{self._table.name}.leaves", {"partition": partition.hex(),
-                                                    "prefixes": prefixes})
+            peer, f"ae.{self._table.name}.leaves", {"partition": partition.hex()},
+            json_body(prefixes))
         return await response_json(response)
 
     async def _pull(self, peer, partition, slots):
@@ -177,8 +183,8 @@ class AntiEntropy(Service):
     # -- serving -------------------------------------------------------------------
 
     async def _serve_nodes(self, peer_id, args, body):
-        partition, nodes = _tree_args(args, "nodes")
-        return Reply({"hashes": await self._table.store.merkle_nodes(partition, nodes)})
+        partition, nodes = await _tree_args(args, body)
+        return Reply({}, json_body(await self._table.store.merkle_nodes(partition, nodes)))
 
     async def _serve_entries(self, peer_id, args, body):
         partition = _partition(args)
@@ -206,7 +212,7 @@ class AntiEntropy(Service):
         return Reply({})
 
     async def _serve_leaves(self, peer_id, args, body):
-        partition, prefixes = _tree_args(args, "prefixes")
+        partition, prefixes = await _tree_args(args, body)
         leaves = await self._table.store.merkle_leaves(partition, prefixes)
         return Reply({}, json_body([[list(k), list(v)] for k, v in leaves]))
 
@@ -229,11 +235,12 @@ def _partition(args):
         raise CallError("BadRequest", "partition (hex) is required") from None
 
 
-def _tree_args(args, name):
+async def _tree_args(args, body):
+    """The partition a tree call names and the tree nodes in its body."""
     partition = _partition(args)
-    nodes = args.get(name)
+    nodes = await read_json(body)
     if not isinstance(nodes, list) or len(nodes) > MAX_NODES or not all(
             isinstance(n, str) and len(n) <= DEPTH
             and all(ch in "0123456789abcdef" for ch in n) for n in nodes):
-        raise CallError("BadRequest", f"{name} must be at most {MAX_NODES} tree nodes")
+        raise CallError("BadRequest", f"the body must list at most {MAX_NODES} tree nodes")
     return partition, nodes
