@@ -17,7 +17,7 @@ from contextlib import closing
 from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
-from tests.test_cluster_processes import all_alive, eventually, node_view, start_cluster
+from tests.test_cluster_processes import all_alive, declared_dead, eventually, start_cluster
 
 OBJECTS = 200
 DELETED = 20
@@ -59,11 +59,7 @@ class AntiEntropyProcessTests(TestCase):
         # kernel keeps them for the stopped process, which applies them
         # when it resumes. Past that, its copies come from hints (dropped
         # here) or anti-entropy.
-        def declared_dead():
-            for node in self.nodes[:2]:
-                states = {m["id"]: m["state"] for m in node_view(node, "/_z4/peers")["members"]}
-                assert states[stopped.id] == "dead", states
-        yield self.eventually(declared_dead, "node-2 is declared dead")
+        yield self.eventually(declared_dead(self.nodes[:2], stopped), "node-2 is declared dead")
 
         def write():
             for i in range(OBJECTS):

@@ -100,6 +100,16 @@ def all_alive(nodes):
     return check
 
 
+def declared_dead(nodes, victim):
+    """A check for :func:`eventually`: every one of ``nodes`` sees
+    ``victim`` dead."""
+    def check():
+        for node in nodes:
+            states = {m["id"]: m["state"] for m in node_view(node, "/_z4/peers")["members"]}
+            assert states.get(victim.id) == "dead", (node.id, states)
+    return check
+
+
 def start_cluster(testcase, count, args=()):
     """``count`` started ClusterNodes (with the extra command-line
     ``args``), every one after the first joining through it; each is

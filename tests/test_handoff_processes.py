@@ -19,7 +19,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
-from tests.test_cluster_processes import all_alive, eventually, node_view, start_cluster
+from tests.test_cluster_processes import (
+    all_alive, declared_dead, eventually, node_view, start_cluster)
 from z4node.cluster.ring import Ring, RingMember
 
 log = Logger()
@@ -64,11 +65,8 @@ class HintedHandoffProcessTests(TestCase):
         victim = self.nodes[0]
         victim.kill(signal.SIGKILL)
         survivors = self.nodes[1:]
-        def declared_dead():
-            for node in survivors:
-                states = {m["id"]: m["state"] for m in node_view(node, "/_z4/peers")["members"]}
-                assert states[victim.id] == "dead", (node.id, states)
-        yield self.eventually(declared_dead, "the survivors declare node-0 dead")
+        yield self.eventually(declared_dead(survivors, victim),
+                              "the survivors declare node-0 dead")
         digests = {}
         for i in range(OBJECTS):
             data = os.urandom(MIB)
