@@ -17,7 +17,8 @@ from contextlib import closing
 from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
-from tests.test_cluster_processes import all_alive, declared_dead, eventually, start_cluster
+from tests.test_cluster_processes import (
+    all_alive, cluster_with_bucket, declared_dead, eventually, start_cluster)
 
 OBJECTS = 200
 DELETED = 20
@@ -44,12 +45,7 @@ class AntiEntropyProcessTests(TestCase):
 
     @defer.inlineCallbacks
     def test_a_node_that_missed_writes_and_deletes_is_repaired(self):
-        yield self.eventually(all_alive(self.nodes), "three nodes converge")
-        clients = [node.client() for node in self.nodes]
-        clients[0].create_bucket(Bucket="data")
-        for client in clients:
-            yield self.eventually(lambda c=client: c.head_bucket(Bucket="data"),
-                                  "every node knows the bucket")
+        clients = yield cluster_with_bucket(self, self.nodes)
         stopped = self.nodes[2]
         stopped.signal(signal.SIGSTOP)
         self.addCleanup(lambda: stopped.process.poll() is None

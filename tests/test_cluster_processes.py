@@ -82,6 +82,21 @@ def eventually(testcase, check, what, limit=60, nodes=()):
         yield sleep(0.2)
 
 
+@defer.inlineCallbacks
+def cluster_with_bucket(testcase, nodes, bucket="data", via=0):
+    """Wait until ``nodes`` all see each other alive, create ``bucket``
+    through node ``via``, and wait until every node knows it; returns the
+    nodes' boto3 clients."""
+    yield eventually(testcase, all_alive(nodes), f"{len(nodes)} nodes converge",
+                     limit=120, nodes=nodes)
+    clients = [node.client() for node in nodes]
+    clients[via].create_bucket(Bucket=bucket)
+    for client in clients:
+        yield eventually(testcase, lambda c=client: c.head_bucket(Bucket=bucket),
+                         "every node knows the bucket", limit=120, nodes=nodes)
+    return clients
+
+
 def node_view(node, path="/_z4/status"):
     """A /_z4/ view of ``node`` (blocking), signed with its own admin key."""
     url = node.endpoint + path

@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from tests.test_cluster_processes import (
-    all_alive, declared_dead, eventually, node_view, start_cluster)
+    all_alive, cluster_with_bucket, declared_dead, eventually, node_view, start_cluster)
 from z4node.cluster.ring import Ring, RingMember
 
 log = Logger()
@@ -54,12 +54,7 @@ class HintedHandoffProcessTests(TestCase):
 
     @defer.inlineCallbacks
     def test_a_node_down_during_writes_gets_its_share_back_from_hints(self):
-        yield self.eventually(all_alive(self.nodes), "five nodes converge")
-        clients = [node.client() for node in self.nodes]
-        clients[1].create_bucket(Bucket="data")
-        for client in clients:
-            yield self.eventually(lambda c=client: c.head_bucket(Bucket="data"),
-                                  "every node knows the bucket")
+        clients = yield cluster_with_bucket(self, self.nodes, via=1)
         ring = Ring([RingMember(node.id) for node in self.nodes])
 
         victim = self.nodes[0]

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
-from tests.test_cluster_processes import all_alive, eventually, start_cluster
+from tests.test_cluster_processes import all_alive, cluster_with_bucket, eventually, start_cluster
 
 NODES = 3
 MIB = 1024 * 1024
@@ -45,13 +45,7 @@ class ObjectReplicationTests(TestCase):
 
     @defer.inlineCallbacks
     def test_any_node_answers_and_two_of_three_suffice(self):
-        yield self.eventually(all_alive(self.nodes),
-                              "three nodes converge")
-        clients = [node.client() for node in self.nodes]
-        clients[0].create_bucket(Bucket="data")
-        for client in clients:
-            yield self.eventually(lambda c=client: c.head_bucket(Bucket="data"),
-                                  "every node knows the bucket")
+        clients = yield cluster_with_bucket(self, self.nodes)
 
         # Written through node 0 (one small object, one of several chunks),
         # read back through the other two.
@@ -121,12 +115,7 @@ class ObjectReplicationTests(TestCase):
 
     @defer.inlineCallbacks
     def test_a_node_killed_mid_stream_loses_no_acknowledged_put(self):
-        yield self.eventually(all_alive(self.nodes), "three nodes converge")
-        clients = [node.client() for node in self.nodes]
-        clients[1].create_bucket(Bucket="data")
-        for client in clients:
-            yield self.eventually(lambda c=client: c.head_bucket(Bucket="data"),
-                                  "every node knows the bucket")
+        clients = yield cluster_with_bucket(self, self.nodes, via=1)
         acknowledged, stop = {}, threading.Event()
         self.addCleanup(stop.set)
 

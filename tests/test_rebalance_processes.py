@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
 from tests.test_cluster_processes import (
-    ClusterNode, all_alive, eventually, node_view, start_cluster)
+    ClusterNode, all_alive, cluster_with_bucket, eventually, node_view, start_cluster)
 from tests.test_handoff_processes import chunk_files
 from z4node.cluster.ring import Ring, RingMember
 
@@ -91,12 +91,7 @@ class RebalanceProcessTests(TestCase):
     def fill(self):
         """Five converged nodes, a bucket, OBJECTS objects; their clients
         and {key: chunk hash}."""
-        yield self.eventually(all_alive(self.nodes), "five nodes converge")
-        clients = [node.client() for node in self.nodes]
-        clients[0].create_bucket(Bucket="data")
-        for client in clients:
-            yield self.eventually(lambda c=client: c.head_bucket(Bucket="data"),
-                                  "every node knows the bucket")
+        clients = yield cluster_with_bucket(self, self.nodes)
         before = {}
         for i in range(OBJECTS):
             data = os.urandom(SIZE)
