@@ -50,7 +50,8 @@ class Chunks(MemoryChunkStore):
         return digest in self.pins
 
     def delete_chunk(self, digest, untouched_since):
-        return defer.succeed(self.chunks.pop(digest, None) is not None)
+        data = self.chunks.pop(digest, None)
+        return defer.succeed(None if data is None else len(data))
 
 
 class HintedHandoffTests(TestCase):

@@ -48,6 +48,7 @@ from z4node.replication.antientropy import AntiEntropy
 from z4node.replication.everywhere import EverywhereTables
 from z4node.replication.hints import HintedHandoff
 from z4node.replication.rebalance import LAYOUT_FILE, Rebalancer
+from z4node.replication.references import ChunkReferences
 from z4node.s3.api import S3Api, S3Resource
 from z4node.s3.authorization import BLOCK_SETTING, service_allowed
 from z4node.s3.handlers import HANDLERS, public_access
@@ -231,6 +232,9 @@ class Node(MultiService):
         self.at_rest = None
         self.rotation = None
         options = options or {}
+        grace = options.get("gc-grace")
+        if grace is not None:
+            self.gc.chunk_grace_seconds = grace * 60
         scrub_rate = options.get("scrub-rate", Scrubber.default_rate / MB)
         self.scrubber = Scrubber(reactor, self.meta, self.chunks, rate=scrub_rate * MB)
         if scrub_rate:
@@ -399,9 +403,9 @@ class Node(MultiService):
             tables.partitions_held, interval=None if minutes is None else minutes * 60)
         self.antientropy.setServiceParent(self)
         # Chunk references are counted where the versions are, not on the
-        # chunks' owners, until cluster-wide GC exists (issue 13): in a
-        # cluster, no chunk is deleted rather than a referenced one.
-        self.gc.deletes_chunks = lambda: len(self.cluster.ring) <= 1
+        # chunks' owners: GC asks the other members before deleting a chunk.
+        self.references = ChunkReferences(self.cluster, self.meta, self.chunks, hints)
+        self.gc.in_use = self.references.in_use
         # Keys, buckets and grants are kept whole on every node.
         self.everywhere = EverywhereTables(self.reactor, self.cluster, random.Random())
         self.system.replicate_with(self.everywhere)
@@ -456,6 +460,9 @@ class Node(MultiService):
                                lambda: dict(self.lifecycle.totals,
                                             passes=self.lifecycle.passes))
         metrics.watch_counters("scrub", "Scrubber", self.scrubber.counters)
+        metrics.watch_counters("gc", "Garbage collection", lambda: self.gc.counters)
+        metrics.watch_counters("gc_references", "Chunk-use questions GC asked other nodes",
+                               lambda: self.references.counters)
         metrics.watch_counters("access_logging", "Server access log records and objects",
                                lambda: self.server_access_log.counters)
         metrics.watch_counters("hints", "Hinted handoff", lambda: self.handoff.counters)

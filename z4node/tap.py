@@ -84,6 +84,10 @@ class Options(usage.Options):
         ["scrub-rate", None, 8.0,
          "MB/s the scrubber reads chunk files at to check them (0: no scrubbing).",
          float],
+        ["gc-grace", None, 10.0,
+         "Minutes a chunk no object uses waits before its files are deleted (on "
+         "every node that holds one); an upload that reuses the content meanwhile "
+         "keeps it.", float],
         ["hint-window", None, 3.0,
          "Hours a node keeps a hint (a copy held for an owner that was down) "
          "undelivered before dropping it; anti-entropy restores the rest.", float],
@@ -142,6 +146,8 @@ class Options(usage.Options):
         for name in ("max-connections", "upload-memory"):
             if self[name] < 1:
                 raise usage.UsageError(f"--{name} must be at least 1")
+        if self["gc-grace"] < 0:
+            raise usage.UsageError("--gc-grace must be 0 or more minutes")
         if self["scrub-rate"] < 0:
             raise usage.UsageError("--scrub-rate must be 0 (off) or more")
         if not self["rebalance-delay"] >= 0:

@@ -152,6 +152,18 @@ def kms_rewrap(args):
     return result, f"KMS keys wrapped by the current KMS master key: {names}."
 
 
+def gc_command(args):
+    result = call(args.data, args.command)
+    text = _fields(dict(result, bytes_freed=size(result["bytes_freed"])), [
+        ("Passes", "runs"), ("Failed passes", "failures"),
+        ("Chunk files deleted", "chunks_deleted"), ("Bytes freed", "bytes_freed"),
+        ("Tombstones dropped", "tombstones_dropped")])
+    if "deleted_chunks" in result:
+        text = (f"This pass deleted {result['deleted_chunks']} chunk files and "
+                f"{result['deleted_tombstones']} tombstones.\n" + text)
+    return result, text
+
+
 # How often `z4 scrub status --watch` asks the node how far the pass is.
 SCRUB_POLL_SECONDS = 1.0
 
@@ -492,6 +504,13 @@ def parser():
                    help="rewrap at most this many data keys a second (default: "
                         "as fast as the node's metadata writer allows)")
     p.set_defaults(run=encryption_rotate)
+    gc = families.add_parser(
+        "gc", help="garbage collection of unused chunks and old tombstones").add_subparsers(
+        dest="action", required=True)
+    for action, text in (("status", "what garbage collection deleted so far"),
+                         ("run", "a pass now, sweeping the chunk files")):
+        p = gc.add_parser(action, help=text, parents=[common])
+        p.set_defaults(run=gc_command, command=f"gc.{action}")
     scrub = families.add_parser(
         "scrub", help="checking every chunk file against its hash").add_subparsers(
         dest="action", required=True)

@@ -42,6 +42,7 @@ class AdminCommands:
             "encryption.rotate": self.encryption_rotate,
             "scrub.status": self.scrub_status, "scrub.start": self.scrub_start,
             "scrub.pause": self.scrub_pause,
+            "gc.status": self.gc_status, "gc.run": self.gc_run,
             "cluster.drain": self.cluster_drain,
             "cluster.drain.status": self.cluster_drain_status,
             "cluster.repair": self.cluster_repair,
@@ -182,6 +183,16 @@ class AdminCommands:
             raise AdminError("the node is still starting; try again in a moment")
         repaired = await self._node.antientropy.run_now()
         return dict(self._node.antientropy.status(), repaired=repaired)
+
+    async def gc_status(self):
+        return self._node.gc.status()
+
+    async def gc_run(self):
+        """A garbage-collection pass now, with a sweep of the chunk files
+        if none is under way; what it deleted, and the totals."""
+        chunks, tombstones = await self._node.gc.collect(sweep_now=True)
+        return dict(self._node.gc.status(), deleted_chunks=chunks,
+                    deleted_tombstones=tombstones)
 
     async def scrub_status(self):
         return self._node.scrubber.status()

@@ -334,7 +334,7 @@ class HintedHandoff(Service):
                 or self._chunks.is_pinned(digest):
             return
         self._cluster.dht.unprovide(digest.hex())
-        if await self._chunks.delete_chunk(digest, math.inf):
+        if await self._chunks.delete_chunk(digest, math.inf) is not None:
             self.counters["copies_dropped"] += 1
 
     # -- status ----------------------------------------------------------------------

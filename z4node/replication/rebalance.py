@@ -308,7 +308,7 @@ class Rebalancer(Service):
         if self._chunks.is_pinned(digest) or await self._hints.holds_chunk(digest):
             self.counters["kept_copies"] += 1
             return
-        if await self._chunks.delete_chunk(digest, math.inf):
+        if await self._chunks.delete_chunk(digest, math.inf) is not None:
             self.counters["dropped_copies"] += 1
 
     def drained(self):

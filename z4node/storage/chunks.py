@@ -221,22 +221,24 @@ class ChunkStore:
 
     def delete_chunk(self, digest, untouched_since):
         """Delete a chunk file unless it was written or touched after
-        ``untouched_since`` (unix seconds); fires with whether it was deleted."""
+        ``untouched_since`` (unix seconds); fires with the bytes it freed,
+        or None if it deleted nothing."""
         return self._serialized(digest, self._delete, digest, untouched_since)
 
     def _delete(self, digest, untouched_since):
         path = self.path(digest)
         try:
-            if os.stat(path).st_mtime >= untouched_since:
-                return False
+            stat = os.stat(path)
+            if stat.st_mtime >= untouched_since:
+                return None
             os.unlink(path)
         except FileNotFoundError:
-            return False
+            return None
         if self._keys is not None:
             # After the unlink: a crash in between leaves a key without a
             # file, never a file without its key.
             self._keys.drop(digest)
-        return True
+        return stat.st_size
 
     @property
     def encrypted(self):

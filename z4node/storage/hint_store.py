@@ -92,6 +92,18 @@ class HintStore:
                              (digest,)).fetchone() is not None
         return self._meta.db.read(read)
 
+    def held_for_others(self, hashes):
+        """``(chunks, entries)``: the subset of ``hashes`` this node holds as
+        hinted chunks, and whether it holds any hinted table entry (a
+        version held for its owner may use any chunk)."""
+        def read(c):
+            held = {h for h in hashes if c.execute(
+                "SELECT 1 FROM hints WHERE chunk=? LIMIT 1", (h,)).fetchone()}
+            entries = c.execute(
+                "SELECT 1 FROM hints WHERE entry IS NOT NULL LIMIT 1").fetchone()
+            return held, entries is not None
+        return self._meta.db.read(read)
+
     def queues(self):
         """``{target: {"count", "bytes", "oldest"}}`` (oldest: when the
         oldest hint was made, unix seconds)."""

@@ -686,6 +686,13 @@ class MetaStore:
                 "SELECT 1 FROM chunks WHERE hash=?", (h,)).fetchone()}
         return self.db.read(read)
 
+    def referenced_chunks(self, hashes):
+        """The subset of hashes a version or part on this node uses."""
+        def read(c):
+            return {h for h in hashes if c.execute(
+                "SELECT 1 FROM chunks WHERE hash=? AND refs>0", (h,)).fetchone()}
+        return self.db.read(read)
+
     def chunk_users(self, digest, limit):
         """Up to ``limit`` descriptions of what uses a chunk: object
         versions (``bucket/key (version V)``) and upload parts (``upload U
