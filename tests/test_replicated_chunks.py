@@ -113,6 +113,20 @@ class ReplicatedChunkTests(SynchronousTestCase):
         self.successResultOf(run(rotten.get(self.digest)))
         self.assertEqual(self.net.calls, [])
 
+    def test_heal_replaces_a_rotten_copy_before_it_returns(self):
+        """The scrubber's heal: the good copy is stored when heal fires;
+        with no good copy anywhere, ChunkMissing and nothing stored."""
+        self.successResultOf(run(self.net.nodes[self.outsider].put(self.digest, self.data)))
+        rotten = self.net.nodes[self.owners[0]]
+        rotten.store.rotten.add(self.digest)
+        self.successResultOf(run(rotten.heal(self.digest)))
+        self.assertNotIn(self.digest, rotten.store.rotten)
+        self.assertEqual(rotten.store.chunks[self.digest], self.data)
+        for owner in self.owners:
+            self.net.nodes[owner].store.rotten.add(self.digest)
+        self.failureResultOf(run(rotten.heal(self.digest)), ChunkMissing)
+        self.assertIn(self.digest, rotten.store.rotten)
+
     def test_an_owner_refuses_bytes_that_are_not_the_chunk(self):
         owner = self.net.nodes[self.owners[0]]
         reply = run(self.net.clusters[self.outsider].call(

@@ -122,6 +122,26 @@ class ScrubberTests(SynchronousTestCase):
         self.assertEqual(self.chunks.set_aside, [bad])
         self.assertEqual(status["chunks_verified"], 6)
 
+    def test_a_bad_chunk_is_healed_from_another_copy(self):
+        data = b"rotten" * 100
+        bad = self.chunks.add(data, damaged=True)
+        healed = []
+
+        def heal(digest):
+            healed.append(digest)
+            self.chunks.files[digest] = data
+            return defer.succeed(None)
+        scrubber = Scrubber(self.clock, self.meta, self.chunks, rate=self.rate)
+        scrubber.heal = heal
+        scrubber.startService()
+        self.addCleanup(scrubber.stopService)
+        self.elapse(10)
+        status = scrubber.status()
+        self.assertEqual((status["bad_found"], status["healed"], status["unrecoverable"]),
+                         (1, 1, 0))
+        self.assertEqual(healed, [bad])
+        self.assertEqual(self.chunks.files[bad], data)
+
     def test_a_restart_resumes_from_the_saved_cursor(self):
         scrubber = self.scrubber()
         self.elapse(1.2)

@@ -388,6 +388,7 @@ class Node(MultiService):
             window=None if hours is None else hours * 3600,
             rate=None if rate is None else rate * MB)
         self.objects.replicate_with(self.cluster, self.handoff)
+        self.scrubber.heal = self.objects.chunk_manager.heal
         self.handoff.setServiceParent(self)
         rate = options.get("rebalance-rate")
         self.rebalance = Rebalancer(

@@ -116,6 +116,11 @@ class ObjectService:
         self._chunks = ReplicatedChunks(self._store, cluster, handoff)
         self.tables = ObjectTables(self.records, cluster, handoff)
 
+    @property
+    def chunk_manager(self):
+        """The ReplicatedChunks that objects' chunks go through."""
+        return self._chunks
+
     def is_first_owner(self, bucket):
         """Whether this node comes first among the bucket's owners (the one
         that runs its background work, such as lifecycle rules)."""

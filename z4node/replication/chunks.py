@@ -25,6 +25,8 @@ a lie) costs one more call, never a wrong answer.
   its own chunk (it was down when the chunk was written, or its copy
   rotted) keeps the good copy (read repair), without delaying the read; a
   copy found off the owners is sent on to them too.
+- **Heal**: the scrubber's way to replace a copy that rotted on this node:
+  the same search as a get, and the good copy stored before it returns.
 
 Chunks travel in plaintext inside the peer channel, which is encrypted;
 each node seals what it stores under its own node key (at-rest encryption
@@ -147,18 +149,28 @@ class ReplicatedChunks:
         except (ChunkMissing, ChunkCorrupted):
             if self.owners(digest) == [local]:
                 raise
+        data = await self._get_elsewhere(digest)
+        if local in self.owners(digest):
+            self._repair(digest, data)
+        return data if then is None else await self.store.run(then, data)
+
+    async def heal(self, digest):
+        """Replace this node's missing or damaged copy of a chunk with a
+        verified one from another node; ChunkMissing if none has one."""
+        data = await self._get_elsewhere(digest)
+        await self.store.put_chunk(digest, data)
+        self.counters["repaired"] += 1
+
+    async def _get_elsewhere(self, digest):
+        """The verified bytes of a chunk from another node: the owners in
+        ring order, then the owners in the ring whose data is still moving
+        to the current one, then whoever the DHT names (hint holders). A
+        copy found off the owners is passed on to the other owners."""
+        local = self._cluster.local.id
         owners = self.owners(digest)
-        for owner in owners:
-            if owner == local:
-                continue
-            data = await self._fetch(owner, digest)
-            if data is None:
-                continue
-            if local in owners:
-                self._repair(digest, data)
-            return data if then is None else await self.store.run(then, data)
-        # No owner has it: the owners of the ring being retired (data still
-        # moving), then whoever the DHT names (hint holders).
+        data = await self._fetch_first([m for m in owners if m != local], digest)
+        if data is not None:
+            return data
         previous = [m for m in self._cluster.previous_owners(digest, self.replication)
                     if m != local and m not in owners]
         data = await self._fetch_first(previous, digest)
@@ -173,12 +185,10 @@ class ReplicatedChunks:
                 raise ChunkMissing(digest.hex())
             self.counters["found_through_dht"] += 1
         for owner in owners:
-            if owner == local:
-                self._repair(digest, data)
-            else:
+            if owner != local:
                 self._put_at(owner, owners, digest, data).addErrback(
                     self._not_passed_on, digest, owner)
-        return data if then is None else await self.store.run(then, data)
+        return data
 
     async def _fetch_first(self, members, digest):
         """The verified bytes of a chunk from the first of ``members`` that
@@ -217,7 +227,7 @@ class ReplicatedChunks:
             return []
 
     def _not_passed_on(self, failure, digest, owner):
-        self.log.info("chunk {hash}: passing the copy found through the DHT to {owner} "
+        self.log.info("chunk {hash}: passing the copy found off its owners to {owner} "
                       "failed: {why}", hash=digest.hex(), owner=owner,
                       why=failure.getErrorMessage())
 

@@ -11,11 +11,13 @@ each directory, so a restart resumes the pass instead of starting over;
 and a new pass starts no sooner than ``pass_interval`` after the last one
 started (the whole store at most once a month by default).
 
-A bad chunk is logged loudly with the objects and upload parts that use it.
-Healing it from another copy needs replication (issue 13): until then
-every bad chunk counts as unrecoverable. The crawler survives its own
-errors: a failed step is logged and counted, and it carries on after
-``retry_delay``.
+A bad chunk is healed through ``heal(digest)`` (in a cluster, the
+replicated chunk manager's :meth:`~z4node.replication.chunks.ReplicatedChunks.heal`:
+a verified copy fetched from another node and stored in its place). One
+that cannot be healed (no other node has a good copy, or a single node)
+counts as unrecoverable and is logged loudly with the objects and upload
+parts that use it. The crawler survives its own errors: a failed step is
+logged and counted, and it carries on after ``retry_delay``.
 """
 
 import json
@@ -55,6 +57,11 @@ class Scrubber(Service):
                       "passes": 0}
         self._wake = None
         self._running = None
+        # Replaces this node's bad copy of a chunk with a good one from
+        # elsewhere (awaitable; ChunkMissing when there is none). Alone,
+        # there is nowhere to fetch one from; in a cluster the node sets
+        # ReplicatedChunks.heal.
+        self.heal = _nowhere
 
     # -- control ---------------------------------------------------------------
 
@@ -154,19 +161,27 @@ class Scrubber(Service):
             return  # collected meanwhile
         except ChunkCorrupted as e:
             self.state["bad_found"] += 1
-            self.state["unrecoverable"] += 1
-            await self._report(digest, e)
+            await self._heal(digest, e)
             return
         self.state["bytes_verified"] += len(data)
         self.state["chunks_verified"] += 1
         await self._sleep(len(data) / self.rate)
 
-    async def _report(self, digest, error):
-        users = await self._meta.chunk_users(digest, self.users_named)
-        named = ", ".join(users) if users else "no object or upload part"
-        self.log.error("scrub: chunk {hash} is damaged ({why}) and no other copy can be "
-                       "fetched yet; set aside as .corrupted; used by: {users}",
-                       hash=digest.hex(), why=str(error), users=named)
+    async def _heal(self, digest, error):
+        try:
+            await self.heal(digest)
+        except ChunkMissing:
+            self.state["unrecoverable"] += 1
+            users = await self._meta.chunk_users(digest, self.users_named)
+            named = ", ".join(users) if users else "no object or upload part on this node"
+            self.log.error("scrub: chunk {hash} is damaged ({why}) and no node has a good "
+                           "copy; set aside as .corrupted; used by: {users}",
+                           hash=digest.hex(), why=str(error), users=named)
+            return
+        self.state["healed"] += 1
+        self.log.warn("scrub: chunk {hash} was damaged ({why}); set aside as .corrupted "
+                      "and replaced by a good copy from another node",
+                      hash=digest.hex(), why=str(error))
 
     # -- waiting -----------------------------------------------------------------
 
@@ -190,3 +205,6 @@ class Scrubber(Service):
     def _save(self):
         return self._meta.set_setting(SETTING, json.dumps(self.state, sort_keys=True))
 
+
+async def _nowhere(digest):
+    raise ChunkMissing(digest.hex())
