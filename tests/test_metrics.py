@@ -14,6 +14,8 @@ from twisted.python import usage
 from twisted.trial.unittest import TestCase
 from twisted.web.test.requesthelper import DummyRequest
 
+from tests.test_channel import Network
+from z4node.cluster.channel import RemoteError
 from z4node.cluster.members import State
 from z4node.tap import Options
 from z4node.web.accesslog import AccessLog
@@ -84,6 +86,19 @@ class RequestMetricsTests(TestCase):
                           got[("z4_hints_oldest_age_seconds", target)]), (12, 3_000_000, 95.5))
         queues.clear()
         self.assertNotIn(("z4_hints_queued", target), samples(metrics))
+
+    def test_peer_calls_by_operation(self):
+        net = Network(self)
+        metrics = NodeMetrics(net.clock, "client")
+        metrics.watch_peer_calls(net.client)
+        for _ in range(3):
+            self.successResultOf(net.call("echo"))
+        self.failureResultOf(net.call("refuse"), RemoteError)
+        got = samples(metrics)
+        self.assertEqual(got[("z4_peer_call_seconds_count", (("op", "echo"),))], 3)
+        self.assertEqual(got[("z4_peer_call_seconds_count", (("op", "refuse"),))], 1)
+        self.assertEqual(got[("z4_peer_call_failures_total", (("op", "refuse"),))], 1)
+        self.assertNotIn(("z4_peer_call_failures_total", (("op", "echo"),)), got)
 
     def test_process_metrics(self):
         got = samples(NodeMetrics(Clock(), "a"))

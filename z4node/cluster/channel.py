@@ -630,6 +630,9 @@ class PeerChannel:
         self._connect = connect
         self._connections = {}  # peer id -> ChannelProtocol
         self.counters = {"calls": 0, "failures": 0, "connections": 0}
+        # Told of every call once it is answered or failed: (op, seconds to
+        # the reply's header, whether it failed). Metrics set it.
+        self.observe = None
 
     def _connection(self, member):
         protocol = self._connections.get(member.id)
@@ -658,12 +661,13 @@ class PeerChannel:
         :class:`Response`. Raises RpcError (RemoteError for an error the
         peer answered)."""
         self.counters["calls"] += 1
+        started = self._clock.seconds()
         try:
             protocol = await self._connection(member).when_ready()
             reply = protocol.call(op, args, body)
             timer = self._clock.callLater(self.call_timeout, reply.cancel)
             try:
-                return await reply
+                response = await reply
             except CancelledError:
                 raise RpcError(f"{op} to {member.id}: no reply in "
                                f"{self.call_timeout} s") from None
@@ -672,7 +676,12 @@ class PeerChannel:
                     timer.cancel()
         except RpcError:
             self.counters["failures"] += 1
+            if self.observe is not None:
+                self.observe(op, self._clock.seconds() - started, True)
             raise
+        if self.observe is not None:
+            self.observe(op, self._clock.seconds() - started, False)
+        return response
 
     def close(self):
         """Close every connection."""

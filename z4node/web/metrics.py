@@ -15,7 +15,7 @@ exposition is built only when Prometheus scrapes.
 import bisect
 import hmac
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import ProcessCollector, generate_latest
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily, InfoMetricFamily)
@@ -251,6 +251,9 @@ class NodeMetrics:
     the S3 pipeline; :meth:`watch_cluster` and friends add collectors once
     the parts they read exist."""
 
+    peer_call_buckets = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                         1.0, 2.5, 5.0, 10.0)
+
     def __init__(self, clock, node_id):
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests = RequestStats()
@@ -272,6 +275,23 @@ class NodeMetrics:
         # included).
         self.watch_counters("peer_channel", "Peer channel",
                             lambda: cluster.channel.counters)
+        self.watch_peer_calls(cluster.channel)
+
+    def watch_peer_calls(self, channel):
+        """Time every call ``channel`` (a PeerChannel) makes, by operation."""
+        calls = Histogram("z4_peer_call_seconds",
+                          "Peer calls made, by operation: seconds until the reply's header "
+                          "(failed calls included).", ["op"], buckets=self.peer_call_buckets,
+                          registry=self.registry)
+        failures = Counter("z4_peer_call_failures", "Peer calls that failed, by operation "
+                           "(no connection, no reply in time, or an error answered).",
+                           ["op"], registry=self.registry)
+
+        def observe(op, seconds, failed):
+            calls.labels(op).observe(seconds)
+            if failed:
+                failures.labels(op).inc()
+        channel.observe = observe
 
     def watch_counters(self, prefix, what, counters):
         self.registry.register(CountersCollector(prefix, what, counters))
