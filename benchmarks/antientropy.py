@@ -79,7 +79,7 @@ async def main(reactor, args):
         tables = ObjectTables(ObjectRecords(meta, cluster.net.clock), cluster)
         tables.version_table.store = Counted(tables.version_table.store)
         tables.antientropy = AntiEntropy(cluster.net.clock, random.Random(1), cluster,
-                                         tables.version_table, tables.partitions_held)
+                                         [tables.version_table], tables.partitions_held)
         return tables
     try:
         net = FakeNet(2, build)
@@ -101,7 +101,7 @@ async def main(reactor, args):
                 store.nodes = store.leaves = 0
             before = dict(a.antientropy.counters)
             started = time.monotonic()
-            await a.antientropy.sync(partition, "n1")
+            await a.antientropy.sync(a.version_table, partition, "n1")
             seconds = time.monotonic() - started
             after = a.antientropy.counters
             rows.append((label, seconds, after["calls"] - before["calls"],

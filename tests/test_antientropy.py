@@ -1,9 +1,11 @@
-"""Merkle anti-entropy of object versions (z4node.replication.antientropy
-over z4node.storage.merkle) on three fake nodes with real SQLite replicas:
-replicas that diverged converge after one sync, with calls that grow with
-the difference and not with the table; tombstones and newer edits win in
-either direction; the trees kept on every write equal trees built from
-scratch, as a data dir from before them gets at start."""
+"""Merkle anti-entropy of object versions, multipart uploads and their parts
+(z4node.replication.antientropy over z4node.storage.merkle) on three fake
+nodes with real SQLite replicas: replicas that diverged converge after one
+sync, with calls that grow with the difference and not with the table;
+tombstones and newer edits win in either direction; an upload a replica
+missed comes back with its parts, and an upload's end wins over the upload
+and drops its parts everywhere; the trees kept on every write equal trees
+built from scratch, as a data dir from before them gets at start."""
 
 import os
 import random
@@ -13,11 +15,11 @@ from twisted.trial.unittest import TestCase
 
 from tests.fakecluster import FakeNet
 from z4node.cluster.ring import bucket_key
-from z4node.objects.tables import ObjectTables, version_entry
+from z4node.objects.tables import ObjectTables, part_entry, upload_entry, version_entry
 from z4node.replication.antientropy import MAX_ENTRIES, AntiEntropy
 from z4node.storage import merkle
-from z4node.storage.meta import MetaStore, Version, VersionTombstone
-from z4node.storage.object_records import ObjectRecords
+from z4node.storage.meta import MetaStore, Part, Upload, Version, VersionTombstone
+from z4node.storage.object_records import EndedUpload, ObjectRecords
 
 BUCKET = "bkt"
 PARTITION = bucket_key(BUCKET)
@@ -40,8 +42,10 @@ class AntiEntropyTests(TestCase):
             (BUCKET,)))
         self.metas[cluster.local.id] = meta
         tables = ObjectTables(ObjectRecords(meta, cluster.net.clock), cluster)
-        tables.antientropy = AntiEntropy(cluster.net.clock, random.Random(1), cluster,
-                                         tables.version_table, tables.partitions_held)
+        tables.antientropy = AntiEntropy(
+            cluster.net.clock, random.Random(1), cluster,
+            [tables.version_table, tables.upload_table, tables.part_table],
+            tables.partitions_held)
         return tables
 
     def version(self, key, version_id=None):
@@ -76,7 +80,7 @@ class AntiEntropyTests(TestCase):
             await self.apply_on("n1", self.version(f"only-on-n1-{i}"))
         ae = self.net.nodes["n0"].antientropy
         calls = ae.counters["calls"]
-        await ae.sync(PARTITION, "n1")
+        await ae.sync(self.net.nodes["n0"].version_table, PARTITION, "n1")
         self.assertEqual(await self.root("n0"), await self.root("n1"))
         self.assertEqual(ae.counters["pulled"], differing)
         return ae.counters["calls"] - calls, written
@@ -98,7 +102,7 @@ class AntiEntropyTests(TestCase):
     async def test_equal_replicas_cost_one_call(self):
         await self.write_everywhere(50)
         ae = self.net.nodes["n2"].antientropy
-        await ae.sync(PARTITION, "n0")
+        await ae.sync(self.net.nodes["n2"].version_table, PARTITION, "n0")
         self.assertEqual((ae.counters["calls"], ae.counters["pulled"], ae.counters["pushed"]),
                          (1, 0, 0))
 
@@ -126,12 +130,66 @@ class AntiEntropyTests(TestCase):
                              .etag, f"etag-{kept.key}", member)
         self.assertEqual(len({await self.root(m) for m in self.net.members}), 1)
 
+    async def upload_on(self, members, upload_id, parts):
+        """An upload with ``parts`` parts stored on ``members`` only."""
+        self.hlc += 1
+        upload = Upload(upload_id, BUCKET, f"big-{upload_id}", self.hlc, "o", {})
+        for member in members:
+            tables = self.net.nodes[member]
+            await tables.upload_table.store.apply(upload_entry(upload))
+            for number in range(1, parts + 1):
+                part = Part(number, f"etag-{number}", 5, [], self.hlc + number, {})
+                await tables.part_table.store.apply({"upload": upload_entry(upload),
+                                                     "part": part_entry(part)})
+        return upload
+
+    async def state(self, member, upload_id):
+        records = self.net.nodes[member]._records
+        record = await records.upload(upload_id)
+        return type(record).__name__, [p.part_number for p in
+                                       await records.parts(upload_id, 0, 100)]
+
+    async def roots(self, table):
+        return {(await getattr(self.net.nodes[m], table).store.merkle_nodes(
+            PARTITION, [merkle.ROOT]))[merkle.ROOT] for m in self.net.members}
+
+    async def test_a_missed_upload_comes_back_with_its_parts(self):
+        await self.upload_on(["n0", "n1", "n2"], "everywhere", 2)
+        await self.upload_on(["n0"], "missed", 3)
+        repaired = await self.net.nodes["n0"].antientropy.run_pass()
+        # The upload and its three parts, to each of the two others.
+        self.assertEqual(repaired, 8)
+        for member in self.net.members:
+            self.assertEqual(await self.state(member, "missed"), ("Upload", [1, 2, 3]))
+        self.assertEqual(len(await self.roots("upload_table")), 1)
+        self.assertEqual(len(await self.roots("part_table")), 1)
+
+    async def test_an_upload_end_wins_and_drops_its_parts_everywhere(self):
+        upload = await self.upload_on(["n0", "n1", "n2"], "up", 2)
+        # n2 has a third part the others missed; n0 saw the upload end.
+        await self.upload_on(["n2"], "up", 3)
+        self.hlc += 10
+        await self.net.nodes["n0"].upload_table.store.apply(upload_entry(
+            EndedUpload("up", BUCKET, upload.key, b"", "", self.hlc)))
+        await self.net.nodes["n1"].antientropy.run_pass()
+        for member in self.net.members:
+            self.assertEqual(await self.state(member, "up"), ("EndedUpload", []), member)
+        ae = self.net.nodes["n1"].antientropy
+        self.assertEqual(ae.counters["sync_failures"], 0)
+        self.assertEqual(len(await self.roots("upload_table")), 1)
+        self.assertEqual(await self.roots("part_table"), {0})
+
     async def test_the_trees_kept_on_every_write_equal_trees_built_from_scratch(self):
         written = await self.write_everywhere(40)
         for version in written[:10]:
             self.hlc += 1
             await self.apply_on("n0", VersionTombstone(
                 BUCKET, version.key, version.version_id, version.hlc, self.hlc))
+        await self.upload_on(["n0"], "open", 3)
+        ended = await self.upload_on(["n0"], "ended", 2)
+        self.hlc += 10
+        await self.net.nodes["n0"].upload_table.store.apply(upload_entry(
+            EndedUpload("ended", BUCKET, ended.key, b"", "", self.hlc)))
         meta = self.metas["n0"]
 
         def snapshot(c):
@@ -139,6 +197,7 @@ class AntiEntropyTests(TestCase):
                               " ORDER BY 1, 2").fetchall(),
                     c.execute("SELECT * FROM merkle_leaves ORDER BY 1, 2, 3, 4").fetchall())
         kept = await meta.db.read(snapshot)
-        self.assertEqual(len(kept[1]), 40)
+        # 40 version slots, 2 uploads (one ended) and the open one's 3 parts.
+        self.assertEqual(len(kept[1]), 40 + 2 + 3)
         await meta.db.write(merkle.build)
         self.assertEqual(await meta.db.read(snapshot), kept)

@@ -1,8 +1,9 @@
 """Anti-entropy between three real ``twistd z4node`` processes, driven by
-boto3: a node stopped (SIGSTOP) while objects are written and deleted, its
-hints dropped unsent (``--hint-window`` of about a second), is brought up
-to date by ``z4 cluster repair``: every node then holds every live key and
-every deletion.
+boto3: a node stopped (SIGSTOP) while objects are written and deleted and
+multipart uploads begun and aborted, its hints dropped unsent
+(``--hint-window`` of about a second), is brought up to date by ``z4
+cluster repair``: every node then holds every live key, every deletion,
+the open upload with its parts, and the aborted upload's end.
 
 Every process this test starts, it stops (addCleanup). Nothing listens on
 anything but 127.0.0.1.
@@ -34,6 +35,16 @@ def heads(node):
         return sorted(c.execute("SELECT key, deleted FROM heads WHERE bucket='data'"))
 
 
+def multipart(node):
+    """The open uploads, their parts and the ended uploads in ``node``'s
+    own copy (read from its stopped data dir)."""
+    path = os.path.join(node.data_dir, "meta.sqlite3")
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as c:
+        return ([u for (u,) in c.execute("SELECT upload_id FROM uploads")],
+                sorted(c.execute("SELECT upload_id, part_number FROM parts")),
+                [u for (u,) in c.execute("SELECT upload_id FROM completed_uploads")])
+
+
 class AntiEntropyProcessTests(TestCase):
     timeout = 600
 
@@ -63,7 +74,16 @@ class AntiEntropyProcessTests(TestCase):
                                           Body=f"object {i}".encode())
             for i in range(DELETED):
                 clients[1].delete_object(Bucket="data", Key=f"k{i:03d}")
-        yield threads.deferToThread(write)
+            # A multipart upload begun meanwhile, with two parts, and one
+            # begun and aborted.
+            upload = clients[0].create_multipart_upload(Bucket="data", Key="mp")["UploadId"]
+            for number in (1, 2):
+                clients[number % 2].upload_part(Bucket="data", Key="mp", UploadId=upload,
+                                                PartNumber=number, Body=b"part %d" % number)
+            aborted = clients[1].create_multipart_upload(Bucket="data", Key="gone")["UploadId"]
+            clients[0].abort_multipart_upload(Bucket="data", Key="gone", UploadId=aborted)
+            return upload, aborted
+        upload, aborted = yield threads.deferToThread(write)
         stopped.signal(signal.SIGCONT)
         yield self.eventually(all_alive(self.nodes), "node-2 is alive again", limit=180)
         repaired = 0
@@ -80,3 +100,5 @@ class AntiEntropyProcessTests(TestCase):
                           + [(f"k{i:03d}".encode(), 0) for i in range(DELETED, OBJECTS)])
         for node in self.nodes:
             self.assertEqual(heads(node), expected, node.id)
+            self.assertEqual(multipart(node), ([upload], [(upload, 1), (upload, 2)], [aborted]),
+                             node.id)

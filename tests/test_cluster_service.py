@@ -167,9 +167,10 @@ class ClusterServiceTests(TestCase):
         second = yield self.start_node(1, "127.0.0.1:%d" % first.local.gossip[1])
         yield wait_for(lambda: len(first.membership.members()) == 2
                        and len(second.membership.members()) == 2)
-        ours = AntiEntropy(reactor, random.Random(0), first, _WholeTreeDiffers(1), None)
-        AntiEntropy(reactor, random.Random(0), second, _WholeTreeDiffers(-2**63), None)
-        yield defer.ensureDeferred(ours.sync(b"bucket", second.local.id))
+        table = _WholeTreeDiffers(1)
+        ours = AntiEntropy(reactor, random.Random(0), first, [table], None)
+        AntiEntropy(reactor, random.Random(0), second, [_WholeTreeDiffers(-2**63)], None)
+        yield defer.ensureDeferred(ours.sync(table, b"bucket", second.local.id))
         # The root, then 16, 256 and 4,096 nodes, then the (empty) leaves.
         self.assertEqual(ours.counters["calls"], merkle.DEPTH + 2)
 

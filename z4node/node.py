@@ -400,7 +400,8 @@ class Node(MultiService):
         minutes = options.get("repair-interval")
         tables = self.objects.tables
         self.antientropy = AntiEntropy(
-            self.reactor, random.Random(), self.cluster, tables.version_table,
+            self.reactor, random.Random(), self.cluster,
+            [tables.version_table, tables.upload_table, tables.part_table],
             tables.partitions_held, interval=None if minutes is None else minutes * 60)
         self.antientropy.setServiceParent(self)
         # Chunk references are counted where the versions are, not on the
@@ -470,7 +471,7 @@ class Node(MultiService):
         metrics.watch_hint_queues(lambda: self.handoff.status()["queues"])
         metrics.watch_counters("rebalance", "Rebalancing on ring changes",
                                lambda: self.rebalance.counters)
-        metrics.watch_counters("antientropy", "Anti-entropy of object versions",
+        metrics.watch_counters("antientropy", "Anti-entropy of object records",
                                lambda: self.antientropy.counters)
         metrics.watch_jobs(lambda: {"gc": self.gc.status(),
                                     "access_logging": self.server_access_log.job.status(),

@@ -191,6 +191,16 @@ class _UploadStore(LocalStore):
             return None
         return upload_entry(record)
 
+    def merkle_nodes(self, partition, nodes):
+        return self.records.merkle_nodes(partition.decode("utf-8"), nodes, "uploads")
+
+    async def merkle_leaves(self, partition, prefixes):
+        """``[(sort key, (ended, stamp)), ...]``: an end beats the upload."""
+        bucket = partition.decode("utf-8")
+        return [([bucket, upload_id.decode("utf-8")], (tombstone, stamp))
+                for upload_id, _, tombstone, stamp
+                in await self.records.merkle_leaves(bucket, prefixes, "uploads")]
+
 
 class _PartSchema(Schema):
     def partition(self, entry):
@@ -229,6 +239,16 @@ class _PartStore(LocalStore):
             return None
         upload = await self.records.upload(upload_id)
         return {"upload": upload_entry(upload), "part": part_entry(parts[0])}
+
+    def merkle_nodes(self, partition, nodes):
+        return self.records.merkle_nodes(partition.decode("utf-8"), nodes, "parts")
+
+    async def merkle_leaves(self, partition, prefixes):
+        """``[(sort key, (stamp,)), ...]``: a part begun later wins."""
+        bucket = partition.decode("utf-8")
+        return [([bucket, upload_id.decode("utf-8"), int(number)], (stamp,))
+                for upload_id, number, _, stamp
+                in await self.records.merkle_leaves(bucket, prefixes, "parts")]
 
 
 # -- the coordinator ---------------------------------------------------------------

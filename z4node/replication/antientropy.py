@@ -1,17 +1,17 @@
-"""Merkle anti-entropy for a partitioned table: the owners of a partition
+"""Merkle anti-entropy for partitioned tables: the owners of a partition
 compare the trees of their copies and exchange only the entries that
 differ (DESIGN.md, "Anti-entropy"; Dynamo section 4.7, Cassandra's repair,
 Garage's ``table/merkle.rs``).
 
-Owns the periodic pass and the peer operations it uses. The table's local
-store keeps the tree up to date on every write
-(:mod:`z4node.storage.merkle` for object versions) and answers
+Owns the periodic pass and the peer operations it uses. Each table's local
+store keeps its tree up to date on every write (:mod:`z4node.storage.merkle`
+for object versions, multipart uploads and their parts) and answers
 ``merkle_nodes(partition, nodes)`` and ``merkle_leaves(partition,
 prefixes)``; this module only compares.
 
 - Every ``interval`` seconds (the first pass after a random part of it, so
-  nodes do not all start together), a node takes each partition it holds
-  and owns, and syncs it with each other live owner.
+  nodes do not all start together), a node takes each table, and each
+  partition it holds and owns, and syncs it with each other live owner.
 - A sync compares the roots; where they differ it asks for the 16 children
   of every differing node, level by level (one call a level, whatever the
   number of differing nodes), down to the leaf buckets that differ; then it
@@ -19,11 +19,15 @@ prefixes)``; this module only compares.
   holds something newer are read from the peer and applied here, and those
   where this node holds something newer, or the peer nothing, are sent to
   the peer, up to ``MAX_ENTRIES`` a call. So the calls and bytes grow with
-  the number of differing entries, not with the size of the table. Tombstones are entries like any other: the newest
-  edit wins, in whatever order things arrive.
+  the number of differing entries, not with the size of the table.
+  Tombstones are entries like any other: the newest edit wins, in whatever
+  order things arrive. An entry the receiving store refuses (its bucket is
+  gone there, or its upload ended) is counted as refused and skipped.
 - A sync that fails (the peer went away) is counted and logged; the next
   pass tries again. The loop never stops on an error.
 """
+
+from functools import partial
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -42,31 +46,32 @@ MAX_ENTRIES = 256
 
 
 class AntiEntropy(Service):
-    """Anti-entropy passes over one partitioned table (see the module
-    docstring). ``table`` is a PartitionedTable whose store offers the
+    """Anti-entropy passes over partitioned tables (see the module
+    docstring). ``tables`` are PartitionedTables whose stores offer the
     Merkle reads; ``partitions()`` returns the partitions this node holds."""
 
     log = Logger()
 
     interval = 600.0  # seconds between passes
 
-    def __init__(self, clock, rng, cluster, table, partitions, interval=None):
+    def __init__(self, clock, rng, cluster, tables, partitions, interval=None):
         self._clock = clock
         self._rng = rng
         self._cluster = cluster
-        self._table = table
+        self._tables = tables
         self._partitions = partitions
         if interval is not None:
             self.interval = interval
         self._first = None
-        self._job = PeriodicJob(f"anti-entropy ({table.name})", clock, self.run_pass)
+        self._job = PeriodicJob("anti-entropy", clock, self.run_pass)
         self.counters = {"passes": 0, "syncs": 0, "sync_failures": 0, "partitions_differing": 0,
-                         "calls": 0, "pulled": 0, "pushed": 0}
+                         "calls": 0, "pulled": 0, "pushed": 0, "refused": 0}
         self.last_pass = None  # {"finished", "seconds", "repaired"}
-        cluster.serve(f"ae.{table.name}.nodes", self._serve_nodes)
-        cluster.serve(f"ae.{table.name}.leaves", self._serve_leaves)
-        cluster.serve(f"ae.{table.name}.entries", self._serve_entries)
-        cluster.serve(f"ae.{table.name}.apply", self._serve_apply)
+        for table in tables:
+            cluster.serve(f"ae.{table.name}.nodes", partial(self._serve_nodes, table))
+            cluster.serve(f"ae.{table.name}.leaves", partial(self._serve_leaves, table))
+            cluster.serve(f"ae.{table.name}.entries", partial(self._serve_entries, table))
+            cluster.serve(f"ae.{table.name}.apply", partial(self._serve_apply, table))
 
     # -- service -----------------------------------------------------------------
 
@@ -84,24 +89,27 @@ class AntiEntropy(Service):
     # -- a pass --------------------------------------------------------------------
 
     async def run_pass(self):
-        """Sync every partition this node owns with its other live owners;
-        the number of entries repaired (pulled and pushed)."""
+        """Sync every partition this node owns, of every table, with its
+        other live owners; the number of entries repaired (pulled and
+        pushed)."""
         started = self._clock.seconds()
         before = self.counters["pulled"] + self.counters["pushed"]
         local = self._cluster.local.id
-        for partition in await self._partitions():
-            owners = self._table.owners(partition)
-            if local not in owners:
-                continue
-            for peer in owners:
-                if peer == local or not self._cluster.is_alive(peer):
+        partitions = await self._partitions()
+        for table in self._tables:
+            for partition in partitions:
+                owners = table.owners(partition)
+                if local not in owners:
                     continue
-                try:
-                    await self.sync(partition, peer)
-                except (RpcError, CallError) as e:
-                    self.counters["sync_failures"] += 1
-                    self.log.info("anti-entropy: {table} with {peer} failed ({why})",
-                                  table=self._table.name, peer=peer, why=str(e))
+                for peer in owners:
+                    if peer == local or not self._cluster.is_alive(peer):
+                        continue
+                    try:
+                        await self.sync(table, partition, peer)
+                    except (RpcError, CallError) as e:
+                        self.counters["sync_failures"] += 1
+                        self.log.info("anti-entropy: {table} with {peer} failed ({why})",
+                                      table=table.name, peer=peer, why=str(e))
         self.counters["passes"] += 1
         repaired = self.counters["pulled"] + self.counters["pushed"] - before
         self.last_pass = {"finished": self._clock.seconds(),
@@ -109,14 +117,15 @@ class AntiEntropy(Service):
                           "repaired": repaired}
         return repaired
 
-    async def sync(self, partition, peer):
-        """Make this node's and ``peer``'s copies of ``partition`` equal."""
+    async def sync(self, table, partition, peer):
+        """Make this node's and ``peer``'s copies of ``partition`` of
+        ``table`` equal."""
         self.counters["syncs"] += 1
-        store = self._table.store
+        store = table.store
         frontier = [ROOT]
         for depth in range(DEPTH + 1):
             mine = await store.merkle_nodes(partition, frontier)
-            theirs = await self._remote_nodes(peer, partition, frontier)
+            theirs = await self._remote_nodes(table, peer, partition, frontier)
             frontier = [node for node in frontier if mine[node] != theirs.get(node, 0)]
             if not frontier:
                 return
@@ -127,78 +136,86 @@ class AntiEntropy(Service):
         mine = dict((tuple(k), tuple(v)) for k, v in await store.merkle_leaves(partition,
                                                                               frontier))
         theirs = dict((tuple(k), tuple(v)) for k, v in await self._remote_leaves(
-            peer, partition, frontier))
+            table, peer, partition, frontier))
         pull = [slot for slot, leaf in theirs.items() if slot not in mine or leaf > mine[slot]]
         push = [slot for slot, leaf in mine.items() if slot not in theirs or leaf > theirs[slot]]
         for start in range(0, len(pull), MAX_ENTRIES):
-            await self._pull(peer, partition, pull[start:start + MAX_ENTRIES])
+            await self._pull(table, peer, partition, pull[start:start + MAX_ENTRIES])
         for start in range(0, len(push), MAX_ENTRIES):
-            await self._push(peer, partition, push[start:start + MAX_ENTRIES])
+            await self._push(table, peer, partition, push[start:start + MAX_ENTRIES])
 
     # Node lists and hashes go in the bodies, which stream: a level of 4,096
     # nodes with their hashes is larger than a call's header frame.
 
-    async def _remote_nodes(self, peer, partition, nodes):
+    async def _remote_nodes(self, table, peer, partition, nodes):
         self.counters["calls"] += 1
         response = await self._cluster.call(
-            peer, f"ae.{self._table.name}.nodes", {"partition": partition.hex()},
+            peer, f"ae.{table.name}.nodes", {"partition": partition.hex()},
             json_body(nodes))
         hashes = await response_json(response)
         if not isinstance(hashes, dict):
             raise RpcError("the tree node hashes are not an object")
         return hashes
 
-    async def _remote_leaves(self, peer, partition, prefixes):
+    async def _remote_leaves(self, table, peer, partition, prefixes):
         self.counters["calls"] += 1
         response = await self._cluster.call(
-            peer, f"ae.{self._table.name}.leaves", {"partition": partition.hex()},
+            peer, f"ae.{table.name}.leaves", {"partition": partition.hex()},
             json_body(prefixes))
         return await response_json(response)
 
-    async def _pull(self, peer, partition, slots):
+    async def _pull(self, table, peer, partition, slots):
         """Read those entries from the peer (one call) and apply them here."""
         self.counters["calls"] += 1
         response = await self._cluster.call(
-            peer, f"ae.{self._table.name}.entries", {"partition": partition.hex()},
+            peer, f"ae.{table.name}.entries", {"partition": partition.hex()},
             json_body([list(slot) for slot in slots]))
         entries = await response_json(response)
         if not isinstance(entries, list):
             raise RpcError("the entries are not a list")
         for entry in entries:
-            if entry is not None:
-                await self._table.store.apply(entry)
+            if entry is not None and await self._apply(table, entry):
                 self.counters["pulled"] += 1
 
-    async def _push(self, peer, partition, slots):
+    async def _apply(self, table, entry):
+        """Apply an entry here; False if the store refuses it."""
+        try:
+            await table.store.apply(entry)
+        except CallError:
+            self.counters["refused"] += 1
+            return False
+        return True
+
+    async def _push(self, table, peer, partition, slots):
         """Send the peer this node's entries for those slots (one call)."""
-        entries = [await self._table.store.get(partition, list(slot)) for slot in slots]
+        entries = [await table.store.get(partition, list(slot)) for slot in slots]
         entries = [entry for entry in entries if entry is not None]
         if not entries:
             return
         self.counters["calls"] += 1
-        await self._cluster.call(peer, f"ae.{self._table.name}.apply",
+        await self._cluster.call(peer, f"ae.{table.name}.apply",
                                  {"partition": partition.hex()}, json_body(entries))
         self.counters["pushed"] += len(entries)
 
     # -- serving -------------------------------------------------------------------
 
-    async def _serve_nodes(self, peer_id, args, body):
+    async def _serve_nodes(self, table, peer_id, args, body):
         partition, nodes = await _tree_args(args, body)
-        return Reply({}, json_body(await self._table.store.merkle_nodes(partition, nodes)))
+        return Reply({}, json_body(await table.store.merkle_nodes(partition, nodes)))
 
-    async def _serve_entries(self, peer_id, args, body):
+    async def _serve_entries(self, table, peer_id, args, body):
         partition = _partition(args)
         slots = await read_json(body)
         if not isinstance(slots, list) or len(slots) > MAX_ENTRIES \
                 or not all(isinstance(slot, list) for slot in slots):
             raise CallError("BadRequest", f"at most {MAX_ENTRIES} slots (lists) at a time")
         try:
-            entries = [await self._table.store.get(partition, slot) for slot in slots]
+            entries = [await table.store.get(partition, slot) for slot in slots]
         except (TypeError, ValueError) as e:
-            raise CallError("BadRequest", f"not a slot of {self._table.name}: {e}") from None
+            raise CallError("BadRequest", f"not a slot of {table.name}: {e}") from None
         return Reply({}, json_body(entries))
 
-    async def _serve_apply(self, peer_id, args, body):
+    async def _serve_apply(self, table, peer_id, args, body):
         _partition(args)
         entries = await read_json(body)
         if not isinstance(entries, list) or len(entries) > MAX_ENTRIES \
@@ -206,14 +223,14 @@ class AntiEntropy(Service):
             raise CallError("BadRequest", f"at most {MAX_ENTRIES} entries (objects) at a time")
         for entry in entries:
             try:
-                await self._table.store.apply(entry)
+                await self._apply(table, entry)
             except ValueError as e:
                 raise CallError("BadEntry", str(e)) from None
         return Reply({})
 
-    async def _serve_leaves(self, peer_id, args, body):
+    async def _serve_leaves(self, table, peer_id, args, body):
         partition, prefixes = await _tree_args(args, body)
-        leaves = await self._table.store.merkle_leaves(partition, prefixes)
+        leaves = await table.store.merkle_leaves(partition, prefixes)
         return Reply({}, json_body([[list(k), list(v)] for k, v in leaves]))
 
     # -- status --------------------------------------------------------------------

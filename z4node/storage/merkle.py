@@ -1,13 +1,19 @@
-"""The Merkle trees over this node's object versions, one per bucket, kept
-up to date inside every write transaction that changes a version, so that
-anti-entropy compares replicas without scanning them
+"""The Merkle trees over this node's object records, kept up to date inside
+every write transaction that changes a record, so that anti-entropy
+compares replicas without scanning them
 (:mod:`z4node.replication.antientropy`; DESIGN.md, "Anti-entropy").
 
-A *leaf* is one version slot, (key, version id), and says what the slot
-holds: a version or a tombstone (a version deleted by its id), and its edit
-stamp. An edit stamp is an HLC, unique per edit, so two replicas with equal
-leaves hold the same record. Leaves sit in *leaf buckets* named by the
-first ``DEPTH`` hex digits of a hash of the slot; a tree node (a prefix of
+Each bucket has three trees, named by :func:`tree`: its versions (the
+bucket's name), its multipart uploads (``BUCKET/uploads``) and their parts
+(``BUCKET/parts``); ``/`` is not allowed in a bucket name, so the names
+never collide. A *leaf* is one slot, (key, version id), and says what the
+slot holds: a record or a tombstone, and its edit stamp. In a versions
+tree the slot is (object key, version id) and a tombstone a version
+deleted by its id; in an uploads tree, (upload id, "") and a tombstone an
+upload that ended (completed or aborted); in a parts tree, (upload id,
+part number). An edit stamp is an HLC, unique per edit, so two replicas
+with equal leaves hold the same record. Leaves sit in *leaf buckets* named
+by the first ``DEPTH`` hex digits of a hash of the slot; a tree node (a prefix of
 those digits, the root being ``""``) hashes to the XOR of the hashes of the
 leaves below it, as Cassandra's trees combine rows. Only the leaf buckets'
 hashes are stored: a write updates one leaf row and one bucket row, and a
@@ -16,16 +22,17 @@ node above them is XORed from its buckets when anti-entropy asks (at most
 there are 4,096 leaf buckets: about 25 leaves each for 100,000 versions in
 a bucket.
 
-Tables (in the metadata database): ``merkle_buckets`` (bucket, prefix,
-hash) and ``merkle_leaves`` (bucket, prefix, key, version id, tombstone,
-stamp). :func:`change`, :func:`drop_bucket` and :func:`build` run inside
-the caller's write transaction.
+Tables (in the metadata database): ``merkle_buckets`` (tree, prefix, hash)
+and ``merkle_leaves`` (tree, prefix, key, version id, tombstone, stamp),
+their ``bucket`` column naming the tree. The functions that change a tree
+run inside the caller's write transaction.
 """
 
 import hashlib
 
 DEPTH = 3
 ROOT = ""
+TABLES = ("versions", "uploads", "parts")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS merkle_buckets (
@@ -38,8 +45,16 @@ CREATE TABLE IF NOT EXISTS merkle_leaves (
 """
 
 # node_settings row saying the trees were built from the tables (a data dir
-# from before the trees existed gets them built once, at start).
-BUILT_SETTING = "merkle_buckets_built"
+# from before the trees existed gets them built once, at start; from
+# before the uploads' and parts' trees, too).
+BUILT_SETTING = "merkle_trees_built"
+
+
+def tree(bucket, table):
+    """The name of the bucket's tree of ``table`` (versions, uploads or parts)."""
+    if table not in TABLES:
+        raise ValueError(f"no Merkle tree for {table!r}")
+    return bucket if table == "versions" else f"{bucket}/{table}"
 
 
 def position(key, version_id):
@@ -79,12 +94,24 @@ def change(c, bucket, key, version_id, old, new):
 
 
 def drop_bucket(c, bucket):
-    c.execute("DELETE FROM merkle_buckets WHERE bucket=?", (bucket,))
-    c.execute("DELETE FROM merkle_leaves WHERE bucket=?", (bucket,))
+    """Drop the bucket's three trees."""
+    for table in TABLES:
+        c.execute("DELETE FROM merkle_buckets WHERE bucket=?", (tree(bucket, table),))
+        c.execute("DELETE FROM merkle_leaves WHERE bucket=?", (tree(bucket, table),))
+
+
+def upload_changed(c, bucket, upload_id, old, new):
+    """:func:`change` for the leaf of an upload."""
+    change(c, tree(bucket, "uploads"), upload_id.encode("utf-8"), "", old, new)
+
+
+def part_changed(c, bucket, upload_id, number, old, new):
+    """:func:`change` for the leaf of a part."""
+    change(c, tree(bucket, "parts"), upload_id.encode("utf-8"), str(number), old, new)
 
 
 def build(c):
-    """Build every tree from the versions and tombstones stored."""
+    """Build every tree from the records stored."""
     c.execute("DELETE FROM merkle_buckets")
     c.execute("DELETE FROM merkle_leaves")
     for bucket, key, version_id, hlc, stamp in c.execute(
@@ -93,6 +120,16 @@ def build(c):
     for bucket, key, version_id, stamp in c.execute(
             "SELECT bucket, key, version_id, stamp FROM version_tombstones").fetchall():
         change(c, bucket, key, version_id, None, (True, stamp))
+    for bucket, upload_id, hlc in c.execute(
+            "SELECT bucket, upload_id, hlc FROM uploads").fetchall():
+        upload_changed(c, bucket, upload_id, None, (False, hlc))
+    for bucket, upload_id, hlc in c.execute(
+            "SELECT bucket, upload_id, hlc FROM completed_uploads").fetchall():
+        upload_changed(c, bucket, upload_id, None, (True, hlc))
+    for bucket, upload_id, number, hlc in c.execute(
+            "SELECT u.bucket, p.upload_id, p.part_number, p.hlc FROM parts p"
+            " JOIN uploads u ON u.upload_id = p.upload_id").fetchall():
+        part_changed(c, bucket, upload_id, number, None, (False, hlc))
     c.execute("INSERT OR REPLACE INTO node_settings VALUES (?, '1')", (BUILT_SETTING,))
 
 

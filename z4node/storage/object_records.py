@@ -17,7 +17,8 @@ receive the same entries in any order end up equal.
 
 Reference counts of chunks (the ``chunks`` table) move with what is
 installed and removed here, as GC expects, and so do the Merkle trees of
-the versions (:mod:`z4node.storage.merkle`), in the same transaction.
+the versions, uploads and parts (:mod:`z4node.storage.merkle`), in the same
+transaction.
 """
 
 import json
@@ -183,9 +184,7 @@ class ObjectRecords:
             _require_bucket(c, upload.bucket)
             if _ended(c, upload.upload_id, None) is not None:
                 return False
-            return c.execute("INSERT OR IGNORE INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
-                             (upload.upload_id, upload.bucket, upload.key.encode("utf-8"),
-                              upload.hlc, upload.owner, json.dumps(upload.meta))).rowcount > 0
+            return _insert_upload(c, upload)
         return self._db.write(write)
 
     def apply_part(self, upload, part):
@@ -201,15 +200,15 @@ class ObjectRecords:
             _require_bucket(c, upload.bucket)
             if _ended(c, upload.upload_id, None) is not None:
                 raise UploadMissing(upload.upload_id)
-            c.execute("INSERT OR IGNORE INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
-                      (upload.upload_id, upload.bucket, upload.key.encode("utf-8"),
-                       upload.hlc, upload.owner, json.dumps(upload.meta)))
+            _insert_upload(c, upload)
             old = c.execute("SELECT chunks, hlc FROM parts WHERE upload_id=? AND"
                             " part_number=?", (upload.upload_id, part.part_number)).fetchone()
             if old is not None:
                 if old[1] >= part.hlc:
                     return False
                 _add_refs(c, unpack_chunks(old[0]), -1, now)
+            merkle.part_changed(c, upload.bucket, upload.upload_id, part.part_number,
+                                None if old is None else (False, old[1]), (False, part.hlc))
             c.execute("INSERT OR REPLACE INTO parts VALUES (?, ?, ?, ?, ?, ?, ?)",
                       (upload.upload_id, part.part_number, part.etag, part.size,
                        pack_chunks(part.chunks), part.hlc, json.dumps(part.meta)))
@@ -226,9 +225,20 @@ class ObjectRecords:
         def write(c):
             if _ended(c, ended.upload_id, None) is not None:
                 return False
+            live = c.execute("SELECT hlc FROM uploads WHERE upload_id=?",
+                             (ended.upload_id,)).fetchone()
+            for number, hlc in c.execute("SELECT part_number, hlc FROM parts"
+                                         " WHERE upload_id=?", (ended.upload_id,)).fetchall():
+                merkle.part_changed(c, ended.bucket, ended.upload_id, number, (False, hlc), None)
             meta._drop_upload(c, ended.upload_id, now)
-            c.execute("DELETE FROM completed_uploads WHERE completed<?",
-                      (now - self.ended_upload_seconds,))
+            merkle.upload_changed(c, ended.bucket, ended.upload_id,
+                                  None if live is None else (False, live[0]), (True, ended.hlc))
+            forgotten = now - self.ended_upload_seconds
+            for bucket, upload_id, hlc in c.execute(
+                    "SELECT bucket, upload_id, hlc FROM completed_uploads WHERE completed<?",
+                    (forgotten,)).fetchall():
+                merkle.upload_changed(c, bucket, upload_id, (True, hlc), None)
+            c.execute("DELETE FROM completed_uploads WHERE completed<?", (forgotten,))
             c.execute("INSERT INTO completed_uploads VALUES (?, ?, ?, ?, ?, ?, ?)",
                       (ended.upload_id, ended.bucket, ended.key.encode("utf-8"),
                        ended.parts, ended.version_id, ended.hlc, now))
@@ -250,16 +260,17 @@ class ObjectRecords:
                 (upload_id, after_part, limit))]
         return self._db.read(read)
 
-    # -- the Merkle trees of the versions, for anti-entropy ------------------
+    # -- the Merkle trees of the records, for anti-entropy -------------------
 
-    def merkle_nodes(self, bucket, nodes):
-        """``{node: hash}`` of the bucket's tree (0: empty)."""
-        return self._db.read(merkle.node_hashes, bucket, nodes)
+    def merkle_nodes(self, bucket, nodes, table="versions"):
+        """``{node: hash}`` of one of the bucket's trees (0: empty):
+        ``table`` is versions, uploads or parts."""
+        return self._db.read(merkle.node_hashes, merkle.tree(bucket, table), nodes)
 
-    def merkle_leaves(self, bucket, prefixes):
-        """The leaves in those leaf buckets: ``[(key bytes, version_id,
-        tombstone, stamp), ...]``."""
-        return self._db.read(merkle.leaves, bucket, prefixes)
+    def merkle_leaves(self, bucket, prefixes, table="versions"):
+        """The leaves in those leaf buckets of one of the bucket's trees:
+        ``[(key bytes, version_id, tombstone, stamp), ...]``."""
+        return self._db.read(merkle.leaves, merkle.tree(bucket, table), prefixes)
 
     # -- a bucket's records whole, for moving them to new owners -------------
 
@@ -318,6 +329,16 @@ class ObjectRecords:
         """One page of open uploads; see :func:`z4node.storage.meta.list_uploads`."""
         return self._db.read(list_uploads, bucket, prefix, delimiter, key_marker,
                              upload_id_marker, limit)
+
+
+def _insert_upload(c, upload):
+    """Record ``upload`` unless it is recorded; whether it was not."""
+    if c.execute("INSERT OR IGNORE INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
+                 (upload.upload_id, upload.bucket, upload.key.encode("utf-8"), upload.hlc,
+                  upload.owner, json.dumps(upload.meta))).rowcount == 0:
+        return False
+    merkle.upload_changed(c, upload.bucket, upload.upload_id, None, (False, upload.hlc))
+    return True
 
 
 def _tombstone(c, bucket, key, version_id):
