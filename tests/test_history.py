@@ -1,6 +1,7 @@
 """Tests for the history checker (tests/history.py) on histories built by
-hand, and with it a real node under concurrent clients that is SIGKILLed
-and restarted mid-run: no acknowledged write lost, nothing deleted back."""
+hand, and with it a real node, then a cluster of three, under concurrent
+clients, SIGKILLed and restarted mid-run: no acknowledged write lost, no
+stale read, nothing deleted back."""
 
 import random
 import signal
@@ -8,11 +9,12 @@ import threading
 import time
 
 from botocore.exceptions import BotoCoreError, ClientError
-from twisted.internet import threads
+from twisted.internet import defer, threads
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tests.history import History, check
 from tests.nodeprocess import NodeProcess
+from tests.test_cluster_processes import all_alive, cluster_with_bucket, start_cluster
 
 
 class Script:
@@ -112,19 +114,17 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(check(s.history), [])
 
 
-class KilledNodeHistoryTests(TestCase):
-    """A node under concurrent writers, deleters and readers, SIGKILLed and
-    restarted on the same data twice: the history holds no lost write, no
-    stale read and nothing deleted coming back."""
+class HistoryLoad:
+    """Concurrent writers, deleters and readers of a few keys, recorded in
+    a History: each worker sends each operation through one of its clients
+    (a client per node), chosen at random."""
 
-    timeout = 300
     keys = [f"key-{i}" for i in range(12)]
     workers = 4
     ops_per_phase = 60  # per worker, between kills
+    bucket = "history"
 
-    def setUp(self):
-        self.node = NodeProcess(self).start()
-        self.node.client().create_bucket(Bucket="history")
+    def __init__(self):
         self.history = History()
         self.counter = 0
         self.counter_lock = threading.Lock()
@@ -134,78 +134,126 @@ class KilledNodeHistoryTests(TestCase):
             self.counter += 1
             return f"v{self.counter}"
 
-    def worker(self, client, seed, ops):
+    def worker(self, clients, seed, ops):
         rng = random.Random(seed)
         for _ in range(ops):
+            client = rng.choice(clients)
             key = rng.choice(self.keys)
             roll = rng.random()
             if roll < 0.45:
                 value = self.unique()
                 op = self.history.invoke("write", key, value)
-                call = lambda: client.put_object(Bucket="history", Key=key,  # noqa: E731
+                call = lambda: client.put_object(Bucket=self.bucket, Key=key,  # noqa: E731
                                                  Body=value.encode())
             elif roll < 0.55:
                 op = self.history.invoke("write", key, None)
-                call = lambda: client.delete_object(Bucket="history", Key=key)  # noqa: E731
+                call = lambda: client.delete_object(Bucket=self.bucket, Key=key)  # noqa: E731
             else:
                 op = self.history.invoke("read", key)
                 call = None
             try:
                 if call is None:
-                    try:
-                        body = client.get_object(Bucket="history", Key=key)["Body"].read()
-                        self.history.complete(op, body.decode())
-                    except ClientError as e:
-                        if e.response["Error"]["Code"] != "NoSuchKey":
-                            raise
-                        self.history.complete(op, None)
+                    self.history.complete(op, self.get(client, key))
                 else:
                     call()
                     self.history.complete(op)
             except (BotoCoreError, ClientError, OSError):
                 self.history.fail(op)
 
-    def phase(self, seed):
+    def get(self, client, key):
+        """The value of ``key`` through ``client`` (None: no such key)."""
+        try:
+            return client.get_object(Bucket=self.bucket, Key=key)["Body"].read().decode()
+        except ClientError as e:
+            if e.response["Error"]["Code"] != "NoSuchKey":
+                raise
+            return None
+
+    def phase(self, nodes, seed):
+        """Start the workers, each with a client of every one of ``nodes``;
+        returns their threads."""
         # Clients are made here, one by one: making boto3 clients from
         # several threads at once is not safe.
-        clients = [self.node.client(connect_timeout=2, read_timeout=10)
+        clients = [[node.client(connect_timeout=2, read_timeout=10) for node in nodes]
                    for _ in range(self.workers)]
         workers = [threading.Thread(target=self.worker,
-                                    args=(client, seed * 100 + i, self.ops_per_phase))
-                   for i, client in enumerate(clients)]
+                                    args=(mine, seed * 100 + i, self.ops_per_phase))
+                   for i, mine in enumerate(clients)]
         for w in workers:
             w.start()
         return workers
 
-    def run_with_kills(self):
-        for round_ in range(3):
-            workers = self.phase(round_)
-            if round_ < 2:
-                # Kill mid-phase, with requests in flight.
-                time.sleep(1.0)
-                self.node.kill(signal.SIGKILL)
-                for w in workers:
-                    w.join()
-                self.node.start()
-            else:
-                for w in workers:
-                    w.join()
-        # Quiescent: one more read of every key.
-        client = self.node.client()
-        for key in self.keys:
-            op = self.history.invoke("read", key)
-            try:
-                body = client.get_object(Bucket="history", Key=key)["Body"].read().decode()
-            except ClientError as e:
-                self.assertEqual(e.response["Error"]["Code"], "NoSuchKey")
-                body = None
-            self.history.complete(op, body)
+    def run_with_kills(self, nodes, victims, restarted):
+        """A phase per victim, each killed (SIGKILL) a second in, with
+        requests in flight, then restarted (``restarted(victim)`` waits
+        until it serves again); a last phase without a kill; then one read
+        of every key through every node."""
+        for round_, victim in enumerate(victims):
+            workers = self.phase(nodes, round_)
+            time.sleep(1.0)
+            victim.kill(signal.SIGKILL)
+            for w in workers:
+                w.join()
+            victim.start()
+            restarted(victim)
+        for w in self.phase(nodes, len(victims)):
+            w.join()
+        for node in nodes:
+            client = node.client()
+            for key in self.keys:
+                op = self.history.invoke("read", key)
+                self.history.complete(op, self.get(client, key))
+
+    def verdict(self, testcase):
+        acknowledged = sum(1 for op in self.history.ops if op.ok and op.kind == "write")
+        testcase.assertGreater(acknowledged, 0)
+        testcase.assertEqual(check(self.history), [])
+
+
+class KilledNodeHistoryTests(TestCase):
+    """A node under concurrent writers, deleters and readers, SIGKILLed and
+    restarted on the same data twice: the history holds no lost write, no
+    stale read and nothing deleted coming back."""
+
+    timeout = 300
+
+    def setUp(self):
+        self.node = NodeProcess(self).start()
+        self.node.client().create_bucket(Bucket=HistoryLoad.bucket)
 
     def test_no_acknowledged_write_lost_nothing_deleted_back(self):
-        d = threads.deferToThread(self.run_with_kills)
+        load = HistoryLoad()
+        d = threads.deferToThread(load.run_with_kills, [self.node], [self.node, self.node],
+                                  lambda node: None)
+        return d.addCallback(lambda _: load.verdict(self))
 
-        def checked(_):
-            acknowledged = sum(1 for op in self.history.ops if op.ok and op.kind == "write")
-            self.assertGreater(acknowledged, 0)
-            self.assertEqual(check(self.history), [])
-        return d.addCallback(checked)
+
+class ClusterHistoryTests(TestCase):
+    """Three nodes under concurrent clients that send each operation
+    through any node; one node SIGKILLed and restarted, then another: no
+    acknowledged write lost, no stale read on any node, nothing deleted
+    back (W=2 and R=2 of three owners)."""
+
+    timeout = 600
+
+    def setUp(self):
+        self.nodes = start_cluster(self, 3)
+
+    @defer.inlineCallbacks
+    def test_no_acknowledged_write_lost_nothing_deleted_back(self):
+        yield cluster_with_bucket(self, self.nodes, bucket=HistoryLoad.bucket)
+        load = HistoryLoad()
+
+        def restarted(victim):
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    all_alive(self.nodes)()
+                    return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        yield threads.deferToThread(load.run_with_kills, self.nodes, self.nodes[1:],
+                                    restarted)
+        load.verdict(self)

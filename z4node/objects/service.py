@@ -151,6 +151,18 @@ class ObjectService:
     async def _latest(self, bucket, key):
         return await self._read(bucket, self.tables.latest(bucket, key))
 
+    async def _newest(self, bucket, key):
+        """The key's newest version (or None), with this node's clock moved
+        past its stamp. Versions are ordered by HLC (last writer wins), and
+        another node's clock may run ahead of this one's (a node restarted
+        starts up to 5 s ahead): a new version stamped without looking
+        would lose to one already acknowledged. Read from a quorum, the
+        newest acknowledged version is always seen."""
+        latest = await self._latest(bucket, key)
+        if latest is not None:
+            self._hlc.observe(latest.edited)
+        return latest
+
     async def _live_head(self, bucket, key):
         """The newest version of key unless it is a delete marker (what a
         precondition is checked against)."""
@@ -357,6 +369,7 @@ class ObjectService:
                 target = self.bucket(bucket)
                 meta = self._version_meta(target, meta)
                 etag = sealing.etag(stored.md5) if sealing else stored.md5.hex()
+                await self._newest(bucket, key)
                 version = self._new_version(
                     target, key, delete_marker=False, size=stored.size, etag=etag,
                     owner=owner, meta=meta, chunks=stored.chunks, inline=stored.inline)
@@ -383,6 +396,7 @@ class ObjectService:
         streams.pin_version(self._chunks, source)
         try:
             async with self._key_locks.held(bucket, key):
+                await self._newest(bucket, key)
                 version = self._new_version(
                     target, key, delete_marker=False, size=source.size, etag=source.etag,
                     owner=owner, meta=meta, chunks=list(source.chunks), inline=source.inline)
@@ -416,9 +430,10 @@ class ObjectService:
                 return await self._delete_version(bucket, key, version_id, bypass_governance,
                                                   precondition, only_noncurrent)
             state = versioning.status(target)
+            latest = await self._newest(bucket, key)
             marker = self._new_version(target, key, delete_marker=True, size=0, etag="",
                                        owner=owner, meta={}, chunks=[], inline=None)
-            current = await self._live_head(bucket, key)
+            current = None if latest is None or latest.delete_marker else latest
             if precondition is not None:
                 precondition(current)
             # A never-versioned bucket gets a marker only over a live object
@@ -440,6 +455,8 @@ class ObjectService:
             if latest is not None and latest.version_id == version_id:
                 return Deletion(version_id, False)
         self._check_removal(version, self._clock.seconds(), bypass_governance, precondition)
+        # The tombstone must be newer than the version's last edit.
+        self._hlc.observe(version.edited)
         await self._commit(VersionTombstone(bucket, key, version_id, version.hlc,
                                             self._hlc.now()))
         return Deletion(version_id, version.delete_marker)
@@ -492,7 +509,9 @@ class ObjectService:
                 raise ObjectError("MethodNotAllowed", "The specified method is not "
                                   "allowed against this resource.", version=version)
             version.meta = change(version)
-            # A new edit stamp: replicas tell the newer edit by it.
+            # A new edit stamp, newer than the last: replicas tell the
+            # newer edit by it.
+            self._hlc.observe(version.edited)
             version.stamp = self._hlc.now()
             await self._commit(version)
         return version
@@ -697,6 +716,7 @@ class ObjectService:
         if customer_key is not None:
             self._part_sealing(upload, customer_key)
         target = self.bucket(bucket)
+        await self._newest(bucket, key)
         template = self._new_version(target, key, delete_marker=False, size=0, etag="",
                                      owner=owner, meta={}, chunks=[], inline=None)
         now = self._clock.seconds()
