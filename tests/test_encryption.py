@@ -221,8 +221,18 @@ class AtRestTests(EncryptedEngineTestCase):
             await engine.get("k")
 
     async def test_tampered_inline_object_is_an_error_and_can_be_replaced(self):
+        await self.tampered_inline_object_is_replaced(versioning=False)
+
+    async def test_tampered_inline_version_is_replaced_in_a_versioned_bucket(self):
+        """There a new version's stamp is read from the newest first: a
+        damaged record must not stop it."""
+        await self.tampered_inline_object_is_replaced(versioning=True)
+
+    async def tampered_inline_object_is_replaced(self, versioning):
         directory = self.new_dir()
         engine = await self.open(directory)
+        if versioning:
+            await engine.objects.set_versioning("bkt", "Enabled")
         await engine.put("k", b"small object")
         engine.close()
         db = sqlite3.connect(os.path.join(directory, "meta.sqlite3"))

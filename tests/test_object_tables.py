@@ -75,6 +75,21 @@ class ObjectTablesTests(TestCase):
             latest = await self.net.nodes[member].latest(BUCKET, "b/03")
             self.assertEqual(latest.etag, "etag-b/03")
 
+    async def test_a_write_an_owner_holds_newer_of_is_reported_not_taken(self):
+        """The coordinator learns from the write itself that an owner holds
+        a newer edit of the slot (stamped by a clock ahead): write_version
+        answers False, and the stamp to go past is read back."""
+        coordinator = next(m for m in sorted(self.net.members) if m not in self.owners)
+        tables = self.net.nodes[coordinator]
+        older, newer = self.version("k"), self.version("k")
+        self.assertTrue(await tables.write_version(newer))
+        self.assertFalse(await tables.write_version(older))
+        self.assertEqual(await tables.edited(BUCKET, "k", "null"), newer.hlc)
+        tombstone = self.tombstone(newer)
+        self.assertTrue(await tables.write_version(tombstone))
+        self.assertEqual(await tables.edited(BUCKET, "k", "null"), tombstone.stamp)
+        self.assertFalse(await tables.write_version(older))
+
     async def test_an_owner_that_missed_writes_and_deletes_misleads_no_listing(self):
         """The stale owner still has a key deleted by version id (its head
         is the deleted version) and lacks a key written without it; whichever

@@ -34,7 +34,7 @@ from z4node.objects.versioning import NULL_VERSION
 from z4node.replication.chunks import ReplicatedChunks
 from z4node.replication.errors import QuorumNotReached
 from z4node.replication.solo import SoloCluster
-from z4node.storage.meta import Part, Upload, Version, VersionTombstone
+from z4node.storage.meta import Part, RecordCorrupted, Upload, Version, VersionTombstone
 from z4node.storage.object_records import EndedUpload, ObjectRecords
 
 # S3's minimum size for every part of a multipart upload but the last.
@@ -97,6 +97,10 @@ class ObjectService:
     # The node's objects.kms.KeyManager, which opens SSE-KMS objects.
     kms = None
 
+    # Rounds a new version in a never-versioned bucket is stamped again at
+    # most when an owner holds a newer one (see _commit).
+    restamps = 3
+
     def __init__(self, clock, meta, chunks, system, hlc, random_bytes=os.urandom):
         self._clock = clock
         self._meta = meta
@@ -141,10 +145,27 @@ class ObjectService:
         except QuorumNotReached as e:
             raise await self._unavailable(bucket, e) from None
 
-    async def _commit(self, record):
-        """Write a Version or VersionTombstone to the bucket's owners."""
+    async def _commit(self, record, restamp=False):
+        """Write a Version or VersionTombstone to the bucket's owners.
+
+        With ``restamp`` (a new version in a bucket that never had
+        versioning, where every version of a key is the one slot
+        ``null``): if an owner holds a newer edit of that slot, stamped by
+        a clock ahead of this node's, the version is stamped past it and
+        written again, so that it is the newest, as a write that began
+        after that one was acknowledged must be. That costs a second round
+        only when clocks disagree, where reading the newest before every
+        write would cost one each time."""
         try:
-            await self.tables.write_version(record)
+            took = await self.tables.write_version(record)
+            for _ in range(self.restamps):
+                if took or not restamp:
+                    break
+                edited = await self.tables.edited(record.bucket, record.key, record.version_id)
+                if edited is not None:
+                    self._hlc.observe(edited)
+                record.hlc = self._hlc.now()
+                took = await self.tables.write_version(record)
         except QuorumNotReached as e:
             raise await self._unavailable(record.bucket, e) from None
 
@@ -162,6 +183,17 @@ class ObjectService:
         if latest is not None:
             self._hlc.observe(latest.edited)
         return latest
+
+    async def _before_new_version(self, target, key):
+        """In a bucket that has had versioning, move the clock past the
+        key's newest version before a new one is stamped (see
+        :meth:`_newest`); in one that never had, the write itself tells
+        (:meth:`_commit` with ``restamp``)."""
+        if versioning.status(target) is not None:
+            try:
+                await self._newest(target.name, key)
+            except RecordCorrupted:
+                pass  # a damaged record must not keep a new version out
 
     async def _live_head(self, bucket, key):
         """The newest version of key unless it is a delete marker (what a
@@ -184,7 +216,8 @@ class ObjectService:
                 version.bucket, version.key, NULL_VERSION))
             if replaced is not None:
                 lock.check_removable(replaced, self._clock.seconds())
-        await self._commit(version)
+        await self._commit(version, restamp=target is not None
+                           and versioning.status(target) is None)
 
     @property
     def encrypts_at_rest(self):
@@ -369,7 +402,7 @@ class ObjectService:
                 target = self.bucket(bucket)
                 meta = self._version_meta(target, meta)
                 etag = sealing.etag(stored.md5) if sealing else stored.md5.hex()
-                await self._newest(bucket, key)
+                await self._before_new_version(target, key)
                 version = self._new_version(
                     target, key, delete_marker=False, size=stored.size, etag=etag,
                     owner=owner, meta=meta, chunks=stored.chunks, inline=stored.inline)
@@ -396,7 +429,7 @@ class ObjectService:
         streams.pin_version(self._chunks, source)
         try:
             async with self._key_locks.held(bucket, key):
-                await self._newest(bucket, key)
+                await self._before_new_version(target, key)
                 version = self._new_version(
                     target, key, delete_marker=False, size=source.size, etag=source.etag,
                     owner=owner, meta=meta, chunks=list(source.chunks), inline=source.inline)
@@ -716,7 +749,7 @@ class ObjectService:
         if customer_key is not None:
             self._part_sealing(upload, customer_key)
         target = self.bucket(bucket)
-        await self._newest(bucket, key)
+        await self._before_new_version(target, key)
         template = self._new_version(target, key, delete_marker=False, size=0, etag="",
                                      owner=owner, meta={}, chunks=[], inline=None)
         now = self._clock.seconds()

@@ -136,7 +136,7 @@ class _VersionStore(LocalStore):
 
     async def apply(self, entry):
         try:
-            await self.records.apply_version(version_record(entry))
+            return await self.records.apply_version(version_record(entry))
         except BucketMissing:
             raise CallError("NoSuchBucket", entry.get("bucket", "")) from None
 
@@ -342,20 +342,30 @@ class ObjectTables:
 
     async def write_version(self, record):
         """Store a Version or VersionTombstone on the bucket's owners (a
-        write quorum of them); QuorumNotReached if too few took it."""
-        await self.version_table.write(version_entry(record))
+        write quorum of them); QuorumNotReached if too few took it. Returns
+        whether every owner of that quorum took it: False when one holds a
+        newer edit of the same version (or its tombstone)."""
+        return await self.version_table.write(version_entry(record))
 
     async def version(self, bucket, key, version_id, hlc=None):
         """The version named ``version_id`` (delete markers included) or
         None (never written, or deleted); ``hlc``, when the id tells it,
         makes the local lookup one index seek."""
+        record = await self._slot(bucket, key, version_id, hlc)
+        return None if isinstance(record, VersionTombstone) else record
+
+    async def edited(self, bucket, key, version_id):
+        """The newest edit stamp a read quorum holds for that version,
+        its tombstone included; None if it was never written."""
+        record = await self._slot(bucket, key, version_id)
+        return None if record is None else record.edited
+
+    async def _slot(self, bucket, key, version_id, hlc=None):
         owners = self.owners(bucket)
         if self._solo(owners):
-            record = await self._records.version(bucket, key, version_id, hlc)
-        else:
-            record = version_record(await self.version_table.read(
-                bucket_key(bucket), [bucket, key, version_id]))
-        return None if isinstance(record, VersionTombstone) else record
+            return await self._records.version(bucket, key, version_id, hlc)
+        return version_record(await self.version_table.read(
+            bucket_key(bucket), [bucket, key, version_id]))
 
     async def latest(self, bucket, key):
         """The newest version of key, a delete marker included, or None."""

@@ -69,7 +69,8 @@ class LocalStore(abc.ABC):
 
     @abc.abstractmethod
     def apply(self, entry):
-        """Merge ``entry`` (last-writer-wins by HLC)."""
+        """Merge ``entry`` (last-writer-wins by HLC); whether it took it
+        (False: what it holds under those keys is as new or newer)."""
 
     @abc.abstractmethod
     def get(self, partition, sort_key):
@@ -105,17 +106,24 @@ class PartitionedTable:
 
     async def write(self, entry):
         """Store ``entry`` on its partition's owners; returns once a write
-        quorum of them holds it, else QuorumNotReached."""
+        quorum of them holds it, else QuorumNotReached. Returns whether
+        every owner of that quorum took it: False when one held something
+        as new or newer under its keys (so the entry is not the newest
+        there, nor, as quorums overlap, newer than any write acknowledged
+        before this one began)."""
         self.counters["writes"] += 1
         partition = self.schema.partition(entry)
         owners = self.owners(partition)
         needed = majority(owners)
+        taken = []
         acked = await first_successes(
-            [self._write_at(owner, owners, partition, entry) for owner in owners], needed)
+            [self._write_at(owner, owners, partition, entry).addCallback(taken.append)
+             for owner in owners], needed)
         if acked < needed:
             self.counters["quorum_failures"] += 1
             raise QuorumNotReached(f"{self.name}: {acked} of the {needed} owners needed "
                                    f"hold the write")
+        return all(taken)
 
     def _write_at(self, owner, owners, partition, entry):
         """Apply a write on one owner; if it is down or does not answer, a
@@ -136,20 +144,23 @@ class PartitionedTable:
             self._handoff.hand_off_entry(owner, owners, partition, self.name, entry)
 
     def _apply_at(self, owner, entry):
+        """Apply ``entry`` on ``owner``; fires with whether it took it."""
         if owner == self._cluster.local.id:
-            return Deferred.fromCoroutine(_awaited(self.store.apply(entry)))
+            return Deferred.fromCoroutine(_awaited(self.store.apply(entry))).addCallback(
+                lambda took: took is not False)
         return Deferred.fromCoroutine(self._cluster.call(
-            owner, f"table.{self.name}.apply", {}, json_body(entry)))
+            owner, f"table.{self.name}.apply", {}, json_body(entry))).addCallback(
+                lambda response: response.result.get("took", True) is not False)
 
     async def _serve_apply(self, peer_id, args, body):
         entry = await read_json(body)
         if not isinstance(entry, dict):
             raise CallError("BadRequest", "entry must be an object")
         try:
-            await self.store.apply(entry)
+            took = await self.store.apply(entry)
         except ValueError as e:
             raise CallError("BadEntry", str(e)) from None
-        return Reply({})
+        return Reply({"took": took is not False})
 
     # -- read ------------------------------------------------------------------------
 
