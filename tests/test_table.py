@@ -1,7 +1,8 @@
 """Tests for z4node.replication.table: quorum writes and reads over the
 ring owners of a partition, read repair, last-writer-wins with concurrent
-writers, tombstones, and a stalled owner -- on a fake network and clock,
-down to the calls each operation makes."""
+writers (a write an owner holds newer is reported), tombstones, and a
+stalled owner -- on a fake network and clock, down to the calls each
+operation makes."""
 
 from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
@@ -31,8 +32,10 @@ class MemoryStore(LocalStore):
             raise ValueError("hlc must be an integer")
         where = (entry["bucket"].encode(), entry["key"])
         current = self.entries.get(where)
-        if current is None or current["hlc"] < entry["hlc"]:
-            self.entries[where] = entry
+        if current is not None and current["hlc"] >= entry["hlc"]:
+            return False
+        self.entries[where] = entry
+        return True
 
     async def get(self, partition, sort_key):
         return self.entries.get((partition, sort_key))
@@ -128,9 +131,12 @@ class ReadTests(SynchronousTestCase):
         a, b, c = self.owners
         # Two writers; each reaches a different pair of owners first.
         self.net.unreachable.add(c)
-        self.successResultOf(run(self.table(a).write(entry("k", 20, "newer"))))
+        self.assertTrue(self.successResultOf(run(self.table(a).write(entry("k", 20, "newer")))))
         self.net.unreachable = {a}
-        self.successResultOf(run(self.table(b).write(entry("k", 10, "older"))))
+        # b holds the newer entry: the write reports it was not taken by
+        # all of its quorum.
+        self.assertFalse(self.successResultOf(run(self.table(b).write(entry("k", 10,
+                                                                            "older")))))
         self.net.unreachable = set()
         self.assertEqual(self.store(b)[(BUCKET, "k")]["value"], "newer")
         self.assertEqual(self.store(c)[(BUCKET, "k")]["value"], "older")
@@ -166,7 +172,7 @@ class ReadTests(SynchronousTestCase):
                                                (a, c, "table.objects.get")])
         # A write with a stalled owner still completes on the other two.
         d = run(self.table(a).write(entry("k", 2, "b")))
-        self.assertEqual(self.successResultOf(d), None)
+        self.assertTrue(self.successResultOf(d))
 
     def test_an_owner_declared_dead_is_asked_last(self):
         a, b, c = self.owners
