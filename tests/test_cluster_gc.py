@@ -182,6 +182,21 @@ class ClusterGarbageCollectionTests(TestCase):
         for version in versions:
             self.assertEqual(c.holders(version.chunks[0][0]), set())
 
+    async def test_nothing_is_deleted_while_a_live_member_does_not_answer(self):
+        c = self.cluster
+        versions = [await c.put("n0", f"k{i}", os.urandom(5000)) for i in range(5)]
+        for version in versions:
+            await c.delete("n1", version)
+        c.net.unreachable.add("n3")
+        await c.collect([m for m in c.live() if m != "n3"])
+        for version in versions:
+            digest = version.chunks[0][0]
+            self.assertEqual(c.holders(digest), c.owners(digest))
+        c.net.unreachable.clear()
+        await c.collect()
+        for version in versions:
+            self.assertEqual(c.holders(version.chunks[0][0]), set())
+
     async def test_a_chunk_pinned_by_an_upload_on_another_node_stays(self):
         c = self.cluster
         data = os.urandom(7000)

@@ -28,7 +28,7 @@ that no local version uses, so in a cluster of n nodes each sweep sends
 about 32 bytes times (n - 1) per such chunk file.
 """
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, Reply, RpcError
@@ -93,11 +93,10 @@ class ChunkReferences:
                 answers = await gatherResults(
                     [Deferred.fromCoroutine(self._ask(member, batch)) for member in others],
                     consumeErrors=True)
-            except Exception as e:
-                failure = getattr(e, "subFailure", None)
+            except FirstError as e:
                 self.log.info("gc: a member did not say which chunks it uses ({why}); "
                               "nothing of this batch is deleted",
-                              why=failure.getErrorMessage() if failure else str(e))
+                              why=e.subFailure.getErrorMessage())
                 self.counters["undecided"] += len(hashes) - start
                 return None
             for answer in answers:
