@@ -19,7 +19,7 @@ from twisted.internet import defer, threads
 from twisted.trial.unittest import TestCase
 
 from tests.test_cluster_processes import (
-    all_alive, cluster_with_bucket, declared_dead, eventually, start_cluster)
+    all_alive, cluster_with_bucket, eventually, start_cluster, stop_until_declared_dead)
 
 OBJECTS = 200
 DELETED = 20
@@ -58,15 +58,9 @@ class AntiEntropyProcessTests(TestCase):
     def test_a_node_that_missed_writes_and_deletes_is_repaired(self):
         clients = yield cluster_with_bucket(self, self.nodes)
         stopped = self.nodes[2]
-        stopped.signal(signal.SIGSTOP)
-        self.addCleanup(lambda: stopped.process.poll() is None
-                        and stopped.signal(signal.SIGCONT))
-
-        # Until it is declared dead, writes are still sent to it: the
-        # kernel keeps them for the stopped process, which applies them
-        # when it resumes. Past that, its copies come from hints (dropped
+        # Once it is declared dead, its copies come from hints (dropped
         # here) or anti-entropy.
-        yield self.eventually(declared_dead(self.nodes[:2], stopped), "node-2 is declared dead")
+        yield stop_until_declared_dead(self, self.nodes, stopped)
 
         def write():
             for i in range(OBJECTS):

@@ -125,6 +125,20 @@ def declared_dead(nodes, victim):
     return check
 
 
+@defer.inlineCallbacks
+def stop_until_declared_dead(testcase, nodes, stopped):
+    """SIGSTOP ``stopped`` (SIGCONT when ``testcase`` ends, if it still
+    runs) and wait until the rest of ``nodes`` declare it dead. Until then
+    writes are still sent to it: the kernel keeps them for the stopped
+    process, which applies them when it resumes."""
+    stopped.signal(signal.SIGSTOP)
+    testcase.addCleanup(lambda: stopped.process.poll() is None
+                        and stopped.signal(signal.SIGCONT))
+    others = [node for node in nodes if node is not stopped]
+    yield eventually(testcase, declared_dead(others, stopped),
+                     f"{stopped.id} is declared dead", limit=120, nodes=nodes)
+
+
 def start_cluster(testcase, count, args=()):
     """``count`` started ClusterNodes (with the extra command-line
     ``args``), every one after the first joining through it; each is

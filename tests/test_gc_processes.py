@@ -18,7 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.test_antientropy_processes import heads
 from tests.test_cluster_processes import (
-    all_alive, cluster_with_bucket, declared_dead, eventually, start_cluster)
+    all_alive, cluster_with_bucket, eventually, start_cluster, stop_until_declared_dead)
 from z4node.storage.chunks import chunk_hash
 
 OBJECTS = 1000
@@ -48,10 +48,7 @@ class GarbageCollectionProcessTests(TestCase):
     def test_deleted_objects_leave_three_copies_of_the_live_data(self):
         clients = yield cluster_with_bucket(self, self.nodes)
         stopped = self.nodes[2]
-        stopped.signal(signal.SIGSTOP)
-        self.addCleanup(lambda: stopped.process.poll() is None
-                        and stopped.signal(signal.SIGCONT))
-        yield self.eventually(declared_dead(self.nodes[:2], stopped), "node-2 is declared dead")
+        yield stop_until_declared_dead(self, self.nodes, stopped)
 
         contents = [os.urandom(SIZE) for _ in range(OBJECTS)]
 
