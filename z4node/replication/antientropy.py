@@ -25,6 +25,9 @@ prefixes)``; this module only compares.
   gone there, or its upload ended) is counted as refused and skipped.
 - A sync that fails (the peer went away) is counted and logged; the next
   pass tries again. The loop never stops on an error.
+- The same pass then syncs the chunk set this node shares with each other
+  owner (:mod:`z4node.replication.chunk_sync`), walking its trees with the
+  same :func:`differing_buckets`.
 """
 
 from functools import partial
@@ -54,8 +57,10 @@ class AntiEntropy(Service):
 
     interval = 600.0  # seconds between passes
 
-    def __init__(self, clock, rng, cluster, tables, partitions, interval=None):
+    def __init__(self, clock, rng, cluster, tables, partitions, interval=None,
+                 chunk_sync=None):
         self._clock = clock
+        self.chunk_sync = chunk_sync
         self._rng = rng
         self._cluster = cluster
         self._tables = tables
@@ -90,8 +95,8 @@ class AntiEntropy(Service):
 
     async def run_pass(self):
         """Sync every partition this node owns, of every table, with its
-        other live owners; the number of entries repaired (pulled and
-        pushed)."""
+        other live owners, then (with a ``chunk_sync``) the chunk set; the
+        number of entries and chunks repaired (pulled and pushed)."""
         started = self._clock.seconds()
         before = self.counters["pulled"] + self.counters["pushed"]
         local = self._cluster.local.id
@@ -110,8 +115,10 @@ class AntiEntropy(Service):
                         self.counters["sync_failures"] += 1
                         self.log.info("anti-entropy: {table} with {peer} failed ({why})",
                                       table=table.name, peer=peer, why=str(e))
-        self.counters["passes"] += 1
         repaired = self.counters["pulled"] + self.counters["pushed"] - before
+        if self.chunk_sync is not None:
+            repaired += await self.chunk_sync.run_pass()
+        self.counters["passes"] += 1
         self.last_pass = {"finished": self._clock.seconds(),
                           "seconds": round(self._clock.seconds() - started, 3),
                           "repaired": repaired}
@@ -122,17 +129,12 @@ class AntiEntropy(Service):
         ``table`` equal."""
         self.counters["syncs"] += 1
         store = table.store
-        frontier = [ROOT]
-        for depth in range(DEPTH + 1):
-            mine = await store.merkle_nodes(partition, frontier)
-            theirs = await self._remote_nodes(table, peer, partition, frontier)
-            frontier = [node for node in frontier if mine[node] != theirs.get(node, 0)]
-            if not frontier:
-                return
-            if depth == 0:
-                self.counters["partitions_differing"] += 1
-            if depth < DEPTH:
-                frontier = [child for node in frontier for child in children(node)]
+        frontier = await differing_buckets(
+            partial(store.merkle_nodes, partition),
+            partial(self._remote_nodes, table, peer, partition))
+        if not frontier:
+            return
+        self.counters["partitions_differing"] += 1
         mine = dict((tuple(k), tuple(v)) for k, v in await store.merkle_leaves(partition,
                                                                               frontier))
         theirs = dict((tuple(k), tuple(v)) for k, v in await self._remote_leaves(
@@ -242,7 +244,35 @@ class AntiEntropy(Service):
 
     def status(self):
         return {"interval": self.interval, **self.counters, "last_pass": self.last_pass,
+                "chunks": None if self.chunk_sync is None else self.chunk_sync.status(),
                 "job": self._job.status()}
+
+
+async def differing_buckets(mine, theirs):
+    """The leaf buckets in which two Merkle trees differ ([] for equal
+    trees), found by walking down from the root only where they differ:
+    ``mine(nodes)`` and ``theirs(nodes)`` answer ``{node: hash}`` for a
+    list of tree nodes, and each is asked once a level."""
+    frontier = [ROOT]
+    for depth in range(DEPTH + 1):
+        here = await mine(frontier)
+        there = await theirs(frontier)
+        frontier = [node for node in frontier if here[node] != there.get(node, 0)]
+        if not frontier:
+            return []
+        if depth < DEPTH:
+            frontier = [child for node in frontier for child in children(node)]
+    return frontier
+
+
+def tree_nodes(nodes):
+    """``nodes`` if it is a list of at most ``MAX_NODES`` tree nodes (hex
+    prefixes up to ``DEPTH`` digits); else CallError."""
+    if not isinstance(nodes, list) or len(nodes) > MAX_NODES or not all(
+            isinstance(n, str) and len(n) <= DEPTH
+            and all(ch in "0123456789abcdef" for ch in n) for n in nodes):
+        raise CallError("BadRequest", f"the body must list at most {MAX_NODES} tree nodes")
+    return nodes
 
 
 def _partition(args):
@@ -255,9 +285,4 @@ def _partition(args):
 async def _tree_args(args, body):
     """The partition a tree call names and the tree nodes in its body."""
     partition = _partition(args)
-    nodes = await read_json(body)
-    if not isinstance(nodes, list) or len(nodes) > MAX_NODES or not all(
-            isinstance(n, str) and len(n) <= DEPTH
-            and all(ch in "0123456789abcdef" for ch in n) for n in nodes):
-        raise CallError("BadRequest", f"the body must list at most {MAX_NODES} tree nodes")
-    return partition, nodes
+    return partition, tree_nodes(await read_json(body))

@@ -194,12 +194,12 @@ class ReplicatedChunks:
         """The verified bytes of a chunk from the first of ``members`` that
         has a good copy, or None."""
         for member in members:
-            data = await self._fetch(member, digest)
+            data = await self.fetch(member, digest)
             if data is not None:
                 return data
         return None
 
-    async def _fetch(self, member, digest):
+    async def fetch(self, member, digest):
         """The verified bytes of a chunk from ``member``, or None."""
         self.counters["remote_gets"] += 1
         try:

@@ -71,6 +71,11 @@ class ChunkStore:
         self._pins = {}
         self._at_rest = None
         self._keys = None
+        # Called on the reactor thread with a chunk's hash after its file
+        # appeared or went away (written, deleted, set aside): what the
+        # chunk-set trees of anti-entropy need to know
+        # (z4node.replication.chunk_tree).
+        self.on_change = None
 
     def encrypt_with(self, at_rest, keys):
         """Seal every chunk written from now on with ``at_rest`` (an
@@ -161,7 +166,18 @@ class ChunkStore:
             key_saved.result()
         os.replace(temp, path)
         durable.fsync_directory(directory)
+        self._changed(digest)
         return True
+
+    def _changed(self, digest):
+        """Tell :attr:`on_change` that ``digest``'s file appeared or went
+        away (called on the chunk I/O pool, after the change)."""
+        if self.on_change is not None:
+            self._reactor.callFromThread(self.on_change, digest)
+
+    def _set_aside(self, digest, path):
+        os.replace(path, path + ".corrupted")
+        self._changed(digest)
 
     def _intact(self, digest):
         """Whether a stored copy of ``digest`` exists and reads back as
@@ -201,14 +217,14 @@ class ChunkStore:
         if self._at_rest is not None:
             data = self._open(digest, path, data)
         if chunk_hash(data) != digest:
-            os.replace(path, path + ".corrupted")
+            self._set_aside(digest, path)
             raise ChunkCorrupted(digest.hex())
         return data if then is None else then(data)
 
     def _open(self, digest, path, stored):
         wrapped = self._keys.load(digest)
         if wrapped is None:
-            os.replace(path, path + ".corrupted")
+            self._set_aside(digest, path)
             raise ChunkCorrupted(f"{digest.hex()}: no data key is stored for it")
         try:
             return self._at_rest.open_chunk(digest, stored, wrapped)
@@ -216,7 +232,7 @@ class ChunkStore:
             # Not the file's fault: keep it where it is.
             raise ChunkCorrupted(f"{digest.hex()}: {e}") from None
         except Tampered as e:
-            os.replace(path, path + ".corrupted")
+            self._set_aside(digest, path)
             raise ChunkCorrupted(f"{digest.hex()}: {e}") from None
 
     def delete_chunk(self, digest, untouched_since):
@@ -234,6 +250,7 @@ class ChunkStore:
             os.unlink(path)
         except FileNotFoundError:
             return None
+        self._changed(digest)
         if self._keys is not None:
             # After the unlink: a crash in between leaves a key without a
             # file, never a file without its key.
@@ -266,6 +283,21 @@ class ChunkStore:
                 name = f"{top}/{mid}"
                 if name > after:
                     yield name
+
+    def hashes_named(self, prefix):
+        """The hashes of the chunk files whose hex names start with
+        ``prefix`` (2 or 3 hex digits; blocking): names only, no file is
+        opened."""
+        top = os.path.join(self.root, prefix[:2])
+        for mid in _listdir(top):
+            if not mid.startswith(prefix[2:]):
+                continue
+            for entry in _listdir(os.path.join(top, mid)):
+                if len(entry) == 2 * HASH_SIZE:
+                    try:
+                        yield bytes.fromhex(entry)
+                    except ValueError:
+                        continue
 
     def stored_hashes(self, directory=None):
         """Chunk files on disk, in one leaf ``directory`` or in all, each as
