@@ -252,7 +252,7 @@ class AdminCliTests(S3Assertions, TestCase):
         # A node alone has nowhere to move its data, and nobody to compare with.
         self.assertIn("no other node takes data", self.z4_fails("cluster", "drain"))
         self.assertRegex(self.z4("cluster", "repair"),
-                         r"Anti-entropy pass done in [\d.]+ s: 0 entries repaired")
+                         r"Anti-entropy pass done in [\d.]+ s: 0 entries and chunks repaired")
         status = json.loads(self.z4("cluster", "status", "--json"))
         self.assertIn("quorum", status["jobs"]["system_tables"])
         self.assertIn("calls", status["channel"])

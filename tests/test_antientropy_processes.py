@@ -3,7 +3,8 @@ boto3: a node stopped (SIGSTOP) while objects are written and deleted and
 multipart uploads begun and aborted, its hints dropped unsent
 (``--hint-window`` of about a second), is brought up to date by ``z4
 cluster repair``: every node then holds every live key, every deletion,
-the open upload with its parts, and the aborted upload's end.
+the open upload with its parts, the aborted upload's end, and every chunk
+of the objects large enough to have chunks.
 
 Every process this test starts, it stops (addCleanup). Nothing listens on
 anything but 127.0.0.1.
@@ -23,8 +24,10 @@ from tests.test_cluster_processes import (
 
 OBJECTS = 200
 DELETED = 20
-# Hints live 0.36 s: dropped before they could be delivered.
-ARGS = ["--hint-window", "0.0001"]
+LARGE = 12  # objects of 20 KB: one chunk each
+# Hints live 0.36 s: dropped before they could be delivered. The ring
+# settles 3 s after the cluster formed: chunk sets are compared only then.
+ARGS = ["--hint-window", "0.0001", "--rebalance-delay", "3"]
 
 
 def heads(node):
@@ -33,6 +36,12 @@ def heads(node):
     path = os.path.join(node.data_dir, "meta.sqlite3")
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as c:
         return sorted(c.execute("SELECT key, deleted FROM heads WHERE bucket='data'"))
+
+
+def chunk_files(node):
+    """The names of ``node``'s chunk files."""
+    return sorted(name for _, _, files in os.walk(os.path.join(node.data_dir, "chunks"))
+                  for name in files if len(name) == 64)
 
 
 def multipart(node):
@@ -68,6 +77,9 @@ class AntiEntropyProcessTests(TestCase):
                                           Body=f"object {i}".encode())
             for i in range(DELETED):
                 clients[1].delete_object(Bucket="data", Key=f"k{i:03d}")
+            for i in range(LARGE):
+                clients[i % 2].put_object(Bucket="data", Key=f"large-{i}",
+                                          Body=os.urandom(20_000))
             # A multipart upload begun meanwhile, with two parts, and one
             # begun and aborted.
             upload = clients[0].create_multipart_upload(Bucket="data", Key="mp")["UploadId"]
@@ -84,15 +96,20 @@ class AntiEntropyProcessTests(TestCase):
         for node in self.nodes:
             code, out, err = yield threads.deferToThread(node.z4, "cluster", "repair")
             self.assertEqual(code, 0, err)
-            repaired += int(re.search(r"(\d+) entries repaired", out).group(1))
+            repaired += int(re.search(r"(\d+) entries and chunks repaired", out).group(1))
         # What node-2 missed came back through anti-entropy (its hints
         # expired unsent).
         self.assertGreater(repaired, 0)
         for node in self.nodes:
             node.stop()
         expected = sorted([(f"k{i:03d}".encode(), 1) for i in range(DELETED)]
-                          + [(f"k{i:03d}".encode(), 0) for i in range(DELETED, OBJECTS)])
+                          + [(f"k{i:03d}".encode(), 0) for i in range(DELETED, OBJECTS)]
+                          + [(f"large-{i}".encode(), 0) for i in range(LARGE)])
+        # Three nodes: each owns every chunk.
+        chunks = chunk_files(self.nodes[0])
+        self.assertGreaterEqual(len(chunks), LARGE)
         for node in self.nodes:
             self.assertEqual(heads(node), expected, node.id)
+            self.assertEqual(chunk_files(node), chunks, node.id)
             self.assertEqual(multipart(node), ([upload], [(upload, 1), (upload, 2)], [aborted]),
                              node.id)

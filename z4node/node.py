@@ -45,6 +45,8 @@ from z4node.objects.service import ObjectService
 from z4node.objects.kms import KeyManager, master_key_from, previous_master_key_from
 from z4node.objects.system import SystemTables
 from z4node.replication.antientropy import AntiEntropy
+from z4node.replication.chunk_sync import ChunkSync
+from z4node.replication.chunk_tree import ChunkTrees
 from z4node.replication.everywhere import EverywhereTables
 from z4node.replication.hints import HintedHandoff
 from z4node.replication.rebalance import LAYOUT_FILE, Rebalancer
@@ -397,17 +399,21 @@ class Node(MultiService):
             settle=options.get("rebalance-delay"),
             rate=None if rate is None else rate * MB)
         self.rebalance.setServiceParent(self)
-        minutes = options.get("repair-interval")
-        tables = self.objects.tables
-        self.antientropy = AntiEntropy(
-            self.reactor, random.Random(), self.cluster,
-            [tables.version_table, tables.upload_table, tables.part_table],
-            tables.partitions_held, interval=None if minutes is None else minutes * 60)
-        self.antientropy.setServiceParent(self)
         # Chunk references are counted where the versions are, not on the
         # chunks' owners: GC asks the other members before deleting a chunk.
         self.references = ChunkReferences(self.cluster, self.meta, self.chunks, hints)
         self.gc.in_use = self.references.in_use
+        minutes = options.get("repair-interval")
+        tables = self.objects.tables
+        chunk_trees = ChunkTrees(self.chunks, self.node_id, self.rebalance.placed_ring)
+        self.antientropy = AntiEntropy(
+            self.reactor, random.Random(), self.cluster,
+            [tables.version_table, tables.upload_table, tables.part_table],
+            tables.partitions_held, interval=None if minutes is None else minutes * 60,
+            chunk_sync=ChunkSync(self.reactor, self.cluster, chunk_trees,
+                                 self.objects.chunk_manager, self.references,
+                                 rate=self.rebalance.rate))
+        self.antientropy.setServiceParent(self)
         # Keys, buckets and grants are kept whole on every node.
         self.everywhere = EverywhereTables(self.reactor, self.cluster, random.Random())
         self.system.replicate_with(self.everywhere)
@@ -473,6 +479,8 @@ class Node(MultiService):
                                lambda: self.rebalance.counters)
         metrics.watch_counters("antientropy", "Anti-entropy of object records",
                                lambda: self.antientropy.counters)
+        metrics.watch_counters("antientropy_chunks", "Anti-entropy of chunk sets",
+                               lambda: self.antientropy.chunk_sync.counters)
         metrics.watch_jobs(lambda: {"gc": self.gc.status(),
                                     "access_logging": self.server_access_log.job.status(),
                                     "dht_maintenance": self.cluster.dht.status()["maintenance"],

@@ -272,9 +272,12 @@ def _drain_text(status):
 def repair_command(args):
     result = call(args.data, "cluster.repair")
     last = result["last_pass"]
+    chunks = result["chunks"]
     return result, (f"Anti-entropy pass done in {last['seconds']:.1f} s: {result['repaired']} "
-                    f"entries repaired ({result['pulled']} pulled, {result['pushed']} pushed "
-                    f"since start; {result['sync_failures']} syncs failed).")
+                    f"entries and chunks repaired (since start: entries {result['pulled']} "
+                    f"pulled, {result['pushed']} pushed; chunks {chunks['chunks_pulled']} "
+                    f"pulled, {chunks['chunks_pushed']} pushed; "
+                    f"{result['sync_failures'] + chunks['sync_failures']} syncs failed).")
 
 
 def bucket_create(args):

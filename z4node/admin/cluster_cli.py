@@ -242,12 +242,15 @@ def replication_rows(status):
             f"{rebalance['unplaced']} unplaced")])
     antientropy = jobs.get("antientropy")
     if antientropy is not None:
-        last = antientropy["last_pass"]
+        last, chunks = antientropy["last_pass"], antientropy["chunks"]
         rows.append(["anti-entropy", (
             (f"last pass {last['seconds']:.1f} s, {last['repaired']} repaired; "
              if last else "no pass yet; ")
             + f"{antientropy['passes']} passes, {antientropy['pulled']} pulled, "
-              f"{antientropy['pushed']} pushed, {antientropy['sync_failures']} syncs failed")])
+              f"{antientropy['pushed']} pushed, {antientropy['sync_failures']} syncs failed"
+            + f"; chunks {chunks['chunks_pulled']} pulled, {chunks['chunks_pushed']} pushed "
+              f"({size(chunks['bytes_pulled'] + chunks['bytes_pushed'])}), "
+              f"{chunks['sync_failures']} syncs failed")])
     gc = jobs.get("gc")
     if gc is not None:
         rows.append(["gc", f"{gc['runs']} runs, {gc['failures']} failed"
@@ -290,3 +293,4 @@ def cluster_status(args):
 def cluster_members(args):
     peers = fetch(args.data, "/_z4/peers")
     return peers, render_members(peers)
+

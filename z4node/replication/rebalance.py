@@ -311,6 +311,15 @@ class Rebalancer(Service):
         if await self._chunks.delete_chunk(digest, math.inf) is not None:
             self.counters["dropped_copies"] += 1
 
+    def placed_ring(self):
+        """The ring every chunk and record is placed for: the settled ring
+        once it is the ring in use; None while data moves to a new one (or
+        before a first ring settled)."""
+        if self.settled is not None and \
+                self.settled.fingerprint() == self._cluster.ring.fingerprint():
+            return self.settled
+        return None
+
     def drained(self):
         """Whether this node drained: a completed pass for a ring without
         it placed every chunk and bucket elsewhere and kept no copy, so it
