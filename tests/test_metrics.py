@@ -9,9 +9,11 @@ import json
 import os
 
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from tests.test_channel import Network
@@ -100,6 +102,20 @@ class RequestMetricsTests(TestCase):
         self.assertEqual(got[("z4_peer_call_failures_total", (("op", "refuse"),))], 1)
         self.assertNotIn(("z4_peer_call_failures_total", (("op", "echo"),)), got)
 
+    def test_layout_state_and_placed_ring(self):
+        metrics = NodeMetrics(Clock(), "node-a")
+        status = {"state": "moving", "progress": 0.25, "settled_ring": "a1b2"}
+        metrics.watch_layout(lambda: status)
+        got = samples(metrics)
+        self.assertEqual([got[("z4_layout_state", (("state", name),))]
+                          for name in ("settled", "waiting", "moving")], [0, 0, 1])
+        self.assertEqual(got[("z4_layout_move_progress", ())], 0.25)
+        self.assertEqual(got[("z4_layout_placed_info", (("fingerprint", "a1b2"),))], 1)
+        status.update(state="settled", progress=None)
+        got = samples(metrics)
+        self.assertEqual(got[("z4_layout_state", (("state", "settled"),))], 1)
+        self.assertEqual(got[("z4_layout_move_progress", ())], 0)
+
     def test_process_metrics(self):
         got = samples(NodeMetrics(Clock(), "a"))
         self.assertGreater(got[("process_resident_memory_bytes", ())], 0)
@@ -142,6 +158,8 @@ def render(resource, headers=(), method=b"GET"):
     for name, value in headers:
         request.requestHeaders.setRawHeaders(name, [value])
     body = resource.render(request)
+    if body is NOT_DONE_YET:
+        body = b"".join(request.written)
     return request.responseCode or 200, body
 
 
@@ -176,6 +194,29 @@ class MetricsAccessTests(TestCase):
         self.assertEqual((status, body),
                          (500, b"collecting metrics failed; the node log says why\n"))
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
+
+    def test_bucket_counts_are_read_before_the_scrape_answers(self):
+        reads = []
+
+        def read():
+            reads.append(Deferred())
+            return reads[-1]
+        self.metrics.watch_bucket_usage(read)
+        request = DummyRequest([b"metrics"])
+        request.method, request.uri = b"GET", b"/metrics"
+        resource = MetricsResource(self.metrics, MetricsAccess(public=True))
+        self.assertIs(resource.render(request), NOT_DONE_YET)
+        self.assertEqual(request.written, [])
+        reads[0].callback({"photos": {"objects": 3, "bytes": 300, "versions": 4,
+                                      "version_bytes": 400}})
+        got = {(s.name, tuple(s.labels.items())): s.value
+               for family in text_string_to_metric_families(
+                   b"".join(request.written).decode("utf-8")) for s in family.samples}
+        labels = (("bucket", "photos"),)
+        self.assertEqual([got[(name, labels)] for name in (
+            "z4_bucket_objects", "z4_bucket_bytes", "z4_bucket_versions",
+            "z4_bucket_version_bytes")], [3, 300, 4, 400])
+        self.assertEqual(request.finished, 1)
 
     def test_claims_only_unsigned_gets_of_the_path(self):
         def request(uri=b"/metrics", method=b"GET", authorization=None):

@@ -108,6 +108,16 @@ class MetricsAndLogsTests(TestCase):
         self.assertGreater(after[("process_open_fds", ())], 0)
         self.assertEqual(after[("z4_swim_members", (("state", "alive"),))], 1)
         self.assertEqual(after[("z4_ring_members", ())], 1)
+        self.assertEqual(sum(after[("z4_layout_state", (("state", state),))]
+                             for state in ("settled", "waiting", "moving")), 1)
+        # Per-bucket counts, kept as the objects are written.
+        self.assertEqual(moved("z4_bucket_objects", bucket="metrics"), 5)
+        self.assertEqual(moved("z4_bucket_bytes", bucket="metrics"), 5 * 4096)
+        s3.delete_object(Bucket="metrics", Key="k0")
+        counts = scrape(node)
+        self.assertEqual(counts[("z4_bucket_objects", (("bucket", "metrics"),))], 4)
+        self.assertEqual(counts[("z4_bucket_version_bytes", (("bucket", "metrics"),))],
+                         4 * 4096)
         # The example dashboard and alert rules ask only for metrics that
         # exist.
         names = {name for name, _ in after}

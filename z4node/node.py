@@ -460,6 +460,8 @@ class Node(MultiService):
         """Point the metrics at the counters the node's parts keep."""
         metrics = self.metrics
         metrics.watch_cluster(self.cluster)
+        metrics.watch_bucket_usage(self.meta.bucket_usage)
+        metrics.watch_layout(self.rebalance.status)
         metrics.watch_counters("everywhere", "Tables kept on every node",
                                lambda: self.everywhere.counters)
         metrics.watch_counters("upload_memory", "Uploads over --upload-memory",

@@ -30,7 +30,7 @@ from twisted.logger import Logger
 
 from z4node import hlc as hlclib
 from z4node.storage.chunks import HASH_SIZE
-from z4node.storage import merkle
+from z4node.storage import merkle, usage
 from z4node.storage.crypto import PLAINTEXT, KeyUnavailable, Tampered
 from z4node.storage.db import Database
 
@@ -98,7 +98,7 @@ CREATE TABLE IF NOT EXISTS hints (
 CREATE INDEX IF NOT EXISTS hints_by_target ON hints (target, id);
 CREATE UNIQUE INDEX IF NOT EXISTS hints_of_chunks ON hints (chunk, target)
     WHERE chunk IS NOT NULL;
-""" + merkle.SCHEMA
+""" + merkle.SCHEMA + usage.SCHEMA
 
 # Every table whose rows carry an HLC timestamp (MetaStore.newest_hlc).
 _HLC_TABLES = ("versions", "heads", "uploads", "parts", "access_keys", "buckets", "grants",
@@ -621,6 +621,7 @@ class MetaStore:
         c.execute("DELETE FROM version_tombstones WHERE bucket=?", (bucket,))
         merkle.drop_bucket(c, bucket)
         c.execute("DELETE FROM heads WHERE bucket=?", (bucket,))
+        c.execute("DELETE FROM bucket_usage WHERE bucket=?", (bucket,))
 
     # -- object versions -----------------------------------------------------
 
@@ -685,6 +686,11 @@ class MetaStore:
             return {h for h in hashes if c.execute(
                 "SELECT 1 FROM chunks WHERE hash=?", (h,)).fetchone()}
         return self.db.read(read)
+
+    def bucket_usage(self):
+        """Objects and bytes of each bucket held here (see
+        :mod:`z4node.storage.usage`): one row a bucket, no scan."""
+        return self.db.read(usage.read)
 
     def referenced_chunks(self, hashes):
         """The subset of hashes a version or part on this node uses."""
@@ -991,6 +997,11 @@ def _upgrade(c):
         c.execute("BEGIN")
         merkle.build(c)
         c.execute("COMMIT")
+    if c.execute("SELECT 1 FROM node_settings WHERE name=?",
+                 (usage.BUILT_SETTING,)).fetchone() is None:
+        c.execute("BEGIN")
+        usage.build(c)
+        c.execute("COMMIT")
 
 
 def _require_bucket(c, bucket):
@@ -1099,8 +1110,12 @@ def _refresh_head(c, bucket, kb):
     if row is None:
         c.execute("DELETE FROM heads WHERE bucket=? AND key=?", (bucket, kb))
     else:
-        c.execute("INSERT OR REPLACE INTO heads VALUES (?, ?, ?, ?, ?, ?, ?)",
-                  (bucket, kb, *row))
+        # An upsert, not INSERT OR REPLACE: the usage triggers must see the
+        # old head go (z4node.storage.usage).
+        c.execute("INSERT INTO heads VALUES (?, ?, ?, ?, ?, ?, ?)"
+                  " ON CONFLICT (bucket, key) DO UPDATE SET hlc=excluded.hlc,"
+                  " deleted=excluded.deleted, size=excluded.size, etag=excluded.etag,"
+                  " owner=excluded.owner", (bucket, kb, *row))
 
 
 def _add_refs(c, chunks, delta, now):

@@ -19,8 +19,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from prometheus_client import ProcessCollector, generate_latest
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily, InfoMetricFamily)
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
 
 from z4node import __version__
 from z4node.cluster.members import State
@@ -205,6 +208,67 @@ class JobsCollector:
         return [runs, failures]
 
 
+class LayoutCollector:
+    """Where this node's data stands against the ring: the ring it is
+    placed for (the settled ring of :mod:`z4node.replication.rebalance`)
+    and whether it is moving. ``status()`` is ``Rebalancer.status()``."""
+
+    states = ("settled", "waiting", "moving")
+
+    def __init__(self, status):
+        self.status = status
+
+    def collect(self):
+        status = self.status()
+        placed = InfoMetricFamily(
+            "z4_layout_placed", "The ring this node's data is placed for; once data has "
+            "moved it equals z4_ring_info's fingerprint.")
+        placed.add_metric([], {"fingerprint": status["settled_ring"] or ""})
+        yield placed
+        state = GaugeMetricFamily(
+            "z4_layout_state", "1 for the state of this node's data: settled (placed for "
+            "the ring in use), waiting (the ring changed; a move starts once it is stable) "
+            "or moving.", labels=["state"])
+        for name in self.states:
+            state.add_metric([name], int(status["state"] == name))
+        yield state
+        yield _gauge("z4_layout_move_progress", "How much of the hash space a move has "
+                     "walked (0 to 1; 0 when not moving).", status["progress"] or 0.0)
+
+
+class BucketUsageCollector:
+    """Objects and bytes of each bucket this node holds records of, from the
+    counts its metadata store keeps (:mod:`z4node.storage.usage`; one row a
+    bucket, no scan). ``read()`` fires with
+    :meth:`~z4node.storage.meta.MetaStore.bucket_usage`'s answer; it is
+    read before each scrape (:meth:`refresh`), on the store's reader
+    threads, never on the reactor."""
+
+    families = (
+        ("objects", "z4_bucket_objects",
+         "Keys whose newest version is an object (not a delete marker)."),
+        ("bytes", "z4_bucket_bytes", "Bytes of the keys' newest versions."),
+        ("versions", "z4_bucket_versions",
+         "Versions stored, noncurrent ones and delete markers included."),
+        ("version_bytes", "z4_bucket_version_bytes",
+         "Bytes of every version stored, before replication."))
+
+    def __init__(self, read):
+        self.read = read
+        self.usage = {}
+
+    async def refresh(self):
+        self.usage = await self.read()
+
+    def collect(self):
+        for field, name, what in self.families:
+            family = GaugeMetricFamily(name, what + " Each owner of a bucket reports it.",
+                                       labels=["bucket"])
+            for bucket, counts in self.usage.items():
+                family.add_metric([bucket], counts[field])
+            yield family
+
+
 class ReactorLag:
     """How late the reactor runs a timer: a probe every ``interval_seconds``
     compares when it ran with when it was due. A busy reactor (a blocking
@@ -265,6 +329,9 @@ class NodeMetrics:
         # time, read from /proc at scrape time.
         ProcessCollector(registry=self.registry)
         self.lag = ReactorLag(clock, self.registry)
+        # Async reads made before each scrape (collectors run on the
+        # reactor and must not read the database themselves).
+        self._before_scrape = []
 
     def watch_cluster(self, cluster):
         self.registry.register(ClusterCollector(cluster))
@@ -295,6 +362,22 @@ class NodeMetrics:
 
     def watch_counters(self, prefix, what, counters):
         self.registry.register(CountersCollector(prefix, what, counters))
+
+    def watch_layout(self, status):
+        """The placed ring and moves; ``status()`` is ``Rebalancer.status()``."""
+        self.registry.register(LayoutCollector(status))
+
+    def watch_bucket_usage(self, read):
+        """Per-bucket object and byte counts; ``read()`` fires with
+        ``MetaStore.bucket_usage()``'s answer."""
+        collector = BucketUsageCollector(read)
+        self.registry.register(collector)
+        self._before_scrape.append(collector.refresh)
+
+    async def refresh(self):
+        """Read what the collectors need from the database; before a scrape."""
+        for refresh in self._before_scrape:
+            await refresh()
 
     def watch_hint_queues(self, queues):
         self.registry.register(HintQueuesCollector(queues))
@@ -375,18 +458,33 @@ class MetricsResource(Resource):
     def render_GET(self, request):
         request.setHeader(b"cache-control", b"no-store")
         refusal = self.access.refusal(request)
-        if refusal is None:
-            try:
-                body = self.metrics.exposition()
-            except Exception:
-                log.failure("collecting metrics failed")
-                refusal = 500, "collecting metrics failed; the node log says why"
         if refusal is not None:
-            status, message = refusal
-            request.setResponseCode(status)
-            if status == 401:
-                request.setHeader(b"www-authenticate", b'Bearer realm="z4node metrics"')
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return message.encode("utf-8") + b"\n"
-        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
-        return body
+            return _refuse(request, *refusal)
+        finished = []
+        request.notifyFinish().addErrback(lambda _: finished.append(True))
+
+        async def scrape():
+            await self.metrics.refresh()
+            return self.metrics.exposition()
+
+        def respond(result):
+            if isinstance(result, Failure):
+                log.failure("collecting metrics failed", result)
+                body = _refuse(request, 500, "collecting metrics failed; the node log says why")
+            else:
+                request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+                body = result
+            if not finished:
+                request.write(body)
+                request.finish()
+        Deferred.fromCoroutine(scrape()).addBoth(respond)
+        return NOT_DONE_YET
+
+
+def _refuse(request, status, message):
+    """Set up a refusal's status and headers; its body."""
+    request.setResponseCode(status)
+    if status == 401:
+        request.setHeader(b"www-authenticate", b'Bearer realm="z4node metrics"')
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return message.encode("utf-8") + b"\n"
