@@ -271,10 +271,11 @@ class RecordRebalanceTests(FakeNodes, TestCase):
                                 os.path.join(directory, LAYOUT_FILE), tables=tables)
         rebalancer.startService()
         self.addCleanup(rebalancer.stopService)
-        return SimpleNamespace(meta=meta, records=records, tables=tables,
+        return SimpleNamespace(meta=meta, records=records, tables=tables, chunks=chunks,
+                               manager=ReplicatedChunks(chunks, cluster),
                                rebalancer=rebalancer)
 
-    async def test_a_join_sends_the_added_owner_its_buckets_records(self):
+    async def write_records(self):
         hlc = 1000
         for n, bucket in enumerate(self.BUCKETS):
             for i in range(3):
@@ -289,6 +290,9 @@ class RecordRebalanceTests(FakeNodes, TestCase):
             await self.net.nodes["n1"].tables.write_upload(upload)
             await self.net.nodes["n1"].tables.write_part(
                 upload, Part(1, "etag-1", 5, [], hlc, {}))
+
+    async def test_a_join_sends_the_added_owner_its_buckets_records(self):
+        await self.write_records()
         await self.until(self.settled, "every node settles on the first ring")
         self.net.add("n4", self.build)
         await self.until(self.settled, "every node settles on the ring with n4")
@@ -305,6 +309,31 @@ class RecordRebalanceTests(FakeNodes, TestCase):
                              ["etag-1"])
         for bucket in set(self.BUCKETS) - set(gained):
             self.assertEqual(await new.versions_after(bucket, None, 10), [])
+
+    async def test_records_move_before_the_chunk_walk(self):
+        # Until a bucket's added owner has its records, listings through it
+        # disagree on every key; the chunk walk can take hours.
+        await self.write_records()
+        ring = self.net.clusters["n0"].ring
+        for i in range(CHUNKS):
+            data = os.urandom(500 + i)
+            for owner in ring.owners(chunk_hash(data), 3):
+                await self.net.nodes[owner].chunks.put_chunk(chunk_hash(data), data)
+        await self.until(self.settled, "every node settles on the first ring")
+        start = len(self.net.calls)
+        self.net.add("n4", self.build)
+        await self.until(self.settled, "every node settles on the ring with n4")
+        calls = self.net.calls[start:]
+        both = 0
+        for sender in {source for source, target, op in calls
+                       if target == "n4" and op.startswith("table.")}:
+            ops = [op.split(".")[0] for source, target, op in calls
+                   if (source, target) == (sender, "n4")]
+            if "chunk" in ops:
+                both += 1
+                self.assertLess(len(ops) - 1 - ops[::-1].index("table"), ops.index("chunk"),
+                                sender)
+        self.assertGreater(both, 0)
 
     async def test_a_key_not_yet_moved_is_read_from_its_previous_owners(self):
         before = self.net.clusters["n0"].ring

@@ -10,9 +10,19 @@ Owns the rebalancing of this node's chunk files and object records:
   cluster, a pass starts. A restart therefore moves nothing: the rejoined
   node's ring is its settled ring again. A brand-new node settles on the
   first ring it has held that long.
-- A pass walks the chunk files in hash order; the cursor is saved every few
-  seconds, so a pass cut by a restart resumes where it was. For each chunk
-  whose owners differ between the settled ring and the current one:
+- A pass first sends the object records (versions with their tombstones,
+  multipart uploads and their parts) of every bucket whose owners changed
+  to the added owners, from the chosen sender (below), entry by entry
+  through each table's own apply (which merges by HLC, so an entry sent
+  twice, or one the owner has, changes nothing). Records go first because
+  they are small and, until an added owner has a bucket's records,
+  listings through it disagree on every key. A displaced owner keeps its
+  records for now: deleting them safely needs the tombstone rules of
+  anti-entropy (issue 13).
+- Then it walks the chunk files in hash order; the cursor is saved every few
+  seconds, so a pass cut by a restart resumes where it was (its records are
+  sent again first). For each chunk whose owners differ between the
+  settled ring and the current one:
 
   - a node that is no longer an owner (displaced) makes sure every new
     owner holds an intact copy (``chunk.has``, a hash check there; else it
@@ -23,13 +33,6 @@ Owns the rebalancing of this node's chunk files and object records:
     them is alive; if none is (a dead member forgotten), the first live
     old owner that stays sends. So each added copy is sent once.
 
-- Then the object records (versions with their tombstones, multipart
-  uploads and their parts) of every bucket whose owners changed go to the
-  added owners, from the same chosen sender, entry by entry through each
-  table's own apply (which merges by HLC, so an entry sent twice, or one
-  the owner has, changes nothing). A displaced owner keeps its records for
-  now: they are small, and deleting them safely needs the tombstone rules
-  of anti-entropy (issue 13).
 - One chunk moves at a time, at most ``rate`` bytes/s, so moving data does
   not crowd out clients.
 - A ring change during a pass ends it; the next pass starts over for the
@@ -172,9 +175,15 @@ class Rebalancer(Service):
         self.progress, self._saved_at = 0.0, self._clock.seconds()
         undone = ("unplaced", "unplaced_buckets", "kept_copies")
         before = {name: self.counters[name] for name in undone}
-        self.log.info("rebalance: moving chunks from ring {old} to ring {new}{resumed}",
-                      old=source, new=target, resumed=f" (resuming after {after})"
+        self.log.info("rebalance: moving data from ring {old} to ring {new}{resumed}",
+                      old=source, new=target, resumed=f" (chunks resuming after {after})"
                       if after else "")
+        # Records first, each attempt: they are small, and until a bucket's
+        # new owner has them, listings through it disagree on every key
+        # (each then costs a quorum read) while the chunk walk can take hours.
+        if self._tables is not None and not await self._move_records(old, new, target):
+            self.progress = None
+            return
         while True:
             if self._stopping or self._cluster.ring.fingerprint() != target:
                 self.progress = None
@@ -192,9 +201,6 @@ class Rebalancer(Service):
             self.cursor = {"ring": target, "from": source, "after": after}
             if self._clock.seconds() - self._saved_at >= self.save_interval:
                 await self._save()
-        if self._tables is not None and not await self._move_records(old, new, target):
-            self.progress = None
-            return
         self.counters["passes_completed"] += 1
         self.last_pass = {"ring": target, "finished": self._clock.seconds(),
                           **{name: self.counters[name] - before[name] for name in undone}}
