@@ -179,6 +179,31 @@ class AntiEntropyTests(TestCase):
         self.assertEqual(len(await self.roots("upload_table")), 1)
         self.assertEqual(await self.roots("part_table"), {0})
 
+    async def test_two_different_ends_of_an_upload_converge_on_the_later(self):
+        # An abort through one node raced a complete through another: n0
+        # and n1 saw the abort (stamped, as ObjectService does, with the
+        # upload's HLC), n2 the complete (stamped with its version's, later).
+        upload = await self.upload_on(["n0", "n1", "n2"], "raced", 2)
+        aborted = EndedUpload("raced", BUCKET, upload.key, b"", "", upload.hlc)
+        for member in ("n0", "n1"):
+            await self.net.nodes[member].upload_table.store.apply(upload_entry(aborted))
+        self.hlc += 10
+        completed = EndedUpload("raced", BUCKET, upload.key, b"\x01", "v-done", self.hlc)
+        await self.net.nodes["n2"].upload_table.store.apply(upload_entry(completed))
+        self.assertEqual(len(await self.roots("upload_table")), 2)
+        # A pass on n0 pulls the complete from n2; one on n1 then too.
+        for member in ("n0", "n1"):
+            await self.net.nodes[member].antientropy.run_pass()
+        self.assertEqual(len(await self.roots("upload_table")), 1)
+        for member in self.net.members:
+            ended = await self.net.nodes[member]._records.upload("raced")
+            self.assertEqual((ended.version_id, ended.hlc), ("v-done", self.hlc), member)
+        # An end older than the one held changes nothing.
+        await self.net.nodes["n1"].upload_table.store.apply(upload_entry(aborted))
+        self.assertEqual((await self.net.nodes["n1"]._records.upload("raced")).version_id,
+                         "v-done")
+        self.assertEqual(self.net.nodes["n0"].antientropy.counters["refused"], 0)
+
     async def test_the_trees_kept_on_every_write_equal_trees_built_from_scratch(self):
         written = await self.write_everywhere(40)
         for version in written[:10]:

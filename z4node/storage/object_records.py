@@ -13,7 +13,10 @@ receive the same entries in any order end up equal.
   coming back.
 - An upload, once ended (completed or aborted), stays ended: its record
   and parts are dropped, and what it became is kept for a day so that a
-  retried completion gets its answer.
+  retried completion gets its answer. Of two different ends (an abort and
+  a complete that raced through two nodes) the one with the later HLC
+  stays; an abort is stamped with the upload's own HLC, so a complete
+  always beats it.
 
 Reference counts of chunks (the ``chunks`` table) move with what is
 installed and removed here, as GC expects, and so do the Merkle trees of
@@ -218,13 +221,24 @@ class ObjectRecords:
 
     def end_upload(self, ended):
         """Record that an upload ended (an EndedUpload): its record and
-        parts go; the first end recorded stays."""
+        parts go. Of two different ends (a complete and an abort that raced
+        through two nodes) the later one stays, last writer wins as for
+        every record, so that replicas converge; fires with whether this
+        end is the one recorded now."""
         now = self._clock.seconds()
         meta = self._meta
 
         def write(c):
-            if _ended(c, ended.upload_id, None) is not None:
-                return False
+            known = _ended(c, ended.upload_id, None)
+            if known is not None:
+                if ended.hlc <= known.hlc:
+                    return False
+                merkle.upload_changed(c, ended.bucket, ended.upload_id, (True, known.hlc),
+                                      (True, ended.hlc))
+                c.execute("UPDATE completed_uploads SET key=?, parts=?, version_id=?, hlc=?"
+                          " WHERE upload_id=?", (ended.key.encode("utf-8"), ended.parts,
+                                                 ended.version_id, ended.hlc, ended.upload_id))
+                return True
             live = c.execute("SELECT hlc FROM uploads WHERE upload_id=?",
                              (ended.upload_id,)).fetchone()
             for number, hlc in c.execute("SELECT part_number, hlc FROM parts"
