@@ -340,29 +340,37 @@ class RecordRebalanceTests(FakeNodes, TestCase):
         bucket = next(b for b in self.BUCKETS
                       if "n4" in Ring([RingMember(m) for m in ("n0", "n1", "n2", "n3", "n4")])
                       .owners(bucket_key(b), 3))
-        version = Version(bucket, "photo", 5000, "v5000", False, 1, "etag-photo", "o", {}, [],
-                          b"x")
-        for member in before.owners(bucket_key(bucket), 3):
+        old_owners = before.owners(bucket_key(bucket), 3)
+        older = Version(bucket, "photo", 5000, "v5000", False, 1, "etag-old", "o", {}, [],
+                        b"x")
+        for member in old_owners:
             await self.net.nodes[member].tables.version_table.store.apply(
-                version_entry(version))
+                version_entry(older))
         await self.until(self.settled, "every node settles on the first ring")
         self.net.add("n4", self.build)
         owners = self.net.nodes["n0"].tables.owners(bucket)
-        staying = [m for m in owners if m != "n4"]
-        # As if two of its three owners had changed: only the displaced
-        # owner still has the record.
-        for member in staying:
-            await self.net.nodes[member].meta.db.write(lambda c: (
-                c.execute("DELETE FROM versions WHERE bucket=?", (bucket,)),
-                c.execute("DELETE FROM heads WHERE bucket=?", (bucket,))))
-            self.net.nodes[member].meta.heads.forget((bucket, "photo"))
-        reader = staying[0]
+        [displaced] = [m for m in old_owners if m not in owners]
+        reader, other = [m for m in owners if m != "n4"]
+        # A newer version acknowledged by two of the three old owners: the
+        # reader missed it, and the other owner that stays does not answer,
+        # so the owners' read quorum is the reader and n4, which has
+        # nothing yet.
+        newer = Version(bucket, "photo", 6000, "v6000", False, 1, "etag-new", "o", {}, [],
+                        b"x")
+        for member in (other, displaced):
+            await self.net.nodes[member].tables.version_table.store.apply(
+                version_entry(newer))
+        self.net.unreachable.add(other)
         await self.until(lambda: self.net.clusters[reader].previous_ring is not None,
                          "the reader knows data is moving")
-        found = await self.net.nodes[reader].tables.latest(bucket, "photo")
-        self.assertEqual(found.etag, "etag-photo")
-        # ... and read repair put it back on the current owners.
+        tables = self.net.nodes[reader].tables
+        self.assertEqual((await tables.latest(bucket, "photo")).etag, "etag-new")
+        self.assertEqual((await tables.version(bucket, "photo", "v6000")).etag, "etag-new")
+        items, truncated = await tables.list_heads(bucket, "", "", "", 10)
+        self.assertEqual([(i.key, i.etag) for i in items], [("photo", "etag-new")])
+        # ... and read repair put it on the owners that answered.
         await self.until(lambda: all(
             self.net.nodes[m].meta.db.read_blocking(lambda c: c.execute(
-                "SELECT count(*) FROM versions WHERE bucket=?", (bucket,)).fetchone()[0])
-            for m in owners), "the current owners have the record")
+                "SELECT count(*) FROM versions WHERE bucket=? AND version_id='v6000'",
+                (bucket,)).fetchone()[0]) for m in (reader, "n4")),
+            "the owners that answered have the newer version")

@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakecluster import FakeNet
 from z4node.cluster.channel import PeerChannel
+from z4node.cluster.ring import Ring, RingMember
 from z4node.replication.errors import QuorumNotReached
 from z4node.replication.table import LocalStore, PartitionedTable, Schema, majority
 
@@ -126,6 +127,38 @@ class ReadTests(SynchronousTestCase):
         self.assertEqual(found["value"], "a")
         self.assertEqual(self.store(late)[(BUCKET, "k")]["value"], "a")
         self.assertEqual(self.table(late).counters["read_repairs"], 1)
+
+    def test_while_data_moves_a_read_also_asks_the_previous_owners(self):
+        # The partition's owners before a ring change: two of them are not
+        # owners now, and hold a newer entry the owners that answer lack.
+        shared = self.owners[0]
+        previous = [shared] + [m for m in self.net.members if m not in self.owners][:2]
+        for member_id in self.net.clusters:
+            self.net.clusters[member_id].previous_ring = Ring(
+                [RingMember(m) for m in previous])
+        for member_id in self.owners:
+            self.store(member_id)[(BUCKET, "k")] = entry("k", 1, "old")
+        for member_id in previous[1:]:
+            self.store(member_id)[(BUCKET, "k")] = entry("k", 2, "new")
+        self.net.calls.clear()
+        found = self.successResultOf(run(self.table(shared).read(BUCKET, "k")))
+        self.assertEqual(found["value"], "new")
+        # Itself answered for both sets: one call to another owner, one to
+        # a previous owner; the read repair goes to the owner that answered
+        # (not to a previous owner: its data is moving away).
+        gets = [(source, target) for source, target, op in self.net.calls
+                if op == "table.objects.get"]
+        self.assertEqual(gets[0], (shared, self.owners[1]))
+        self.assertEqual(len(gets), 2)
+        self.assertIn(gets[1], [(shared, m) for m in previous[1:]])
+        self.assertEqual(self.store(shared)[(BUCKET, "k")]["value"], "new")
+        self.assertEqual(self.store(self.owners[1])[(BUCKET, "k")]["value"], "new")
+        # Once the move is over, only the owners are asked.
+        for member_id in self.net.clusters:
+            self.net.clusters[member_id].previous_ring = None
+        self.net.calls.clear()
+        self.successResultOf(run(self.table(shared).read(BUCKET, "k")))
+        self.assertEqual(len(self.net.calls), 1)
 
     def test_concurrent_writers_converge_on_the_newest(self):
         a, b, c = self.owners

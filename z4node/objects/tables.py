@@ -25,9 +25,8 @@ from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, Reply
 from z4node.cluster.ring import bucket_key
-from z4node.replication.errors import QuorumNotReached
 from z4node.replication.table import (
-    LocalStore, PartitionedTable, Schema, ask_quorum, json_body, read_json, response_json)
+    LocalStore, PartitionedTable, Schema, ask_read_quorum, json_body, read_json, response_json)
 from z4node.storage.meta import (
     BucketMissing, ListEntry, Part, Upload, UploadMissing, Version, VersionTombstone)
 from z4node.storage.object_records import EndedUpload
@@ -324,19 +323,24 @@ class ObjectTables:
                     break
                 number = parts[-1].part_number
 
-    def _solo(self, owners):
-        """Whether this node is the bucket's only owner: one answer, no merge."""
-        return owners == [self._cluster.local.id]
+    def _solo(self, bucket, owners):
+        """Whether this node is the bucket's only owner, and was before any
+        ring change still moving data: one answer, no merge."""
+        local = [self._cluster.local.id]
+        return owners == local and self._cluster.previous_owners(
+            bucket_key(bucket), PartitionedTable.replication) in ([], local)
 
-    async def _ask(self, owners, op, args, local):
-        """{owner: JSON answer} from a read quorum of owners; ``local()``
+    async def _ask(self, bucket, owners, op, args, local):
+        """{member: JSON answer} from a read quorum of the bucket's owners
+        (and, while its data moves, of its previous owners: see
+        :func:`~z4node.replication.table.ask_read_quorum`); ``local()``
         answers for this node without a call."""
         def ask(owner):
             if owner == self._cluster.local.id:
                 return Deferred.fromCoroutine(local())
             return Deferred.fromCoroutine(self._cluster.call(
                 owner, f"objects.{op}", {}, json_body(args))).addCallback(response_json)
-        return await ask_quorum(self._cluster, owners, ask)
+        return await ask_read_quorum(self._cluster, bucket_key(bucket), owners, ask)
 
     # -- versions ----------------------------------------------------------------
 
@@ -362,7 +366,7 @@ class ObjectTables:
 
     async def _slot(self, bucket, key, version_id, hlc=None):
         owners = self.owners(bucket)
-        if self._solo(owners):
+        if self._solo(bucket, owners):
             return await self._records.version(bucket, key, version_id, hlc)
         return version_record(await self.version_table.read(
             bucket_key(bucket), [bucket, key, version_id]))
@@ -370,17 +374,11 @@ class ObjectTables:
     async def latest(self, bucket, key):
         """The newest version of key, a delete marker included, or None."""
         owners = self.owners(bucket)
-        if self._solo(owners):
+        if self._solo(bucket, owners):
             version, _ = await self._records.latest(bucket, key)
             return version
-        answers = await self._ask(owners, "latest", {"bucket": bucket, "key": key},
+        answers = await self._ask(bucket, owners, "latest", {"bucket": bucket, "key": key},
                                   lambda: self._local_latest(bucket, key))
-        if all(a["version"] is None and not a["tombstones"] for a in answers.values()):
-            # Nothing on the owners: while data moves to them after a ring
-            # change, it may still be only on the previous owners.
-            answers.update(await self._ask_previous(
-                bucket, owners, "latest", {"bucket": bucket, "key": key},
-                lambda: self._local_latest(bucket, key)))
         tombstones = {}
         candidates = {}
         for owner, answer in answers.items():
@@ -397,6 +395,8 @@ class ObjectTables:
         live = [v for v in candidates.values() if v is not None and not deleted_by(v)]
         newest = max(live, key=lambda v: (v.hlc, v.edited), default=None)
         for owner, version in candidates.items():
+            if owner not in owners:
+                continue  # a previous owner: its data is moving away
             # An owner still holding a deleted version gets the tombstone;
             # one without the newest version gets it.
             if version is not None and deleted_by(version):
@@ -405,20 +405,6 @@ class ObjectTables:
                     newest.hlc, newest.edited) or deleted_by(version)):
                 self.version_table.repair(owner, version_entry(newest))
         return newest
-
-    async def _ask_previous(self, bucket, owners, op, args, local):
-        """``{owner: JSON answer}`` from the bucket's owners in the ring
-        whose data is still moving (those not owners now); {} if there are
-        none or too few answer."""
-        previous = [m for m in self._cluster.previous_owners(bucket_key(bucket),
-                                                            PartitionedTable.replication)
-                    if m not in owners]
-        if not previous:
-            return {}
-        try:
-            return await self._ask(previous, op, args, local)
-        except QuorumNotReached:
-            return {}
 
     async def _local_latest(self, bucket, key):
         version, tombstones = await self._records.latest(bucket, key, with_tombstones=True)
@@ -438,12 +424,12 @@ class ObjectTables:
         """One page of live keys and common prefixes: ``(items, truncated)``
         as ``z4node.storage.meta.list_heads`` answers for one node."""
         owners = self.owners(bucket)
-        if self._solo(owners):
+        if self._solo(bucket, owners):
             return await self._records.list_heads(bucket, prefix, delimiter, after, limit)
         while True:
             args = {"bucket": bucket, "prefix": prefix, "delimiter": delimiter,
                     "after": after, "limit": limit}
-            answers = await self._ask(owners, "heads", args,
+            answers = await self._ask(bucket, owners, "heads", args,
                                       lambda: self._local_heads(args))
             pages = {owner: ([item if isinstance(item, str) else ListEntry(**item)
                               for item in answer["items"]], answer["truncated"])
@@ -502,7 +488,7 @@ class ObjectTables:
         """One page of versions: ``(items, truncated)`` as
         ``z4node.storage.meta.list_versions`` answers for one node."""
         owners = self.owners(bucket)
-        if self._solo(owners):
+        if self._solo(bucket, owners):
             items, truncated, _ = await self._records.list_versions(
                 bucket, prefix, delimiter, key_marker, version_id_marker, marker_hlc, limit)
             return items, truncated
@@ -510,7 +496,7 @@ class ObjectTables:
             args = {"bucket": bucket, "prefix": prefix, "delimiter": delimiter,
                     "key_marker": key_marker, "version_id_marker": version_id_marker,
                     "marker_hlc": marker_hlc, "limit": limit}
-            answers = await self._ask(owners, "versions", args,
+            answers = await self._ask(bucket, owners, "versions", args,
                                       lambda: self._local_versions(args))
             deleted = {}
             pages = []
@@ -568,7 +554,7 @@ class ObjectTables:
     async def upload(self, bucket, upload_id):
         """The Upload, its EndedUpload (completed or aborted lately) or None."""
         owners = self.owners(bucket)
-        if self._solo(owners):
+        if self._solo(bucket, owners):
             record = await self._records.upload(upload_id)
             return record if record is None or record.bucket == bucket else None
         return upload_record(await self.upload_table.read(bucket_key(bucket),
@@ -581,10 +567,10 @@ class ObjectTables:
         """Up to ``limit`` parts numbered above ``after_part``, the newest
         upload of each number."""
         owners = self.owners(bucket)
-        if self._solo(owners):
+        if self._solo(bucket, owners):
             return await self._records.parts(upload_id, after_part, limit)
         args = {"upload_id": upload_id, "after": after_part, "limit": limit}
-        answers = await self._ask(owners, "parts", args, lambda: self._local_parts(args))
+        answers = await self._ask(bucket, owners, "parts", args, lambda: self._local_parts(args))
         newest = {}
         for answer in answers.values():
             for entry in answer:
@@ -607,13 +593,13 @@ class ObjectTables:
         """One page of open uploads: ``(items, truncated)`` as
         ``z4node.storage.meta.list_uploads`` answers for one node."""
         owners = self.owners(bucket)
-        if self._solo(owners):
+        if self._solo(bucket, owners):
             return await self._records.list_uploads(bucket, prefix, delimiter, key_marker,
                                                     upload_id_marker, limit)
         args = {"bucket": bucket, "prefix": prefix, "delimiter": delimiter,
                 "key_marker": key_marker, "upload_id_marker": upload_id_marker,
                 "limit": limit}
-        answers = await self._ask(owners, "uploads", args, lambda: self._local_uploads(args))
+        answers = await self._ask(bucket, owners, "uploads", args, lambda: self._local_uploads(args))
         pages = [([item if isinstance(item, str) else upload_record(item)
                    for item in answer["items"]], answer["truncated"])
                  for answer in answers.values()]
@@ -621,7 +607,7 @@ class ObjectTables:
         ids = [i.upload_id for i in items if not isinstance(i, str)]
         ended = set()
         if ids:
-            ended_answers = await self._ask(owners, "ended", {"ids": ids},
+            ended_answers = await self._ask(bucket, owners, "ended", {"ids": ids},
                                             lambda: self._local_ended(ids))
             for answer in ended_answers.values():
                 ended.update(answer)

@@ -26,6 +26,11 @@ nothing.
 - Quorums are majorities of the replication factor min(3, layout size), so
   a write quorum and a read quorum always share an owner: a read that
   starts after a write was acknowledged sees it or something newer.
+- While a partition's data moves to new owners after a ring change
+  (``cluster.previous_owners`` differ from the owners), a read also asks a
+  majority of its previous owners (:func:`ask_read_quorum`), so what has
+  not moved yet is still seen, and the newest answer of either wins. Writes
+  go to the new owners only: every read asks them too.
 
 Owners come from the layout, not from liveness (DESIGN.md): a dead owner
 still counts toward the replication factor; a call to it fails fast and
@@ -40,6 +45,8 @@ from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, RemoteError, Reply, RpcError
 from z4node.replication.errors import QuorumNotReached, first_successes
+
+log = Logger()
 
 
 class Schema(abc.ABC):
@@ -169,17 +176,18 @@ class PartitionedTable:
         (a tombstone is returned as it is: the caller decides what it
         means); None if none has it. QuorumNotReached if too few answer."""
         self.counters["reads"] += 1
+        owners = self.owners(partition)
         try:
-            answers = await ask_quorum(
-                self._cluster, self.owners(partition),
+            answers = await ask_read_quorum(
+                self._cluster, partition, owners,
                 lambda owner: self._get_at(owner, partition, sort_key))
         except QuorumNotReached as e:
             self.counters["quorum_failures"] += 1
             raise QuorumNotReached(f"{self.name}: {e}") from None
         newest = self.schema.newest(answers.values())
         if newest is not None:
-            stale = [owner for owner, value in answers.items()
-                     if value is None or self.schema.hlc(value) < self.schema.hlc(newest)]
+            stale = [owner for owner, value in answers.items() if owner in owners and (
+                value is None or self.schema.hlc(value) < self.schema.hlc(newest))]
             for owner in stale:
                 self.repair(owner, newest)
         return newest
@@ -222,15 +230,38 @@ def majority(owners):
     return len(owners) // 2 + 1
 
 
-async def ask_quorum(cluster, owners, ask):
-    """``{owner: answer}`` from a majority of ``owners``: ``ask(owner)``
-    (a Deferred) goes to as many as are still needed at a time, this node
-    first when it is an owner (its answer costs no call), then the owners
-    membership says are alive, and to the next owners when some fail; an
-    owner declared dead is asked last, so a read does not wait out a call
-    timeout while live owners could answer. QuorumNotReached if too few
-    answer."""
-    needed = majority(owners)
+async def ask_read_quorum(cluster, partition, owners, ask):
+    """``{member: answer}`` from a majority of ``owners`` (the partition's
+    owners; :func:`ask_quorum`) and, while the partition's data moves to
+    them after a ring change, from a majority of its previous owners too,
+    those already asked counting: a read then sees what has not moved yet.
+    The previous owners' part is best effort (they may be gone); the
+    owners' is not."""
+    answers = await ask_quorum(cluster, owners, ask)
+    previous = cluster.previous_owners(partition, PartitionedTable.replication)
+    if not previous or set(previous) == set(owners):
+        return answers
+    needed = majority(previous) - sum(1 for member in previous if member in answers)
+    if needed > 0:
+        try:
+            answers.update(await ask_quorum(
+                cluster, [m for m in previous if m not in answers], ask, needed))
+        except QuorumNotReached as e:
+            log.info("a read found too few previous owners of a moving partition: {why}",
+                     why=str(e))
+    return answers
+
+
+async def ask_quorum(cluster, owners, ask, needed=None):
+    """``{owner: answer}`` from a majority of ``owners`` (or ``needed`` of
+    them): ``ask(owner)`` (a Deferred) goes to as many as are still needed
+    at a time, this node first when it is an owner (its answer costs no
+    call), then the owners membership says are alive, and to the next
+    owners when some fail; an owner declared dead is asked last, so a read
+    does not wait out a call timeout while live owners could answer.
+    QuorumNotReached if too few answer."""
+    if needed is None:
+        needed = majority(owners)
     local = cluster.local.id
     pending = sorted(owners, key=lambda owner: (
         owner != local, owner != local and not cluster.is_alive(owner)))
