@@ -214,9 +214,12 @@ class ChunkSyncTests(TestCase):
             f.write(b"rot")
         with self.assertRaises(ChunkCorrupted):
             await node.store.get_chunk(damaged)
+        listed = node.trees.counters["directories_listed"]
         fresh = ChunkTrees(node.store, "n1", lambda: ring)
         node.store.on_change = node.trees.changed
         for peer in ("n0", "n2", "n3", "n4"):
             kept = await node.trees.node_hashes(ring, peer, nodes)
             self.assertEqual(kept, await fresh.node_hashes(ring, peer, nodes), peer)
             self.assertNotEqual(kept, before[peer], peer)
+        # The kept trees followed each change without listing a directory.
+        self.assertEqual(node.trees.counters["directories_listed"], listed)

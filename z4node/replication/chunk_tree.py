@@ -13,15 +13,19 @@ the leaf bucket of a chunk is the start of its own hex name (so bucket
 ``abc`` is the files in directories ``ab/c0`` to ``ab/cf``) and a leaf's
 hash is the first 8 bytes of the chunk's name.
 
-Kept up to date without a database write per chunk: the store tells
-(:attr:`ChunkStore.on_change`) which file appeared or went away, and that
-counts a change of its top directory (two hex digits, 16 leaf buckets). The
-leaf buckets of a top directory are computed from its file names (one
-listing of its directories on the chunk I/O pool, no file read) for every
-peer at once, the first time anti-entropy asks and again only after a
-change there. So the first pass after a start lists every chunk directory
-once, and a pass after that lists only the top directories that changed
-since the one before. A ring change drops every computed bucket.
+Kept in memory, up to date on every change without a database write: the
+leaf buckets of a top directory (two hex digits, 16 leaf buckets) are
+computed from its file names (one listing of its directories on the chunk
+I/O pool, no file read) for every peer at once, the first time
+anti-entropy asks after a start; from then on the store tells
+(:attr:`ChunkStore.on_change`) each file that appeared or went away, and
+its leaf hash is XORed in or out of the computed buckets (the same
+operation both ways). So the first pass after a start lists every chunk
+directory once, and no pass after it lists any. A change that lands while
+its directory is being listed makes that listing's result unusable; the
+directory is listed again when next asked. A ring change drops every
+computed bucket (ownership changed), and they are listed again. A file
+removed behind the node's back (by hand) is seen at the next start.
 """
 
 from z4node.replication.chunks import ReplicatedChunks
@@ -50,15 +54,21 @@ class ChunkTrees:
         self._local = local_id
         self.placed_ring = placed_ring
         self._changes = [0] * TOP_DIRECTORIES
-        # top directory -> (changes counted, ring fingerprint,
+        # top directory -> (ring, its fingerprint,
         # {peer: [the 16 leaf buckets' hashes]})
         self._computed = {}
         self.counters = {"directories_listed": 0}
         store.on_change = self.changed
 
     def changed(self, digest):
-        """A chunk file appeared or went away."""
-        self._changes[digest[0]] += 1
+        """A chunk file appeared or went away: toggle it in the computed
+        buckets of its top directory, if they are computed."""
+        top = digest[0]
+        self._changes[top] += 1
+        computed = self._computed.get(top)
+        if computed is not None:
+            ring, _, buckets = computed
+            self._toggle(ring, buckets, digest)
 
     async def node_hashes(self, ring, peer, nodes):
         """``{node: hash}`` of the tree shared with ``peer`` in ``ring``,
@@ -94,30 +104,35 @@ class ChunkTrees:
         """The leaf buckets' hashes of one top directory, per peer."""
         changes = self._changes[top]
         computed = self._computed.get(top)
-        if computed is not None and computed[:2] == (changes, fingerprint):
+        if computed is not None and computed[1] == fingerprint:
             return computed[2]
         buckets = await self._store.run(self._compute_top, ring, top)
         self.counters["directories_listed"] += 1
         # A file that changed while the listing ran may or may not be in
         # it: keep the result only if nothing did.
         if self._changes[top] == changes:
-            self._computed[top] = (changes, fingerprint, buckets)
+            self._computed[top] = (ring, fingerprint, buckets)
         return buckets
 
     def _compute_top(self, ring, top):
         buckets = {}
         for digest in self._store.hashes_named(f"{top:02x}"):
-            owners = ring.owners(digest, ReplicatedChunks.replication)
-            if self._local not in owners:
-                continue
-            leaf = leaf_hash(digest)
-            for peer in owners:
-                if peer != self._local:
-                    row = buckets.get(peer)
-                    if row is None:
-                        row = buckets[peer] = [0] * 16
-                    row[digest[1] >> 4] ^= leaf
+            self._toggle(ring, buckets, digest)
         return buckets
+
+    def _toggle(self, ring, buckets, digest):
+        """XOR a chunk's leaf hash into ``buckets`` (per peer) for each
+        other owner it shares with this node in ``ring``."""
+        owners = ring.owners(digest, ReplicatedChunks.replication)
+        if self._local not in owners:
+            return
+        leaf = leaf_hash(digest)
+        for peer in owners:
+            if peer != self._local:
+                row = buckets.get(peer)
+                if row is None:
+                    row = buckets[peer] = [0] * 16
+                row[digest[1] >> 4] ^= leaf
 
 
 def _tops_under(node):

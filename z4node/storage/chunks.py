@@ -72,9 +72,9 @@ class ChunkStore:
         self._at_rest = None
         self._keys = None
         # Called on the reactor thread with a chunk's hash after its file
-        # appeared or went away (written, deleted, set aside): what the
-        # chunk-set trees of anti-entropy need to know
-        # (z4node.replication.chunk_tree).
+        # appeared or went away (written where there was none, deleted, set
+        # aside), and only then: the chunk-set trees of anti-entropy toggle
+        # the chunk in or out (z4node.replication.chunk_tree).
         self.on_change = None
 
     def encrypt_with(self, at_rest, keys):
@@ -164,9 +164,13 @@ class ChunkStore:
             # leaves a key without a file (harmless, replaced by the next
             # write of this content), never a file without its key.
             key_saved.result()
+        # A copy whose key is unavailable was neither intact nor set aside:
+        # it is replaced in place, which changes no set of files.
+        existed = os.path.exists(path)
         os.replace(temp, path)
         durable.fsync_directory(directory)
-        self._changed(digest)
+        if not existed:
+            self._changed(digest)
         return True
 
     def _changed(self, digest):
