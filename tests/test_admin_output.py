@@ -150,6 +150,39 @@ class ScrubWatchTests(TestCase):
         self.assertIsNone(result["cursor"])
 
 
+def repair_status(passes, progress=None, repaired=0):
+    return {"passes": passes, "progress": progress, "pulled": 7, "pushed": 3,
+            "sync_failures": 0, "last_pass": {"seconds": 1.25, "repaired": repaired},
+            "chunks": {"chunks_pulled": 2, "chunks_pushed": 1, "sync_failures": 1}}
+
+
+class RepairWatchTests(TestCase):
+    def test_follows_the_pass_it_started_to_its_end(self):
+        answers = iter([repair_status(4, {"done": 3, "total": 12}),
+                        repair_status(4, {"done": 12, "total": 12}),
+                        repair_status(5, repaired=9)])
+        # A pass was under way: the node answers that the one started for
+        # this command ends when passes reaches 5.
+        first = dict(repair_status(3, {"done": 1, "total": 12}), until=5)
+        asked = []
+
+        def call(data, command):
+            asked.append(command)
+            return first if command == "cluster.repair" else next(answers)
+        self.patch(cli, "call", call)
+        console = plain()
+        result, text = cli.repair_command(Args("data"), console, sleep=lambda s: None)
+        self.assertEqual(asked, ["cluster.repair"] + ["cluster.repair.status"] * 3)
+        self.assertEqual(result["passes"], 5)
+        lines = console.file.getvalue().splitlines()
+        self.assertEqual(lines[0], "anti-entropy: 1/12 syncs (8%)")
+        self.assertIn("anti-entropy: 12/12 syncs (100%)", lines)
+        self.assertEqual(lines[-1], "anti-entropy pass done: 12/12 syncs (100%)")
+        self.assertEqual(text, "Anti-entropy pass done in 1.2 s: 9 entries and chunks "
+                               "repaired (since start: entries 7 pulled, 3 pushed; chunks 2 "
+                               "pulled, 1 pushed; 1 syncs failed).")
+
+
 class JsonEverywhereTests(TestCase):
     def test_every_command_takes_json_after_its_name(self):
         top = cli.parser()

@@ -11,6 +11,7 @@ import os
 import random
 
 from twisted.internet import reactor
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.fakecluster import FakeNet
@@ -98,6 +99,46 @@ class AntiEntropyTests(TestCase):
         # Past one call's worth of entries: one more call.
         many, _ = await self.diverge_and_sync(30, MAX_ENTRIES + 44)
         self.assertEqual(many, merkle.DEPTH + 4)
+
+    async def test_a_repair_asked_during_a_pass_gets_a_pass_of_its_own(self):
+        await self.write_everywhere(5)
+        await self.apply_on("n1", self.version("missed-by-n0"))
+        ae = self.net.nodes["n0"].antientropy
+        self.assertEqual(ae.start_pass(), 1)
+        self.assertTrue(ae.status()["running"])
+        # Asked again while that pass runs: one more pass, after it.
+        self.assertEqual(ae.start_pass(), 2)
+        self.assertEqual(ae.start_pass(), 2)
+        while ae.counters["passes"] < 2:
+            await deferLater(reactor, 0.01, lambda: None)
+        await deferLater(reactor, 0.05, lambda: None)
+        status = ae.status()
+        self.assertEqual((status["passes"], status["running"], status["progress"]),
+                         (2, False, None))
+        # Each partition's last sync: what it repaired, when, and no failure.
+        self.assertEqual(status["partitions"][BUCKET]["repaired"], 0)
+        self.assertFalse(status["partitions"][BUCKET]["failed"])
+        self.assertEqual(ae.last_pass["repaired"], 0)
+        self.assertEqual(ae.counters["pulled"], 1)
+
+    async def test_a_pass_reports_its_progress_and_each_partition(self):
+        await self.write_everywhere(3)
+        self.net.unreachable.add("n2")
+        ae = self.net.nodes["n0"].antientropy
+        seen = []
+        sync = ae.sync
+
+        async def watched(table, partition, peer):
+            seen.append(dict(ae.progress))
+            return await sync(table, partition, peer)
+        ae.sync = watched
+        await ae.run_pass()
+        # Three tables, one bucket, two other owners.
+        self.assertEqual(seen, [{"done": i, "total": 6} for i in range(6)])
+        self.assertIsNone(ae.progress)
+        state = ae.status()["partitions"][BUCKET]
+        self.assertTrue(state["failed"])
+        self.assertEqual(state["synced"], self.net.clock.seconds())
 
     async def test_equal_replicas_cost_one_call(self):
         await self.write_everywhere(50)

@@ -70,6 +70,7 @@ class ClusterCLITests(TestCase):
                                 "pulled": 7, "pushed": 3,
                                 "last_pass": {"finished": 5.0, "seconds": 0.25,
                                               "repaired": 2},
+                                "progress": {"done": 3, "total": 12},
                                 "chunks": {"chunks_pulled": 5, "chunks_pushed": 1,
                                            "bytes_pulled": 5_000_000, "bytes_pushed": 1_000_000,
                                            "sync_failures": 0},
@@ -130,7 +131,8 @@ class ClusterCLITests(TestCase):
         self.assertRegex(out, r"gc\s+4 runs, 1 failed \(last: disk full\)")
         self.assertRegex(out, r"rebalance\s+moving \[######--------------\]  30%; "
                               r"12 chunks \(48.0 MB\) moved, 3 copies dropped, 0 unplaced")
-        self.assertRegex(out, r"anti-entropy\s+last pass 0.2 s, 2 repaired; 4 passes, "
+        self.assertRegex(out, r"anti-entropy\s+pass running, 3/12 syncs; last pass 0.2 s, "
+                              r"2 repaired; 4 passes, "
                               r"7 pulled, 3 pushed, 1 syncs failed; chunks 5 pulled, "
                               r"1 pushed \(6.0 MB\), 0 syncs failed")
         self.assertRegex(out, r"hints\s+12 held for 1 nodes \(3.0 MB\); 17 delivered, "

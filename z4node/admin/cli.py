@@ -269,15 +269,31 @@ def _drain_text(status):
             + ". Do not stop the node until `z4 cluster drain` says it is drained.")
 
 
-def repair_command(args):
-    result = call(args.data, "cluster.repair")
-    last = result["last_pass"]
-    chunks = result["chunks"]
-    return result, (f"Anti-entropy pass done in {last['seconds']:.1f} s: {result['repaired']} "
-                    f"entries and chunks repaired (since start: entries {result['pulled']} "
-                    f"pulled, {result['pushed']} pushed; chunks {chunks['chunks_pulled']} "
+# How often `z4 cluster repair` asks the node how far its pass is.
+REPAIR_POLL_SECONDS = 0.5
+
+
+def repair_command(args, console=None, sleep=time.sleep):
+    """Start an anti-entropy pass and follow it with a progress bar (syncs
+    done of those planned) until it is done."""
+    status = call(args.data, "cluster.repair")
+    until = status["until"]
+    with (nullcontext() if args.json
+          else ProgressDisplay("anti-entropy", None, "syncs", console)) as bar:
+        while status["passes"] < until:
+            progress = status["progress"]
+            if bar is not None and progress is not None:
+                bar.update(progress["done"], total=progress["total"])
+            sleep(REPAIR_POLL_SECONDS)
+            status = call(args.data, "cluster.repair.status")
+        if bar is not None:
+            bar.finish("anti-entropy pass done")
+    last, chunks = status["last_pass"], status["chunks"]
+    return status, (f"Anti-entropy pass done in {last['seconds']:.1f} s: {last['repaired']} "
+                    f"entries and chunks repaired (since start: entries {status['pulled']} "
+                    f"pulled, {status['pushed']} pushed; chunks {chunks['chunks_pulled']} "
                     f"pulled, {chunks['chunks_pushed']} pushed; "
-                    f"{result['sync_failures'] + chunks['sync_failures']} syncs failed).")
+                    f"{status['sync_failures'] + chunks['sync_failures']} syncs failed).")
 
 
 def bucket_create(args):

@@ -243,9 +243,12 @@ def replication_rows(status):
     antientropy = jobs.get("antientropy")
     if antientropy is not None:
         last, chunks = antientropy["last_pass"], antientropy["chunks"]
+        progress = antientropy.get("progress")
         rows.append(["anti-entropy", (
-            (f"last pass {last['seconds']:.1f} s, {last['repaired']} repaired; "
-             if last else "no pass yet; ")
+            (f"pass running, {progress['done']}/{progress['total']} syncs; " if progress
+             else "")
+            + (f"last pass {last['seconds']:.1f} s, {last['repaired']} repaired; "
+               if last else "no pass yet; ")
             + f"{antientropy['passes']} passes, {antientropy['pulled']} pulled, "
               f"{antientropy['pushed']} pushed, {antientropy['sync_failures']} syncs failed"
             + f"; chunks {chunks['chunks_pulled']} pulled, {chunks['chunks_pushed']} pushed "

@@ -46,6 +46,7 @@ class AdminCommands:
             "cluster.drain": self.cluster_drain,
             "cluster.drain.status": self.cluster_drain_status,
             "cluster.repair": self.cluster_repair,
+            "cluster.repair.status": self.cluster_repair_status,
             "meta.snapshot": self.meta_snapshot,
             "kms.key.create": self.kms_key_create, "kms.key.list": self.kms_key_list,
             "kms.key.info": self.kms_key_info, "kms.rewrap": self.kms_rewrap,
@@ -177,12 +178,17 @@ class AdminCommands:
         return self._node.rebalance.status()
 
     async def cluster_repair(self):
-        """An anti-entropy pass now: this node's object versions compared
-        with their other owners'; the entries repaired."""
+        """Start an anti-entropy pass (this node's records and chunks
+        compared with their other owners'), or one more after the pass
+        under way; its status, and ``until``: the value of ``passes`` once
+        that pass is done."""
         if self._node.cluster is None:
             raise AdminError("the node is still starting; try again in a moment")
-        repaired = await self._node.antientropy.run_now()
-        return dict(self._node.antientropy.status(), repaired=repaired)
+        until = self._node.antientropy.start_pass()
+        return dict(self._node.antientropy.status(), until=until)
+
+    async def cluster_repair_status(self):
+        return self._node.antientropy.status()
 
     async def gc_status(self):
         return self._node.gc.status()

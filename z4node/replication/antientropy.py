@@ -68,10 +68,18 @@ class AntiEntropy(Service):
         if interval is not None:
             self.interval = interval
         self._first = None
-        self._job = PeriodicJob("anti-entropy", clock, self.run_pass)
+        self._job = PeriodicJob("anti-entropy", clock, self._periodic)
         self.counters = {"passes": 0, "syncs": 0, "sync_failures": 0, "partitions_differing": 0,
                          "calls": 0, "pulled": 0, "pushed": 0, "refused": 0}
         self.last_pass = None  # {"finished", "seconds", "repaired"}
+        # Of the pass under way: {"done", "total"} syncs (None between passes).
+        self.progress = None
+        # Each partition's last sync: {partition (as text): {"synced", "repaired",
+        # "failed"}}, what it repaired and whether a sync of it failed in the
+        # last pass that reached it.
+        self.partitions = {}
+        self._running = False
+        self._again = False
         for table in tables:
             cluster.serve(f"ae.{table.name}.nodes", partial(self._serve_nodes, table))
             cluster.serve(f"ae.{table.name}.leaves", partial(self._serve_leaves, table))
@@ -93,6 +101,34 @@ class AntiEntropy(Service):
 
     # -- a pass --------------------------------------------------------------------
 
+    def start_pass(self):
+        """Start a pass now (``z4 cluster repair``), or once the pass under
+        way ends, so that what the caller wrote before is compared; the
+        value of the ``passes`` counter once that pass is done."""
+        if self._running:
+            self._again = True
+            return self.counters["passes"] + 2
+        self._launch()
+        return self.counters["passes"] + 1
+
+    def _periodic(self):
+        """The periodic job's run: a pass, unless one is under way."""
+        if not self._running:
+            return self._launch()
+
+    def _launch(self):
+        self._running = True
+        d = Deferred.fromCoroutine(self.run_pass())
+
+        def ended(result):
+            self._running = False
+            if self._again:
+                self._again = False
+                self._launch().addErrback(
+                    lambda f: self.log.failure("anti-entropy: a pass failed", f))
+            return result
+        return d.addBoth(ended)
+
     async def run_pass(self):
         """Sync every partition this node owns, of every table, with its
         other live owners, then (with a ``chunk_sync``) the chunk set; the
@@ -101,23 +137,43 @@ class AntiEntropy(Service):
         before = self.counters["pulled"] + self.counters["pushed"]
         local = self._cluster.local.id
         partitions = await self._partitions()
+        plan = []
         for table in self._tables:
             for partition in partitions:
                 owners = table.owners(partition)
-                if local not in owners:
-                    continue
-                for peer in owners:
-                    if peer == local or not self._cluster.is_alive(peer):
-                        continue
-                    try:
-                        await self.sync(table, partition, peer)
-                    except (RpcError, CallError) as e:
-                        self.counters["sync_failures"] += 1
-                        self.log.info("anti-entropy: {table} with {peer} failed ({why})",
-                                      table=table.name, peer=peer, why=str(e))
-        repaired = self.counters["pulled"] + self.counters["pushed"] - before
-        if self.chunk_sync is not None:
-            repaired += await self.chunk_sync.run_pass()
+                if local in owners:
+                    plan.extend((table, partition, peer) for peer in owners
+                                if peer != local and self._cluster.is_alive(peer))
+        ring, chunk_peers = (self.chunk_sync.peers() if self.chunk_sync is not None
+                             else (None, []))
+        self.progress = {"done": 0, "total": len(plan) + len(chunk_peers)}
+        seen = set()
+        try:
+            for table, partition, peer in plan:
+                name = partition.decode("utf-8", "replace")
+                if name not in seen:
+                    seen.add(name)
+                    self.partitions[name] = {"synced": None, "repaired": 0, "failed": False}
+                state = self.partitions[name]
+                repaired = self.counters["pulled"] + self.counters["pushed"]
+                try:
+                    await self.sync(table, partition, peer)
+                except (RpcError, CallError) as e:
+                    self.counters["sync_failures"] += 1
+                    state["failed"] = True
+                    self.log.info("anti-entropy: {table} with {peer} failed ({why})",
+                                  table=table.name, peer=peer, why=str(e))
+                state["repaired"] += self.counters["pulled"] + self.counters["pushed"] - repaired
+                state["synced"] = self._clock.seconds()
+                self.progress["done"] += 1
+            repaired = self.counters["pulled"] + self.counters["pushed"] - before
+            for peer in chunk_peers:
+                repaired += await self.chunk_sync.sync_with(ring, peer)
+                self.progress["done"] += 1
+        finally:
+            self.progress = None
+        for name in set(self.partitions) - seen:
+            del self.partitions[name]  # no longer owned here, or gone
         self.counters["passes"] += 1
         self.last_pass = {"finished": self._clock.seconds(),
                           "seconds": round(self._clock.seconds() - started, 3),
@@ -237,13 +293,10 @@ class AntiEntropy(Service):
 
     # -- status --------------------------------------------------------------------
 
-    def run_now(self):
-        """A pass now (``z4 cluster repair``); a Deferred of the entries
-        repaired."""
-        return Deferred.fromCoroutine(self.run_pass())
-
     def status(self):
         return {"interval": self.interval, **self.counters, "last_pass": self.last_pass,
+                "running": self._running, "progress": self.progress,
+                "partitions": self.partitions,
                 "chunks": None if self.chunk_sync is None else self.chunk_sync.status(),
                 "job": self._job.status()}
 

@@ -72,32 +72,49 @@ class ChunkSync:
                          "calls": 0, "hashes_read": 0,
                          "chunks_pulled": 0, "chunks_pushed": 0, "bytes_pulled": 0,
                          "bytes_pushed": 0, "garbage_left": 0, "not_copied": 0}
+        # Each peer's last sync: {peer: {"synced", "copied", "failed"}}.
+        self.synced = {}
         cluster.serve("ae.chunks.nodes", self._serve_nodes)
         cluster.serve("ae.chunks.leaves", self._serve_leaves)
 
-    async def run_pass(self):
-        """Sync with every other live member; the chunks copied. A sync
-        that fails (the peer went away) is counted and logged, and the
-        next pass tries again."""
+    def peers(self):
+        """``(ring, members)``: the ring data is placed for and the other
+        live members to sync with; ``(None, [])`` while data moves."""
         ring = self._trees.placed_ring()
         if ring is None:
             self.counters["skipped"] += 1
-            return 0
-        before = self.counters["chunks_pulled"] + self.counters["chunks_pushed"]
+            return None, []
+        for gone in set(self.synced) - set(ring.member_ids):
+            del self.synced[gone]
         local = self._cluster.local.id
-        for peer in ring.member_ids:
-            if peer == local or not self._cluster.is_alive(peer):
-                continue
-            try:
-                await self.sync(ring, peer)
-            except (RpcError, CallError) as e:
-                if isinstance(e, RemoteError) and e.code == RING_DIFFERS:
-                    self.counters["skipped"] += 1
-                    continue
+        return ring, [peer for peer in ring.member_ids
+                      if peer != local and self._cluster.is_alive(peer)]
+
+    async def run_pass(self):
+        """Sync with every other live member; the chunks copied."""
+        ring, peers = self.peers()
+        return sum([await self.sync_with(ring, peer) for peer in peers])
+
+    async def sync_with(self, ring, peer):
+        """Sync with one member; the chunks copied. A sync that fails (the
+        peer went away) is counted, logged and recorded in :attr:`synced`;
+        the next pass tries again."""
+        before = self.counters["chunks_pulled"] + self.counters["chunks_pushed"]
+        state = self.synced[peer] = {"synced": None, "copied": 0, "failed": False}
+        try:
+            await self.sync(ring, peer)
+        except (RpcError, CallError) as e:
+            if isinstance(e, RemoteError) and e.code == RING_DIFFERS:
+                self.counters["skipped"] += 1
+            else:
                 self.counters["sync_failures"] += 1
+                state["failed"] = True
                 self.log.info("anti-entropy: chunks with {peer} failed ({why})", peer=peer,
                               why=str(e))
-        return self.counters["chunks_pulled"] + self.counters["chunks_pushed"] - before
+        state["synced"] = self._clock.seconds()
+        state["copied"] = (self.counters["chunks_pulled"] + self.counters["chunks_pushed"]
+                           - before)
+        return state["copied"]
 
     async def sync(self, ring, peer):
         """Make this node's and ``peer``'s shares of the chunk set equal."""
@@ -207,4 +224,4 @@ class ChunkSync:
         return Reply({}, one_piece(b"".join(sorted(shared))))
 
     def status(self):
-        return dict(self.counters, **self._trees.counters)
+        return dict(self.counters, **self._trees.counters, peers=self.synced)
