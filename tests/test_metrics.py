@@ -102,6 +102,16 @@ class RequestMetricsTests(TestCase):
         self.assertEqual(got[("z4_peer_call_failures_total", (("op", "refuse"),))], 1)
         self.assertNotIn(("z4_peer_call_failures_total", (("op", "echo"),)), got)
 
+    def test_the_last_anti_entropy_pass(self):
+        metrics = NodeMetrics(Clock(), "node-a")
+        last = None
+        metrics.watch_antientropy_pass(lambda: last)
+        self.assertNotIn(("z4_antientropy_last_pass_repaired", ()), samples(metrics))
+        last = {"finished": 1700000000.5, "seconds": 2.5, "repaired": 7}
+        got = samples(metrics)
+        self.assertEqual([got[(f"z4_antientropy_last_pass_{name}", ())] for name in (
+            "timestamp_seconds", "seconds", "repaired")], [1700000000.5, 2.5, 7])
+
     def test_layout_state_and_placed_ring(self):
         metrics = NodeMetrics(Clock(), "node-a")
         status = {"state": "moving", "progress": 0.25, "settled_ring": "a1b2"}

@@ -483,6 +483,7 @@ class Node(MultiService):
                                lambda: self.antientropy.counters)
         metrics.watch_counters("antientropy_chunks", "Anti-entropy of chunk sets",
                                lambda: self.antientropy.chunk_sync.counters)
+        metrics.watch_antientropy_pass(lambda: self.antientropy.last_pass)
         metrics.watch_jobs(lambda: {"gc": self.gc.status(),
                                     "access_logging": self.server_access_log.job.status(),
                                     "dht_maintenance": self.cluster.dht.status()["maintenance"],

@@ -208,6 +208,27 @@ class JobsCollector:
         return [runs, failures]
 
 
+class LastPassCollector:
+    """When anti-entropy's last pass ended, how long it took and what it
+    repaired; ``last_pass()`` is ``AntiEntropy.last_pass`` (None before
+    the first pass: nothing is reported)."""
+
+    def __init__(self, last_pass):
+        self.last_pass = last_pass
+
+    def collect(self):
+        last = self.last_pass()
+        if last is None:
+            return
+        yield _gauge("z4_antientropy_last_pass_timestamp_seconds",
+                     "When the last anti-entropy pass ended (unix time).", last["finished"])
+        yield _gauge("z4_antientropy_last_pass_seconds",
+                     "How long the last anti-entropy pass took.", last["seconds"])
+        yield _gauge("z4_antientropy_last_pass_repaired",
+                     "Entries and chunks the last anti-entropy pass repaired.",
+                     last["repaired"])
+
+
 class LayoutCollector:
     """Where this node's data stands against the ring: the ring it is
     placed for (the settled ring of :mod:`z4node.replication.rebalance`)
@@ -362,6 +383,11 @@ class NodeMetrics:
 
     def watch_counters(self, prefix, what, counters):
         self.registry.register(CountersCollector(prefix, what, counters))
+
+    def watch_antientropy_pass(self, last_pass):
+        """The last anti-entropy pass; ``last_pass()`` is
+        ``AntiEntropy.last_pass``."""
+        self.registry.register(LastPassCollector(last_pass))
 
     def watch_layout(self, status):
         """The placed ring and moves; ``status()`` is ``Rebalancer.status()``."""
