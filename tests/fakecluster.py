@@ -75,6 +75,7 @@ class FakeDht:
 
     def unprovide(self, chunk_hash):
         self.net.providers.get(self._key(chunk_hash), set()).discard(self.member_id)
+        return succeed(None)
 
     def providers(self, chunk_hash):
         return succeed(set(self.net.providers.get(self._key(chunk_hash), ())))

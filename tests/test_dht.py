@@ -54,6 +54,15 @@ class DirectoryContract:
         self.assertEqual(found, {nodes[0].member_id, nodes[2].member_id})
 
     @defer.inlineCallbacks
+    def test_a_withdrawn_record_is_no_longer_found(self):
+        nodes = yield self.make(4)
+        yield nodes[0].provide(CHUNK)
+        yield nodes[2].provide(CHUNK)
+        yield nodes[0].unprovide(CHUNK)
+        found = yield nodes[3].providers(CHUNK)
+        self.assertEqual(found, {nodes[2].member_id})
+
+    @defer.inlineCallbacks
     def test_unknown_chunk_has_no_providers(self):
         nodes = yield self.make(3)
         yield nodes[0].provide(CHUNK)
@@ -71,11 +80,10 @@ class MemoryDirectoryTests(DirectoryContract, TestCase):
         return self.successResultOf(directory.providers(chunk))
 
     def test_records_expire_without_republish(self):
+        # A provider that stopped (no maintenance, no withdrawal).
         a, b = self.make(2)
         a.provide(CHUNK)
-        a.unprovide(CHUNK)
         self.clock.advance(a.record_ttl - 1)
-        a.maintain()
         self.assertEqual(self.found(b), {"m0"})
         self.clock.advance(2)
         self.assertEqual(self.found(b), set())

@@ -62,7 +62,8 @@ class IProviderDirectory(Interface):
         stored the record."""
 
     def unprovide(chunk_hash):
-        """Stop announcing ``chunk_hash``; existing records expire."""
+        """Stop announcing ``chunk_hash`` and withdraw the records stored
+        for it. Deferred(int): how many nodes took the withdrawal."""
 
     def providers(chunk_hash):
         """Deferred(set of member ids) that announced ``chunk_hash``."""
@@ -434,10 +435,16 @@ class ProviderDirectory:
 
     def unprovide(self, chunk_hash):
         self._own.pop(chunk_hash, None)
+        # A record of ours that expired long ago: it replaces the live one
+        # wherever that is kept, and is dropped there when next read. Only
+        # we can sign it, as any record of ours.
+        return self._publish(chunk_hash, expires=0)
 
-    def _publish(self, chunk_hash):
+    def _publish(self, chunk_hash, expires=None):
         key = dht_key(chunk_hash)
-        entry = self._signer.make(key, self.member_id, self._clock.seconds() + self.record_ttl)
+        if expires is None:
+            expires = self._clock.seconds() + self.record_ttl
+        entry = self._signer.make(key, self.member_id, expires)
         return self._deferred(self.server.store_entry(key, entry))
 
     def providers(self, chunk_hash):

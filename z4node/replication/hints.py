@@ -333,9 +333,15 @@ class HintedHandoff(Service):
         if self._owns(digest) or await self._hints.holds_chunk(digest) \
                 or self._chunks.is_pinned(digest):
             return
-        self._cluster.dht.unprovide(digest.hex())
+        self._cluster.dht.unprovide(digest.hex()).addErrback(self._not_withdrawn, digest)
         if await self._chunks.delete_chunk(digest, math.inf) is not None:
             self.counters["copies_dropped"] += 1
+
+    def _not_withdrawn(self, failure, digest):
+        # The record expires within a day anyway; meanwhile a reader that
+        # asks here finds no copy and tries the next provider.
+        self.log.info("hints: withdrawing the provider record of {hash} failed: {why}",
+                      hash=digest.hex(), why=failure.getErrorMessage())
 
     # -- status ----------------------------------------------------------------------
 

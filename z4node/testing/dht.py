@@ -47,6 +47,8 @@ class MemoryProviderDirectory:
 
     def unprovide(self, chunk_hash):
         self._own.pop(chunk_hash, None)
+        self._dht.records.get(chunk_hash, {}).pop(self.member_id, None)
+        return succeed(len(self._dht.nodes))
 
     def providers(self, chunk_hash):
         now = self._dht.clock.seconds()
