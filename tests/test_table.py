@@ -133,9 +133,7 @@ class ReadTests(SynchronousTestCase):
         # owners now, and hold a newer entry the owners that answer lack.
         shared = self.owners[0]
         previous = [shared] + [m for m in self.net.members if m not in self.owners][:2]
-        for member_id in self.net.clusters:
-            self.net.clusters[member_id].previous_ring = Ring(
-                [RingMember(m) for m in previous])
+        self.moving_from(previous)
         for member_id in self.owners:
             self.store(member_id)[(BUCKET, "k")] = entry("k", 1, "old")
         for member_id in previous[1:]:
@@ -159,6 +157,33 @@ class ReadTests(SynchronousTestCase):
         self.net.calls.clear()
         self.successResultOf(run(self.table(shared).read(BUCKET, "k")))
         self.assertEqual(len(self.net.calls), 1)
+
+    def moving_from(self, previous):
+        """Every node places data for a ring of ``previous`` still (a move
+        to the current ring is under way)."""
+        for member_id in self.net.clusters:
+            self.net.clusters[member_id].previous_ring = Ring(
+                [RingMember(m) for m in previous])
+
+    def test_while_data_moves_a_write_needs_a_majority_of_both_owner_sets(self):
+        leaving = [m for m in self.net.members if m not in self.owners][:2]
+        previous = [self.owners[0]] + leaving
+        self.moving_from(previous)
+        self.successResultOf(run(self.table(self.outsider).write(entry("k", 1, "a"))))
+        holders = {m for m in self.net.members if (BUCKET, "k") in self.store(m)}
+        # Every owner and every previous owner is sent the write; it is
+        # acknowledged once a majority of each set holds it.
+        self.assertEqual(holders, set(self.owners) | set(previous))
+        # The previous owners that are not owners now down: a majority of
+        # them can no longer hold the write, and it is refused.
+        for member_id in leaving:
+            self.net.kill(member_id)
+        self.failureResultOf(run(self.table(self.owners[1]).write(entry("k", 2, "b"))),
+                             QuorumNotReached)
+        # Once the move is over, only the owners matter.
+        for member_id in self.net.clusters:
+            self.net.clusters[member_id].previous_ring = None
+        self.successResultOf(run(self.table(self.owners[1]).write(entry("k", 3, "c"))))
 
     def test_concurrent_writers_converge_on_the_newest(self):
         a, b, c = self.owners

@@ -28,3 +28,31 @@ async def first_successes(calls, needed):
     for d in calls:
         d.addCallbacks(settled, settled, callbackArgs=(1,), errbackArgs=(0,))
     return await done
+
+
+async def quorum_successes(calls, sets):
+    """The members whose call succeeded, once a majority of each of ``sets``
+    (lists of members) has, or once one of them no longer can; ``calls``
+    maps each member of the sets to its call (a Deferred). The rest keep
+    going, and their failures are consumed."""
+    done = Deferred()
+    succeeded, failed = set(), set()
+
+    def decided():
+        reached = all(sum(m in succeeded for m in members) >= len(members) // 2 + 1
+                      for members in sets)
+        lost = any(sum(m in failed for m in members) > len(members) - (len(members) // 2 + 1)
+                   for members in sets)
+        return reached or lost or len(succeeded) + len(failed) == len(calls)
+
+    def settled(result, member, ok):
+        (succeeded if ok else failed).add(member)
+        if not done.called and decided():
+            done.callback(set(succeeded))
+
+    for member, d in calls.items():
+        d.addCallbacks(settled, settled, callbackArgs=(member, True),
+                       errbackArgs=(member, False))
+    if not calls:
+        return set()
+    return await done

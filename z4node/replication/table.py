@@ -27,10 +27,12 @@ nothing.
   a write quorum and a read quorum always share an owner: a read that
   starts after a write was acknowledged sees it or something newer.
 - While a partition's data moves to new owners after a ring change
-  (``cluster.previous_owners`` differ from the owners), a read also asks a
-  majority of its previous owners (:func:`ask_read_quorum`), so what has
-  not moved yet is still seen, and the newest answer of either wins. Writes
-  go to the new owners only: every read asks them too.
+  (``cluster.previous_owners``, the owners in the settled ring, differ
+  from the owners), a write must reach a majority of both sets (Garage's
+  layout versions), and a read asks a majority of both
+  (:func:`ask_read_quorum`); the newest answer wins. So a majority of the
+  settled ring's owners holds every write, even if the ring changes again
+  (or back) before the data has moved.
 
 Owners come from the layout, not from liveness (DESIGN.md): a dead owner
 still counts toward the replication factor; a call to it fails fast and
@@ -44,7 +46,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, RemoteError, Reply, RpcError
-from z4node.replication.errors import QuorumNotReached, first_successes
+from z4node.replication.errors import QuorumNotReached, quorum_successes
 
 log = Logger()
 
@@ -121,16 +123,34 @@ class PartitionedTable:
         self.counters["writes"] += 1
         partition = self.schema.partition(entry)
         owners = self.owners(partition)
-        needed = majority(owners)
+        sets = [owners]
+        previous = self._cluster.previous_owners(partition, self.replication)
+        if previous and set(previous) != set(owners):
+            # Data is moving from the settled ring's owners: they take the
+            # write too, so a majority of them still holds everything.
+            sets.append(previous)
         taken = []
-        acked = await first_successes(
-            [self._write_at(owner, owners, partition, entry).addCallback(taken.append)
-             for owner in owners], needed)
-        if acked < needed:
-            self.counters["quorum_failures"] += 1
-            raise QuorumNotReached(f"{self.name}: {acked} of the {needed} owners needed "
-                                   f"hold the write")
+        calls = {owner: self._write_at(owner, owners, partition, entry) for owner in owners}
+        calls.update({member: self._apply_previous(member, entry) for member in previous
+                      if member not in owners and len(sets) > 1})
+        for d in calls.values():
+            d.addCallback(taken.append)
+        acked = await quorum_successes(calls, sets)
+        for members in sets:
+            held, needed = sum(m in acked for m in members), majority(members)
+            if held < needed:
+                self.counters["quorum_failures"] += 1
+                which = "owners" if members is owners else "previous owners"
+                raise QuorumNotReached(f"{self.name}: {held} of the {needed} {which} needed "
+                                       f"hold the write")
         return all(taken)
+
+    def _apply_previous(self, member, entry):
+        """Apply a write on an owner in the ring data is moving from (no
+        hint if it is down: it is leaving the partition)."""
+        if member != self._cluster.local.id and not self._cluster.is_alive(member):
+            return fail(RpcError(f"{self.name}: {member} is down"))
+        return self._apply_at(member, entry)
 
     def _write_at(self, owner, owners, partition, entry):
         """Apply a write on one owner; if it is down or does not answer, a
