@@ -335,6 +335,44 @@ class RecordRebalanceTests(FakeNodes, TestCase):
                                 sender)
         self.assertGreater(both, 0)
 
+    async def test_writes_during_a_move_reach_both_owner_sets(self):
+        await self.until(self.settled, "every node settles on the first ring")
+        before = self.net.clusters["n0"].ring
+        self.net.add("n4", self.build)
+        await self.until(lambda: all(self.net.clusters[m].previous_ring is not None
+                                     for m in self.live() if m != "n4"),
+                         "the nodes know data is moving")
+        bucket = next(b for b in self.BUCKETS
+                      if "n4" in self.net.nodes["n0"].tables.owners(b))
+        old_owners = before.owners(bucket_key(bucket), 3)
+        new_owners = self.net.nodes["n0"].tables.owners(bucket)
+        # One owner that stays does not answer: the new owners' majority
+        # is the other one and n4, so only the leaving owner's copy makes
+        # a majority of the old owners.
+        silent = next(m for m in new_owners if m in old_owners)
+        self.net.unreachable.add(silent)
+        written = []
+        for i, via in enumerate(m for m in ["n0", "n1", "n2", "n3"] if m != silent):
+            version = Version(bucket, f"during-{i}", 7000 + i, f"v{7000 + i}", False, 1,
+                              f"etag-{i}", "o", {}, [], b"x")
+            await self.net.nodes[via].tables.write_version(version)
+            written.append(version)
+
+        def holders(version):
+            return {m for m in self.live() if self.net.nodes[m].meta.db.read_blocking(
+                lambda c: c.execute("SELECT count(*) FROM versions WHERE version_id=?",
+                                    (version.version_id,)).fetchone()[0])}
+        for version in written:
+            # A majority of each owner set acknowledged it.
+            self.assertGreaterEqual(len(holders(version) & set(old_owners)), 2)
+            self.assertGreaterEqual(len(holders(version) & set(new_owners)), 2)
+        self.net.unreachable.clear()
+        await self.until(self.settled, "every node settles on the ring with n4")
+        for member in self.live():
+            for version in written:
+                found = await self.net.nodes[member].tables.latest(bucket, version.key)
+                self.assertEqual(found.etag, version.etag, member)
+
     async def test_a_key_not_yet_moved_is_read_from_its_previous_owners(self):
         before = self.net.clusters["n0"].ring
         bucket = next(b for b in self.BUCKETS
