@@ -15,8 +15,8 @@ and the peer operations it uses. The trees are
   places chunks then, and the sync is skipped.
 - A sync walks the two trees down to the leaf buckets that differ (one
   call a level, :func:`~z4node.replication.antientropy.differing_buckets`),
-  fetches the peer's chunk hashes in those buckets (32 bytes each, up to
-  ``max_prefixes`` buckets a call), and asks the cluster which of the
+  then, ``max_prefixes`` buckets at a time, fetches the peer's chunk
+  hashes in them (32 bytes each) and asks the cluster which of the
   chunks only one side holds are in use (the question garbage collection
   asks, :mod:`z4node.replication.references`): a chunk no version uses is
   garbage on its way out on the other side, not a loss, and is left to the
@@ -131,12 +131,20 @@ class ChunkSync:
         if not buckets:
             return
         self.counters["differing"] += 1
-        here = await self._trees.leaves(ring, peer, buckets)
-        there = set()
+        # A batch of leaf buckets at a time, so that a node that lost all
+        # its chunks holds one batch's hashes at once, not all of them.
         for start in range(0, len(buckets), self.max_prefixes):
-            there |= await self._remote_leaves(peer, fingerprint,
-                                               buckets[start:start + self.max_prefixes])
+            batch = buckets[start:start + self.max_prefixes]
+            here = await self._trees.leaves(ring, peer, batch)
+            there = await self._remote_leaves(peer, fingerprint, batch)
+            await self._copy_differing(peer, here, there)
+
+    async def _copy_differing(self, peer, here, there):
+        """Copy each chunk in use that only one side holds (``here`` or
+        ``there``) to the other side."""
         differing = sorted(there ^ here)
+        if not differing:
+            return
         used = await self._references.in_use(differing)
         for digest in differing:
             if used is not None and digest not in used:
