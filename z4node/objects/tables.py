@@ -324,8 +324,8 @@ class ObjectTables:
                 number = parts[-1].part_number
 
     def _solo(self, bucket, owners):
-        """Whether this node is the bucket's only owner, and was before any
-        ring change still moving data: one answer, no merge."""
+        """Whether this node is the bucket's only owner, now and in the
+        ring any data is still moving from: one answer, no merge."""
         local = [self._cluster.local.id]
         return owners == local and self._cluster.previous_owners(
             bucket_key(bucket), PartitionedTable.replication) in ([], local)
