@@ -10,8 +10,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests.fakecluster import FakeNet
 from z4node.cluster.channel import PeerChannel
 from z4node.cluster.ring import Ring, RingMember
-from z4node.replication.errors import QuorumNotReached
-from z4node.replication.table import LocalStore, PartitionedTable, Schema, majority
+from z4node.replication.errors import QuorumNotReached, majority
+from z4node.replication.table import LocalStore, PartitionedTable, Schema
 
 BUCKET = b"photos"
 

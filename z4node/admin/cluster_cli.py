@@ -296,4 +296,3 @@ def cluster_status(args):
 def cluster_members(args):
     peers = fetch(args.data, "/_z4/peers")
     return peers, render_members(peers)
-

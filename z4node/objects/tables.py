@@ -26,7 +26,8 @@ from twisted.logger import Logger
 from z4node.cluster.channel import CallError, Reply
 from z4node.cluster.ring import bucket_key
 from z4node.replication.table import (
-    LocalStore, PartitionedTable, Schema, ask_read_quorum, json_body, read_json, response_json)
+    LocalStore, PartitionedTable, Schema, ask_read_quorum, json_body, moving_from, read_json,
+    response_json)
 from z4node.storage.meta import (
     BucketMissing, ListEntry, Part, Upload, UploadMissing, Version, VersionTombstone)
 from z4node.storage.object_records import EndedUpload
@@ -326,9 +327,8 @@ class ObjectTables:
     def _solo(self, bucket, owners):
         """Whether this node is the bucket's only owner, now and in the
         ring any data is still moving from: one answer, no merge."""
-        local = [self._cluster.local.id]
-        return owners == local and self._cluster.previous_owners(
-            bucket_key(bucket), PartitionedTable.replication) in ([], local)
+        return owners == [self._cluster.local.id] and not moving_from(
+            self._cluster, bucket_key(bucket), owners)
 
     async def _ask(self, bucket, owners, op, args, local):
         """{member: JSON answer} from a read quorum of the bucket's owners
@@ -599,7 +599,8 @@ class ObjectTables:
         args = {"bucket": bucket, "prefix": prefix, "delimiter": delimiter,
                 "key_marker": key_marker, "upload_id_marker": upload_id_marker,
                 "limit": limit}
-        answers = await self._ask(bucket, owners, "uploads", args, lambda: self._local_uploads(args))
+        answers = await self._ask(bucket, owners, "uploads", args,
+                                  lambda: self._local_uploads(args))
         pages = [([item if isinstance(item, str) else upload_record(item)
                    for item in answer["items"]], answer["truncated"])
                  for answer in answers.values()]

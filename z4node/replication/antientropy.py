@@ -108,7 +108,7 @@ class AntiEntropy(Service):
         if self._running:
             self._again = True
             return self.counters["passes"] + 2
-        self._launch()
+        self._launch().addErrback(self._failed)
         return self.counters["passes"] + 1
 
     def _periodic(self):
@@ -124,10 +124,14 @@ class AntiEntropy(Service):
             self._running = False
             if self._again:
                 self._again = False
-                self._launch().addErrback(
-                    lambda f: self.log.failure("anti-entropy: a pass failed", f))
+                self._launch().addErrback(self._failed)
             return result
         return d.addBoth(ended)
+
+    def _failed(self, failure):
+        # A pass the periodic job did not start: its failure is logged
+        # here; the next pass runs on time.
+        self.log.failure("anti-entropy: a pass failed", failure)
 
     async def run_pass(self):
         """Sync every partition this node owns, of every table, with its
@@ -155,7 +159,7 @@ class AntiEntropy(Service):
                     seen.add(name)
                     self.partitions[name] = {"synced": None, "repaired": 0, "failed": False}
                 state = self.partitions[name]
-                repaired = self.counters["pulled"] + self.counters["pushed"]
+                moved = self.counters["pulled"] + self.counters["pushed"]
                 try:
                     await self.sync(table, partition, peer)
                 except (RpcError, CallError) as e:
@@ -163,7 +167,7 @@ class AntiEntropy(Service):
                     state["failed"] = True
                     self.log.info("anti-entropy: {table} with {peer} failed ({why})",
                                   table=table.name, peer=peer, why=str(e))
-                state["repaired"] += self.counters["pulled"] + self.counters["pushed"] - repaired
+                state["repaired"] += self.counters["pulled"] + self.counters["pushed"] - moved
                 state["synced"] = self._clock.seconds()
                 self.progress["done"] += 1
             repaired = self.counters["pulled"] + self.counters["pushed"] - before

@@ -222,10 +222,8 @@ class ChunkSync:
 
     async def _serve_leaves(self, peer_id, args, body):
         ring = self._ring(peer_id, args)
-        prefixes = await read_json(body)
-        if not isinstance(prefixes, list) or len(prefixes) > self.max_prefixes or not all(
-                isinstance(p, str) and len(p) == DEPTH
-                and all(ch in "0123456789abcdef" for ch in p) for p in prefixes):
+        prefixes = tree_nodes(await read_json(body))
+        if len(prefixes) > self.max_prefixes or any(len(p) != DEPTH for p in prefixes):
             raise CallError("BadRequest", f"at most {self.max_prefixes} leaf buckets "
                             f"({DEPTH} hex digits) at a time")
         shared = await self._trees.leaves(ring, peer_id, prefixes)

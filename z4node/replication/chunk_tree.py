@@ -95,8 +95,7 @@ class ChunkTrees:
         shared = set()
         for prefix in prefixes:
             for digest in self._store.hashes_named(prefix):
-                owners = ring.owners(digest, ReplicatedChunks.replication)
-                if self._local in owners and peer in owners:
+                if peer in self._other_owners(ring, digest):
                     shared.add(digest)
         return shared
 
@@ -120,19 +119,21 @@ class ChunkTrees:
             self._toggle(ring, buckets, digest)
         return buckets
 
+    def _other_owners(self, ring, digest):
+        """The chunk's other owners in ``ring`` if this node is one; else
+        none (the chunk is in no tree of this node)."""
+        owners = ring.owners(digest, ReplicatedChunks.replication)
+        return [m for m in owners if m != self._local] if self._local in owners else []
+
     def _toggle(self, ring, buckets, digest):
         """XOR a chunk's leaf hash into ``buckets`` (per peer) for each
         other owner it shares with this node in ``ring``."""
-        owners = ring.owners(digest, ReplicatedChunks.replication)
-        if self._local not in owners:
-            return
         leaf = leaf_hash(digest)
-        for peer in owners:
-            if peer != self._local:
-                row = buckets.get(peer)
-                if row is None:
-                    row = buckets[peer] = [0] * 16
-                row[digest[1] >> 4] ^= leaf
+        for peer in self._other_owners(ring, digest):
+            row = buckets.get(peer)
+            if row is None:
+                row = buckets[peer] = [0] * 16
+            row[digest[1] >> 4] ^= leaf
 
 
 def _tops_under(node):

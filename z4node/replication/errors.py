@@ -8,6 +8,11 @@ class QuorumNotReached(Exception):
     """Fewer nodes than a quorum acknowledged a write or answered a read."""
 
 
+def majority(members):
+    """The quorum of a replica set: a majority of it."""
+    return len(members) // 2 + 1
+
+
 async def first_successes(calls, needed):
     """How many of ``calls`` (Deferreds) succeeded, waiting only until
     ``needed`` have or all have settled; the rest keep going, and their
@@ -39,9 +44,9 @@ async def quorum_successes(calls, sets):
     succeeded, failed = set(), set()
 
     def decided():
-        reached = all(sum(m in succeeded for m in members) >= len(members) // 2 + 1
+        reached = all(sum(m in succeeded for m in members) >= majority(members)
                       for members in sets)
-        lost = any(sum(m in failed for m in members) > len(members) - (len(members) // 2 + 1)
+        lost = any(sum(m in failed for m in members) > len(members) - majority(members)
                    for members in sets)
         return reached or lost or len(succeeded) + len(failed) == len(calls)
 

@@ -46,7 +46,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, RemoteError, Reply, RpcError
-from z4node.replication.errors import QuorumNotReached, quorum_successes
+from z4node.replication.errors import QuorumNotReached, majority, quorum_successes
 
 log = Logger()
 
@@ -123,16 +123,14 @@ class PartitionedTable:
         self.counters["writes"] += 1
         partition = self.schema.partition(entry)
         owners = self.owners(partition)
-        sets = [owners]
-        previous = self._cluster.previous_owners(partition, self.replication)
-        if previous and set(previous) != set(owners):
-            # Data is moving from the settled ring's owners: they take the
-            # write too, so a majority of them still holds everything.
-            sets.append(previous)
+        # While data moves from the settled ring's owners, they take the
+        # write too, so a majority of them still holds everything.
+        previous = moving_from(self._cluster, partition, owners)
+        sets = [owners, previous] if previous else [owners]
         taken = []
         calls = {owner: self._write_at(owner, owners, partition, entry) for owner in owners}
         calls.update({member: self._apply_previous(member, entry) for member in previous
-                      if member not in owners and len(sets) > 1})
+                      if member not in owners})
         for d in calls.values():
             d.addCallback(taken.append)
         acked = await quorum_successes(calls, sets)
@@ -245,9 +243,11 @@ class PartitionedTable:
         return dict(self.counters)
 
 
-def majority(owners):
-    """The quorum of a replica set: a majority of it."""
-    return len(owners) // 2 + 1
+def moving_from(cluster, partition, owners):
+    """The partition's owners in the settled ring while its data moves to
+    ``owners`` after a ring change; [] when it is not moving."""
+    previous = cluster.previous_owners(partition, PartitionedTable.replication)
+    return previous if previous and set(previous) != set(owners) else []
 
 
 async def ask_read_quorum(cluster, partition, owners, ask):
@@ -258,8 +258,8 @@ async def ask_read_quorum(cluster, partition, owners, ask):
     The previous owners' part is best effort (they may be gone); the
     owners' is not."""
     answers = await ask_quorum(cluster, owners, ask)
-    previous = cluster.previous_owners(partition, PartitionedTable.replication)
-    if not previous or set(previous) == set(owners):
+    previous = moving_from(cluster, partition, owners)
+    if not previous:
         return answers
     needed = majority(previous) - sum(1 for member in previous if member in answers)
     if needed > 0:
