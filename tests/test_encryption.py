@@ -294,7 +294,7 @@ class CustomerKeyTests(EncryptedEngineTestCase):
             sealing = objects.sealing_for(head, ck)
             self.assertEqual(await collect(objects.read(head, 0, head.size - 1, sealing)), body)
             self.assertEqual(await collect(objects.read(head, 5, 50, sealing)), body[5:51])
-            for given, code in ((None, "InvalidRequest"), (wrong, "AccessDenied")):
+            for given, code in ((None, "InvalidRequest"), (wrong, "InvalidArgument")):
                 with self.assertRaises(ObjectError) as raised:
                     objects.sealing_for(head, given)
                 self.assertEqual(raised.exception.code, code)

@@ -216,9 +216,10 @@ class SseCCore(ErrorAssertions):
                                    Key="c")
         self.assertIn("correct parameters must be provided", error["Error"]["Message"])
         self.assertS3Error(None, 400, s3.head_object, Bucket="bkt", Key="c")
-        self.assertS3Error("AccessDenied", 403, s3.get_object, Bucket="bkt", Key="c",
-                           **sse_c(OTHER_CUSTOMER_KEY))
-        self.assertS3Error(None, 403, s3.head_object, Bucket="bkt", Key="c",
+        error = self.assertS3Error("InvalidArgument", 400, s3.get_object, Bucket="bkt",
+                                   Key="c", **sse_c(OTHER_CUSTOMER_KEY))
+        self.assertIn("does not match", error["Error"]["Message"])
+        self.assertS3Error(None, 400, s3.head_object, Bucket="bkt", Key="c",
                            **sse_c(OTHER_CUSTOMER_KEY))
         self.assertS3Error("InvalidRequest", 400, s3.get_object, Bucket="bkt",
                            Key="plain", **sse_c())
@@ -272,7 +273,7 @@ class SseCTests(SseCCore, TestCase):
         s3.put_object(Bucket="bkt", Key="src", Body=body, **sse_c())
         self.assertS3Error("InvalidRequest", 400, s3.copy_object, Bucket="bkt", Key="x",
                            CopySource="bkt/src")
-        self.assertS3Error("AccessDenied", 403, s3.copy_object, Bucket="bkt", Key="x",
+        self.assertS3Error("InvalidArgument", 400, s3.copy_object, Bucket="bkt", Key="x",
                            CopySource="bkt/src",
                            **sse_c(OTHER_CUSTOMER_KEY, prefix="CopySource"))
         # SSE-C -> SSE-C under another key.
@@ -281,7 +282,7 @@ class SseCTests(SseCCore, TestCase):
         self.assertIn("SSECustomerKeyMD5", copied)
         self.assertEqual(s3.get_object(Bucket="bkt", Key="rekeyed",
                                        **sse_c(OTHER_CUSTOMER_KEY))["Body"].read(), body)
-        self.assertS3Error("AccessDenied", 403, s3.get_object, Bucket="bkt",
+        self.assertS3Error("InvalidArgument", 400, s3.get_object, Bucket="bkt",
                            Key="rekeyed", **sse_c())
         # SSE-C -> SSE-S3.
         plain = s3.copy_object(Bucket="bkt", Key="opened", CopySource="bkt/src",

@@ -60,8 +60,8 @@ _AAD = b"z4node sse-c"
 NEEDS_KEY = ("The object was stored using a form of Server Side Encryption. The "
              "correct parameters must be provided to retrieve the object.")
 NOT_APPLICABLE = "The encryption parameters are not applicable to this object."
-WRONG_KEY = ("Access Denied: the customer-provided key does not match the key the "
-             "object was stored with.")
+WRONG_KEY = ("The customer-provided encryption key does not match the key the object "
+             "was stored with.")
 PART_NEEDS_KEY = ("The multipart upload initiate requested encryption. Subsequent part "
                   "requests must include the appropriate encryption parameters.")
 PART_KEY_DIFFERS = ("The provided encryption parameters did not match the ones used "
@@ -191,12 +191,13 @@ def open_kms_record(record, open_key):
                           "The object's stored SSE-KMS data key is damaged.") from None
 
 
-def open_record(record, customer_key):
-    """The CustomerSealing of a record, if ``customer_key`` is its key."""
+def open_record(record, customer_key, wrong_key=None):
+    """The CustomerSealing of a record, if ``customer_key`` is its key;
+    otherwise ``wrong_key`` is raised (by default S3's answer to a GET)."""
     salt = base64.b64decode(record["salt"])
     check = hmac.new(salt, customer_key.key, hashlib.sha256).digest()
     if not hmac.compare_digest(check, base64.b64decode(record["hmac"])):
-        raise ObjectError("AccessDenied", WRONG_KEY)
+        raise wrong_key or ObjectError("InvalidArgument", WRONG_KEY)
     kek = _hkdf(customer_key.key, salt, b"z4node sse-c key wrap")
     try:
         return CustomerSealing(aes_key_unwrap(kek, base64.b64decode(record["wrapped"])))
@@ -236,12 +237,7 @@ def part_sealing(upload_meta, customer_key, open_key):
         return None
     if customer_key is None:
         raise ObjectError("InvalidRequest", PART_NEEDS_KEY)
-    try:
-        return open_record(record, customer_key)
-    except ObjectError as e:
-        if e.code == "AccessDenied":
-            raise ObjectError("InvalidRequest", PART_KEY_DIFFERS) from None
-        raise
+    return open_record(record, customer_key, ObjectError("InvalidRequest", PART_KEY_DIFFERS))
 
 
 def _b64(data):
