@@ -1,6 +1,7 @@
 """Three real ``twistd z4node`` processes are one store: an object written
 through one node is read, listed and deleted through the others, a
-multipart upload begun on one node is completed on another, and with one
+multipart upload begun on one node is completed on another (and a retry
+of that completion through a third gets the same answer), and with one
 node killed (SIGKILL) the other two still take writes and serve every
 object; the killed node, restarted, serves what was written without it.
 A node killed in the middle of a stream of PUTs loses no acknowledged one.
@@ -65,11 +66,16 @@ class ObjectReplicationTests(TestCase):
         etags = [clients[1 + n].upload_part(Bucket="data", Key="mp", UploadId=upload,
                                             PartNumber=n + 1, Body=part)["ETag"]
                  for n, part in enumerate(parts)]
-        clients[2].complete_multipart_upload(
-            Bucket="data", Key="mp", UploadId=upload,
-            MultipartUpload={"Parts": [{"PartNumber": n + 1, "ETag": etag}
-                                       for n, etag in enumerate(etags)]})
+        listing = {"Parts": [{"PartNumber": n + 1, "ETag": etag}
+                             for n, etag in enumerate(etags)]}
+        completed = clients[2].complete_multipart_upload(
+            Bucket="data", Key="mp", UploadId=upload, MultipartUpload=listing)
         self.assertEqual(body(clients[0], "mp"), b"".join(parts))
+        # An SDK retrying the completion through another node gets the
+        # same answer: the upload's end is replicated with it.
+        retried = clients[0].complete_multipart_upload(
+            Bucket="data", Key="mp", UploadId=upload, MultipartUpload=listing)
+        self.assertEqual(retried["ETag"], completed["ETag"])
 
         # Deleted through node 2: gone on node 0.
         clients[2].delete_object(Bucket="data", Key="small")
