@@ -288,6 +288,45 @@ class BucketPolicyTests(AccessTestCase):
         self.admin.delete_bucket_policy(Bucket="team")
         self.admin.list_objects_v2(Bucket="team")
 
+    def test_deletes_that_compare_an_etag_also_need_get_object(self):
+        """As on S3: a delete with If-Match naming an ETag (or a DeleteObjects
+        entry with an ETag) needs s3:GetObject beside s3:DeleteObject, and
+        deleting a version by id is s3:DeleteObjectVersion in DeleteObjects
+        as it is in DeleteObject."""
+        carol, carol_s3 = self.new_key("carol")
+        self.admin.create_bucket(Bucket="del")
+        self.admin.put_bucket_versioning(Bucket="del",
+                                         VersioningConfiguration={"Status": "Enabled"})
+        etags = {key: self.admin.put_object(Bucket="del", Key=key, Body=key.encode())["ETag"]
+                 for key in ("a", "b", "c", "d")}
+        pinned = self.admin.put_object(Bucket="del", Key="v", Body=b"v")["VersionId"]
+        self.admin.put_bucket_policy(Bucket="del", Policy=policy(
+            {"Effect": "Allow", "Principal": {"AWS": carol["user_id"]},
+             "Action": ["s3:DeleteObject", "s3:DeleteObjectVersion"],
+             "Resource": "arn:aws:s3:::del/*"},
+            {"Effect": "Deny", "Principal": {"AWS": carol["user_id"]},
+             "Action": "s3:DeleteObjectVersion", "Resource": "arn:aws:s3:::del/v"}))
+
+        self.assertS3Error("AccessDenied", 403, carol_s3.delete_object, Bucket="del", Key="a",
+                           IfMatch=etags["a"])
+        carol_s3.delete_object(Bucket="del", Key="a", IfMatch="*")
+        result = carol_s3.delete_objects(Bucket="del", Delete={"Objects": [
+            {"Key": "b", "ETag": etags["b"]}, {"Key": "c"},
+            {"Key": "v", "VersionId": pinned}]})
+        self.assertEqual(sorted((e["Key"], e["Code"]) for e in result["Errors"]),
+                         [("b", "AccessDenied"), ("v", "AccessDenied")])
+        self.assertEqual([d["Key"] for d in result["Deleted"]], ["c"])
+        self.admin.head_object(Bucket="del", Key="v", VersionId=pinned)
+
+        self.admin.put_bucket_policy(Bucket="del", Policy=policy(
+            {"Effect": "Allow", "Principal": {"AWS": carol["user_id"]},
+             "Action": ["s3:DeleteObject", "s3:GetObject"],
+             "Resource": "arn:aws:s3:::del/*"}))
+        carol_s3.delete_object(Bucket="del", Key="b", IfMatch=etags["b"])
+        result = carol_s3.delete_objects(Bucket="del", Delete={"Objects": [
+            {"Key": "d", "ETag": etags["d"]}]})
+        self.assertEqual([d["Key"] for d in result["Deleted"]], ["d"])
+
     def test_key_info_shows_what_a_key_may_do(self):
         alice, _ = self.new_key("alice")
         self.new_key("nobody")

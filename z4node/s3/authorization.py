@@ -582,6 +582,11 @@ async def authorize(api, call):
     else:
         decision, version, fetched = await _authorize_object(api, call, need, call.bucket,
                                                             call.key)
+        if decision.allowed and call.operation == "DeleteObject" \
+                and compares_etag(call.headers.get("if-match")):
+            decision, _, _ = await _authorize_object(
+                api, call, need_for("GetObject", call.query), call.bucket, call.key,
+                version, fetched)
         if decision.allowed and decision.via in ("policy", "acl") \
                 and call.operation in _HIDES_MISSING_KEYS:
             if not fetched:
@@ -654,15 +659,27 @@ def allows(api, call, operation, bucket=None, key=None):
     return decide(api.system, AccessRequest(caller, need, bucket, key, context))
 
 
-async def may_delete(api, call, key):
-    """Whether DeleteObjects may delete ``key`` of the call's bucket."""
+def compares_etag(if_match):
+    """Whether a delete's If-Match (or a DeleteObjects entry's ETag) names
+    an ETag: S3 then also asks for s3:GetObject, since the answer tells
+    the caller what the object's ETag is."""
+    return if_match is not None and if_match.strip() != "*"
+
+
+async def may_delete(api, call, key, version_id=None, etag=None):
+    """Whether DeleteObjects may delete ``key`` (``version_id`` of it) of
+    the call's bucket, given the entry's ``ETag`` condition."""
     caller = call.access_key
     if call.access_context is None and caller is not None and caller.is_admin:
         return True
     if call.access_context is None:
         call.access_context = request_context(api, call)
-    decision, _, _ = await _authorize_object(api, call, need_for("DeleteObject"),
-                                             call.bucket, key)
+    query = {"versionId": version_id} if version_id else None
+    decision, version, fetched = await _authorize_object(
+        api, call, need_for("DeleteObject", query), call.bucket, key)
+    if decision.allowed and compares_etag(etag):
+        decision, _, _ = await _authorize_object(api, call, need_for("GetObject", query),
+                                                 call.bucket, key, version, fetched)
     return decision.allowed
 
 

@@ -499,7 +499,8 @@ async def delete_objects(api, call):
             results.append(("Error", named + [("Code", "KeyTooLongError"),
                                               ("Message", "Your key is too long.")]))
             continue
-        if not await authorization.may_delete(api, call, key):
+        if not await authorization.may_delete(api, call, key, version_id,
+                                              xml.text(element, "ETag")):
             results.append(("Error", named + [("Code", "AccessDenied"),
                                               ("Message", "Access Denied")]))
             continue
