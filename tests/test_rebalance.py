@@ -65,13 +65,13 @@ class RebalanceTests(FakeNodes, TestCase):
         chunks = ChunkStore(reactor, os.path.join(directory, "chunks"))
         chunks.start()
         self.addCleanup(chunks.stop)
+        manager = ReplicatedChunks(chunks, cluster)
         rebalancer = Rebalancer(cluster.net.clock, cluster, chunks, NoHints(),
-                                os.path.join(directory, LAYOUT_FILE))
+                                os.path.join(directory, LAYOUT_FILE), strays=manager.strays)
         rebalancer.rate = 1e12
         rebalancer.startService()
         self.addCleanup(rebalancer.stopService)
-        return SimpleNamespace(chunks=chunks, rebalancer=rebalancer,
-                               manager=ReplicatedChunks(chunks, cluster))
+        return SimpleNamespace(chunks=chunks, rebalancer=rebalancer, manager=manager)
 
     async def write(self):
         digests = []
@@ -108,6 +108,57 @@ class RebalanceTests(FakeNodes, TestCase):
         self.assertEqual(self.total("moved_chunks"), gained)
         self.assertEqual(self.total("dropped_copies"), gained)
         self.assertEqual(self.total("unplaced"), 0)
+
+    async def moved_chunks(self, before, after, count):
+        """``count`` new chunks whose owners differ between two rings."""
+        found = []
+        while len(found) < count:
+            data = os.urandom(1000)
+            digest = chunk_hash(data)
+            if set(before.owners(digest, 3)) != set(after.owners(digest, 3)):
+                found.append((digest, data))
+        return found
+
+    async def io_done(self, condition, what):
+        """Wait for disk threads, without moving the fake clock, until
+        ``condition()``."""
+        for _ in range(500):
+            if condition():
+                return
+            await deferLater(reactor, 0.005, lambda: None)
+        self.fail(f"never happened: {what}")
+
+    async def test_writes_during_a_move_reach_both_owner_sets_and_strays_are_cleared(self):
+        digests = await self.write()
+        before = self.net.clusters["n0"].ring
+        self.net.add("n4", self.build)
+        after = self.net.clusters["n0"].ring
+        writer = "n0"
+        await self.until(lambda: self.net.clusters[writer].previous_ring is not None,
+                         "the writer knows data is moving")
+        # Before any pass: a chunk goes to its owners in both rings.
+        for digest, data in await self.moved_chunks(before, after, 4):
+            await self.net.nodes[writer].manager.put(digest, data)
+            both = set(before.owners(digest, 3)) | set(after.owners(digest, 3))
+            await self.io_done(lambda: self.holders(digest) == both, "every put lands")
+            digests.append(digest)
+        await self.until(self.settled, "every node settles on the ring with n4")
+        self.assert_placed(digests)
+        # A coordinator whose own pass has not ended still writes to the
+        # previous owners, which have settled: what they are sent after
+        # their walk is a stray, passed on and dropped at their next check.
+        self.net.clusters[writer].previous_ring = before
+        late = await self.moved_chunks(before, after, 4)
+        for digest, data in late:
+            await self.net.nodes[writer].manager.put(digest, data)
+            leaving = set(before.owners(digest, 3)) - set(after.owners(digest, 3))
+            await self.io_done(lambda: all(digest in self.net.nodes[m].manager.strays
+                                           for m in leaving), "every late put lands")
+        everything = digests + [digest for digest, _ in late]
+        await self.until(lambda: all(self.holders(d) == set(after.owners(d, 3))
+                                     for d in everything), "the strays are cleared")
+        self.assertFalse(any(self.net.nodes[m].manager.strays for m in self.net.nodes))
+        self.assertGreater(self.total("strays_dropped"), 0)
 
     async def test_a_forgotten_member_s_chunks_are_copied_again(self):
         digests = await self.write()

@@ -9,6 +9,7 @@ from twisted.internet import defer
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakecluster import FakeNet
+from z4node.cluster.ring import Ring, RingMember
 from z4node.replication.chunks import ReplicatedChunks
 from z4node.replication.errors import QuorumNotReached
 from z4node.storage.chunks import ChunkCorrupted, ChunkMissing, chunk_hash
@@ -79,6 +80,28 @@ class ReplicatedChunkTests(SynchronousTestCase):
         self.failureResultOf(run(self.net.nodes[self.outsider].put(self.digest, self.data)),
                              QuorumNotReached)
         self.assertEqual(self.net.nodes[self.outsider].counters["quorum_failures"], 1)
+
+    def test_while_data_moves_a_put_needs_a_majority_of_both_owner_sets(self):
+        """Garage's layout versions, for chunks: while data moves to the
+        current ring, a chunk goes to its owners in both rings and is
+        acknowledged once a majority of each holds it; with too few of the
+        previous owners left, the put is refused; once the move is over,
+        only the owners count."""
+        leaving = [m for m in self.net.members if m not in self.owners][:2]
+        previous = [self.owners[0]] + leaving
+        for cluster in self.net.clusters.values():
+            cluster.previous_ring = Ring([RingMember(m) for m in previous])
+        writer = self.net.nodes[self.owners[1]]
+        self.successResultOf(run(writer.put(self.digest, self.data)))
+        self.assertEqual(set(self.holders()), set(self.owners) | set(previous))
+        self.assertEqual(writer.counters["puts_while_moving"], 1)
+        for member_id in leaving:
+            self.net.nodes[member_id].store.chunks.clear()
+            self.net.kill(member_id)
+        self.failureResultOf(run(writer.put(self.digest, self.data)), QuorumNotReached)
+        for cluster in self.net.clusters.values():
+            cluster.previous_ring = None
+        self.successResultOf(run(writer.put(self.digest, self.data)))
 
     def test_a_read_passes_over_a_missing_rotten_or_lying_copy(self):
         self.successResultOf(run(self.net.nodes[self.outsider].put(self.digest, self.data)))

@@ -397,7 +397,8 @@ class Node(MultiService):
             self.reactor, self.cluster, self.chunks, hints,
             os.path.join(self.data_dir, LAYOUT_FILE), tables=self.objects.tables,
             settle=options.get("rebalance-delay"),
-            rate=None if rate is None else rate * MB)
+            rate=None if rate is None else rate * MB,
+            strays=self.objects.chunk_manager.strays)
         self.rebalance.setServiceParent(self)
         # Chunk references are counted where the versions are, not on the
         # chunks' owners: GC asks the other members before deleting a chunk.

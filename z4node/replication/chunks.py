@@ -11,7 +11,11 @@ a lie) costs one more call, never a wrong answer.
 - **Put**: the chunk goes to every owner (this node's store when it is
   one) and the put returns once a majority of min(3, layout) *true owners*
   hold it durably; fewer, and it raises
-  :class:`~z4node.replication.errors.QuorumNotReached`.
+  :class:`~z4node.replication.errors.QuorumNotReached`. While data moves
+  to a new ring, the chunk's owners in the ring it moves from take it too,
+  and a majority of them must hold it as well (as record writes do,
+  :mod:`z4node.replication.table`): reads still ask them, and if the
+  change is undone they are the owners again.
   An owner that membership says is down is not called; an owner that is
   down or does not answer gets a hint instead (:mod:`z4node.replication.hints`),
   which never counts toward the quorum.
@@ -38,7 +42,8 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, RemoteError, Reply, RpcError
-from z4node.replication.errors import QuorumNotReached, first_successes
+from z4node.replication.errors import QuorumNotReached, quorum_successes, require_majorities
+from z4node.replication.table import moving_from
 from z4node.storage.chunks import CHUNK_SIZE, ChunkCorrupted, ChunkMissing, chunk_hash
 
 # The largest chunk accepted from a peer: 4 MiB of plaintext, or the same
@@ -65,8 +70,11 @@ class ReplicatedChunks:
         self._cluster = cluster
         self._handoff = handoff
         self.counters = {"puts": 0, "gets": 0, "remote_gets": 0, "bad_copies": 0,
-                         "missing": 0, "quorum_failures": 0, "repaired": 0,
+                         "missing": 0, "quorum_failures": 0, "repaired": 0, "puts_while_moving": 0,
                          "found_on_previous_owners": 0, "found_through_dht": 0}
+        # Chunks peers put here though this node does not own them in its
+        # ring (a write while data moves): the rebalancer's to clear.
+        self.strays = set()
         cluster.serve("chunk.put", self._serve_put)
         cluster.serve("chunk.get", self._serve_get)
         cluster.serve("chunk.has", self._serve_has)
@@ -98,16 +106,35 @@ class ReplicatedChunks:
 
     async def put(self, digest, data):
         """Store ``data`` (named ``digest``) on its owners; returns once a
-        majority of them hold it, else QuorumNotReached."""
+        majority of them hold it (and, while data moves, a majority of its
+        owners in the ring it moves from), else QuorumNotReached."""
         self.counters["puts"] += 1
         owners = self.owners(digest)
-        needed = len(owners) // 2 + 1
-        acked = await first_successes(
-            [self._put_at(owner, owners, digest, data) for owner in owners], needed)
-        if acked < needed:
+        previous = moving_from(self._cluster, digest, owners)
+        sets = [owners, previous] if previous else [owners]
+        calls = {owner: self._put_at(owner, owners, digest, data) for owner in owners}
+        calls.update({member: self._put_previous(member, digest, data) for member in previous
+                      if member not in owners})
+        if previous:
+            self.counters["puts_while_moving"] += 1
+        acked = await quorum_successes(calls, sets)
+        try:
+            require_majorities(acked, sets, f"chunk {digest.hex()}")
+        except QuorumNotReached:
             self.counters["quorum_failures"] += 1
-            raise QuorumNotReached(f"chunk {digest.hex()}: {acked} of the {needed} owners "
-                                   "needed hold it")
+            raise
+
+    def _put_previous(self, member, digest, data):
+        """Put the chunk on one of its owners in the ring data is moving
+        from, which reads still ask and which may yet be the ring data is
+        placed for (no hint if it is down: it is leaving the chunk)."""
+        if member == self._cluster.local.id:
+            return self.store.put_chunk(digest, data).addCallback(
+                lambda _: self.strays.add(digest))
+        if not self._cluster.is_alive(member):
+            return fail(RpcError(f"chunk.put: {member} is down"))
+        return Deferred.fromCoroutine(self._cluster.call(
+            member, "chunk.put", {"hash": digest.hex()}, one_piece(data)))
 
     def _put_at(self, owner, owners, digest, data):
         """Put the chunk on one owner; if it is down or does not answer, a
@@ -135,6 +162,10 @@ class ReplicatedChunks:
         digest = digest_arg(args)
         data = await received_chunk(body, digest, self.store.run)
         await self.store.put_chunk(digest, data)
+        if self._cluster.local.id not in self.owners(digest):
+            # Sent here as an owner in the ring data moves from: the
+            # rebalancer passes it on and drops it (Rebalancer.strays).
+            self.strays.add(digest)
         return Reply({})
 
     # -- get ---------------------------------------------------------------------

@@ -61,3 +61,14 @@ async def quorum_successes(calls, sets):
     if not calls:
         return set()
     return await done
+
+
+def require_majorities(acked, sets, what):
+    """Raise QuorumNotReached unless ``acked`` (members) holds a majority
+    of each of ``sets``: the owners, then (while data moves) the owners in
+    the ring it moves from."""
+    for members, which in zip(sets, ("owners", "previous owners")):
+        held, needed = sum(m in acked for m in members), majority(members)
+        if held < needed:
+            raise QuorumNotReached(f"{what}: {held} of the {needed} {which} needed "
+                                   "hold the write")

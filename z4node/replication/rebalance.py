@@ -33,6 +33,13 @@ Owns the rebalancing of this node's chunk files and object records:
     them is alive; if none is (a dead member forgotten), the first live
     old owner that stays sends. So each added copy is sent once.
 
+- While data moves, chunk writes go to the owners in both rings
+  (:mod:`z4node.replication.chunks`), so a node that is no longer an owner
+  can be sent a chunk after its walk passed it, or after it settled. Such
+  *strays* are cleared on every check: once every owner in the node's ring
+  holds an intact copy (sent from here if one lacks it), the stray is
+  deleted, as a displaced copy is. A node restarted before it cleared one
+  keeps it as a spare copy.
 - One chunk moves at a time, at most ``rate`` bytes/s, so moving data does
   not crowd out clients.
 - A ring change during a pass ends it; the next pass starts over for the
@@ -67,7 +74,9 @@ class Rebalancer(Service):
     """The rebalancing of one node's chunks and object records (see the
     module docstring). ``chunks`` is the node's ChunkStore, ``hints`` its
     HintStore, ``tables`` its ObjectTables (None: chunks only), ``path``
-    where the settled ring is kept."""
+    where the settled ring is kept, ``strays`` the set of chunk hashes
+    peers put here though this node does not own them
+    (:attr:`ReplicatedChunks.strays`)."""
 
     log = Logger()
 
@@ -80,7 +89,7 @@ class Rebalancer(Service):
     retry_seconds = 600.0
 
     def __init__(self, clock, cluster, chunks, hints, path, tables=None, settle=None,
-                 rate=None):
+                 rate=None, strays=None):
         self._clock = clock
         self._cluster = cluster
         self._chunks = chunks
@@ -91,8 +100,10 @@ class Rebalancer(Service):
             self.settle_seconds = settle
         if rate is not None:
             self.rate = rate
+        self.strays = set() if strays is None else strays
         self._ring_since = clock.seconds()
         self._retry_at = None
+        self._strays_retry_at = None
         self._stopping = False
         self._saved_at = None
         self.settled = None  # the settled Ring
@@ -101,7 +112,8 @@ class Rebalancer(Service):
         self.counters = {"passes": 0, "passes_completed": 0, "chunks_changed": 0,
                          "moved_chunks": 0, "moved_bytes": 0, "dropped_copies": 0,
                          "kept_copies": 0, "unplaced": 0, "buckets_changed": 0,
-                         "moved_records": 0, "unplaced_buckets": 0}
+                         "moved_records": 0, "unplaced_buckets": 0, "strays_dropped": 0,
+                         "strays_unplaced": 0}
         # What the last completed pass left undone: {"ring", "finished",
         # "unplaced", "unplaced_buckets", "kept_copies"}.
         self.last_pass = None
@@ -154,8 +166,10 @@ class Rebalancer(Service):
         moving = self.settled is not None and ring.fingerprint() != self.settled.fingerprint()
         # Readers look for what has not moved yet on its previous owners.
         self._cluster.previous_ring = self.settled if moving else None
-        stable = self._clock.seconds() - self._ring_since >= self.settle_seconds
-        if not stable or not self._cluster.membership.has_joined:
+        if not self._cluster.membership.has_joined:
+            return
+        await self._clear_strays(ring)
+        if self._clock.seconds() - self._ring_since < self.settle_seconds:
             return
         if self.settled is None:
             self.settled = ring
@@ -245,6 +259,31 @@ class Rebalancer(Service):
         staying = [m for m in old_owners if m in new_owners and alive(m)]
         return bool(staying) and staying[0] == self._cluster.local.id
 
+    async def _clear_strays(self, ring):
+        """Pass each stray on to its owners in ``ring`` and drop it; what
+        cannot be placed now (an owner down) is tried again
+        ``retry_seconds`` later."""
+        now = self._clock.seconds()
+        if not self.strays or (self._strays_retry_at is not None
+                               and now < self._strays_retry_at):
+            return
+        local, unplaced = self._cluster.local.id, set()
+        for digest in list(self.strays):
+            if self._stopping:
+                return
+            self.strays.discard(digest)
+            owners = ring.owners(digest, ReplicatedChunks.replication)
+            if local in owners:
+                continue
+            if all([await self._ensure(owner, digest) for owner in owners]):
+                if await self._drop(digest):
+                    self.counters["strays_dropped"] += 1
+            else:
+                unplaced.add(digest)
+        self.counters["strays_unplaced"] += len(unplaced)
+        self.strays |= unplaced
+        self._strays_retry_at = now + self.retry_seconds if unplaced else None
+
     async def _ensure(self, owner, digest):
         """Whether ``owner`` holds an intact copy of ``digest`` now (sent
         from here if it lacked one)."""
@@ -310,12 +349,14 @@ class Rebalancer(Service):
 
     async def _drop(self, digest):
         """Delete this node's copy of a chunk it no longer owns, now that its
-        owners hold it."""
+        owners hold it; whether it was deleted."""
         if self._chunks.is_pinned(digest) or await self._hints.holds_chunk(digest):
             self.counters["kept_copies"] += 1
-            return
-        if await self._chunks.delete_chunk(digest, math.inf) is not None:
-            self.counters["dropped_copies"] += 1
+            return False
+        if await self._chunks.delete_chunk(digest, math.inf) is None:
+            return False
+        self.counters["dropped_copies"] += 1
+        return True
 
     def placed_ring(self):
         """The ring every chunk and record is placed for: the settled ring

@@ -46,7 +46,8 @@ from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, RemoteError, Reply, RpcError
-from z4node.replication.errors import QuorumNotReached, majority, quorum_successes
+from z4node.replication.errors import (QuorumNotReached, majority, quorum_successes,
+                                       require_majorities)
 
 log = Logger()
 
@@ -134,13 +135,11 @@ class PartitionedTable:
         for d in calls.values():
             d.addCallback(taken.append)
         acked = await quorum_successes(calls, sets)
-        for members in sets:
-            held, needed = sum(m in acked for m in members), majority(members)
-            if held < needed:
-                self.counters["quorum_failures"] += 1
-                which = "owners" if members is owners else "previous owners"
-                raise QuorumNotReached(f"{self.name}: {held} of the {needed} {which} needed "
-                                       f"hold the write")
+        try:
+            require_majorities(acked, sets, self.name)
+        except QuorumNotReached:
+            self.counters["quorum_failures"] += 1
+            raise
         return all(taken)
 
     def _apply_previous(self, member, entry):
