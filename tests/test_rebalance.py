@@ -257,8 +257,12 @@ class RebalanceTests(FakeNodes, TestCase):
         await self.until(lambda: "pass" in open(path).read() and
                          '"after"' in open(path).read(), "the cursor is on disk")
         self.net.clusters["n0"].subscribers.remove(sender._member_changed)
+        # Writes go on through another node while n0's pass is cut.
+        for digest, data in await self.moved_chunks(before, ring, 4):
+            await self.net.nodes["n1"].manager.put(digest, data)
+            digests.append(digest)
         again = Rebalancer(self.clock, self.net.clusters["n0"], self.net.nodes["n0"].chunks,
-                           NoHints(), path)
+                           NoHints(), path, strays=self.net.nodes["n0"].manager.strays)
         again.rate = 1e12
         visited = []
         place = again._place
