@@ -6,11 +6,13 @@ Starts one single node and a cluster of three (every one a real ``twistd
 z4node`` on 127.0.0.1, all sharing this machine's cores with the load
 generators) and measures, on each:
 
-- 4 KiB PUT and GET and ListObjectsV2 (100 keys a page) rates with
-  wrk at concurrency 32: on the single node, on the cluster through node 0,
-  and on the cluster spread over its three nodes (three wrk, 11 connections
-  each, rates summed); HEAD is not measured (wrk waits for the body a
-  HEAD answer announces and counts no request);
+- 4 KiB PUT, GET and HEAD and ListObjectsV2 (100 keys a page) rates with
+  wrk at concurrency 32 (:mod:`benchmarks.loadgen`, whose script reads
+  HEAD answers): on the single node, on the cluster through node 0, and on
+  the cluster spread over its three nodes (three wrk, 10 connections each,
+  rates summed);
+- the server CPU (user + system, from ``/proc``) each node spent per
+  request of every run above;
 - a 256 MiB PUT and GET with curl, through node 0 (median of ``--runs``,
   taken round robin with the single node so that other load on the machine
   falls on both alike);
@@ -31,7 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.bench_encryption import _Case, run_wrk, transfer  # noqa: E402
+from benchmarks.bench_encryption import _Case, transfer  # noqa: E402
+from benchmarks.loadgen import run_wrk  # noqa: E402
 from tests.nodeprocess import NodeProcess  # noqa: E402
 from tests.test_cluster_processes import all_alive, start_cluster  # noqa: E402
 
@@ -43,8 +46,12 @@ CONNECTIONS = 32
 OPERATIONS = [
     ("4 KiB PUT", "PUT", "put_object", {}, 4096),
     ("4 KiB GET", "GET", "get_object", {}, 0),
+    ("4 KiB HEAD", "HEAD", "head_object", {}, 0),
     ("LIST (100 keys)", "GET", "list_objects_v2", {"Prefix": "small/", "MaxKeys": 100}, 0),
 ]
+# Requests a wrk run may send at most: the time bounds the runs.
+UNBOUNDED = 10 ** 9
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def wait_for(check, what, limit=120):
@@ -70,20 +77,30 @@ def paths_for(client, operation, params):
     return [path(key) for key in keys]
 
 
-def rate(targets, operation, workdir, seconds):
-    """Requests a second of ``operation`` over ``targets`` ((node, client)
-    pairs), the connections split evenly among them and the rates summed."""
+def rate(targets, operation, workdir, seconds, body_file):
+    """(requests a second, requests answered) of ``operation`` over
+    ``targets`` ((node, client) pairs), the connections split evenly among
+    them and the figures summed."""
     name, method, boto_operation, params, size = operation
     each = max(1, CONNECTIONS // len(targets))
 
     def one(index_target):
         index, (node, client) = index_target
-        directory = os.path.join(workdir, f"wrk-{index}")
-        os.makedirs(directory, exist_ok=True)
-        return run_wrk(node.endpoint, method, paths_for(client, boto_operation, params),
-                       size, each, seconds, directory)
+        label = f"{name}-{len(targets)}-{index}".replace(" ", "_").replace("(", "")
+        result = run_wrk(node.endpoint, method, paths_for(client, boto_operation, params),
+                         workdir, label.replace(")", ""), connections=each, seconds=seconds,
+                         limit=UNBOUNDED, size=size, body_file=body_file)
+        return result["rate"], result["requests"]
     with ThreadPoolExecutor(len(targets)) as pool:
-        return sum(pool.map(one, enumerate(targets)))
+        results = list(pool.map(one, enumerate(targets)))
+    return sum(r for r, _ in results), sum(n for _, n in results)
+
+
+def cpu_seconds(node):
+    """User + system CPU seconds the node's process has used."""
+    with open(f"/proc/{node.process.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def peak_rss_mib(node):
@@ -122,12 +139,24 @@ def main():
         setups = {"single": [(single, single_client)],
                   "cluster, via node 0": [(cluster[0], clients[0])],
                   "cluster, spread": list(zip(cluster, clients))}
+        servers = {"single": [single], "cluster, via node 0": cluster,
+                   "cluster, spread": cluster}
+        body_file = os.path.join(workdir, "body.bin")
+        with open(body_file, "wb") as f:
+            f.write(os.urandom(4096))
         rates = {setup: {} for setup in setups}
+        cpu = {setup: {} for setup in setups}  # µs of server CPU per request, per node
         for operation in OPERATIONS:
             for setup, targets in setups.items():
-                rates[setup][operation[0]] = rate(targets, operation, workdir, args.seconds)
-                print(f"{setup}: {operation[0]} {rates[setup][operation[0]]:.0f}/s",
-                      file=sys.stderr)
+                before = [cpu_seconds(node) for node in servers[setup]]
+                per_second, answered = rate(targets, operation, workdir, args.seconds,
+                                            body_file)
+                rates[setup][operation[0]] = per_second
+                cpu[setup][operation[0]] = [
+                    (cpu_seconds(node) - used) * 1e6 / answered
+                    for node, used in zip(servers[setup], before)]
+                print(f"{setup}: {operation[0]} {per_second:.0f}/s, server CPU µs/request "
+                      f"{[round(c) for c in cpu[setup][operation[0]]]}", file=sys.stderr)
         big = os.path.join(workdir, "big.bin")
         samples = {"single": [], "cluster": []}
         for _ in range(args.runs):
@@ -153,6 +182,16 @@ def main():
         base = statistics.median(s[index] for s in samples["single"])
         value = statistics.median(s[index] for s in samples["cluster"])
         print(f"| 256 MiB {direction} | {base:,.0f} MiB/s | {ratio(value, base)} MiB/s | - |")
+    print("\nServer CPU per request, µs (user + system; the cluster's as node 0 / 1 / 2, "
+          "and their sum):\n")
+    print("| operation | single node | cluster via node 0 | cluster spread over 3 |")
+    print("| --- | --- | --- | --- |")
+    for name, *_ in OPERATIONS:
+        cells = [f"{cpu['single'][name][0]:,.0f}"]
+        for setup in ("cluster, via node 0", "cluster, spread"):
+            each = cpu[setup][name]
+            cells.append(" / ".join(f"{c:,.0f}" for c in each) + f" (sum {sum(each):,.0f})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
     print("\nPeak RSS (VmHWM) over the run: "
           + ", ".join(f"{name} {mib:.0f} MiB" for name, mib in rss.items()))
     print(f"\n{os.cpu_count()} cores shared by all four nodes and the load generators; "

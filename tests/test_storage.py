@@ -28,6 +28,7 @@ from z4node.storage.chunks import CHUNK_SIZE, ChunkCorrupted, ChunkStore, chunk_
 from z4node.storage.gc import GarbageCollector
 from z4node.storage import meta as meta_module
 from z4node.storage.meta import (SCHEMA, _MISS, HeadCache, ListEntry, MetaStore, Version,
+                                 VersionTombstone,
                                  key_successor, list_heads, list_uploads)
 
 
@@ -562,6 +563,30 @@ class HeadCacheTests(EngineTestCase):
         self.assertIs(cache.get(("b", "k")), _MISS)
         cache.fill(("b", "k"), fresh, cache.generation)
         self.assertIs(cache.get(("b", "k")), fresh)
+
+    async def test_tombstones_are_cached_once_a_replica_read_asked_for_them(self):
+        """A cluster read asks each replica for the newest version and the
+        tombstones at least as new: a hot key's answer comes from memory
+        too, and a tombstone written since is seen at once."""
+        engine = await self.engine()
+        put = await engine.put("k", b"one")
+        records = engine.objects.records
+        await engine.get("k")  # the version alone is cached: tombstones are read once
+        reads = []
+        original = engine.meta.db.read
+        self.patch(engine.meta.db, "read", lambda *a: reads.append(a) or original(*a))
+        for expected_reads in (1, 1):
+            version, tombstones = await records.latest("bkt", "k", with_tombstones=True)
+            self.assertEqual((version.version_id, list(tombstones)), (put.version_id, []))
+            self.assertEqual(len(reads), expected_reads)
+        tombstone = VersionTombstone("bkt", "k", put.version_id, put.hlc, put.hlc + 1)
+        await records.apply_version(tombstone)
+        for expected_reads in (2, 2):
+            self.assertEqual(await records.latest("bkt", "k", with_tombstones=True),
+                             (None, (tombstone,)))
+            self.assertEqual(len(reads), expected_reads)
+        self.assertIsNone((await records.latest("bkt", "k"))[0])
+        self.assertEqual(len(reads), 2)
 
     def test_size_is_bounded(self):
         cache = HeadCache()

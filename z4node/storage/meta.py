@@ -323,48 +323,72 @@ _MISS = object()
 
 class HeadCache:
     """The newest version of recently read keys (a delete marker included;
-    None for keys with no version), so that a hot object's GET or HEAD
-    skips the reader thread.
+    None for keys with no version) and, once a replica read asked for them,
+    the tombstones at least as new (which a coordinator merging replicas'
+    answers needs), so that a hot object's GET or HEAD skips the reader
+    thread, on a single node and on every replica a cluster read asks.
 
     Lives on the reactor thread. It is exact because every write of a
-    version goes through this process's MetaStore, which drops the key when
-    the write completes; and a read fills the cache only if no write
-    completed while it was in flight (``generation``), so a slow read can
-    never put back what a write replaced. (Several processes writing one
-    data dir would each need to hear of the others' writes first.)
+    version or a tombstone goes through this process's MetaStore, which
+    drops the key when the write completes; and a read fills the cache only
+    if no write completed while it was in flight (``generation``), so a slow
+    read can never put back what a write replaced. (Several processes
+    writing one data dir would each need to hear of the others' writes
+    first.)
     """
 
     # Bytes of cached versions at most: inline bodies (up to 4 KiB) are
     # most of it; 32 MiB holds several thousand hot small objects.
     max_bytes = 32 * 1024 * 1024
     _overhead = 512
+    _tombstone = 128
 
     def __init__(self):
-        self._entries = OrderedDict()
+        self._entries = OrderedDict()  # key -> (version, tombstones or None: not read)
         self._bytes = 0
         self.generation = 0
 
     @staticmethod
-    def _size(version):
+    def _size(entry):
+        version, tombstones = entry
+        size = HeadCache._overhead + HeadCache._tombstone * len(tombstones or ())
         if version is None:
-            return HeadCache._overhead
-        return HeadCache._overhead + len(version.inline or b"") + _ENTRY * len(version.chunks)
+            return size
+        return size + len(version.inline or b"") + _ENTRY * len(version.chunks)
 
     def get(self, key):
-        value = self._entries.get(key, _MISS)
-        if value is not _MISS:
-            self._entries.move_to_end(key)
-        return value
+        """The cached newest version of ``key``, or _MISS."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return _MISS
+        self._entries.move_to_end(key)
+        return entry[0]
 
-    def fill(self, key, version, generation):
-        if generation != self.generation or key in self._entries:
+    def get_with_tombstones(self, key):
+        """``(version, tombstones)`` of ``key`` if both are cached, else _MISS."""
+        entry = self._entries.get(key)
+        if entry is None or entry[1] is None:
+            return _MISS
+        self._entries.move_to_end(key)
+        return entry
+
+    def fill(self, key, version, generation, tombstones=None):
+        """Cache what a read that began at ``generation`` found
+        (``tombstones`` None: it did not read them)."""
+        if generation != self.generation:
             return
-        size = self._size(version)
+        known = self._entries.get(key)
+        if known is not None and (tombstones is None or known[1] is not None):
+            return
+        entry = (version, None if tombstones is None else tuple(tombstones))
+        size = self._size(entry)
         if size > self.max_bytes // 64:
             # A huge multipart object's chunk list would push out hundreds
             # of small heads; its GET is dominated by the bytes anyway.
             return
-        self._entries[key] = version
+        if known is not None:
+            self._bytes -= self._size(known)
+        self._entries[key] = entry
         self._bytes += size
         while self._bytes > self.max_bytes:
             _, evicted = self._entries.popitem(last=False)
@@ -372,9 +396,9 @@ class HeadCache:
 
     def forget(self, key):
         self.generation += 1
-        version = self._entries.pop(key, _MISS)
-        if version is not _MISS:
-            self._bytes -= self._size(version)
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= self._size(entry)
 
 
 class ChunkKeys:
@@ -747,6 +771,7 @@ class MetaStore:
                     "SELECT bucket, key, version_id, stamp FROM version_tombstones"
                     " WHERE stamp<?", (older_than_hlc,)).fetchall():
                 merkle.change(c, bucket, key, version_id, (True, stamp), None)
+                collected.append((bucket, key.decode("utf-8")))
             gone = c.execute("DELETE FROM version_tombstones WHERE stamp<?",
                              (older_than_hlc,)).rowcount
             return len(rows) + gone

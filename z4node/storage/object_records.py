@@ -82,22 +82,28 @@ class ObjectRecords:
         tombstones of versions at least as new, which a coordinator
         merging several replicas' answers needs."""
         at_rest = self._meta.at_rest
+        heads, cache_key = self._meta.heads, (bucket, key)
         if not with_tombstones:
-            cache_key = (bucket, key)
-            cached = self._meta.heads.get(cache_key)
+            cached = heads.get(cache_key)
             if cached is not _MISS:
-                return succeed((cached, []))
-            generation = self._meta.heads.generation
-
-            def fill(version):
-                self._meta.heads.fill(cache_key, version, generation)
-                return version, []
-            return self._db.read(lambda c: _latest(c, bucket, key, at_rest)).addCallback(fill)
+                return succeed((cached, ()))
+        else:
+            cached = heads.get_with_tombstones(cache_key)
+            if cached is not _MISS:
+                return succeed(cached)
+        generation = heads.generation
 
         def read(c):
             version = _latest(c, bucket, key, at_rest)
+            if not with_tombstones:
+                return version, None
             return version, _tombstones(c, bucket, key, version.hlc if version else 0)
-        return self._db.read(read)
+
+        def fill(found):
+            version, tombstones = found
+            heads.fill(cache_key, version, generation, tombstones)
+            return version, () if tombstones is None else tuple(tombstones)
+        return self._db.read(read).addCallback(fill)
 
     def version(self, bucket, key, version_id, hlc=None):
         """The version of key named ``version_id`` (delete markers
