@@ -20,7 +20,7 @@ encoded by this module. This node's copy is ``ObjectRecords``.
 import base64
 import heapq
 
-from twisted.internet.defer import Deferred, FirstError, gatherResults
+from twisted.internet.defer import Deferred, FirstError, ensureDeferred, gatherResults
 from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, Reply
@@ -330,16 +330,18 @@ class ObjectTables:
         return owners == [self._cluster.local.id] and not moving_from(
             self._cluster, bucket_key(bucket), owners)
 
-    async def _ask(self, bucket, owners, op, args, local):
-        """{member: JSON answer} from a read quorum of the bucket's owners
-        (and, while its data moves, of its previous owners: see
+    async def _ask(self, bucket, owners, op, args, local, decode=None):
+        """{member: answer} from a read quorum of the bucket's owners (and,
+        while its data moves, of its previous owners: see
         :func:`~z4node.replication.table.ask_read_quorum`); ``local()``
-        answers for this node without a call."""
+        answers for this node without a call (a coroutine or a Deferred),
+        and a peer's JSON answer is ``decode(answer)`` when given."""
         def ask(owner):
             if owner == self._cluster.local.id:
-                return Deferred.fromCoroutine(local())
-            return Deferred.fromCoroutine(self._cluster.call(
+                return ensureDeferred(local())
+            d = Deferred.fromCoroutine(self._cluster.call(
                 owner, f"objects.{op}", {}, json_body(args))).addCallback(response_json)
+            return d if decode is None else d.addCallback(decode)
         return await ask_read_quorum(self._cluster, bucket_key(bucket), owners, ask)
 
     # -- versions ----------------------------------------------------------------
@@ -377,17 +379,21 @@ class ObjectTables:
         if self._solo(bucket, owners):
             version, _ = await self._records.latest(bucket, key)
             return version
-        answers = await self._ask(bucket, owners, "latest", {"bucket": bucket, "key": key},
-                                  lambda: self._local_latest(bucket, key))
+        # This node's answer is taken as records, not as the entries a
+        # peer sends: no encoding of it and back.
+        answers = await self._ask(
+            bucket, owners, "latest", {"bucket": bucket, "key": key},
+            lambda: self._records.latest(bucket, key, with_tombstones=True),
+            lambda answer: (version_record(answer["version"]),
+                            [version_record(entry) for entry in answer["tombstones"]]))
         tombstones = {}
         candidates = {}
-        for owner, answer in answers.items():
-            for entry in answer["tombstones"]:
-                tombstone = version_record(entry)
+        for owner, (version, held) in answers.items():
+            for tombstone in held:
                 known = tombstones.get(tombstone.version_id)
                 if known is None or tombstone.stamp > known.stamp:
                     tombstones[tombstone.version_id] = tombstone
-            candidates[owner] = version_record(answer["version"])
+            candidates[owner] = version
 
         def deleted_by(version):
             tombstone = tombstones.get(version.version_id)
