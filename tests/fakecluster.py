@@ -16,10 +16,13 @@ from z4node.cluster.ring import Ring, RingMember
 
 
 class FakeBody:
-    """A streamed body as the channel hands it over: an async iterator of
-    the pieces, with ``read_all(limit)``."""
+    """A body as the channel hands it over: an async iterator of the pieces
+    (``pieces``: bytes, or an async iterable of them), with
+    ``read_all(limit)``."""
 
     def __init__(self, pieces):
+        if isinstance(pieces, bytes):
+            pieces = _whole(pieces)
         self._pieces = pieces.__aiter__()
 
     def __aiter__(self):
@@ -35,6 +38,10 @@ class FakeBody:
             if len(data) > limit:
                 raise RpcError(f"body longer than {limit} bytes")
         return data
+
+
+async def _whole(data):
+    yield data
 
 
 class FakeMember:

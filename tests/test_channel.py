@@ -38,7 +38,8 @@ class Server:
         self.seen = []
         self.hold = defer.Deferred()
         self.handlers = {"echo": self.echo, "digest": self.digest, "blob": self.blob,
-                         "refuse": self.refuse, "hang": self.hang, "crash": self.crash}
+                         "mirror": self.mirror, "refuse": self.refuse, "hang": self.hang,
+                         "crash": self.crash}
 
     async def echo(self, peer, args, body):
         self.seen.append((peer, args))
@@ -54,6 +55,9 @@ class Server:
 
     async def blob(self, peer, args, body):
         return Reply({"size": args["size"]}, pieces(b"x" * args["size"], 100_000))
+
+    async def mirror(self, peer, args, body):
+        return Reply({"n": args["n"]}, await body.read_all(10_000_000))
 
     async def refuse(self, peer, args, body):
         raise CallError("NoSuchChunk", "not here")
@@ -131,6 +135,27 @@ class CallTests(SynchronousTestCase):
         body = defer.Deferred.fromCoroutine(response.body.read_all(2_000_000))
         self.net.flush()
         self.assertEqual(self.successResultOf(body), b"x" * 1_000_000)
+
+    def test_a_small_whole_body_travels_inside_its_call_and_reply_frames(self):
+        """A body given as bytes of at most INLINE_MAX goes in the call's
+        (and the reply's) one frame, a newline in it or not; a longer one
+        is streamed in DATA frames and an END."""
+        self.successResultOf(self.net.call("echo"))
+        client = self.net.client._connections["server"]
+        server = self.net.server_protocols[0]
+        small, large = b"{\"a\":\n1}" * 100, bytes(range(256)) * 400
+        for n, (body, frames) in enumerate(
+                ((small, 1), (b"", 1), (b"x" * channel.INLINE_MAX, 1), (large, 4))):
+            sent, answered = client._send_seq, server._send_seq
+            response = self.successResultOf(self.net.call("mirror", {"n": n}, body))
+            self.assertEqual(response.result, {"n": n})
+            got = defer.Deferred.fromCoroutine(response.body.read_all(10_000_000))
+            self.net.flush()
+            self.assertEqual(self.successResultOf(got), body)
+            self.assertEqual((client._send_seq - sent, server._send_seq - answered),
+                             (frames, frames))
+        self.assertEqual(client._streams, {})
+        self.assertEqual(server._streams, {})
 
     def test_a_reader_that_does_not_read_holds_back_the_sender(self):
         response = self.successResultOf(self.net.call("blob", {"size": 5_000_000}))

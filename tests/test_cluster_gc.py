@@ -232,12 +232,9 @@ class ClusterGarbageCollectionTests(TestCase):
         hashes = [os.urandom(32) for _ in range(ChunkReferences.max_hashes + 1)]
         asking = c.net.clusters["n0"]
         with self.assertRaises(Exception) as raised:
-            await asking.call("n1", "chunk.referenced", {}, one_piece(b"".join(hashes)))
+            await asking.call("n1", "chunk.referenced", {}, b"".join(hashes))
         self.assertIn("TooLarge", str(raised.exception))
 
-
-async def one_piece(data):
-    yield data
 
 
 class ConcurrentUploadsAndDeletes(RuleBasedStateMachine):

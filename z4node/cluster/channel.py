@@ -29,7 +29,10 @@ nonce being the frame's sequence number in its direction, never sent:
 a frame dropped, repeated, reordered or altered fails to open, and the
 connection is closed. Types: a call (JSON: op, args, whether a body
 follows), a reply (JSON: result or error, whether a body follows), body
-data, body end, credit and reset.
+data, body end, credit and reset. A body of at most ``INLINE_MAX`` bytes
+known whole when it is sent (a record, a small page) travels inside its
+call or reply frame, after the JSON and a newline (``"body": "inline"``):
+one frame where it would take three, and most peer calls are that small.
 
 Flow control: a receiver grants each stream a window of bytes (256 KiB);
 the sender stops when it is used up and goes on as the consumer reads and
@@ -64,6 +67,9 @@ MAX_DATA = 64 * 1024
 MAX_FRAME = MAX_DATA + 16 * 1024
 # Bytes of body a stream may have in flight before its reader grants more.
 WINDOW = 256 * 1024
+# A body given whole (bytes) and no longer than this goes in its call or
+# reply frame.
+INLINE_MAX = 32 * 1024
 _HANDSHAKE_MAX = 4096
 # A connection that has not completed its handshake after this long is
 # closed: nobody unauthenticated holds a connection open.
@@ -176,8 +182,8 @@ class Response:
 
 
 class Reply:
-    """What a handler returns: a ``result`` dict and an optional ``body``, an
-    async iterable of bytes streamed after it."""
+    """What a handler returns: a ``result`` dict and an optional ``body``:
+    bytes, or an async iterable of bytes streamed after it."""
 
     def __init__(self, result=None, body=None):
         self.result = result or {}
@@ -363,13 +369,13 @@ class ChannelProtocol(Protocol):
 
     def _dispatch(self, kind, stream_id, payload):
         if kind == CALL and not self.is_client:
-            self._call_received(stream_id, json.loads(payload))
+            self._call_received(stream_id, *_header_and_inline(payload))
             return
         stream = self._streams.get(stream_id)
         if stream is None:
             return  # a stream already finished or reset here: late frames are harmless
         if kind == REPLY and self.is_client:
-            self._reply_received(stream, json.loads(payload))
+            self._reply_received(stream, *_header_and_inline(payload))
         elif kind == DATA and stream.body is not None:
             stream.body._data(payload)
         elif kind == END and stream.body is not None:
@@ -438,8 +444,21 @@ class ChannelProtocol(Protocol):
                                   self._send_key)
         self.transport.write(_LENGTH.pack(len(sealed)) + sealed)
 
-    def _send_json(self, kind, stream_id, obj):
-        self._send(kind, stream_id, json.dumps(obj, separators=(",", ":")).encode("utf-8"))
+    def _send_json(self, kind, stream_id, obj, inline=b""):
+        """Send a call or reply header, with an inline body after it if any."""
+        header = json.dumps(obj, separators=(",", ":")).encode("utf-8")
+        self._send(kind, stream_id, header + b"\n" + inline if inline else header)
+
+    def _received_body(self, stream_id, message, inline):
+        """The Body a call or reply header announces (None if none): whole
+        already when it came inline."""
+        if not message.get("body"):
+            return None
+        body = Body(self, stream_id)
+        if message["body"] == "inline":
+            body._data(inline)
+            body._end()
+        return body
 
     def _grant(self, stream_id, amount):
         if stream_id in self._streams and self.usable:
@@ -499,9 +518,13 @@ class ChannelProtocol(Protocol):
         self._streams[stream.id] = stream
         # Cancelling the reply (a timeout) resets the stream at the peer.
         stream.reply = Deferred(lambda _: self._reset(stream.id, "cancelled by the caller"))
+        if _inlined(body):
+            self._send_json(CALL, stream.id, {"op": op, "args": args, "body": "inline"},
+                            body)
+            return stream.reply
         self._send_json(CALL, stream.id, {"op": op, "args": args, "body": body is not None})
         if body is not None:
-            sending = Deferred.fromCoroutine(self._send_body(stream, body))
+            sending = Deferred.fromCoroutine(self._send_body(stream, _pieces(body)))
             sending.addErrback(self._body_failed, stream)
         return stream.reply
 
@@ -514,7 +537,7 @@ class ChannelProtocol(Protocol):
         if not stream.reply.called:
             stream.reply.errback(RpcError(f"request body failed: {failure.getErrorMessage()}"))
 
-    def _reply_received(self, stream, message):
+    def _reply_received(self, stream, message, inline):
         # Whatever of the request body is not sent yet is not wanted.
         stream.halt_sending()
         if stream.reply.called:
@@ -524,22 +547,20 @@ class ChannelProtocol(Protocol):
             stream.reply.errback(RemoteError(str(message.get("code")),
                                              str(message.get("message", ""))))
             return
-        if message.get("body"):
-            stream.body = Body(self, stream.id)
-        else:
+        stream.body = self._received_body(stream.id, message, inline)
+        if stream.body is None or message["body"] == "inline":
             self._streams.pop(stream.id, None)
         stream.reply.callback(Response(message.get("result") or {}, stream.body))
 
     # -- server side ---------------------------------------------------------------
 
-    def _call_received(self, stream_id, message):
+    def _call_received(self, stream_id, message, inline):
         if stream_id in self._streams or not isinstance(message.get("op"), str) \
                 or not isinstance(message.get("args"), dict):
             raise ValueError("bad call")
         stream = _Stream(stream_id)
         self._streams[stream_id] = stream
-        if message.get("body"):
-            stream.body = Body(self, stream_id)
+        stream.body = self._received_body(stream_id, message, inline)
         Deferred.fromCoroutine(self._serve(stream, message["op"], message["args"]))
 
     async def _serve(self, stream, op, args):
@@ -563,6 +584,11 @@ class ChannelProtocol(Protocol):
             self.log.failure("peer call {op} from {peer} failed", op=op, peer=self.peer_id)
             self._answer(stream, {"ok": False, "code": "InternalError", "message": op})
             return
+        if _inlined(reply.body):
+            if self._answer(stream, {"ok": True, "result": reply.result, "body": "inline"},
+                            reply.body):
+                self._streams.pop(stream.id, None)
+            return
         if not self._answer(stream, {"ok": True, "result": reply.result,
                                      "body": reply.body is not None}):
             return
@@ -570,7 +596,7 @@ class ChannelProtocol(Protocol):
             self._streams.pop(stream.id, None)
             return
         try:
-            await self._send_body(stream, reply.body)
+            await self._send_body(stream, _pieces(reply.body))
         except RpcError:
             return  # the caller went away or reset: nothing more to tell it
         except Exception:
@@ -580,14 +606,35 @@ class ChannelProtocol(Protocol):
             return
         self._streams.pop(stream.id, None)
 
-    def _answer(self, stream, message):
+    def _answer(self, stream, message, inline=b""):
         if stream.closed or not self.usable:
             self._streams.pop(stream.id, None)
             return False
-        self._send_json(REPLY, stream.id, message)
+        self._send_json(REPLY, stream.id, message, inline)
         if not message["ok"]:
             self._streams.pop(stream.id, None)
         return True
+
+
+def _inlined(body):
+    """Whether ``body`` goes inside its call or reply frame."""
+    return isinstance(body, bytes) and len(body) <= INLINE_MAX
+
+
+async def _pieces_of(data):
+    yield data
+
+
+def _pieces(body):
+    """A body to stream: an async iterable of bytes (``body`` given as
+    bytes too long to go inline becomes one)."""
+    return _pieces_of(body) if isinstance(body, bytes) else body
+
+
+def _header_and_inline(payload):
+    """A call or reply frame's JSON header and the inline body after it."""
+    header, _, inline = payload.partition(b"\n")
+    return json.loads(header), inline
 
 
 class ChannelFactory(Factory):
@@ -657,7 +704,7 @@ class PeerChannel:
 
     async def call(self, member, op, args, body=None):
         """Call ``op`` with ``args`` (a JSON-able dict) and an optional
-        ``body`` (async iterable of bytes) on ``member``: its
+        ``body`` (bytes, or an async iterable of bytes) on ``member``: its
         :class:`Response`. Raises RpcError (RemoteError for an error the
         peer answered)."""
         self.counters["calls"] += 1

@@ -34,7 +34,6 @@ from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, RemoteError, Reply, RpcError
 from z4node.replication.antientropy import differing_buckets, tree_nodes
-from z4node.replication.chunks import one_piece
 from z4node.replication.references import unpack_hashes
 from z4node.replication.table import json_body, read_json, response_json
 from z4node.storage.chunks import HASH_SIZE, ChunkCorrupted, ChunkMissing
@@ -172,7 +171,7 @@ class ChunkSync:
             self.counters["not_copied"] += 1
             return
         self.counters["calls"] += 1
-        await self._cluster.call(peer, "chunk.put", {"hash": digest.hex()}, one_piece(data))
+        await self._cluster.call(peer, "chunk.put", {"hash": digest.hex()}, data)
         self.counters["chunks_pushed"] += 1
         self.counters["bytes_pushed"] += len(data)
         await self._throttle(len(data))
@@ -227,7 +226,7 @@ class ChunkSync:
             raise CallError("BadRequest", f"at most {self.max_prefixes} leaf buckets "
                             f"({DEPTH} hex digits) at a time")
         shared = await self._trees.leaves(ring, peer_id, prefixes)
-        return Reply({}, one_piece(b"".join(sorted(shared))))
+        return Reply({}, b"".join(sorted(shared)))
 
     def status(self):
         return dict(self.counters, **self._trees.counters, peers=self.synced)

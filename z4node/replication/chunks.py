@@ -134,7 +134,7 @@ class ReplicatedChunks:
         if not self._cluster.is_alive(member):
             return fail(RpcError(f"chunk.put: {member} is down"))
         return Deferred.fromCoroutine(self._cluster.call(
-            member, "chunk.put", {"hash": digest.hex()}, one_piece(data)))
+            member, "chunk.put", {"hash": digest.hex()}, data))
 
     def _put_at(self, owner, owners, digest, data):
         """Put the chunk on one owner; if it is down or does not answer, a
@@ -146,7 +146,7 @@ class ReplicatedChunks:
             self._hand_off(owner, owners, digest, data)
             return fail(RpcError(f"chunk.put: {owner} is down"))
         d = Deferred.fromCoroutine(self._cluster.call(
-            owner, "chunk.put", {"hash": digest.hex()}, one_piece(data)))
+            owner, "chunk.put", {"hash": digest.hex()}, data))
 
         def unreached(failure):
             if failure.check(RpcError) and not failure.check(RemoteError):
@@ -279,7 +279,7 @@ class ReplicatedChunks:
             raise CallError("NoSuchChunk", digest.hex()) from None
         except ChunkCorrupted:
             raise CallError("ChunkCorrupted", digest.hex()) from None
-        return Reply({}, one_piece(data))
+        return Reply({}, data)
 
     async def _serve_has(self, peer_id, args, body):
         return Reply({"has": await self.store.has_chunk(digest_arg(args))})
@@ -312,6 +312,3 @@ async def received_chunk(body, digest, run):
         raise CallError("BadDigest", f"the bytes sent do not hash to {digest.hex()}")
     return data
 
-
-async def one_piece(data):
-    yield data

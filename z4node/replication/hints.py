@@ -45,7 +45,7 @@ from twisted.python.failure import Failure
 from z4node.cluster.channel import CallError, RemoteError, Reply, RpcError
 from z4node.periodic import PeriodicJob
 from z4node.replication.chunks import (
-    ReplicatedChunks, digest_arg, one_piece, received_chunk)
+    ReplicatedChunks, digest_arg, received_chunk)
 from z4node.replication.table import json_body, read_json
 from z4node.storage.chunks import ChunkCorrupted, ChunkMissing
 
@@ -133,8 +133,7 @@ class HintedHandoff(Service):
             d = Deferred.fromCoroutine(self._hold_chunk(target, digest, data))
         else:
             d = Deferred.fromCoroutine(self._cluster.call(
-                holder, "hint.put", {"target": target, "hash": digest.hex()},
-                one_piece(data)))
+                holder, "hint.put", {"target": target, "hash": digest.hex()}, data))
 
         def settled(result):
             self._pending_bytes -= size
@@ -322,7 +321,7 @@ class HintedHandoff(Service):
             self.log.warn("chunk {hash} hinted for {target} is no longer readable here "
                           "({why}); dropped", hash=digest.hex(), target=target, why=str(e))
             return
-        await self._cluster.call(target, "chunk.put", {"hash": digest.hex()}, one_piece(data))
+        await self._cluster.call(target, "chunk.put", {"hash": digest.hex()}, data)
         self.counters["delivered"] += 1
         self.counters["delivered_bytes"] += len(data)
         await deferLater(self._clock, len(data) / self.rate, lambda: None)

@@ -61,7 +61,7 @@ from z4node import durable
 from z4node.cluster.channel import RpcError
 from z4node.cluster.ring import Ring, bucket_key
 from z4node.periodic import PeriodicJob
-from z4node.replication.chunks import ReplicatedChunks, one_piece
+from z4node.replication.chunks import ReplicatedChunks
 from z4node.replication.table import PartitionedTable, json_body
 from z4node.storage.chunks import ChunkCorrupted, ChunkMissing
 
@@ -296,8 +296,7 @@ class Rebalancer(Service):
             if response.result.get("has"):
                 return True
             data = await self._chunks.get_chunk(digest)
-            await self._cluster.call(owner, "chunk.put", {"hash": digest.hex()},
-                                     one_piece(data))
+            await self._cluster.call(owner, "chunk.put", {"hash": digest.hex()}, data)
         except (ChunkMissing, ChunkCorrupted) as e:
             # This copy is bad: the scrubber sets it aside; another owner
             # places a good one.

@@ -33,7 +33,6 @@ from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, Reply, RpcError
 from z4node.cluster.members import IN_LAYOUT
-from z4node.replication.chunks import one_piece
 from z4node.storage.chunks import HASH_SIZE
 
 
@@ -105,7 +104,7 @@ class ChunkReferences:
 
     async def _ask(self, member, hashes):
         response = await self._cluster.call(member, "chunk.referenced", {},
-                                            one_piece(b"".join(hashes)))
+                                            b"".join(hashes))
         if response.body is None:
             raise RpcError(f"chunk.referenced: {member} sent no body")
         return set(unpack_hashes(await response.body.read_all(HASH_SIZE * self.max_hashes)))
@@ -121,7 +120,7 @@ class ChunkReferences:
             raise CallError("BadRequest", f"the body is not {HASH_SIZE}-byte hashes")
         hashes = unpack_hashes(data)
         used = await self.used_here(hashes)
-        return Reply({}, one_piece(b"".join(h for h in hashes if h in used)))
+        return Reply({}, b"".join(h for h in hashes if h in used))
 
     def status(self):
         return dict(self.counters)

@@ -301,10 +301,11 @@ async def ask_quorum(cluster, owners, ask, needed=None):
 MAX_JSON_BYTES = 16 * 1024 * 1024
 
 
-async def json_body(value):
+def json_body(value):
     """A call's or reply's body holding ``value`` as JSON: entries and pages
-    go in the body, which is streamed, not in the call's header frame."""
-    yield json.dumps(value, separators=(",", ":")).encode("utf-8")
+    go in the body (inside the frame when small, streamed when not), not in
+    the call's JSON arguments."""
+    return json.dumps(value, separators=(",", ":")).encode("utf-8")
 
 
 async def read_json(body):
