@@ -120,3 +120,33 @@ class ObjectTablesTests(TestCase):
             await deferLater(reactor, 0.1, lambda: None)
         self.assertEqual([(i.key, i.size) for i in local],
                          [("kept", 1), ("new", 1), ("over", len(b"newer"))])
+
+    async def test_peers_answer_with_digests_and_a_newer_one_is_read_whole(self):
+        """Read through an owner, the other owners answer without the inline
+        body (their digest) and the body comes from this node's copy; an
+        owner that missed the newest write still returns it whole, read a
+        second time, and is repaired."""
+        stale = self.owners[0]
+        first = self.version("k", b"first body")
+        await self.net.nodes[self.owners[1]].write_version(first)
+        for owner in self.owners:
+            self.net.calls.clear()
+            got = await self.net.nodes[owner].latest(BUCKET, "k")
+            self.assertEqual((got.hlc, got.inline), (first.hlc, b"first body"))
+            self.assertEqual([op for _, _, op in self.net.calls], ["objects.latest"])
+        self.net.unreachable.add(stale)
+        second = self.version("k", b"second body")
+        await self.net.nodes[self.owners[1]].write_version(second)
+        self.net.unreachable.discard(stale)
+        self.net.calls.clear()
+        got = await self.net.nodes[stale].latest(BUCKET, "k")
+        self.assertEqual((got.hlc, got.inline), (second.hlc, b"second body"))
+        self.assertEqual([op for _, _, op in self.net.calls if op == "objects.latest"],
+                         ["objects.latest"] * 2)
+        records = self.net.nodes[stale]._records
+        for _ in range(300):
+            local, _ = await records.latest(BUCKET, "k")
+            if local.hlc == second.hlc:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(local.inline, b"second body")

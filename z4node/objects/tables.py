@@ -18,6 +18,7 @@ encoded by this module. This node's copy is ``ObjectRecords``.
 """
 
 import base64
+import dataclasses
 import heapq
 
 from twisted.internet.defer import Deferred, FirstError, ensureDeferred, gatherResults
@@ -69,6 +70,17 @@ def version_record(entry):
                        None if stamp == hlc else stamp)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ValueError(f"not a version entry: {e}") from None
+
+
+def _latest_answer(answer):
+    """A peer's answer to a read of the newest version: ``(version,
+    tombstones, partial)``; ValueError if it is malformed."""
+    try:
+        return (version_record(answer["version"]),
+                [version_record(entry) for entry in answer["tombstones"]],
+                answer.get("partial") is True)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"not an answer to latest: {e}") from None
 
 
 def upload_entry(record):
@@ -373,33 +385,49 @@ class ObjectTables:
         return version_record(await self.version_table.read(
             bucket_key(bucket), [bucket, key, version_id]))
 
-    async def latest(self, bucket, key):
-        """The newest version of key, a delete marker included, or None."""
+    async def latest(self, bucket, key, digests=True):
+        """The newest version of key, a delete marker included, or None.
+
+        While this node is one of the owners asked, the others answer with
+        a digest: their version without its inline body, which only a
+        newer version than this node's needs. When a digest turns out the
+        newest (this node missed a write), the key is read again, every
+        answer whole (``digests`` False)."""
         owners = self.owners(bucket)
         if self._solo(bucket, owners):
             version, _ = await self._records.latest(bucket, key)
             return version
+        digest = digests and self._cluster.local.id in owners
         # This node's answer is taken as records, not as the entries a
         # peer sends: no encoding of it and back.
         answers = await self._ask(
-            bucket, owners, "latest", {"bucket": bucket, "key": key},
-            lambda: self._records.latest(bucket, key, with_tombstones=True),
-            lambda answer: (version_record(answer["version"]),
-                            [version_record(entry) for entry in answer["tombstones"]]))
+            bucket, owners, "latest", {"bucket": bucket, "key": key, "digest": digest},
+            lambda: self._records.latest(bucket, key, with_tombstones=True).addCallback(
+                lambda found: (*found, False)),
+            _latest_answer)
         tombstones = {}
         candidates = {}
-        for owner, (version, held) in answers.items():
+        partial = set()
+        for owner, (version, held, digested) in answers.items():
             for tombstone in held:
                 known = tombstones.get(tombstone.version_id)
                 if known is None or tombstone.stamp > known.stamp:
                     tombstones[tombstone.version_id] = tombstone
             candidates[owner] = version
+            if digested:
+                partial.add(owner)
 
         def deleted_by(version):
             tombstone = tombstones.get(version.version_id)
             return tombstone if tombstone and tombstone.stamp >= version.edited else None
-        live = [v for v in candidates.values() if v is not None and not deleted_by(v)]
-        newest = max(live, key=lambda v: (v.hlc, v.edited), default=None)
+        live = [(owner, v) for owner, v in candidates.items()
+                if v is not None and not deleted_by(v)]
+        # Of equal versions, a whole one.
+        newest_owner, newest = max(
+            live, key=lambda item: (item[1].hlc, item[1].edited, item[0] not in partial),
+            default=(None, None))
+        if newest_owner in partial:
+            return await self.latest(bucket, key, digests=False)
         for owner, version in candidates.items():
             if owner not in owners:
                 continue  # a previous owner: its data is moving away
@@ -412,15 +440,21 @@ class ObjectTables:
                 self.version_table.repair(owner, version_entry(newest))
         return newest
 
-    async def _local_latest(self, bucket, key):
+    async def _local_latest(self, bucket, key, digest=False):
+        """This node's answer to a read of the newest version: with
+        ``digest``, the version without its inline body (``partial``)."""
         version, tombstones = await self._records.latest(bucket, key, with_tombstones=True)
+        partial = digest and version is not None and version.inline is not None
+        if partial:
+            version = dataclasses.replace(version, inline=None)
         return {"version": version_entry(version),
-                "tombstones": [version_entry(t) for t in tombstones]}
+                "tombstones": [version_entry(t) for t in tombstones], "partial": partial}
 
     async def _serve_latest(self, peer_id, args, body):
         args = await read_json(body)
         try:
-            return Reply({}, json_body(await self._local_latest(args["bucket"], args["key"])))
+            return Reply({}, json_body(await self._local_latest(
+                args["bucket"], args["key"], args.get("digest") is True)))
         except (KeyError, TypeError) as e:
             raise CallError("BadRequest", str(e)) from None
 
