@@ -4,8 +4,12 @@ CPU per call on each side.
     python -m benchmarks.peer_call [--calls 4000] [--concurrency 16]
 
 Starts a channel server in a child process, then, from this process, makes
-``--calls`` small calls (a ~200-byte argument, like a table entry) at
-``--concurrency``, and 64 calls with a 4 MiB body each way (a chunk).
+``--calls`` small calls at ``--concurrency``: a ~200-byte argument (like a
+table entry) answered with a result, and the same entry as a body sent
+and answered with a body, as replicated reads and writes send it, once
+streamed (an async iterable) and once given whole (bytes, which travel
+inside the call and reply frames); then 64 calls with a 4 MiB body each
+way (a chunk).
 Prints calls/s and µs of CPU per call in the caller and in the server (user
 + system, from the processes' own counters), as a Markdown table.
 
@@ -15,6 +19,7 @@ script at commit f737094 to measure both again.
 """
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +48,15 @@ def serve(channel_port):
     async def echo(peer, args, body):
         return Reply(args)
 
+    async def entry(peer, args, body):
+        data = await body.read_all(1 << 20)
+        if args.get("whole"):
+            return Reply({}, data)
+
+        async def streamed():
+            yield data
+        return Reply({}, streamed())
+
     async def take(peer, args, body):
         size = 0
         async for piece in body:
@@ -58,7 +72,7 @@ def serve(channel_port):
     key = derive_key(SECRET, b"channel")
     reactor.listenTCP(channel_port, ChannelFactory(
         reactor, Sealer(key, reactor), key, "server",
-        {"echo": echo, "take": take, "give": give}), interface="127.0.0.1")
+        {"echo": echo, "entry": entry, "take": take, "give": give}), interface="127.0.0.1")
     print("ready", flush=True)
     reactor.run()
 
@@ -140,6 +154,16 @@ def run_client(channel_port, calls, concurrency, server):
         for _ in range(CHUNK // (1 << 20)):
             yield b"b" * (1 << 20)
 
+    entry = json.dumps(ENTRY).encode("utf-8")
+
+    async def streamed_entry():
+        yield entry
+
+    async def entry_call(whole):
+        response = await channel.call(target, "entry", {"whole": whole},
+                                      entry if whole else streamed_entry())
+        await response.body.read_all(1 << 20)
+
     async def take():
         await channel.call(target, "take", {}, body())
 
@@ -151,6 +175,10 @@ def run_client(channel_port, calls, concurrency, server):
         try:
             await measure("channel, small", calls,
                           lambda: channel.call(target, "echo", ENTRY))
+            await measure("channel, small body each way, streamed", calls,
+                          lambda: entry_call(False))
+            await measure("channel, small body each way, whole (inline)", calls,
+                          lambda: entry_call(True))
             await measure("channel, 4 MiB to the peer", 64, take)
             await measure("channel, 4 MiB from the peer", 64, give)
         finally:

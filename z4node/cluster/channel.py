@@ -24,10 +24,15 @@ welcome being replayed to a client. Each direction then has its own key,
 derived from the channel key and both nonces, so no frame of one
 connection opens on another.
 
-Frames: ``length(4) || secretbox(type(1) || stream(4) || payload)``, the
-nonce being the frame's sequence number in its direction, never sent:
+Frames: ``length(4) || AES-256-GCM(type(1) || stream(4) || payload)``,
+the nonce being the frame's sequence number in its direction, never sent:
 a frame dropped, repeated, reordered or altered fails to open, and the
-connection is closed. Types: a call (JSON: op, args, whether a body
+connection is closed. The frames use AES-GCM from ``cryptography`` rather
+than PyNaCl's secretbox (which seals the handshake): with AES-NI it seals
+and opens 64 KiB frames four to six times faster (4-6 GB/s against about
+0.9), and frame sealing was a fifth of the coordinator's reactor time in
+a replicated 256 MiB PUT. Each direction of each connection has its own
+key, so a sequence number is never used twice as a nonce under one key. Types: a call (JSON: op, args, whether a body
 follows), a reply (JSON: result or error, whether a body follows), body
 data, body end, credit and reset. A body of at most ``INLINE_MAX`` bytes
 known whole when it is sent (a record, a small page) travels inside its
@@ -44,8 +49,8 @@ import json
 import os
 import struct
 
-from nacl.bindings import crypto_secretbox, crypto_secretbox_open
-from nacl.exceptions import CryptoError
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nacl.hash import blake2b
 from nacl.encoding import RawEncoder
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
@@ -244,7 +249,7 @@ class ChannelProtocol(Protocol):
         self._random_bytes = random_bytes
         self._buffer = bytearray()
         self._nonce = None
-        self._send_key = self._receive_key = None
+        self._send_cipher = self._receive_cipher = None
         self._send_seq = self._receive_seq = 0
         self._streams = {}
         self._next_stream = 1
@@ -339,14 +344,14 @@ class ChannelProtocol(Protocol):
         self._buffer += data
         while len(self._buffer) >= 4:
             (length,) = _LENGTH.unpack_from(self._buffer)
-            limit = _HANDSHAKE_MAX if self._receive_key is None else MAX_FRAME + _MAC + 5
+            limit = _HANDSHAKE_MAX if self._receive_cipher is None else MAX_FRAME + _MAC + 5
             if length > limit:
                 return self._abort(f"frame of {length} bytes")
             if len(self._buffer) < 4 + length:
                 return
             frame = bytes(self._buffer[4:4 + length])
             del self._buffer[:4 + length]
-            if self._receive_key is None:
+            if self._receive_cipher is None:
                 self._handshake_received(frame)
             else:
                 self._frame_received(frame)
@@ -354,10 +359,10 @@ class ChannelProtocol(Protocol):
                 return
 
     def _frame_received(self, sealed):
-        nonce = self._receive_seq.to_bytes(24, "big")
+        nonce = self._receive_seq.to_bytes(12, "big")
         try:
-            plain = crypto_secretbox_open(sealed, nonce, self._receive_key)
-        except CryptoError:
+            plain = self._receive_cipher.decrypt(nonce, sealed, None)
+        except InvalidTag:
             return self._abort("a frame did not authenticate")
         self._receive_seq += 1
         kind, stream_id = _HEADER.unpack_from(plain)
@@ -426,9 +431,9 @@ class ChannelProtocol(Protocol):
         to_server = _direction_key(self._channel_key, client_nonce, server_nonce, b"z4-c2s")
         to_client = _direction_key(self._channel_key, client_nonce, server_nonce, b"z4-s2c")
         if self.is_client:
-            self._send_key, self._receive_key = to_server, to_client
+            self._send_cipher, self._receive_cipher = AESGCM(to_server), AESGCM(to_client)
         else:
-            self._send_key, self._receive_key = to_client, to_server
+            self._send_cipher, self._receive_cipher = AESGCM(to_client), AESGCM(to_server)
         waiters, self._ready_waiters = self._ready_waiters, []
         for waiter in waiters:
             waiter.callback(self)
@@ -438,11 +443,10 @@ class ChannelProtocol(Protocol):
     def _send(self, kind, stream_id, payload=b""):
         if not self.usable:
             raise self._lost or RpcError(f"connection to {self.peer_id} closed")
-        nonce = self._send_seq.to_bytes(24, "big")
+        nonce = self._send_seq.to_bytes(12, "big")
         self._send_seq += 1
-        sealed = crypto_secretbox(_HEADER.pack(kind, stream_id) + payload, nonce,
-                                  self._send_key)
-        self.transport.write(_LENGTH.pack(len(sealed)) + sealed)
+        sealed = self._send_cipher.encrypt(nonce, _HEADER.pack(kind, stream_id) + payload, None)
+        self.transport.writeSequence((_LENGTH.pack(len(sealed)), sealed))
 
     def _send_json(self, kind, stream_id, obj, inline=b""):
         """Send a call or reply header, with an inline body after it if any."""
@@ -492,7 +496,7 @@ class ChannelProtocol(Protocol):
                         stream.credit_waiter = waiter
                     await waiter
                 stream.credit -= len(frame)
-                self._send(DATA, stream.id, bytes(frame))
+                self._send(DATA, stream.id, frame)
         self._send(END, stream.id)
 
     def _fail_stream(self, stream, error):
