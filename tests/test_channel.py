@@ -190,6 +190,23 @@ class CallTests(SynchronousTestCase):
         self.assertEqual(self.net.server_protocols[0]._streams, {})
         self.successResultOf(self.net.call("echo"))
 
+    def test_each_call_times_out_on_its_own_deadline(self):
+        """One timer serves every waiting call: each still fails exactly
+        call_timeout after it was made, and answered calls are not hurt."""
+        first = self.net.call("hang")
+        self.net.clock.advance(4)
+        second = self.net.call("hang")
+        self.successResultOf(self.net.call("echo"))
+        self.net.clock.advance(PeerChannel.call_timeout - 4)
+        self.net.flush()
+        self.failureResultOf(first, RpcError)
+        self.assertNoResult(second)
+        self.net.clock.advance(4)
+        self.net.flush()
+        self.failureResultOf(second, RpcError)
+        self.assertEqual(self.net.client._waiting, {})
+        self.assertEqual(self.net.clock.getDelayedCalls(), [])
+
     def test_a_lost_connection_fails_a_reply_body_being_read(self):
         response = self.successResultOf(self.net.call("blob", {"size": 5_000_000}))
         body = defer.Deferred.fromCoroutine(response.body.read_all(10_000_000))
