@@ -36,10 +36,10 @@ key, so a sequence number is never used twice as a nonce under one key.
 
 Frame types: a call (JSON: op, args, whether a body follows), a reply
 (JSON: result or error, whether a body follows), body data, body end,
-credit and reset. A body of at most ``INLINE_MAX`` bytes
-known whole when it is sent (a record, a small page) travels inside its
-call or reply frame, after the JSON and a newline (``"body": "inline"``):
-one frame where it would take three, and most peer calls are that small.
+credit and reset. A body of at most ``INLINE_MAX`` bytes known whole when
+it is sent (a record, a small page) travels inside its call or reply
+frame, after the JSON and a newline (``"body": "inline"``): one frame
+where it would take three, and most peer calls are that small.
 
 Flow control: a receiver grants each stream a window of bytes (256 KiB);
 the sender stops when it is used up and goes on as the consumer reads and
