@@ -143,7 +143,7 @@ class ClusterServiceTests(TestCase):
         nodes = [first]
         for i in (1, 2, 3):
             nodes.append((yield self.start_node(i, join)))
-        yield wait_for(lambda: all(len(n.membership.members()) == 4 for n in nodes))
+        yield wait_for(lambda: all(len(n.membership.members()) == 4 for n in nodes), 60)
         managers = {}
         for node in nodes:
             store = ChunkStore(reactor, self.mktemp())

@@ -103,6 +103,23 @@ class ReplicatedChunkTests(SynchronousTestCase):
             cluster.previous_ring = None
         self.successResultOf(run(writer.put(self.digest, self.data)))
 
+    def test_a_previous_owner_that_drains_is_sent_nothing(self):
+        """A node draining (out of the ring) is not sent chunks as a
+        previous owner: they would only linger on a node being emptied.
+        It still counts in the previous owners' majority, so the others
+        must hold the chunk."""
+        draining = self.outsider
+        previous = [draining] + self.owners[:2]
+        for cluster in self.net.clusters.values():
+            cluster.previous_ring = Ring([RingMember(m) for m in previous])
+        self.net.members[draining].capacity = 0.0
+        writer = self.net.nodes[self.owners[0]]
+        self.successResultOf(run(writer.put(self.digest, self.data)))
+        self.assertEqual(self.holders(), sorted(self.owners))
+        self.assertEqual(self.net.nodes[draining].strays, set())
+        self.net.kill(self.owners[1])
+        self.failureResultOf(run(writer.put(self.digest, self.data)), QuorumNotReached)
+
     def test_a_read_passes_over_a_missing_rotten_or_lying_copy(self):
         self.successResultOf(run(self.net.nodes[self.outsider].put(self.digest, self.data)))
         first, second, third = (self.net.nodes[o].store for o in self.owners)

@@ -43,7 +43,7 @@ from twisted.logger import Logger
 
 from z4node.cluster.channel import CallError, RemoteError, Reply, RpcError
 from z4node.replication.errors import QuorumNotReached, quorum_successes, require_majorities
-from z4node.replication.table import moving_from
+from z4node.replication.table import moving_from, takes_moving_writes
 from z4node.storage.chunks import CHUNK_SIZE, ChunkCorrupted, ChunkMissing, chunk_hash
 
 # The largest chunk accepted from a peer: 4 MiB of plaintext, or the same
@@ -127,12 +127,13 @@ class ReplicatedChunks:
     def _put_previous(self, member, digest, data):
         """Put the chunk on one of its owners in the ring data is moving
         from, which reads still ask and which may yet be the ring data is
-        placed for (no hint if it is down: it is leaving the chunk)."""
+        placed for (no hint if it is down: it is leaving the chunk; nothing
+        if it is leaving the ring, see ``takes_moving_writes``)."""
+        if not takes_moving_writes(self._cluster, member):
+            return fail(RpcError(f"chunk.put: {member} is down or leaving the ring"))
         if member == self._cluster.local.id:
             return self.store.put_chunk(digest, data).addCallback(
                 lambda _: self.strays.add(digest))
-        if not self._cluster.is_alive(member):
-            return fail(RpcError(f"chunk.put: {member} is down"))
         return Deferred.fromCoroutine(self._cluster.call(
             member, "chunk.put", {"hash": digest.hex()}, data))
 

@@ -34,8 +34,9 @@ Owns the rebalancing of this node's chunk files and object records:
     old owner that stays sends. So each added copy is sent once.
 
 - While data moves, chunk writes go to the owners in both rings
-  (:mod:`z4node.replication.chunks`), so a node that is no longer an owner
-  can be sent a chunk after its walk passed it, or after it settled. Such
+  (:mod:`z4node.replication.chunks`; not to a node out of the ring, such
+  as one draining), so a node that is no longer an owner can be sent a
+  chunk after its walk passed it, or after it settled. Such
   *strays* are cleared on every check: once every owner in the node's ring
   holds an intact copy (sent from here if one lacks it), the stray is
   deleted, as a displaced copy is. A node restarted before it cleared one

@@ -145,8 +145,8 @@ class PartitionedTable:
     def _apply_previous(self, member, entry):
         """Apply a write on an owner in the ring data is moving from (no
         hint if it is down: it is leaving the partition)."""
-        if member != self._cluster.local.id and not self._cluster.is_alive(member):
-            return fail(RpcError(f"{self.name}: {member} is down"))
+        if not takes_moving_writes(self._cluster, member):
+            return fail(RpcError(f"{self.name}: {member} is down or leaving the ring"))
         return self._apply_at(member, entry)
 
     def _write_at(self, owner, owners, partition, entry):
@@ -240,6 +240,17 @@ class PartitionedTable:
 
     def status(self):
         return dict(self.counters)
+
+
+def takes_moving_writes(cluster, member):
+    """Whether a previous owner is sent a write while data moves: not when
+    it is down, nor when it is out of the ring altogether (draining, left
+    or forgotten): it will own nothing, and what it was sent after its own
+    pass would only linger on a node being emptied. Its place in the
+    previous owners' majority stays, so the others must hold the write."""
+    if member not in cluster.ring:
+        return False
+    return member == cluster.local.id or cluster.is_alive(member)
 
 
 def moving_from(cluster, partition, owners):
