@@ -46,7 +46,14 @@ class SyncNodes(GcNodes):
         return await d
 
     def run_pass(self, member):
-        return self.settle(Deferred.fromCoroutine(self.net.nodes[member].sync.run_pass()))
+        """Sync ``member`` with every other live member, as an anti-entropy
+        pass does (AntiEntropy.run_pass); the chunks copied."""
+        sync = self.net.nodes[member].sync
+
+        async def every_peer():
+            ring, peers = sync.peers()
+            return sum([await sync.sync_with(ring, peer) for peer in peers])
+        return self.settle(Deferred.fromCoroutine(every_peer()))
 
     def sync(self, member, peer):
         node = self.net.nodes[member]

@@ -89,11 +89,6 @@ class ChunkSync:
         return ring, [peer for peer in ring.member_ids
                       if peer != local and self._cluster.is_alive(peer)]
 
-    async def run_pass(self):
-        """Sync with every other live member; the chunks copied."""
-        ring, peers = self.peers()
-        return sum([await self.sync_with(ring, peer) for peer in peers])
-
     async def sync_with(self, ring, peer):
         """Sync with one member; the chunks copied. A sync that fails (the
         peer went away) is counted, logged and recorded in :attr:`synced`;

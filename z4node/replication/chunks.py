@@ -131,9 +131,15 @@ class ReplicatedChunks:
         if it is leaving the ring, see ``takes_moving_writes``)."""
         if not takes_moving_writes(self._cluster, member):
             return fail(RpcError(f"chunk.put: {member} is down or leaving the ring"))
+        d = self._store_at(member, digest, data)
         if member == self._cluster.local.id:
-            return self.store.put_chunk(digest, data).addCallback(
-                lambda _: self.strays.add(digest))
+            d.addCallback(lambda _: self.strays.add(digest))
+        return d
+
+    def _store_at(self, member, digest, data):
+        """Put the chunk on ``member``: this node's store, or a call."""
+        if member == self._cluster.local.id:
+            return self.store.put_chunk(digest, data)
         return Deferred.fromCoroutine(self._cluster.call(
             member, "chunk.put", {"hash": digest.hex()}, data))
 
@@ -142,12 +148,11 @@ class ReplicatedChunks:
         hint goes to a holder in the background (and the put still fails:
         a hint is not an owner's copy)."""
         if owner == self._cluster.local.id:
-            return self.store.put_chunk(digest, data)
+            return self._store_at(owner, digest, data)
         if not self._cluster.is_alive(owner):
             self._hand_off(owner, owners, digest, data)
             return fail(RpcError(f"chunk.put: {owner} is down"))
-        d = Deferred.fromCoroutine(self._cluster.call(
-            owner, "chunk.put", {"hash": digest.hex()}, data))
+        d = self._store_at(owner, digest, data)
 
         def unreached(failure):
             if failure.check(RpcError) and not failure.check(RemoteError):
